@@ -1,0 +1,15 @@
+//! The CNI protocol: versions, configs, results, errors and `CNI_ARGS`. Pure data and
+//! conversions; nothing here touches the kernel or the environment.
+
+pub mod args;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod result;
+pub mod version;
+
+pub use args::CniArgs;
+pub use config::{AttachmentKey, NetConf, NetConfList};
+pub use error::{CniError, ErrorCode, ProtocolError};
+pub use result::{CniResult, Dns, Interface, IpConfig, Route};
+pub use version::Version;

@@ -1,0 +1,103 @@
+//! The library's error type, and the one place where errors become CNI error codes.
+
+use crate::cni::{CniError, ErrorCode, ProtocolError, Version};
+use crate::invoke::InvokeError;
+use crate::ipam::IpamError;
+use crate::netlink::NetlinkError;
+use crate::netns::NetnsError;
+use crate::sysctl::SysctlError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// CHECK found the attachment differs from what ADD made.
+    #[error("check failed: {0}")]
+    Check(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Protocol(e) => match e {
+                ProtocolError::MissingEnv(_)
+                | ProtocolError::UnknownCommand(_)
+                | ProtocolError::InvalidContainerId(_)
+                | ProtocolError::InvalidIfName { .. }
+                | ProtocolError::InvalidArgs(_) => ErrorCode::InvalidEnvironment,
+                ProtocolError::MissingContainerId => ErrorCode::UnknownContainer,
+                ProtocolError::MissingNetworkName
+                | ProtocolError::InvalidNetworkName(_)
+                | ProtocolError::InvalidConfig { .. }
+                | ProtocolError::MissingPrevResult => ErrorCode::InvalidConfig,
+                ProtocolError::ReadStdin(_) => ErrorCode::Io,
+                ProtocolError::Decode { .. } => ErrorCode::Decode,
+                ProtocolError::IncompatibleVersion { .. }
+                | ProtocolError::VerbNotAllowed { .. }
+                | ProtocolError::Conversion { .. } => ErrorCode::IncompatibleVersion,
+                ProtocolError::SameNetns(_) => ErrorCode::InvalidNetns,
+            },
+            Error::Invoke(e) => match e {
+                InvokeError::NotFound { .. } | InvokeError::BadName(_) => ErrorCode::InvalidConfig,
+                InvokeError::Spawn { .. } => ErrorCode::Io,
+                InvokeError::Plugin(_) | InvokeError::Garbled { .. } => ErrorCode::Internal,
+            },
+            Error::Netns(e) => match e {
+                NetnsError::NotFound(_) | NetnsError::NotANetns(_) => ErrorCode::InvalidNetns,
+                NetnsError::Open { .. } | NetnsError::Enter { .. } => ErrorCode::Io,
+            },
+            Error::Netlink(NetlinkError::Netns(_)) => ErrorCode::InvalidNetns,
+            Error::Netlink(_) | Error::Sysctl(_) => ErrorCode::Internal,
+            Error::Ipam(e) => match e {
+                IpamError::RequestedNotInRange { .. } | IpamError::RequestedIsGateway(_) => {
+                    ErrorCode::InvalidConfig
+                }
+                IpamError::Store { .. } | IpamError::ResolvConf { .. } => ErrorCode::Io,
+                IpamError::NoFreeAddress { .. } => ErrorCode::NotAvailable,
+                // The reference answers these with plain errors (999); runtimes and users
+                // match on the message, which we keep.
+                IpamError::Exhausted { .. }
+                | IpamError::RequestedTaken { .. }
+                | IpamError::Unfulfilled(_)
+                | IpamError::Duplicate { .. }
+                | IpamError::NotReserved { .. } => ErrorCode::Internal,
+            },
+            Error::Check(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The spec's error object: `msg` is this error's sentence, `details` its causes.
+    pub fn to_cni(&self, version: Option<Version>) -> CniError {
+        if let Error::Invoke(InvokeError::Plugin(delegated)) = self {
+            return delegated.clone();
+        }
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        // `transparent` variants report their inner error as the first source too.
+        if causes.first().is_some_and(|first| *first == self.to_string()) {
+            causes.remove(0);
+        }
+        CniError {
+            cni_version: version.map(|v| v.to_string()).unwrap_or_default(),
+            code: self.code().number(),
+            msg: self.to_string(),
+            details: causes.join(": "),
+        }
+    }
+}

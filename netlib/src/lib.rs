@@ -1,0 +1,15 @@
+//! ferrocni's shared library. Plugins are thin binaries over it; every protocol rule lives
+//! in [`cni`] and [`skel`], every kernel call in [`netlink`], [`netns`] and [`sysctl`].
+//! Dependencies point one way: plugins use netlib, netlib's modules use the kernel.
+
+pub mod cni;
+pub mod error;
+pub mod invoke;
+pub mod ipam;
+pub mod lock;
+pub mod netlink;
+pub mod netns;
+pub mod skel;
+pub mod sysctl;
+
+pub use error::{Error, Result};

@@ -1,0 +1,356 @@
+//! The plugin skeleton: everything between a runtime's exec and a plugin's logic.
+//!
+//! It reads and validates the `CNI_*` environment and the config for the verb at hand,
+//! checks versions, calls the plugin, prints the result in the version the config asked for,
+//! and turns every failure, a panic included, into the spec's error JSON on stdout.
+
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use crate::cni::config::{
+    valid_attachments, validate_container_id, validate_ifname, validate_network_name,
+};
+use crate::cni::{json, AttachmentKey, CniArgs, CniResult, NetConf, ProtocolError, Version};
+use crate::error::{Error, Result};
+use crate::invoke;
+use crate::netns::Netns;
+
+/// The verbs of the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Gc,
+    Status,
+    Version,
+}
+
+impl Command {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            "VERSION" => Command::Version,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+            Command::Version => "VERSION",
+        }
+    }
+
+    /// Which variables the spec requires for this verb (`CNI_NETNS` is optional on DEL).
+    fn required_env(self) -> &'static [&'static str] {
+        match self {
+            Command::Add | Command::Check => &["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"],
+            Command::Del => &["CNI_CONTAINERID", "CNI_IFNAME"],
+            Command::Gc => &["CNI_PATH"],
+            Command::Status | Command::Version => &[],
+        }
+    }
+
+    /// The first spec version that has this verb.
+    fn minimum_version(self) -> Version {
+        match self {
+            Command::Check => Version::V0_4_0,
+            Command::Gc | Command::Status => Version::V1_1_0,
+            _ => Version::V0_1_0,
+        }
+    }
+}
+
+/// One request: the config on stdin and the environment that applies to every verb.
+#[derive(Debug)]
+pub struct Request {
+    /// The version the config asked for; results are printed in it.
+    pub version: Version,
+    pub conf: NetConf,
+    /// The whole config as received, for plugin-specific keys and for delegation.
+    pub config: Value,
+    pub stdin: Vec<u8>,
+    pub cni_path: Vec<PathBuf>,
+}
+
+/// Which attachment an ADD, DEL or CHECK is about.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub container_id: String,
+    /// Optional on DEL: the runtime may have lost the namespace already.
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    pub args: CniArgs,
+}
+
+impl Attachment {
+    /// The container's namespace path, which the skeleton guarantees for ADD and CHECK.
+    pub fn required_netns(&self) -> Result<&std::path::Path> {
+        self.netns
+            .as_deref()
+            .ok_or_else(|| ProtocolError::MissingEnv(vec!["CNI_NETNS"]).into())
+    }
+}
+
+impl Request {
+    /// Decodes the plugin's own view of the config (Go-compatible key matching).
+    pub fn plugin_config<T: DeserializeOwned>(&self) -> Result<T> {
+        json::from_value(self.config.clone()).map_err(|source| {
+            Error::from(ProtocolError::Decode {
+                what: "network config",
+                error: source,
+            })
+        })
+    }
+
+    /// The previous plugin's result, in any version.
+    pub fn prev_result(&self) -> Result<Option<CniResult>> {
+        match self.config.get("prevResult") {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => Ok(Some(CniResult::from_json(value.clone(), self.version)?)),
+        }
+    }
+
+    /// Runs the delegate `plugin` for `command` with this request's config and environment.
+    /// Returns its result for ADD.
+    pub fn delegate(&self, plugin: &str, command: Command) -> Result<Option<CniResult>> {
+        let path = invoke::find(plugin, &self.cni_path)?;
+        let stdout = invoke::exec(&path, &self.stdin, &[("CNI_COMMAND", command.as_str())])?;
+        if command != Command::Add {
+            return Ok(None);
+        }
+        let value: Value =
+            serde_json::from_slice(&stdout).map_err(|source| ProtocolError::Decode {
+                what: "delegated plugin result",
+                error: source.into(),
+            })?;
+        Ok(Some(CniResult::from_json(value, self.version)?))
+    }
+
+    /// Delegated ADD, whose result is required.
+    pub fn delegate_add(&self, plugin: &str) -> Result<CniResult> {
+        Ok(self.delegate(plugin, Command::Add)?.unwrap_or_default())
+    }
+}
+
+/// What a plugin implements. Every verb is required: a plugin that keeps no state says so
+/// in its GC, rather than inheriting a silent default.
+pub trait Plugin {
+    /// One line for humans who run the binary by hand.
+    fn about(&self) -> &'static str;
+
+    fn supported_versions(&self) -> &'static [Version] {
+        &Version::ALL
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult>;
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()>;
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()>;
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()>;
+    fn status(&self, request: &Request) -> Result<()>;
+}
+
+/// Runs a plugin as a runtime expects and exits the process.
+pub fn run(plugin: &dyn Plugin) -> ! {
+    install_panic_hook();
+    let env = |key: &str| std::env::var(key).ok().filter(|value| !value.is_empty());
+    let mut stdout = std::io::stdout().lock();
+    let outcome = dispatch(plugin, &env, &mut std::io::stdin().lock());
+    let (text, code) = match outcome {
+        Ok(Some(text)) => (text, 0),
+        Ok(None) => (String::new(), 0),
+        Err((error, version)) => (
+            serde_json::to_string(&error.to_cni(version)).unwrap_or_default(),
+            1,
+        ),
+    };
+    if !text.is_empty() {
+        // Nothing sensible is left to do if stdout is gone.
+        let _ = writeln!(stdout, "{text}");
+    }
+    let _ = stdout.flush();
+    std::process::exit(code)
+}
+
+/// A panic is a bug, but the runtime still gets an error object rather than a stack trace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let error = json!({
+            "code": crate::cni::ErrorCode::Internal.number(),
+            "msg": format!("internal error: {info}"),
+        });
+        println!("{error}");
+        eprintln!("ferrocni plugin panicked: {info}");
+    }));
+}
+
+type Failure = (Error, Option<Version>);
+
+/// The skeleton's logic, apart from process I/O so tests can drive it.
+pub fn dispatch(
+    plugin: &dyn Plugin,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+) -> std::result::Result<Option<String>, Failure> {
+    let fail = |error: Error| (error, None);
+    let Some(command_text) = env("CNI_COMMAND") else {
+        eprintln!("{}", plugin.about());
+        eprintln!(
+            "CNI protocol versions supported: {}",
+            version_list(plugin.supported_versions())
+        );
+        return Err(fail(ProtocolError::MissingEnv(vec!["CNI_COMMAND"]).into()));
+    };
+    let command = Command::parse(&command_text)
+        .ok_or_else(|| fail(ProtocolError::UnknownCommand(command_text.clone()).into()))?;
+
+    let mut stdin_bytes = Vec::new();
+    stdin
+        .read_to_end(&mut stdin_bytes)
+        .map_err(|e| fail(ProtocolError::ReadStdin(e).into()))?;
+
+    if command == Command::Version {
+        return Ok(Some(version_answer(plugin, &stdin_bytes)));
+    }
+
+    let missing: Vec<&'static str> = command
+        .required_env()
+        .iter()
+        .copied()
+        .filter(|key| env(key).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return Err(fail(ProtocolError::MissingEnv(missing).into()));
+    }
+
+    let request = parse_request(plugin, command, &stdin_bytes, env).map_err(fail)?;
+    let version = Some(request.version);
+    let with_version = |error: Error| (error, version);
+
+    match command {
+        Command::Add | Command::Del | Command::Check => {
+            let attachment = parse_attachment(env).map_err(with_version)?;
+            match command {
+                Command::Add => {
+                    let result = plugin
+                        .add(&request, &attachment)
+                        .map_err(with_version)?;
+                    let printed = result.to_json(request.version).map_err(|e| with_version(e.into()))?;
+                    Ok(Some(printed.to_string()))
+                }
+                Command::Del => plugin.del(&request, &attachment).map(|()| None).map_err(with_version),
+                _ => plugin.check(&request, &attachment).map(|()| None).map_err(with_version),
+            }
+        }
+        Command::Gc => {
+            let valid = valid_attachments(&request.config).map_err(|e| with_version(e.into()))?;
+            plugin.gc(&request, &valid).map(|()| None).map_err(with_version)
+        }
+        Command::Status => plugin.status(&request).map(|()| None).map_err(with_version),
+        Command::Version => unreachable!("answered above"),
+    }
+}
+
+fn version_list(versions: &[Version]) -> String {
+    versions.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// VERSION echoes the version the caller asked about when we speak it, else our latest.
+fn version_answer(plugin: &dyn Plugin, stdin: &[u8]) -> String {
+    let supported = plugin.supported_versions();
+    let asked = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_string))
+        .and_then(|text| Version::parse(&text))
+        .filter(|v| supported.contains(v));
+    let latest = supported.iter().max().copied().unwrap_or(Version::LATEST);
+    json!({
+        "cniVersion": asked.unwrap_or(latest).as_str(),
+        "supportedVersions": supported.iter().map(|v| v.as_str()).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+fn parse_request(
+    plugin: &dyn Plugin,
+    command: Command,
+    stdin: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Request> {
+    let decode = |source| ProtocolError::Decode {
+        what: "network config",
+        error: source,
+    };
+    let config: Value = serde_json::from_slice(stdin).map_err(|e| decode(e.into()))?;
+    if !config.is_object() {
+        return Err(ProtocolError::config("(top level)", "the network config must be a JSON object").into());
+    }
+    let conf: NetConf = json::from_value(config.clone()).map_err(decode)?;
+    validate_network_name(&conf.name)?;
+    let supported = plugin.supported_versions();
+    let version = Version::parse(&conf.cni_version)
+        .filter(|v| supported.contains(v))
+        .ok_or_else(|| ProtocolError::IncompatibleVersion {
+            config: conf.cni_version.clone(),
+            supported: supported.to_vec(),
+        })?;
+    if version < command.minimum_version() {
+        return Err(ProtocolError::VerbNotAllowed {
+            verb: command.as_str(),
+            version,
+            minimum: command.minimum_version(),
+        }
+        .into());
+    }
+    Ok(Request {
+        version,
+        conf,
+        config,
+        stdin: stdin.to_vec(),
+        cni_path: invoke::split_path(&env("CNI_PATH").unwrap_or_default()),
+    })
+}
+
+fn parse_attachment(env: &dyn Fn(&str) -> Option<String>) -> Result<Attachment> {
+    let container_id = env("CNI_CONTAINERID").unwrap_or_default();
+    validate_container_id(&container_id)?;
+    let ifname = env("CNI_IFNAME").unwrap_or_default();
+    validate_ifname(&ifname)?;
+    let args = CniArgs::parse(&env("CNI_ARGS").unwrap_or_default())?;
+    let netns = env("CNI_NETNS").map(PathBuf::from);
+    let overridden = env("CNI_NETNS_OVERRIDE")
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    if let (Some(path), false) = (&netns, overridden) {
+        refuse_own_netns(path)?;
+    }
+    Ok(Attachment {
+        container_id,
+        netns,
+        ifname,
+        args,
+    })
+}
+
+/// A stale `CNI_NETNS` that resolves to the plugin's own namespace would make the plugin
+/// configure the host (the reference's issue #714). A path that does not open is left to
+/// the plugin, which knows whether it needs the namespace at all.
+fn refuse_own_netns(path: &PathBuf) -> Result<()> {
+    let Ok(target) = Netns::open(path) else {
+        return Ok(());
+    };
+    if target.same_as(&Netns::open("/proc/self/ns/net")?)? {
+        return Err(ProtocolError::SameNetns(path.display().to_string()).into());
+    }
+    Ok(())
+}
