@@ -1,1 +1,320 @@
+//! Test harness: runs the built plugin binaries exactly as a runtime does (a clean
+//! environment of `CNI_*` variables, config on stdin, JSON on stdout), each from inside a
+//! sandbox "host" namespace the test made, so no test touches the machine's own network.
+//! Everything a test creates is named uniquely and removed on drop, also when it fails.
 
+use serde_json::Value;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Every spec version the plugins speak, oldest first.
+pub const VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+/// Where the reference plugins live (Debian's containernetworking-plugins).
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+/// Whether this test can run: root is needed for namespaces. Says so loudly when not.
+pub fn is_root(test: &str) -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("\n!!!! SKIPPED {test}: needs root to create network namespaces !!!!\n");
+    }
+    root
+}
+
+/// Skips the calling test (returns) unless running as root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::is_root(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// A short name unique to this process and call, usable as a netns or link name.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+fn ip(args: &[&str]) -> std::process::Output {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("the ip tool (iproute2) runs");
+    assert!(
+        output.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A network namespace that exists for the life of the value.
+pub struct NetnsGuard {
+    name: String,
+}
+
+impl NetnsGuard {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique(prefix);
+        ip(&["netns", "add", &name]);
+        NetnsGuard { name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    /// `ip -j` output inside this namespace, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-n", &self.name, "-j"];
+        full.extend_from_slice(args);
+        serde_json::from_slice(&ip(&full).stdout).expect("ip -j prints JSON")
+    }
+
+    /// Whether link `name` in this namespace has IFF_UP set.
+    pub fn link_is_up(&self, name: &str) -> bool {
+        let links = self.ip_json(&["link", "show", "dev", name]);
+        links[0]["flags"]
+            .as_array()
+            .is_some_and(|flags| flags.iter().any(|f| f == "UP"))
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("ferrocni-{}", unique(prefix)));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn path_str(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Which implementation of a plugin to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    Ours,
+    Reference,
+}
+
+/// The directory holding our built binaries (`target/debug` beside this test binary).
+pub fn our_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf();
+    assert!(
+        dir.join("loopback").is_file(),
+        "no plugin binaries in {dir:?}: run `cargo build --workspace` before the tests (scripts/test.sh does)"
+    );
+    dir
+}
+
+impl Impl {
+    pub fn dir(self) -> PathBuf {
+        match self {
+            Impl::Ours => our_bin_dir(),
+            Impl::Reference => PathBuf::from(REFERENCE_DIR),
+        }
+    }
+
+    pub fn plugin(self, name: &str) -> PathBuf {
+        self.dir().join(name)
+    }
+
+    /// Whether this implementation is installed; says so loudly when the reference is not.
+    pub fn available(self, name: &str) -> bool {
+        let present = self.plugin(name).is_file();
+        if !present {
+            eprintln!(
+                "\n!!!! SKIPPED differential part: {} not found (apt-get install containernetworking-plugins) !!!!\n",
+                self.plugin(name).display()
+            );
+        }
+        present
+    }
+}
+
+/// What a plugin run printed and how it exited.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr))
+    }
+
+    /// The result of a successful run; fails the test with the plugin's error otherwise.
+    pub fn success(&self) -> Value {
+        assert_eq!(self.code, 0, "plugin failed: {}\nstderr: {}", self.stdout, self.stderr);
+        if self.stdout.trim().is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+
+    /// The error object of a failed run; fails the test if the run succeeded or panicked.
+    pub fn error(&self) -> Value {
+        assert_ne!(self.code, 0, "plugin unexpectedly succeeded: {}", self.stdout);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "plugin panicked: {}",
+            self.stderr
+        );
+        let error = self.json();
+        assert!(error["code"].is_u64(), "error object without a code: {error}");
+        assert!(error["msg"].is_string(), "error object without a msg: {error}");
+        error
+    }
+
+    /// Asserts a failure with `code` whose message mentions `needle`.
+    pub fn assert_error(&self, code: u64, needle: &str) {
+        let error = self.error();
+        assert_eq!(error["code"], code, "wrong code: {error}");
+        let text = format!("{} {}", error["msg"], error["details"]);
+        assert!(text.contains(needle), "message should mention {needle:?}: {error}");
+    }
+}
+
+/// One plugin invocation as a runtime makes it.
+pub struct Call {
+    plugin: PathBuf,
+    env: Vec<(String, String)>,
+    stdin: String,
+}
+
+impl Call {
+    /// `command` on `plugin`, with `CNI_PATH` pointing at the same implementation.
+    pub fn new(implementation: Impl, plugin: &str, command: &str) -> Self {
+        Call {
+            plugin: implementation.plugin(plugin),
+            env: vec![
+                ("CNI_COMMAND".into(), command.into()),
+                ("CNI_PATH".into(), implementation.dir().display().to_string()),
+                ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ],
+            stdin: String::new(),
+        }
+    }
+
+    /// Sets the usual attachment variables.
+    pub fn attachment(self, container_id: &str, netns: &str, ifname: &str) -> Self {
+        self.env("CNI_CONTAINERID", container_id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", ifname)
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn without_env(mut self, key: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self
+    }
+
+    pub fn stdin(mut self, config: impl ToString) -> Self {
+        self.stdin = config.to_string();
+        self
+    }
+
+    /// Runs the plugin from inside `host`, never from the machine's own namespace.
+    pub fn run_in(&self, host: &NetnsGuard) -> Outcome {
+        let netns = File::open(host.path()).expect("host netns opens");
+        let mut command = Command::new(&self.plugin);
+        command
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs between fork and exec and only makes the setns(2) system
+        // call on a descriptor opened before the fork; it allocates nothing and takes no lock.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.plugin));
+        if let Some(mut pipe) = child.stdin.take() {
+            let _ = pipe.write_all(self.stdin.as_bytes());
+        }
+        let output = child.wait_with_output().expect("plugin finishes");
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Reservation files in a host-local store directory (addresses only).
+pub fn reserved_ips(store: &Path) -> Vec<String> {
+    let mut ips: Vec<String> = std::fs::read_dir(store)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| name.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort();
+    ips
+}

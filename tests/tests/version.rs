@@ -1,0 +1,38 @@
+//! VERSION of every binary, and the skeleton's behaviour when run by hand.
+
+use ferrocni_tests::{require_root, Call, Impl, NetnsGuard, VERSIONS};
+use serde_json::json;
+
+const BINARIES: [&str; 3] = ["loopback", "host-local", "static"];
+
+#[test]
+fn every_binary_reports_every_spec_version() {
+    require_root!();
+    let host = NetnsGuard::new("fver");
+    for binary in BINARIES {
+        let answer = Call::new(Impl::Ours, binary, "VERSION").run_in(&host).success();
+        assert_eq!(answer["supportedVersions"], json!(VERSIONS), "{binary}");
+        assert_eq!(answer["cniVersion"], "1.1.0", "{binary}");
+        for version in VERSIONS {
+            let echoed = Call::new(Impl::Ours, binary, "VERSION")
+                .stdin(json!({"cniVersion": version}))
+                .run_in(&host)
+                .success();
+            assert_eq!(echoed["cniVersion"], version, "{binary} echoes the asked version");
+        }
+    }
+}
+
+#[test]
+fn without_a_command_the_binary_describes_itself() {
+    require_root!();
+    let host = NetnsGuard::new("fver");
+    for binary in BINARIES {
+        let outcome = Call::new(Impl::Ours, binary, "VERSION")
+            .without_env("CNI_COMMAND")
+            .run_in(&host);
+        assert_eq!(outcome.code, 0);
+        assert!(outcome.stdout.is_empty());
+        assert!(outcome.stderr.contains("CNI protocol versions supported: 0.1.0"), "{}", outcome.stderr);
+    }
+}
