@@ -90,7 +90,10 @@ impl Error {
             source = cause.source();
         }
         // `transparent` variants report their inner error as the first source too.
-        if causes.first().is_some_and(|first| *first == self.to_string()) {
+        if causes
+            .first()
+            .is_some_and(|first| *first == self.to_string())
+        {
             causes.remove(0);
         }
         CniError {

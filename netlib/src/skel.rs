@@ -244,19 +244,28 @@ pub fn dispatch(
             let attachment = parse_attachment(env).map_err(with_version)?;
             match command {
                 Command::Add => {
-                    let result = plugin
-                        .add(&request, &attachment)
-                        .map_err(with_version)?;
-                    let printed = result.to_json(request.version).map_err(|e| with_version(e.into()))?;
+                    let result = plugin.add(&request, &attachment).map_err(with_version)?;
+                    let printed = result
+                        .to_json(request.version)
+                        .map_err(|e| with_version(e.into()))?;
                     Ok(Some(printed.to_string()))
                 }
-                Command::Del => plugin.del(&request, &attachment).map(|()| None).map_err(with_version),
-                _ => plugin.check(&request, &attachment).map(|()| None).map_err(with_version),
+                Command::Del => plugin
+                    .del(&request, &attachment)
+                    .map(|()| None)
+                    .map_err(with_version),
+                _ => plugin
+                    .check(&request, &attachment)
+                    .map(|()| None)
+                    .map_err(with_version),
             }
         }
         Command::Gc => {
             let valid = valid_attachments(&request.config).map_err(|e| with_version(e.into()))?;
-            plugin.gc(&request, &valid).map(|()| None).map_err(with_version)
+            plugin
+                .gc(&request, &valid)
+                .map(|()| None)
+                .map_err(with_version)
         }
         Command::Status => plugin.status(&request).map(|()| None).map_err(with_version),
         Command::Version => unreachable!("answered above"),
@@ -264,7 +273,11 @@ pub fn dispatch(
 }
 
 fn version_list(versions: &[Version]) -> String {
-    versions.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+    versions
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// VERSION echoes the version the caller asked about when we speak it, else our latest.
@@ -272,7 +285,11 @@ fn version_answer(plugin: &dyn Plugin, stdin: &[u8]) -> String {
     let supported = plugin.supported_versions();
     let asked = serde_json::from_slice::<Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(str::to_string))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .and_then(|text| Version::parse(&text))
         .filter(|v| supported.contains(v));
     let latest = supported.iter().max().copied().unwrap_or(Version::LATEST);
@@ -295,7 +312,11 @@ fn parse_request(
     };
     let config: Value = serde_json::from_slice(stdin).map_err(|e| decode(e.into()))?;
     if !config.is_object() {
-        return Err(ProtocolError::config("(top level)", "the network config must be a JSON object").into());
+        return Err(ProtocolError::config(
+            "(top level)",
+            "the network config must be a JSON object",
+        )
+        .into());
     }
     let conf: NetConf = json::from_value(config.clone()).map_err(decode)?;
     validate_network_name(&conf.name)?;
@@ -330,8 +351,8 @@ fn parse_attachment(env: &dyn Fn(&str) -> Option<String>) -> Result<Attachment> 
     validate_ifname(&ifname)?;
     let args = CniArgs::parse(&env("CNI_ARGS").unwrap_or_default())?;
     let netns = env("CNI_NETNS").map(PathBuf::from);
-    let overridden = env("CNI_NETNS_OVERRIDE")
-        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let overridden =
+        env("CNI_NETNS_OVERRIDE").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if let (Some(path), false) = (&netns, overridden) {
         refuse_own_netns(path)?;
     }

@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every spec version the plugins speak, oldest first.
-pub const VERSIONS: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const VERSIONS: [&str; 7] = [
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
 
 /// Where the reference plugins live (Debian's containernetworking-plugins).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
@@ -190,13 +192,21 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// The result of a successful run; fails the test with the plugin's error otherwise.
     pub fn success(&self) -> Value {
-        assert_eq!(self.code, 0, "plugin failed: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         if self.stdout.trim().is_empty() {
             Value::Null
         } else {
@@ -206,15 +216,25 @@ impl Outcome {
 
     /// The error object of a failed run; fails the test if the run succeeded or panicked.
     pub fn error(&self) -> Value {
-        assert_ne!(self.code, 0, "plugin unexpectedly succeeded: {}", self.stdout);
+        assert_ne!(
+            self.code, 0,
+            "plugin unexpectedly succeeded: {}",
+            self.stdout
+        );
         assert!(
             !self.stderr.contains("panicked"),
             "plugin panicked: {}",
             self.stderr
         );
         let error = self.json();
-        assert!(error["code"].is_u64(), "error object without a code: {error}");
-        assert!(error["msg"].is_string(), "error object without a msg: {error}");
+        assert!(
+            error["code"].is_u64(),
+            "error object without a code: {error}"
+        );
+        assert!(
+            error["msg"].is_string(),
+            "error object without a msg: {error}"
+        );
         error
     }
 
@@ -223,7 +243,10 @@ impl Outcome {
         let error = self.error();
         assert_eq!(error["code"], code, "wrong code: {error}");
         let text = format!("{} {}", error["msg"], error["details"]);
-        assert!(text.contains(needle), "message should mention {needle:?}: {error}");
+        assert!(
+            text.contains(needle),
+            "message should mention {needle:?}: {error}"
+        );
     }
 }
 
@@ -241,7 +264,10 @@ impl Call {
             plugin: implementation.plugin(plugin),
             env: vec![
                 ("CNI_COMMAND".into(), command.into()),
-                ("CNI_PATH".into(), implementation.dir().display().to_string()),
+                (
+                    "CNI_PATH".into(),
+                    implementation.dir().display().to_string(),
+                ),
                 ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             ],
             stdin: String::new(),

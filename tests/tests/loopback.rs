@@ -20,7 +20,9 @@ fn every_verb_in_every_version() {
     for version in VERSIONS {
         let container = NetnsGuard::new("flc");
         assert!(!container.link_is_up("lo"));
-        let result = call(Impl::Ours, "ADD", &container, version).run_in(&host).success();
+        let result = call(Impl::Ours, "ADD", &container, version)
+            .run_in(&host)
+            .success();
         assert!(container.link_is_up("lo"), "ADD {version} sets lo up");
         assert_eq!(result["cniVersion"], version);
         match version {
@@ -35,13 +37,20 @@ fn every_verb_in_every_version() {
             }
             _ => {
                 assert_eq!(result["interfaces"][0]["sandbox"], container.path_str());
-                assert_eq!(result["ips"][0], json!({"interface": 0, "address": "127.0.0.1/8"}));
+                assert_eq!(
+                    result["ips"][0],
+                    json!({"interface": 0, "address": "127.0.0.1/8"})
+                );
             }
         }
         if version >= "0.4.0" {
-            call(Impl::Ours, "CHECK", &container, version).run_in(&host).success();
+            call(Impl::Ours, "CHECK", &container, version)
+                .run_in(&host)
+                .success();
         }
-        call(Impl::Ours, "DEL", &container, version).run_in(&host).success();
+        call(Impl::Ours, "DEL", &container, version)
+            .run_in(&host)
+            .success();
         assert!(!container.link_is_up("lo"), "DEL {version} sets lo down");
         if version >= "0.4.0" {
             call(Impl::Ours, "CHECK", &container, version)
@@ -50,11 +59,16 @@ fn every_verb_in_every_version() {
         }
         if version == "1.1.0" {
             Call::new(Impl::Ours, "loopback", "GC")
-                .stdin(json!({"cniVersion": "1.1.0", "name": "lonet", "type": "loopback",
-                              "cni.dev/valid-attachments": []}))
+                .stdin(
+                    json!({"cniVersion": "1.1.0", "name": "lonet", "type": "loopback",
+                              "cni.dev/valid-attachments": []}),
+                )
                 .run_in(&host)
                 .success();
-            Call::new(Impl::Ours, "loopback", "STATUS").stdin(conf(version)).run_in(&host).success();
+            Call::new(Impl::Ours, "loopback", "STATUS")
+                .stdin(conf(version))
+                .run_in(&host)
+                .success();
         }
     }
 }
@@ -64,7 +78,9 @@ fn del_tolerates_a_vanished_or_missing_namespace_and_repeats() {
     require_root!();
     let host = NetnsGuard::new("flh");
     let container = NetnsGuard::new("flc");
-    call(Impl::Ours, "ADD", &container, "1.0.0").run_in(&host).success();
+    call(Impl::Ours, "ADD", &container, "1.0.0")
+        .run_in(&host)
+        .success();
     let path = container.path_str();
     drop(container);
     for _ in 0..2 {
@@ -101,7 +117,10 @@ fn chained_loopback_passes_the_previous_result_through() {
             .stdin(config)
             .run_in(&host)
             .success();
-        assert_eq!(result["ips"][0]["address"], "10.44.0.2/24", "{version}: {result}");
+        assert_eq!(
+            result["ips"][0]["address"], "10.44.0.2/24",
+            "{version}: {result}"
+        );
         assert_eq!(result["cniVersion"], version);
     }
     assert!(container.link_is_up("lo"));
@@ -116,13 +135,21 @@ fn same_result_as_the_reference() {
     let host = NetnsGuard::new("flh");
     let ours_ns = NetnsGuard::new("flc");
     let theirs_ns = NetnsGuard::new("flc");
-    let mut ours = call(Impl::Ours, "ADD", &ours_ns, "1.0.0").run_in(&host).success();
-    let mut theirs = call(Impl::Reference, "ADD", &theirs_ns, "1.0.0").run_in(&host).success();
+    let mut ours = call(Impl::Ours, "ADD", &ours_ns, "1.0.0")
+        .run_in(&host)
+        .success();
+    let mut theirs = call(Impl::Reference, "ADD", &theirs_ns, "1.0.0")
+        .run_in(&host)
+        .success();
     ours["interfaces"][0]["sandbox"] = json!("");
     theirs["interfaces"][0]["sandbox"] = json!("");
     assert_eq!(ours, theirs);
     assert_eq!(ours_ns.link_is_up("lo"), theirs_ns.link_is_up("lo"));
-    call(Impl::Ours, "DEL", &ours_ns, "1.0.0").run_in(&host).success();
-    call(Impl::Reference, "DEL", &theirs_ns, "1.0.0").run_in(&host).success();
+    call(Impl::Ours, "DEL", &ours_ns, "1.0.0")
+        .run_in(&host)
+        .success();
+    call(Impl::Reference, "DEL", &theirs_ns, "1.0.0")
+        .run_in(&host)
+        .success();
     assert_eq!(ours_ns.link_is_up("lo"), theirs_ns.link_is_up("lo"));
 }

@@ -10,7 +10,9 @@ fn every_binary_reports_every_spec_version() {
     require_root!();
     let host = NetnsGuard::new("fver");
     for binary in BINARIES {
-        let answer = Call::new(Impl::Ours, binary, "VERSION").run_in(&host).success();
+        let answer = Call::new(Impl::Ours, binary, "VERSION")
+            .run_in(&host)
+            .success();
         assert_eq!(answer["supportedVersions"], json!(VERSIONS), "{binary}");
         assert_eq!(answer["cniVersion"], "1.1.0", "{binary}");
         for version in VERSIONS {
@@ -18,7 +20,10 @@ fn every_binary_reports_every_spec_version() {
                 .stdin(json!({"cniVersion": version}))
                 .run_in(&host)
                 .success();
-            assert_eq!(echoed["cniVersion"], version, "{binary} echoes the asked version");
+            assert_eq!(
+                echoed["cniVersion"], version,
+                "{binary} echoes the asked version"
+            );
         }
     }
 }
@@ -33,6 +38,12 @@ fn without_a_command_the_binary_describes_itself() {
             .run_in(&host);
         assert_eq!(outcome.code, 0);
         assert!(outcome.stdout.is_empty());
-        assert!(outcome.stderr.contains("CNI protocol versions supported: 0.1.0"), "{}", outcome.stderr);
+        assert!(
+            outcome
+                .stderr
+                .contains("CNI protocol versions supported: 0.1.0"),
+            "{}",
+            outcome.stderr
+        );
     }
 }

@@ -43,7 +43,10 @@ mod tests {
         assert_eq!(args.get("IP"), Some("10.1.2.3"));
         assert_eq!(args.get("K8S_POD_NAME"), Some("web"));
         assert_eq!(args.get("MAC"), None);
-        assert_eq!(CniArgs::parse("").expect("empty is fine"), CniArgs::default());
+        assert_eq!(
+            CniArgs::parse("").expect("empty is fine"),
+            CniArgs::default()
+        );
     }
 
     #[test]

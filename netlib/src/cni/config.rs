@@ -110,7 +110,10 @@ pub fn validate_ifname(name: &str) -> Result<(), ProtocolError> {
         Some("interface name is too long: at most 15 bytes")
     } else if name == "." || name == ".." {
         Some("interface name is . or ..")
-    } else if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+    {
         Some("interface name contains / or : or whitespace characters")
     } else {
         None

@@ -49,7 +49,11 @@ impl ErrorCode {
 /// plugin's failure decodes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniError {
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     pub code: u32,
     pub msg: String,
@@ -97,7 +101,10 @@ pub enum ProtocolError {
         error: super::json::JsonError,
     },
     #[error("incompatible CNI versions: config is {config:?}, plugin supports [{}]", supported_list(.supported))]
-    IncompatibleVersion { config: String, supported: Vec<Version> },
+    IncompatibleVersion {
+        config: String,
+        supported: Vec<Version>,
+    },
     #[error("config version {version} does not allow {verb} (needs {minimum} or later)")]
     VerbNotAllowed {
         verb: &'static str,
@@ -109,7 +116,10 @@ pub enum ProtocolError {
     #[error("required prevResult missing")]
     MissingPrevResult,
     #[error("cannot convert result to version {version}: {reason}")]
-    Conversion { version: Version, reason: &'static str },
+    Conversion {
+        version: Version,
+        reason: &'static str,
+    },
     #[error("plugin's netns and netns from CNI_NETNS should not be the same: refusing to configure the plugin's own namespace {0:?} (set CNI_NETNS_OVERRIDE=1 if this is intended)")]
     SameNetns(String),
 }

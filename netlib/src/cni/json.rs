@@ -173,9 +173,10 @@ mod tests {
 
     #[test]
     fn exact_key_wins_and_null_means_default() {
-        let outer: Outer =
-            from_value(json!({"cniversion": "0.3.0", "cniVersion": "1.0.0", "ipMasq": null, "mtu": null}))
-                .expect("decodes");
+        let outer: Outer = from_value(
+            json!({"cniversion": "0.3.0", "cniVersion": "1.0.0", "ipMasq": null, "mtu": null}),
+        )
+        .expect("decodes");
         assert_eq!(outer.cni_version, "1.0.0");
         assert!(!outer.ip_masq);
         assert_eq!(outer.mtu, None);
@@ -185,7 +186,10 @@ mod tests {
     fn wrong_types_are_errors_not_panics() {
         assert!(from_value::<Outer>(json!({"ipMasq": "true"})).is_err());
         let err = from_value::<Outer>(json!({"ranges": [[{"rangeStart": 5}]]})).expect_err("bad");
-        assert!(err.to_string().starts_with("ranges[0][0].rangeStart: "), "{err}");
+        assert!(
+            err.to_string().starts_with("ranges[0][0].rangeStart: "),
+            "{err}"
+        );
         assert!(from_value::<Outer>(json!([1, 2])).is_err());
     }
 }

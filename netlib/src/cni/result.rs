@@ -339,8 +339,7 @@ mod tests {
     fn current_round_trip_is_lossless() {
         let result = sample();
         for v in [Version::V1_0_0, Version::V1_1_0] {
-            let back =
-                CniResult::from_json(result.to_json(v).expect("prints"), v).expect("parses");
+            let back = CniResult::from_json(result.to_json(v).expect("prints"), v).expect("parses");
             assert_eq!(back, result);
         }
     }

@@ -99,7 +99,10 @@ impl HostLocal {
         if (v4_sets > 1 || sets.len() - v4_sets > 1) && request.version < Version::V0_3_0 {
             return Err(ProtocolError::config(
                 "ipam.ranges",
-                format!("CNI version {} does not support more than 1 address per family", request.version),
+                format!(
+                    "CNI version {} does not support more than 1 address per family",
+                    request.version
+                ),
             )
             .into());
         }
@@ -110,7 +113,10 @@ impl HostLocal {
             requested.extend(parse_requested_ips(&items, "CNI_ARGS IP")?);
         }
         requested.extend(parse_requested_ips(&conf.args.cni.ips, "args.cni.ips")?);
-        requested.extend(parse_requested_ips(&conf.runtime_config.ips, "runtimeConfig.ips")?);
+        requested.extend(parse_requested_ips(
+            &conf.runtime_config.ips,
+            "runtimeConfig.ips",
+        )?);
         let mut seen = HashSet::new();
         requested.retain(|ip| seen.insert(*ip));
 
@@ -141,7 +147,8 @@ impl HostLocal {
         let store = self.store()?;
         let reservations = store.reservations()?;
         let mut claimed = Vec::new();
-        let outcome = self.allocate_locked(&store, &reservations, container_id, ifname, &mut claimed);
+        let outcome =
+            self.allocate_locked(&store, &reservations, container_id, ifname, &mut claimed);
         match outcome {
             Ok(ips) => Ok(CniResult {
                 ips,
@@ -286,7 +293,10 @@ impl HostLocal {
             let capacity: u128 = set.0.iter().map(|r| r.capacity()).sum();
             let used = reservations
                 .iter()
-                .filter(|r| set.range_for(r.ip).is_some_and(|range| range.gateway != r.ip))
+                .filter(|r| {
+                    set.range_for(r.ip)
+                        .is_some_and(|range| range.gateway != r.ip)
+                })
                 .count();
             if u128::try_from(used).unwrap_or(u128::MAX) >= capacity {
                 return Err(IpamError::NoFreeAddress {

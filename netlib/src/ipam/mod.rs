@@ -30,7 +30,10 @@ pub enum IpamError {
     #[error("{ip} has been allocated to {container_id}, duplicate allocation is not allowed")]
     Duplicate { ip: IpAddr, container_id: String },
     #[error("host-local: failed to find address added by container {container_id} on {ifname}")]
-    NotReserved { container_id: String, ifname: String },
+    NotReserved {
+        container_id: String,
+        ifname: String,
+    },
     #[error("no free address in range set {range_set}")]
     NoFreeAddress { range_set: String },
     #[error("IPAM store {path:?}")]

@@ -52,7 +52,8 @@ impl Range {
     /// network+1 (the allocator skips the gateway), end is the last address before the IPv4
     /// broadcast, or the last address of an IPv6 subnet. `field` names the range in errors.
     pub fn from_config(config: &RangeConfig, field: &str) -> Result<Range, ProtocolError> {
-        let bad = |key: &str, reason: String| ProtocolError::config(format!("{field}.{key}"), reason);
+        let bad =
+            |key: &str, reason: String| ProtocolError::config(format!("{field}.{key}"), reason);
         let given = config
             .subnet
             .ok_or_else(|| bad("subnet", "a subnet is required".into()))?;
@@ -61,12 +62,19 @@ impl Range {
         if given.ip() != subnet.ip() {
             return Err(bad(
                 "subnet",
-                format!("{given} has host bits set: the network address of a /{} is {}", given.prefix(), subnet.ip()),
+                format!(
+                    "{given} has host bits set: the network address of a /{} is {}",
+                    given.prefix(),
+                    subnet.ip()
+                ),
             ));
         }
         let max_prefix = if subnet.is_ipv4() { 32 } else { 128 };
         if subnet.prefix() > max_prefix - 2 {
-            return Err(bad("subnet", format!("network {subnet} is too small to allocate from")));
+            return Err(bad(
+                "subnet",
+                format!("network {subnet} is too small to allocate from"),
+            ));
         }
         let network = to_bits(subnet.ip());
         let host_mask = match subnet {
@@ -99,7 +107,10 @@ impl Range {
             None => last,
         };
         if to_bits(end) < to_bits(start) {
-            return Err(bad("rangeEnd", format!("{end} is before rangeStart {start}")));
+            return Err(bad(
+                "rangeEnd",
+                format!("{end} is before rangeStart {start}"),
+            ));
         }
         Ok(Range {
             subnet,
@@ -148,7 +159,10 @@ impl RangeSet {
             let range = Range::from_config(config, &format!("{field}[{i}]"))?;
             if let Some(first) = ranges.first() {
                 if first.subnet.is_ipv4() != range.subnet.is_ipv4() {
-                    return Err(ProtocolError::config(field, "mixed address families in one range set"));
+                    return Err(ProtocolError::config(
+                        field,
+                        "mixed address families in one range set",
+                    ));
                 }
             }
             if let Some(other) = ranges.iter().find(|r| r.overlaps(&range)) {
@@ -181,7 +195,10 @@ impl RangeSet {
     /// Candidate addresses in allocation order: round-robin from the address after
     /// `last_reserved` (when it is in this set), wrapping around once, gateways skipped.
     /// A crash-looping container thus walks the whole set before it sees an address again.
-    pub fn candidates(&self, last_reserved: Option<IpAddr>) -> impl Iterator<Item = (IpAddr, &Range)> + '_ {
+    pub fn candidates(
+        &self,
+        last_reserved: Option<IpAddr>,
+    ) -> impl Iterator<Item = (IpAddr, &Range)> + '_ {
         let ranges = &self.0;
         let position = last_reserved.and_then(|ip| {
             ranges
@@ -192,7 +209,10 @@ impl RangeSet {
         // Start either just after the last reservation, or at the first range's start.
         let (start_index, start_bits) = match position {
             Some((index, bits)) if bits < to_bits(ranges[index].end) => (index, bits + 1),
-            Some((index, _)) => ((index + 1) % ranges.len(), to_bits(ranges[(index + 1) % ranges.len()].start)),
+            Some((index, _)) => (
+                (index + 1) % ranges.len(),
+                to_bits(ranges[(index + 1) % ranges.len()].start),
+            ),
             None => (0, to_bits(ranges[0].start)),
         };
         // Walk every range once from the starting point, then the skipped head of the first.
@@ -205,7 +225,11 @@ impl RangeSet {
                 _ => (to_bits(range.start), to_bits(range.end)),
             };
             let wrapped_head_empty = step == ranges.len() && start_bits == to_bits(range.start);
-            let span = if wrapped_head_empty || to < from { None } else { Some(from..=to) };
+            let span = if wrapped_head_empty || to < from {
+                None
+            } else {
+                Some(from..=to)
+            };
             span.into_iter()
                 .flatten()
                 .map(move |bits| (from_bits(bits, range.start), range))
@@ -256,7 +280,10 @@ mod tests {
     #[test]
     fn defaults_match_the_reference() {
         let v4 = Range::from_config(&config("10.1.2.0/24"), "r").expect("valid");
-        assert_eq!((v4.start, v4.end, v4.gateway), (ip("10.1.2.1"), ip("10.1.2.254"), ip("10.1.2.1")));
+        assert_eq!(
+            (v4.start, v4.end, v4.gateway),
+            (ip("10.1.2.1"), ip("10.1.2.254"), ip("10.1.2.1"))
+        );
         assert_eq!(v4.capacity(), 253);
         let v6 = Range::from_config(&config("fd00::/120"), "r").expect("valid");
         assert_eq!((v6.start, v6.end), (ip("fd00::1"), ip("fd00::ff")));
@@ -264,8 +291,12 @@ mod tests {
 
     #[test]
     fn refuses_bad_ranges_naming_the_field() {
-        let err = Range::from_config(&config("10.1.2.5/24"), "ipam.ranges[0][0]").expect_err("host bits");
-        assert!(err.to_string().contains("ipam.ranges[0][0].subnet"), "{err}");
+        let err =
+            Range::from_config(&config("10.1.2.5/24"), "ipam.ranges[0][0]").expect_err("host bits");
+        assert!(
+            err.to_string().contains("ipam.ranges[0][0].subnet"),
+            "{err}"
+        );
         assert!(Range::from_config(&config("10.1.2.0/31"), "r").is_err());
         assert!(Range::from_config(&config("fd00::/127"), "r").is_err());
         let outside = RangeConfig {
@@ -279,9 +310,16 @@ mod tests {
         let overlap = [config("10.1.0.0/16"), config("10.1.2.0/24")];
         assert!(RangeSet::from_config(&overlap, "s").is_err());
         let (wide, narrow) = ([config("10.1.0.0/16")], [config("10.1.2.0/24")]);
-        let err = range_sets(&[("ranges[0]".into(), &wide[..]), ("ranges[1]".into(), &narrow[..])])
-            .expect_err("overlap");
-        assert!(err.to_string().contains("ranges[1]: overlaps with ranges[0]"), "{err}");
+        let err = range_sets(&[
+            ("ranges[0]".into(), &wide[..]),
+            ("ranges[1]".into(), &narrow[..]),
+        ])
+        .expect_err("overlap");
+        assert!(
+            err.to_string()
+                .contains("ranges[1]: overlaps with ranges[0]"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -292,16 +330,30 @@ mod tests {
             ..config(subnet)
         };
         let set = RangeSet::from_config(
-            &[narrow("10.0.0.0/24", "10.0.0.1", "10.0.0.3"), narrow("10.0.1.0/24", "10.0.1.5", "10.0.1.6")],
+            &[
+                narrow("10.0.0.0/24", "10.0.0.1", "10.0.0.3"),
+                narrow("10.0.1.0/24", "10.0.1.5", "10.0.1.6"),
+            ],
             "s",
         )
         .expect("valid");
         let order = |last: Option<&str>| -> Vec<String> {
-            set.candidates(last.map(ip)).map(|(a, _)| a.to_string()).collect()
+            set.candidates(last.map(ip))
+                .map(|(a, _)| a.to_string())
+                .collect()
         };
-        assert_eq!(order(None), ["10.0.0.2", "10.0.0.3", "10.0.1.5", "10.0.1.6"]);
-        assert_eq!(order(Some("10.0.0.2")), ["10.0.0.3", "10.0.1.5", "10.0.1.6", "10.0.0.2"]);
-        assert_eq!(order(Some("10.0.1.6")), ["10.0.0.2", "10.0.0.3", "10.0.1.5", "10.0.1.6"]);
+        assert_eq!(
+            order(None),
+            ["10.0.0.2", "10.0.0.3", "10.0.1.5", "10.0.1.6"]
+        );
+        assert_eq!(
+            order(Some("10.0.0.2")),
+            ["10.0.0.3", "10.0.1.5", "10.0.1.6", "10.0.0.2"]
+        );
+        assert_eq!(
+            order(Some("10.0.1.6")),
+            ["10.0.0.2", "10.0.0.3", "10.0.1.5", "10.0.1.6"]
+        );
         assert_eq!(order(Some("192.168.0.1")), order(None));
     }
 }

@@ -50,7 +50,10 @@ pub struct Static {
 fn parse_cidr(text: &str, field: &str) -> Result<IpNetwork, ProtocolError> {
     let text = text.trim();
     if !text.contains('/') {
-        return Err(ProtocolError::config(field, format!("{text:?} is not in CIDR notation (address/prefix)")));
+        return Err(ProtocolError::config(
+            field,
+            format!("{text:?} is not in CIDR notation (address/prefix)"),
+        ));
     }
     text.parse()
         .map_err(|e| ProtocolError::config(field, format!("invalid CIDR {text:?}: {e}")))
@@ -78,7 +81,10 @@ impl Static {
         if let Some(gateways) = cni_args.and_then(|args| args.get("GATEWAY")) {
             for item in gateways.split(',') {
                 let gateway: IpAddr = item.trim().parse().map_err(|_| {
-                    ProtocolError::config("CNI_ARGS GATEWAY", format!("invalid gateway address {item:?}"))
+                    ProtocolError::config(
+                        "CNI_ARGS GATEWAY",
+                        format!("invalid gateway address {item:?}"),
+                    )
                 })?;
                 for (network, slot) in &mut addresses {
                     if network.contains(gateway) {
@@ -87,7 +93,10 @@ impl Static {
                 }
             }
         }
-        for (source, field) in [(&conf.args.cni.ips, "args.cni.ips"), (&conf.runtime_config.ips, "runtimeConfig.ips")] {
+        for (source, field) in [
+            (&conf.args.cni.ips, "args.cni.ips"),
+            (&conf.runtime_config.ips, "runtimeConfig.ips"),
+        ] {
             if !source.is_empty() {
                 addresses = source
                     .iter()
@@ -101,7 +110,10 @@ impl Static {
         if (v4 > 1 || addresses.len() - v4 > 1) && request.version < Version::V0_3_0 {
             return Err(ProtocolError::config(
                 "ipam.addresses",
-                format!("CNI version {} does not support more than 1 address per family", request.version),
+                format!(
+                    "CNI version {} does not support more than 1 address per family",
+                    request.version
+                ),
             )
             .into());
         }

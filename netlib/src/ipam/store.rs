@@ -61,7 +61,10 @@ impl Store {
         if network.is_empty() || network.contains('/') || network == "." || network == ".." {
             return Err(IpamError::Store {
                 path: data_dir.join(network),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "network name would escape dataDir"),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "network name would escape dataDir",
+                ),
             });
         }
         let dir = data_dir.join(network);
@@ -80,7 +83,10 @@ impl Store {
         let mut found = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
             let entry = entry.map_err(io_error(&self.dir))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|name| name.parse::<IpAddr>().ok())
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<IpAddr>().ok())
             else {
                 continue;
             };
@@ -109,17 +115,27 @@ impl Store {
     /// names the interface, as the reference matches them.
     pub fn held_by(&self, container_id: &str, ifname: &str) -> Result<Vec<Reservation>, IpamError> {
         let all = self.reservations()?;
-        let exact: Vec<Reservation> = all.iter().filter(|r| r.held_by(container_id, ifname)).cloned().collect();
+        let exact: Vec<Reservation> = all
+            .iter()
+            .filter(|r| r.held_by(container_id, ifname))
+            .cloned()
+            .collect();
         if !exact.is_empty() {
             return Ok(exact);
         }
-        Ok(all.into_iter().filter(|r| r.held_by_legacy(container_id)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|r| r.held_by_legacy(container_id))
+            .collect())
     }
 
     /// Claims `ip` for the attachment; `false` when someone already holds it.
     pub fn reserve(&self, ip: IpAddr, container_id: &str, ifname: &str) -> Result<bool, IpamError> {
         let target = self.dir.join(ip.to_string());
-        let temp = self.write_temp(&ip.to_string(), format!("{}\r\n{ifname}", container_id.trim()).as_bytes())?;
+        let temp = self.write_temp(
+            &ip.to_string(),
+            format!("{}\r\n{ifname}", container_id.trim()).as_bytes(),
+        )?;
         let linked = fs::hard_link(&temp, &target);
         let _ = fs::remove_file(&temp);
         match linked {
@@ -153,7 +169,10 @@ impl Store {
 
     /// Removes temporaries a crashed process left behind.
     pub fn remove_stale_temporaries(&self) -> Result<(), IpamError> {
-        for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))?.flatten() {
+        for entry in fs::read_dir(&self.dir)
+            .map_err(io_error(&self.dir))?
+            .flatten()
+        {
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
                 let _ = fs::remove_file(entry.path());
             }
@@ -162,7 +181,9 @@ impl Store {
     }
 
     fn write_temp(&self, name: &str, content: &[u8]) -> Result<PathBuf, IpamError> {
-        let path = self.dir.join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
+        let path = self
+            .dir
+            .join(format!("{TEMP_PREFIX}{}-{name}", std::process::id()));
         let written = OpenOptions::new()
             .write(true)
             .create(true)
