@@ -260,14 +260,16 @@ pub struct Call {
 impl Call {
     /// `command` on `plugin`, with `CNI_PATH` pointing at the same implementation.
     pub fn new(implementation: Impl, plugin: &str, command: &str) -> Self {
+        Call::binary(&implementation.plugin(plugin), command)
+            .env("CNI_PATH", &implementation.dir().display().to_string())
+    }
+
+    /// `command` on any plugin binary (a test fixture, say); no `CNI_PATH`.
+    pub fn binary(path: &Path, command: &str) -> Self {
         Call {
-            plugin: implementation.plugin(plugin),
+            plugin: path.to_path_buf(),
             env: vec![
                 ("CNI_COMMAND".into(), command.into()),
-                (
-                    "CNI_PATH".into(),
-                    implementation.dir().display().to_string(),
-                ),
                 ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             ],
             stdin: String::new(),

@@ -200,6 +200,16 @@ fn requested_addresses_from_args_and_runtime_config() {
         .success();
     assert_eq!(by_section["ips"][0]["address"], "10.62.0.70/24");
 
+    let mut ranges = config.clone();
+    ranges["runtimeConfig"] = json!({"ipRanges": [[{"subnet": "10.162.0.0/24"}]]});
+    let by_ranges = node.call(Impl::Ours, "ADD", "byranges", &ranges).success();
+    assert_eq!(
+        by_ranges["ips"][0]["address"], "10.162.0.2/24",
+        "runtimeConfig.ipRanges come first"
+    );
+    assert_eq!(by_ranges["ips"][1]["address"], "10.62.0.2/24");
+    node.call(Impl::Ours, "DEL", "byranges", &ranges).success();
+
     let mut taken = config.clone();
     taken["runtimeConfig"] = json!({"ips": ["10.62.0.50"]});
     node.call(Impl::Ours, "ADD", "second", &taken)
