@@ -1,6 +1,7 @@
 //! The library's error type, and the one place where errors become CNI error codes.
 
 use crate::cni::{CniError, ErrorCode, ProtocolError, Version};
+use crate::firewall::FirewallError;
 use crate::invoke::InvokeError;
 use crate::ipam::IpamError;
 use crate::netlink::NetlinkError;
@@ -21,6 +22,11 @@ pub enum Error {
     Sysctl(#[from] SysctlError),
     #[error(transparent)]
     Ipam(#[from] IpamError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    /// ADD found the interface it must create already there (the spec says ADD must fail).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// CHECK found the attachment differs from what ADD made.
     #[error("check failed: {0}")]
     Check(String),
@@ -48,6 +54,7 @@ impl Error {
                 | ProtocolError::VerbNotAllowed { .. }
                 | ProtocolError::Conversion { .. } => ErrorCode::IncompatibleVersion,
                 ProtocolError::SameNetns(_) => ErrorCode::InvalidNetns,
+                ProtocolError::Unsupported { .. } => ErrorCode::UnsupportedField,
             },
             Error::Invoke(e) => match e {
                 InvokeError::NotFound { .. } | InvokeError::BadName(_) => ErrorCode::InvalidConfig,
@@ -74,7 +81,12 @@ impl Error {
                 | IpamError::Duplicate { .. }
                 | IpamError::NotReserved { .. } => ErrorCode::Internal,
             },
-            Error::Check(_) => ErrorCode::Internal,
+            Error::Firewall(e) => match e {
+                FirewallError::UnknownBackend(_) => ErrorCode::InvalidConfig,
+                FirewallError::NoTool | FirewallError::Spawn { .. } => ErrorCode::Io,
+                FirewallError::Failed { .. } | FirewallError::Parse { .. } => ErrorCode::Internal,
+            },
+            Error::AlreadyExists(_) | Error::Check(_) => ErrorCode::Internal,
         }
     }
 

@@ -2,8 +2,11 @@
 //! in [`cni`] and [`skel`], every kernel call in [`netlink`], [`netns`] and [`sysctl`].
 //! Dependencies point one way: plugins use netlib, netlib's modules use the kernel.
 
+pub mod bridge;
 pub mod cni;
 pub mod error;
+pub mod firewall;
+pub mod iface;
 pub mod invoke;
 pub mod ipam;
 pub mod lock;
@@ -11,5 +14,7 @@ pub mod netlink;
 pub mod netns;
 pub mod skel;
 pub mod sysctl;
+pub mod undo;
+pub mod veth;
 
 pub use error::{Error, Result};

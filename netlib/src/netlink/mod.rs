@@ -1,5 +1,6 @@
-//! The one door to the kernel's routing netlink: links, addresses (routes come with the
-//! plugins that need them).
+//! The one door to the kernel's routing netlink: links ([`link`]), bridge ports and VLANs,
+//! addresses and routes ([`addr`]), and gratuitous ARP ([`arp`], a packet socket, not
+//! netlink, but the same kind of kernel call).
 //!
 //! A thin synchronous layer over `netlink-packet-route` and `netlink-sys` rather than
 //! `rtnetlink`: a plugin process lives a few milliseconds and makes a handful of requests,
@@ -8,18 +9,22 @@
 //! errors come back as `io::Error`s with the kernel's errno, and a dump the kernel marks
 //! as interrupted (`NLM_F_DUMP_INTR`, the reference's issue #1121) is retried.
 
-use ipnetwork::IpNetwork;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::io;
 
 use crate::netns::{Netns, NetnsError};
+
+pub mod addr;
+pub mod arp;
+pub mod link;
+
+pub use addr::RouteSpec;
+pub use link::{Link, MacAddr};
 
 /// How often an interrupted dump is retried before giving up.
 const DUMP_ATTEMPTS: usize = 5;
@@ -40,6 +45,8 @@ pub enum NetlinkError {
     Decode { op: &'static str, reason: String },
     #[error("link {0:?} not found")]
     LinkNotFound(String),
+    #[error("{name:?} already exists and is not a {expected}")]
+    WrongKind { name: String, expected: &'static str },
 }
 
 impl NetlinkError {
@@ -50,31 +57,10 @@ impl NetlinkError {
             _ => None,
         }
     }
-}
 
-/// What the plugins need to know about a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
-    pub index: u32,
-    pub name: String,
-    pub up: bool,
-}
-
-impl Link {
-    fn from_message(msg: &LinkMessage) -> Self {
-        let name = msg
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                LinkAttribute::IfName(name) => Some(name.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        Link {
-            index: msg.header.index,
-            name,
-            up: msg.header.flags.contains(LinkFlags::Up),
-        }
+    /// EEXIST: another plugin (or an earlier attempt) made it first.
+    pub fn already_exists(&self) -> bool {
+        self.errno() == Some(libc::EEXIST)
     }
 }
 
@@ -107,7 +93,7 @@ impl Netlink {
     }
 
     /// Sends one request and collects every message the kernel answers with.
-    fn request(
+    pub(crate) fn request(
         &mut self,
         op: &'static str,
         message: RouteNetlinkMessage,
@@ -193,75 +179,6 @@ impl Netlink {
                 }
             }
         }
-    }
-
-    /// Looks a link up by name; `None` when there is no such link.
-    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
-        let mut message = LinkMessage::default();
-        message
-            .attributes
-            .push(LinkAttribute::IfName(name.to_string()));
-        match self.request("get link", RouteNetlinkMessage::GetLink(message), NLM_F_ACK) {
-            Ok(answers) => Ok(answers.iter().find_map(|answer| match answer {
-                RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
-                _ => None,
-            })),
-            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Like [`Netlink::link_by_name`], but a missing link is an error.
-    pub fn link(&mut self, name: &str) -> Result<Link, NetlinkError> {
-        self.link_by_name(name)?
-            .ok_or_else(|| NetlinkError::LinkNotFound(name.to_string()))
-    }
-
-    pub fn set_link_up(&mut self, index: u32, up: bool) -> Result<(), NetlinkError> {
-        let mut message = LinkMessage::default();
-        message.header.index = index;
-        message.header.change_mask = LinkFlags::Up;
-        if up {
-            message.header.flags = LinkFlags::Up;
-        }
-        self.request(
-            "set link state",
-            RouteNetlinkMessage::SetLink(message),
-            NLM_F_ACK,
-        )?;
-        Ok(())
-    }
-
-    /// The addresses on a link, each with its prefix length.
-    pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNetwork>, NetlinkError> {
-        let answers = self.request(
-            "list addresses",
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            NLM_F_DUMP,
-        )?;
-        let mut addresses = Vec::new();
-        for answer in answers {
-            let RouteNetlinkMessage::NewAddress(message) = answer else {
-                continue;
-            };
-            if message.header.index != index {
-                continue;
-            }
-            let address = message.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            });
-            if let Some(ip) = address {
-                let network = IpNetwork::new(ip, message.header.prefix_len).map_err(|e| {
-                    NetlinkError::Decode {
-                        op: "list addresses",
-                        reason: e.to_string(),
-                    }
-                })?;
-                addresses.push(network);
-            }
-        }
-        Ok(addresses)
     }
 }
 

@@ -1,0 +1,142 @@
+//! Giving a container interface what IPAM returned: sysctls, addresses, routes, link up, and
+//! a gratuitous ARP, the way the reference's `ipam.ConfigureIface` does, plus the checks CHECK
+//! needs. Shared by every plugin that creates an interface.
+
+use ipnetwork::IpNetwork;
+use std::net::IpAddr;
+
+use crate::cni::{CniResult, Route};
+use crate::error::{Error, Result};
+use crate::netlink::{arp, Link, Netlink, RouteSpec};
+use crate::netns::Netns;
+use crate::sysctl;
+
+/// The gateway of the first address of each family on interface `index` of the result.
+fn gateways(result: &CniResult, index: usize) -> (Option<IpAddr>, Option<IpAddr>) {
+    let of_family = |v4: bool| {
+        result
+            .ips
+            .iter()
+            .filter(|ip| ip.interface == Some(index) && ip.address.is_ipv4() == v4)
+            .find_map(|ip| ip.gateway)
+    };
+    (of_family(true), of_family(false))
+}
+
+/// A result route as the kernel takes it: without a gateway it goes via the interface's
+/// gateway of the same family, as the reference does.
+pub fn route_spec(route: &Route, link: u32, gateways: (Option<IpAddr>, Option<IpAddr>)) -> RouteSpec {
+    let fallback = if route.dst.is_ipv4() { gateways.0 } else { gateways.1 };
+    RouteSpec {
+        dst: Some(route.dst),
+        gateway: route.gw.or(fallback),
+        oif: Some(link),
+        scope: route.scope,
+        table: route.table,
+        priority: route.priority,
+        mtu: route.mtu,
+        advmss: route.advmss,
+        ..RouteSpec::default()
+    }
+}
+
+/// Sets a per-interface sysctl; a missing key (IPv6 disabled in the namespace) is skipped.
+fn set_if_present(key: &str, value: &str) -> Result<()> {
+    if !std::path::Path::new("/proc/sys").join(key.replace('.', "/")).exists() {
+        return Ok(());
+    }
+    Ok(sysctl::set(key, value)?)
+}
+
+/// Configures `link` (inside `netns`, reached through `netlink`) with the addresses and routes
+/// of `result` that point at interface `index`. IPv6 duplicate address detection is off
+/// unless `enable_dad`: it delays every container by seconds for no gain on a private bridge.
+pub fn configure(
+    netns: &Netns,
+    netlink: &mut Netlink,
+    link: &Link,
+    result: &CniResult,
+    index: usize,
+    enable_dad: bool,
+) -> Result<()> {
+    let addresses: Vec<IpNetwork> = result
+        .ips
+        .iter()
+        .filter(|ip| ip.interface == Some(index))
+        .map(|ip| ip.address)
+        .collect();
+    let name = link.name.clone();
+    let has_v6 = addresses.iter().any(IpNetwork::is_ipv6);
+    netns.run(|| -> Result<()> {
+        set_if_present(&format!("net.ipv4.conf.{name}.arp_notify"), "1")?;
+        if has_v6 {
+            set_if_present(&format!("net.ipv6.conf.{name}.disable_ipv6"), "0")?;
+            if enable_dad {
+                set_if_present(&format!("net.ipv6.conf.{name}.enhanced_dad"), "1")?;
+                set_if_present(&format!("net.ipv6.conf.{name}.accept_dad"), "1")?;
+            } else {
+                set_if_present(&format!("net.ipv6.conf.{name}.accept_dad"), "0")?;
+            }
+        }
+        Ok(())
+    })??;
+    for address in &addresses {
+        netlink.add_address(link.index, *address, !enable_dad)?;
+    }
+    netlink.set_link_up(link.index, true)?;
+    let gateways = gateways(result, index);
+    for route in &result.routes {
+        match netlink.add_route(&route_spec(route, link.index, gateways)) {
+            // The same route from two IPAM entries (or a kernel-made one) is already there.
+            Err(e) if e.already_exists() => {}
+            other => other?,
+        }
+    }
+    if let Some(mac) = link.mac {
+        let v4: Vec<std::net::Ipv4Addr> = addresses
+            .iter()
+            .filter_map(|a| match a.ip() {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        let index = link.index;
+        netns.run(move || {
+            for ip in v4 {
+                // Best effort, as the reference: neighbours learn on first traffic anyway.
+                let _ = arp::send_gratuitous(index, mac, ip);
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// CHECK: the link carries every address of `result` for interface `index`, and the routes.
+pub fn verify(netlink: &mut Netlink, link: &Link, result: &CniResult, index: usize) -> Result<()> {
+    let present = netlink.addresses(link.index)?;
+    for ip in result.ips.iter().filter(|ip| ip.interface == Some(index)) {
+        if !present.contains(&ip.address) {
+            return Err(Error::Check(format!("{} does not have address {}", link.name, ip.address)));
+        }
+    }
+    let gateways = gateways(result, index);
+    for v4 in [true, false] {
+        let routes: Vec<&Route> = result.routes.iter().filter(|r| r.dst.is_ipv4() == v4).collect();
+        if routes.is_empty() {
+            continue;
+        }
+        let kernel = netlink.routes(v4)?;
+        for route in routes {
+            let want = route_spec(route, link.index, gateways);
+            let found = kernel.iter().any(|k| {
+                k.dst.map(|d| (d.network(), d.prefix())) == want.dst.map(|d| (d.network(), d.prefix()))
+                    && k.gateway == want.gateway
+                    && k.oif == want.oif
+            });
+            if !found {
+                return Err(Error::Check(format!("route to {} on {} is missing", route.dst, link.name)));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! Addresses and routes.
+
+use ipnetwork::IpNetwork;
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::net::IpAddr;
+
+use super::{Netlink, NetlinkError};
+
+/// A route as the plugins configure and check it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteSpec {
+    pub dst: Option<IpNetwork>,
+    pub gateway: Option<IpAddr>,
+    pub oif: Option<u32>,
+    /// Preferred source address.
+    pub source: Option<IpAddr>,
+    /// `RT_SCOPE_*`; by default universe with a gateway, link without.
+    pub scope: Option<u8>,
+    pub table: Option<u32>,
+    pub priority: Option<u32>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    if ip.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    }
+}
+
+fn route_address(ip: IpAddr) -> RouteAddress {
+    match ip {
+        IpAddr::V4(v4) => RouteAddress::Inet(v4),
+        IpAddr::V6(v6) => RouteAddress::Inet6(v6),
+    }
+}
+
+fn ip_of(address: &RouteAddress) -> Option<IpAddr> {
+    match address {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn address_message(index: u32, address: IpNetwork) -> AddressMessage {
+    let mut message = AddressMessage::default();
+    message.header.family = family(address.ip());
+    message.header.prefix_len = address.prefix();
+    message.header.index = index;
+    message
+        .attributes
+        .push(AddressAttribute::Local(address.ip()));
+    message
+        .attributes
+        .push(AddressAttribute::Address(address.ip()));
+    message
+}
+
+impl RouteSpec {
+    fn is_ipv4(&self) -> bool {
+        match (self.dst, self.gateway) {
+            (Some(dst), _) => dst.is_ipv4(),
+            (None, Some(gw)) => gw.is_ipv4(),
+            (None, None) => true,
+        }
+    }
+
+    fn to_message(&self) -> RouteMessage {
+        let mut message = RouteMessage::default();
+        let v4 = self.is_ipv4();
+        message.header.address_family = if v4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        message.header.protocol = RouteProtocol::Boot;
+        message.header.kind = RouteType::Unicast;
+        message.header.scope = match (self.scope, self.gateway) {
+            (Some(scope), _) => RouteScope::from(scope),
+            (None, Some(_)) => RouteScope::Universe,
+            (None, None) => RouteScope::Link,
+        };
+        let table = self.table.unwrap_or(u32::from(RouteHeader::RT_TABLE_MAIN));
+        message.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        message.attributes.push(RouteAttribute::Table(table));
+        if let Some(dst) = self.dst {
+            message.header.destination_prefix_length = dst.prefix();
+            if dst.prefix() > 0 {
+                message
+                    .attributes
+                    .push(RouteAttribute::Destination(route_address(dst.network())));
+            }
+        }
+        if let Some(gw) = self.gateway {
+            message
+                .attributes
+                .push(RouteAttribute::Gateway(route_address(gw)));
+        }
+        if let Some(source) = self.source {
+            message
+                .attributes
+                .push(RouteAttribute::PrefSource(route_address(source)));
+        }
+        if let Some(oif) = self.oif {
+            message.attributes.push(RouteAttribute::Oif(oif));
+        }
+        if let Some(priority) = self.priority {
+            message.attributes.push(RouteAttribute::Priority(priority));
+        }
+        let mut metrics = Vec::new();
+        if let Some(mtu) = self.mtu {
+            metrics.push(RouteMetric::Mtu(mtu));
+        }
+        if let Some(advmss) = self.advmss {
+            metrics.push(RouteMetric::Advmss(advmss));
+        }
+        if !metrics.is_empty() {
+            message.attributes.push(RouteAttribute::Metrics(metrics));
+        }
+        message
+    }
+
+    fn from_message(message: &RouteMessage) -> RouteSpec {
+        let mut spec = RouteSpec {
+            scope: Some(u8::from(message.header.scope)),
+            table: Some(u32::from(message.header.table)),
+            ..RouteSpec::default()
+        };
+        let mut dst = None;
+        for attribute in &message.attributes {
+            match attribute {
+                RouteAttribute::Destination(a) => dst = ip_of(a),
+                RouteAttribute::Gateway(a) => spec.gateway = ip_of(a),
+                RouteAttribute::PrefSource(a) => spec.source = ip_of(a),
+                RouteAttribute::Oif(oif) => spec.oif = Some(*oif),
+                RouteAttribute::Priority(p) => spec.priority = Some(*p),
+                RouteAttribute::Table(t) => spec.table = Some(*t),
+                _ => {}
+            }
+        }
+        let any = if message.header.address_family == AddressFamily::Inet6 {
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+        };
+        spec.dst = IpNetwork::new(dst.unwrap_or(any), message.header.destination_prefix_length).ok();
+        spec
+    }
+}
+
+impl Netlink {
+    /// Adds an address. IPv6 addresses get `nodad` unless duplicate detection is wanted:
+    /// waiting for DAD costs seconds per container (the reference's issue #680).
+    pub fn add_address(
+        &mut self,
+        index: u32,
+        address: IpNetwork,
+        nodad: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut message = address_message(index, address);
+        if nodad && address.is_ipv6() {
+            message.header.flags = AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        self.request(
+            "add address",
+            RouteNetlinkMessage::NewAddress(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_address(&mut self, index: u32, address: IpNetwork) -> Result<(), NetlinkError> {
+        match self.request(
+            "delete address",
+            RouteNetlinkMessage::DelAddress(address_message(index, address)),
+            NLM_F_ACK,
+        ) {
+            Err(e) if e.errno() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// The addresses on a link, each with its prefix length.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNetwork>, NetlinkError> {
+        let answers = self.request(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        let mut addresses = Vec::new();
+        for answer in answers {
+            let RouteNetlinkMessage::NewAddress(message) = answer else {
+                continue;
+            };
+            if message.header.index != index {
+                continue;
+            }
+            let address = message.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            });
+            if let Some(ip) = address {
+                let network = IpNetwork::new(ip, message.header.prefix_len).map_err(|e| {
+                    NetlinkError::Decode {
+                        op: "list addresses",
+                        reason: e.to_string(),
+                    }
+                })?;
+                addresses.push(network);
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// Adds a route; EEXIST is returned to the caller, who knows whether a twin is fine.
+    pub fn add_route(&mut self, route: &RouteSpec) -> Result<(), NetlinkError> {
+        self.request(
+            "add route",
+            RouteNetlinkMessage::NewRoute(route.to_message()),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a route; one that is already gone counts as deleted.
+    pub fn delete_route(&mut self, route: &RouteSpec) -> Result<(), NetlinkError> {
+        match self.request(
+            "delete route",
+            RouteNetlinkMessage::DelRoute(route.to_message()),
+            NLM_F_ACK,
+        ) {
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// The routes of every table for one address family.
+    pub fn routes(&mut self, ipv4: bool) -> Result<Vec<RouteSpec>, NetlinkError> {
+        let mut request = RouteMessage::default();
+        request.header.address_family = if ipv4 {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let answers = self.request(
+            "list routes",
+            RouteNetlinkMessage::GetRoute(request),
+            NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .iter()
+            .filter_map(|answer| match answer {
+                RouteNetlinkMessage::NewRoute(route) => Some(RouteSpec::from_message(route)),
+                _ => None,
+            })
+            .collect())
+    }
+}

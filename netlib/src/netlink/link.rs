@@ -1,0 +1,389 @@
+//! Links: lookup, state, veth pairs, bridges and bridge ports (hairpin, isolation, VLANs).
+
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_route::link::{
+    AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
+    InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd};
+use std::str::FromStr;
+
+use super::{Netlink, NetlinkError};
+use crate::netns::Netns;
+
+/// An Ethernet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut bytes = [0u8; 6];
+        let mut parts = text.split([':', '-']);
+        for byte in &mut bytes {
+            let part = parts.next().filter(|p| p.len() == 2);
+            *byte = part
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"))?;
+        }
+        if parts.next().is_some() {
+            return Err(format!("{text:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+        }
+        if bytes[0] & 1 == 1 {
+            return Err(format!("{text:?} is a multicast address"));
+        }
+        Ok(MacAddr(bytes))
+    }
+}
+
+/// What the plugins need to know about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+    pub mac: Option<MacAddr>,
+    pub mtu: u32,
+    /// The bridge (or other controller) this link is a port of.
+    pub master: Option<u32>,
+    /// `bridge`, `veth`, `macvlan`... as the kernel names the link type.
+    pub kind: Option<String>,
+    pub promisc: bool,
+}
+
+impl Link {
+    fn from_message(msg: &LinkMessage) -> Self {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            up: msg.header.flags.contains(LinkFlags::Up),
+            mac: None,
+            mtu: 0,
+            master: None,
+            kind: None,
+            promisc: msg.header.flags.contains(LinkFlags::Promisc),
+        };
+        for attribute in &msg.attributes {
+            match attribute {
+                LinkAttribute::IfName(name) => link.name.clone_from(name),
+                LinkAttribute::Address(bytes) => {
+                    link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
+                }
+                LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+                LinkAttribute::Controller(master) => link.master = Some(*master),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(kind) = info {
+                            link.kind = Some(kind.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+fn by_index(index: u32) -> LinkMessage {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message
+}
+
+/// A fresh name like `veth1a2b3c4d` for the host end of a veth pair.
+pub fn random_name(prefix: &str) -> String {
+    let mut bytes = [0u8; 4];
+    // Only uniqueness matters here; on the unlikely failure the EEXIST retry covers us.
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
+    format!("{prefix}{:08x}", u32::from_ne_bytes(bytes) ^ std::process::id())
+}
+
+impl Netlink {
+    /// Looks a link up by name; `None` when there is no such link.
+    pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        self.get_link(message)
+    }
+
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>, NetlinkError> {
+        self.get_link(by_index(index))
+    }
+
+    fn get_link(&mut self, message: LinkMessage) -> Result<Option<Link>, NetlinkError> {
+        match self.request("get link", RouteNetlinkMessage::GetLink(message), NLM_F_ACK) {
+            Ok(answers) => Ok(answers.iter().find_map(|answer| match answer {
+                RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Like [`Netlink::link_by_name`], but a missing link is an error.
+    pub fn link(&mut self, name: &str) -> Result<Link, NetlinkError> {
+        self.link_by_name(name)?
+            .ok_or_else(|| NetlinkError::LinkNotFound(name.to_string()))
+    }
+
+    pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
+        let answers = self.request(
+            "list links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(answers
+            .iter()
+            .filter_map(|answer| match answer {
+                RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn set_link(&mut self, op: &'static str, message: LinkMessage) -> Result<(), NetlinkError> {
+        self.request(op, RouteNetlinkMessage::SetLink(message), NLM_F_ACK)?;
+        Ok(())
+    }
+
+    fn set_flag(&mut self, index: u32, flag: LinkFlags, on: bool) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message.header.change_mask = flag;
+        if on {
+            message.header.flags = flag;
+        }
+        self.set_link("set link flags", message)
+    }
+
+    pub fn set_link_up(&mut self, index: u32, up: bool) -> Result<(), NetlinkError> {
+        self.set_flag(index, LinkFlags::Up, up)
+    }
+
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<(), NetlinkError> {
+        self.set_flag(index, LinkFlags::Promisc, on)
+    }
+
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+        self.set_link("set mtu", message)
+    }
+
+    pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        self.set_link("set mac", message)
+    }
+
+    pub fn set_master(&mut self, index: u32, master: u32) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message.attributes.push(LinkAttribute::Controller(master));
+        self.set_link("set master", message)
+    }
+
+    /// Deletes a link; one that is already gone counts as deleted.
+    pub fn delete_link(&mut self, index: u32) -> Result<(), NetlinkError> {
+        match self.request(
+            "delete link",
+            RouteNetlinkMessage::DelLink(by_index(index)),
+            NLM_F_ACK,
+        ) {
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Creates the bridge `name`, or reuses it when it already exists (another plugin may
+    /// be creating it at the same moment), and brings it up.
+    pub fn ensure_bridge(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        vlan_filtering: bool,
+    ) -> Result<Link, NetlinkError> {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mtu) = mtu {
+            message.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
+        if vlan_filtering {
+            info.push(LinkInfo::Data(InfoData::Bridge(vec![
+                InfoBridge::VlanFiltering(true),
+            ])));
+        }
+        message.attributes.push(LinkAttribute::LinkInfo(info.clone()));
+        let created = self.request(
+            "create bridge",
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        );
+        match created {
+            Err(e) if e.already_exists() => {}
+            other => {
+                other?;
+            }
+        }
+        let bridge = self.link(name)?;
+        if bridge.kind.as_deref() != Some("bridge") {
+            return Err(NetlinkError::WrongKind {
+                name: name.to_string(),
+                expected: "bridge",
+            });
+        }
+        if vlan_filtering {
+            // An existing bridge keeps its settings unless told otherwise.
+            let mut change = by_index(bridge.index);
+            change.attributes.push(LinkAttribute::LinkInfo(info));
+            self.request(
+                "enable vlan filtering",
+                RouteNetlinkMessage::NewLink(change),
+                NLM_F_ACK,
+            )?;
+        }
+        if !bridge.up {
+            self.set_link_up(bridge.index, true)?;
+        }
+        Ok(bridge)
+    }
+
+    /// Creates a veth pair: `host` here, `peer` directly inside `peer_netns` (so the
+    /// container end never appears on the host), both with `mtu`. Returns the host end.
+    pub fn create_veth(
+        &mut self,
+        host: &str,
+        peer: &str,
+        peer_netns: &Netns,
+        mtu: Option<u32>,
+        peer_mac: Option<MacAddr>,
+    ) -> Result<Link, NetlinkError> {
+        let mut peer_message = LinkMessage::default();
+        peer_message
+            .attributes
+            .push(LinkAttribute::IfName(peer.to_string()));
+        peer_message
+            .attributes
+            .push(LinkAttribute::NetNsFd(peer_netns.as_fd().as_raw_fd()));
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(host.to_string()));
+        if let Some(mtu) = mtu {
+            message.attributes.push(LinkAttribute::Mtu(mtu));
+            peer_message.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = peer_mac {
+            peer_message
+                .attributes
+                .push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        message.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message))),
+        ]));
+        self.request(
+            "create veth",
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        self.link(host)
+    }
+
+    /// Sets a bridge port's hairpin mode (traffic may leave by the port it came in on) and
+    /// isolation (isolated ports cannot talk to each other, only to non-isolated ones).
+    pub fn set_bridge_port(
+        &mut self,
+        index: u32,
+        hairpin: bool,
+        isolated: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                InfoBridgePort::HairpinMode(hairpin),
+                InfoBridgePort::Isolated(isolated),
+            ])),
+        ]));
+        self.request(
+            "set bridge port",
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK,
+        )?;
+        Ok(())
+    }
+
+    fn bridge_vlan(
+        &mut self,
+        index: u32,
+        vid: u16,
+        flags: BridgeVlanInfoFlags,
+        add: bool,
+    ) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message.header.interface_family = AddressFamily::Bridge;
+        let info = BridgeVlanInfo { flags, vid };
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(info)]));
+        if add {
+            self.set_link("add bridge vlan", message)
+        } else {
+            match self.request(
+                "delete bridge vlan",
+                RouteNetlinkMessage::DelLink(message),
+                NLM_F_ACK,
+            ) {
+                Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+                other => other.map(drop),
+            }
+        }
+    }
+
+    /// Adds VLAN `vid` to a bridge port; `pvid` makes it the port's untagged native VLAN.
+    pub fn bridge_vlan_add(&mut self, index: u32, vid: u16, pvid: bool) -> Result<(), NetlinkError> {
+        let flags = if pvid {
+            BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
+        } else {
+            BridgeVlanInfoFlags::empty()
+        };
+        self.bridge_vlan(index, vid, flags, true)
+    }
+
+    pub fn bridge_vlan_del(&mut self, index: u32, vid: u16) -> Result<(), NetlinkError> {
+        self.bridge_vlan(index, vid, BridgeVlanInfoFlags::empty(), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MacAddr;
+
+    #[test]
+    fn mac_addresses_parse_and_print() {
+        let mac: MacAddr = "0a:58:0A:01:02:03".parse().expect("valid");
+        assert_eq!(mac.to_string(), "0a:58:0a:01:02:03");
+        assert!("0a:58:0a:01:02".parse::<MacAddr>().is_err());
+        assert!("0a:58:0a:01:02:03:04".parse::<MacAddr>().is_err());
+        assert!("01:00:5e:00:00:01".parse::<MacAddr>().is_err(), "multicast");
+        assert!("zz:58:0a:01:02:03".parse::<MacAddr>().is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! bridge: each container gets a veth pair whose host end is a port of a Linux bridge on the
+//! host, addresses from the IPAM plugin, and optionally a gateway and masquerading.
+
+mod config;
+
+use ipnetwork::IpNetwork;
+use netlib::cni::{AttachmentKey, CniResult, Interface, ProtocolError, Route};
+use netlib::firewall::Owner;
+use netlib::netlink::{Link, Netlink};
+use netlib::netns::{Netns, NetnsError};
+use netlib::skel::{self, Attachment, Command, Plugin, Request};
+use netlib::undo::Undo;
+use netlib::{bridge, iface, veth, Error, Result};
+
+use config::BridgeConf;
+
+/// Result layout, as the reference: bridge, host veth, container veth.
+const CONTAINER_INTERFACE: usize = 2;
+
+fn owner<'a>(request: &'a Request, attachment: &'a Attachment) -> Owner<'a> {
+    Owner {
+        network: &request.conf.name,
+        container_id: &attachment.container_id,
+        ifname: &attachment.ifname,
+    }
+}
+
+fn interface(link: &Link, sandbox: &str) -> Interface {
+    Interface {
+        name: link.name.clone(),
+        mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
+        sandbox: sandbox.to_string(),
+        ..Interface::default()
+    }
+}
+
+/// Points every IP at the container interface, fills in gateways when the bridge is the
+/// gateway, adds default routes when asked, and returns the gateway addresses (with their
+/// prefixes) the bridge must carry.
+fn assign_gateways(conf: &BridgeConf, result: &mut CniResult) -> Vec<IpNetwork> {
+    let mut gateways = Vec::new();
+    for ip in &mut result.ips {
+        ip.interface = Some(CONTAINER_INTERFACE);
+        if !conf.is_gateway {
+            continue;
+        }
+        let gateway = *ip.gateway.get_or_insert_with(|| bridge::default_gateway(&ip.address));
+        if let Ok(network) = IpNetwork::new(gateway, ip.address.prefix()) {
+            if !gateways.contains(&network) {
+                gateways.push(network);
+            }
+        }
+        let v4 = ip.address.is_ipv4();
+        let has_default = result.routes.iter().any(|r| r.dst.prefix() == 0 && r.dst.is_ipv4() == v4);
+        if conf.is_default_gateway && !has_default {
+            let any = if v4 { "0.0.0.0/0" } else { "::/0" };
+            if let Ok(dst) = any.parse() {
+                result.routes.push(Route::via(dst, Some(gateway)));
+            }
+        }
+    }
+    gateways
+}
+
+/// VLANs of the container's port: the default VLAN 1 goes unless preserved, then the
+/// access VLAN (untagged, PVID) or the trunk (tagged).
+fn configure_vlans(host: &mut Netlink, conf: &BridgeConf, port: u32) -> Result<()> {
+    if !conf.vlan_filtering() {
+        return Ok(());
+    }
+    if !conf.preserve_default_vlan {
+        host.bridge_vlan_del(port, 1)?;
+    }
+    if conf.vlan != 0 {
+        host.bridge_vlan_add(port, conf.vlan, true)?;
+    }
+    for &vid in &conf.vlan_trunk {
+        host.bridge_vlan_add(port, vid, false)?;
+    }
+    Ok(())
+}
+
+/// With a VLAN the gateway cannot sit on the bridge itself: it goes on `<bridge>.<vlan>`, one
+/// end of a veth pair whose other end is an access port of that VLAN (as the reference).
+fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Result<Link> {
+    let name = format!("{}.{}", conf.bridge, conf.vlan);
+    netlib::cni::config::validate_ifname(&name)
+        .map_err(|e| ProtocolError::config("bridge", format!("gateway interface {name}: {e}")))?;
+    if let Some(existing) = host.link_by_name(&name)? {
+        return Ok(existing);
+    }
+    let own = Netns::current()?;
+    let port_name = netlib::netlink::link::random_name("vgw");
+    let gateway = match host.create_veth(&name, &port_name, &own, conf.mtu, None) {
+        Err(e) if e.already_exists() => return Ok(host.link(&name)?),
+        other => other?,
+    };
+    let port = host.link(&port_name)?;
+    host.set_master(port.index, bridge.index)?;
+    if !conf.preserve_default_vlan {
+        host.bridge_vlan_del(port.index, 1)?;
+    }
+    host.bridge_vlan_add(port.index, conf.vlan, true)?;
+    host.set_link_up(port.index, true)?;
+    host.set_link_up(gateway.index, true)?;
+    Ok(gateway)
+}
+
+struct BridgePlugin;
+
+impl Plugin for BridgePlugin {
+    fn about(&self) -> &'static str {
+        "CNI bridge plugin (ferrocni)"
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        let conf = BridgeConf::load(request, &attachment.args)?;
+        let firewall = if conf.ip_masq { Some(conf.firewall()?) } else { None };
+        let netns = Netns::open(attachment.required_netns()?)?;
+        let mut host = Netlink::open()?;
+        let mut container = Netlink::open_in(&netns)?;
+        let mut undo = Undo::new();
+
+        // The bridge is shared by every container on it and is never removed.
+        let bridge = host.ensure_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering())?;
+        if conf.promisc_mode && !bridge.promisc {
+            host.set_promisc(bridge.index, true)?;
+        }
+        let (host_veth, container_veth) = veth::create_pair(
+            &mut host,
+            &mut container,
+            &netns,
+            &attachment.ifname,
+            conf.mtu,
+            conf.mac,
+        )?;
+        let host_index = host_veth.index;
+        undo.push("the veth pair", move || Ok(Netlink::open()?.delete_link(host_index)?));
+        host.set_master(host_veth.index, bridge.index)?;
+        if conf.hairpin_mode || conf.port_isolation {
+            host.set_bridge_port(host_veth.index, conf.hairpin_mode, conf.port_isolation)?;
+        }
+        configure_vlans(&mut host, &conf, host_veth.index)?;
+        host.set_link_up(host_veth.index, true)?;
+
+        let mut result = match &conf.ipam {
+            Some(ipam) => {
+                let allocated = request.delegate_add(ipam)?;
+                undo.push("the IPAM reservation", move || {
+                    request.delegate(ipam, Command::Del).map(drop)
+                });
+                allocated
+            }
+            None => CniResult::default(),
+        };
+        let gateways = assign_gateways(&conf, &mut result);
+        if !conf.disable_container_interface {
+            iface::configure(&netns, &mut container, &container_veth, &result, CONTAINER_INTERFACE, conf.enable_dad)?;
+        }
+        if conf.is_gateway && !gateways.is_empty() {
+            let gateway_link = if conf.vlan != 0 {
+                vlan_gateway_link(&mut host, &conf, &bridge)?
+            } else {
+                bridge.clone()
+            };
+            for gateway in &gateways {
+                bridge::ensure_gateway_address(&mut host, gateway_link.index, &gateway_link.name, *gateway, conf.force_address)?;
+            }
+            bridge::enable_forwarding(&gateways)?;
+        }
+        if let Some(firewall) = firewall {
+            let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
+            let owner = owner(request, attachment);
+            firewall.add_masquerade(owner, &addresses)?;
+            undo.push("the masquerade rules", move || Ok(firewall.del_masquerade(owner, &addresses)?));
+        }
+        // A bridge takes the lowest MAC of its ports unless one is set: pin the current one
+        // so the gateway's MAC does not change as containers come and go.
+        let bridge = host.link(&conf.bridge)?;
+        if let Some(mac) = bridge.mac {
+            host.set_mac(bridge.index, mac)?;
+        }
+        let container_veth = container.link(&attachment.ifname)?;
+        result.interfaces = vec![
+            interface(&bridge, ""),
+            interface(&host_veth, ""),
+            interface(&container_veth, &netns.path().display().to_string()),
+        ];
+        if !request.conf.dns.is_empty() {
+            result.dns = request.conf.dns.clone();
+        }
+        undo.commit();
+        Ok(result)
+    }
+
+    /// Removes what ADD made, continuing past failures. Without the namespace (gone, or not
+    /// given) the reservation and the rules are still removed: they are found by owner.
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let conf = BridgeConf::load(request, &attachment.args)?;
+        let previous = request.prev_result().ok().flatten().unwrap_or_default();
+        let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
+        let mut failures: Vec<Error> = Vec::new();
+        if let Some(path) = &attachment.netns {
+            let removed = match Netns::open(path) {
+                Err(NetnsError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+                Ok(netns) => remove_container_link(&netns, &attachment.ifname),
+            };
+            failures.extend(removed.err());
+        }
+        if let Some(ipam) = &conf.ipam {
+            failures.extend(request.delegate(ipam, Command::Del).err());
+        }
+        if conf.ip_masq {
+            let removed = conf
+                .firewall()
+                .and_then(|fw| Ok(fw.del_masquerade(owner(request, attachment), &addresses)?));
+            failures.extend(removed.err());
+        }
+        failures.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let conf = BridgeConf::load(request, &attachment.args)?;
+        let previous = request.prev_result()?.ok_or(ProtocolError::MissingPrevResult)?;
+        if let Some(ipam) = &conf.ipam {
+            request.delegate(ipam, Command::Check)?;
+        }
+        let mut host = Netlink::open()?;
+        let bridge = host
+            .link_by_name(&conf.bridge)?
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .ok_or_else(|| Error::Check(format!("bridge {:?} is missing", conf.bridge)))?;
+        let index = previous
+            .interfaces
+            .iter()
+            .position(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
+            .ok_or_else(|| Error::Check(format!("prevResult has no interface {:?} in a sandbox", attachment.ifname)))?;
+        let netns = Netns::open(attachment.required_netns()?)?;
+        let mut container = Netlink::open_in(&netns)?;
+        let link = container
+            .link_by_name(&attachment.ifname)?
+            .ok_or_else(|| Error::Check(format!("interface {:?} is missing", attachment.ifname)))?;
+        let expected_mac = &previous.interfaces[index].mac;
+        if !expected_mac.is_empty() && link.mac.map(|m| m.to_string()).as_deref() != Some(expected_mac.as_str()) {
+            return Err(Error::Check(format!("{} has MAC {:?}, prevResult says {expected_mac}", link.name, link.mac)));
+        }
+        for host_side in previous.interfaces.iter().filter(|i| i.sandbox.is_empty() && i.name != conf.bridge) {
+            let port = host.link_by_name(&host_side.name)?;
+            if port.and_then(|p| p.master) != Some(bridge.index) {
+                return Err(Error::Check(format!("{} is not a port of {}", host_side.name, conf.bridge)));
+            }
+        }
+        if !conf.disable_container_interface {
+            iface::verify(&mut container, &link, &previous, index)?;
+        }
+        if conf.ip_masq {
+            let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
+            if !conf.firewall()?.has_masquerade(owner(request, attachment), &addresses)? {
+                return Err(Error::Check("masquerade rules are missing".to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+        let conf = BridgeConf::load(request, &Default::default())?;
+        let mut failures: Vec<Error> = Vec::new();
+        if conf.ip_masq {
+            let collected = conf.firewall().and_then(|fw| Ok(fw.gc_masquerade(&request.conf.name, valid)?));
+            failures.extend(collected.err());
+        }
+        if let Some(ipam) = &conf.ipam {
+            failures.extend(request.delegate(ipam, Command::Gc).err());
+        }
+        failures.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    fn status(&self, request: &Request) -> Result<()> {
+        match &request.conf.ipam {
+            Some(ipam) if !ipam.plugin_type.is_empty() => request.delegate(&ipam.plugin_type, Command::Status).map(drop),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Deleting the container end removes the pair, and with it the host end's bridge port.
+fn remove_container_link(netns: &Netns, ifname: &str) -> Result<()> {
+    let mut container = Netlink::open_in(netns)?;
+    if let Some(link) = container.link_by_name(ifname)? {
+        container.delete_link(link.index)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    skel::run(&BridgePlugin)
+}
