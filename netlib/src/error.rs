@@ -66,6 +66,7 @@ impl Error {
                 NetnsError::Open { .. } | NetnsError::Enter { .. } => ErrorCode::Io,
             },
             Error::Netlink(NetlinkError::Netns(_)) => ErrorCode::InvalidNetns,
+            Error::Netlink(NetlinkError::KernelLacks(_)) => ErrorCode::UnsupportedField,
             Error::Netlink(_) | Error::Sysctl(_) => ErrorCode::Internal,
             Error::Ipam(e) => match e {
                 IpamError::RequestedNotInRange { .. } | IpamError::RequestedIsGateway(_) => {

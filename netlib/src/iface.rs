@@ -25,8 +25,16 @@ fn gateways(result: &CniResult, index: usize) -> (Option<IpAddr>, Option<IpAddr>
 
 /// A result route as the kernel takes it: without a gateway it goes via the interface's
 /// gateway of the same family, as the reference does.
-pub fn route_spec(route: &Route, link: u32, gateways: (Option<IpAddr>, Option<IpAddr>)) -> RouteSpec {
-    let fallback = if route.dst.is_ipv4() { gateways.0 } else { gateways.1 };
+pub fn route_spec(
+    route: &Route,
+    link: u32,
+    gateways: (Option<IpAddr>, Option<IpAddr>),
+) -> RouteSpec {
+    let fallback = if route.dst.is_ipv4() {
+        gateways.0
+    } else {
+        gateways.1
+    };
     RouteSpec {
         dst: Some(route.dst),
         gateway: route.gw.or(fallback),
@@ -42,7 +50,10 @@ pub fn route_spec(route: &Route, link: u32, gateways: (Option<IpAddr>, Option<Ip
 
 /// Sets a per-interface sysctl; a missing key (IPv6 disabled in the namespace) is skipped.
 fn set_if_present(key: &str, value: &str) -> Result<()> {
-    if !std::path::Path::new("/proc/sys").join(key.replace('.', "/")).exists() {
+    if !std::path::Path::new("/proc/sys")
+        .join(key.replace('.', "/"))
+        .exists()
+    {
         return Ok(());
     }
     Ok(sysctl::set(key, value)?)
@@ -116,12 +127,19 @@ pub fn verify(netlink: &mut Netlink, link: &Link, result: &CniResult, index: usi
     let present = netlink.addresses(link.index)?;
     for ip in result.ips.iter().filter(|ip| ip.interface == Some(index)) {
         if !present.contains(&ip.address) {
-            return Err(Error::Check(format!("{} does not have address {}", link.name, ip.address)));
+            return Err(Error::Check(format!(
+                "{} does not have address {}",
+                link.name, ip.address
+            )));
         }
     }
     let gateways = gateways(result, index);
     for v4 in [true, false] {
-        let routes: Vec<&Route> = result.routes.iter().filter(|r| r.dst.is_ipv4() == v4).collect();
+        let routes: Vec<&Route> = result
+            .routes
+            .iter()
+            .filter(|r| r.dst.is_ipv4() == v4)
+            .collect();
         if routes.is_empty() {
             continue;
         }
@@ -129,12 +147,16 @@ pub fn verify(netlink: &mut Netlink, link: &Link, result: &CniResult, index: usi
         for route in routes {
             let want = route_spec(route, link.index, gateways);
             let found = kernel.iter().any(|k| {
-                k.dst.map(|d| (d.network(), d.prefix())) == want.dst.map(|d| (d.network(), d.prefix()))
+                k.dst.map(|d| (d.network(), d.prefix()))
+                    == want.dst.map(|d| (d.network(), d.prefix()))
                     && k.gateway == want.gateway
                     && k.oif == want.oif
             });
             if !found {
-                return Err(Error::Check(format!("route to {} on {} is missing", route.dst, link.name)));
+                return Err(Error::Check(format!(
+                    "route to {} on {} is missing",
+                    route.dst, link.name
+                )));
             }
         }
     }

@@ -100,6 +100,98 @@ impl NetnsGuard {
     }
 }
 
+impl NetnsGuard {
+    /// Runs a command inside this namespace.
+    pub fn exec(&self, command: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(command)
+            .output()
+            .expect("ip netns exec runs")
+    }
+
+    /// Runs a command inside this namespace and fails the test if it fails.
+    pub fn exec_ok(&self, command: &[&str]) {
+        let output = self.exec(command);
+        assert!(
+            output.status.success(),
+            "{command:?} in {} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Whether one ping from this namespace to `address` is answered (busybox ping; the
+    /// machine has no other).
+    pub fn ping(&self, address: &str) -> bool {
+        self.exec(&["busybox", "ping", "-c", "1", "-W", "1", address])
+            .status
+            .success()
+    }
+
+    /// Names of the links in this namespace, `lo` excluded.
+    pub fn links(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ip_json(&["link", "show"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+            .filter(|name| name != "lo")
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// `ip -d -j link show dev NAME` of one link.
+    pub fn link_details(&self, name: &str) -> Value {
+        self.ip_json(&["-d", "link", "show", "dev", name])[0].clone()
+    }
+
+    /// The nftables ruleset of this namespace as text (empty when there is none).
+    pub fn nft_ruleset(&self) -> String {
+        String::from_utf8_lossy(&self.exec(&["nft", "list", "ruleset"]).stdout).into_owned()
+    }
+
+    /// The nat table as iptables-save prints it (rules only).
+    pub fn iptables_nat(&self, v6: bool) -> String {
+        let tool = if v6 {
+            "ip6tables-save"
+        } else {
+            "iptables-save"
+        };
+        String::from_utf8_lossy(&self.exec(&[tool, "-t", "nat"]).stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A") || l.starts_with(':'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// A veth pair between two namespaces with an address on each end: a point-to-point link
+/// in a private range that exists only inside the test's namespaces.
+pub fn wire(a: &NetnsGuard, a_addr: &str, b: &NetnsGuard, b_addr: &str) {
+    let (a_if, b_if) = (unique("wa"), unique("wb"));
+    ip(&[
+        "-n",
+        a.name(),
+        "link",
+        "add",
+        &a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &b_if,
+        "netns",
+        b.name(),
+    ]);
+    ip(&["-n", a.name(), "addr", "add", a_addr, "dev", &a_if]);
+    ip(&["-n", b.name(), "addr", "add", b_addr, "dev", &b_if]);
+    ip(&["-n", a.name(), "link", "set", &a_if, "up"]);
+    ip(&["-n", b.name(), "link", "set", &b_if, "up"]);
+}
+
 impl Drop for NetnsGuard {
     fn drop(&mut self) {
         let _ = Command::new("ip")

@@ -18,7 +18,10 @@ use crate::cni::AttachmentKey;
 const LOCK_ATTEMPTS: u32 = 20;
 
 fn chain_name(owner: Owner) -> String {
-    format!("CNI-{}", digest(&format!("{}{}", owner.network, owner.container_id), 24))
+    format!(
+        "CNI-{}",
+        digest(&format!("{}{}", owner.network, owner.container_id), 24)
+    )
 }
 
 fn comment(network: &str, container_id: &str) -> String {
@@ -61,13 +64,23 @@ pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<()
         if family.is_empty() {
             continue;
         }
-        let (multicast, host) = if v6 { ("ff00::/8", 128) } else { ("224.0.0.0/4", 32) };
+        let (multicast, host) = if v6 {
+            ("ff00::/8", 128)
+        } else {
+            ("224.0.0.0/4", 32)
+        };
         let mut input = format!("*nat\n:{chain} - [0:0]\n");
         for address in &family {
             let subnet = IpNetwork::new(address.network(), address.prefix()).unwrap_or(**address);
-            let _ = writeln!(input, "-A {chain} -d {subnet} -m comment --comment {comment} -j ACCEPT");
+            let _ = writeln!(
+                input,
+                "-A {chain} -d {subnet} -m comment --comment {comment} -j ACCEPT"
+            );
         }
-        let _ = writeln!(input, "-A {chain} ! -d {multicast} -m comment --comment {comment} -j MASQUERADE");
+        let _ = writeln!(
+            input,
+            "-A {chain} ! -d {multicast} -m comment --comment {comment} -j MASQUERADE"
+        );
         for address in &family {
             let _ = writeln!(
                 input,
@@ -132,7 +145,9 @@ fn remove_where(network: &str, stale: impl Fn(&str) -> bool) -> Result<(), Firew
 }
 
 pub(super) fn del_masquerade(owner: Owner) -> Result<(), FirewallError> {
-    remove_where(owner.network, |container_id| container_id == owner.container_id)
+    remove_where(owner.network, |container_id| {
+        container_id == owner.container_id
+    })
 }
 
 pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
@@ -146,9 +161,11 @@ pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bo
         let host = if v6 { 128 } else { 32 };
         let present = family.iter().all(|address| {
             let source = format!("-s {}/{host} ", address.ip());
-            saved
-                .lines()
-                .any(|l| l.starts_with("-A POSTROUTING ") && l.contains(&source) && l.ends_with(&format!("-j {chain}")))
+            saved.lines().any(|l| {
+                l.starts_with("-A POSTROUTING ")
+                    && l.contains(&source)
+                    && l.ends_with(&format!("-j {chain}"))
+            })
         });
         if !present {
             return Ok(false);
@@ -160,7 +177,9 @@ pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bo
 /// The reference's comment names no interface, so an attachment counts as valid when any
 /// valid attachment has its container ID.
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    remove_where(network, |container_id| !valid.iter().any(|k| k.container_id == container_id))
+    remove_where(network, |container_id| {
+        !valid.iter().any(|k| k.container_id == container_id)
+    })
 }
 
 #[cfg(test)]

@@ -91,7 +91,11 @@ impl Backend {
 
     /// Source-NATs traffic from each address to anywhere outside its subnet (multicast
     /// excepted), as the reference's `ipMasq` does.
-    pub fn add_masquerade(self, owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    pub fn add_masquerade(
+        self,
+        owner: Owner,
+        addresses: &[IpNetwork],
+    ) -> Result<(), FirewallError> {
         match self {
             Backend::Nftables => nftables::add_masquerade(owner, addresses),
             Backend::Iptables => iptables::add_masquerade(owner, addresses),
@@ -100,7 +104,11 @@ impl Backend {
 
     /// Removes an attachment's masquerade. `addresses` (from prevResult) is a hint that saves
     /// a listing; without it the rules are found by owner. Removing nothing is fine.
-    pub fn del_masquerade(self, owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    pub fn del_masquerade(
+        self,
+        owner: Owner,
+        addresses: &[IpNetwork],
+    ) -> Result<(), FirewallError> {
         match self {
             Backend::Nftables => nftables::del_masquerade(owner, addresses),
             Backend::Iptables => iptables::del_masquerade(owner),
@@ -108,7 +116,11 @@ impl Backend {
     }
 
     /// Whether every address of the attachment is masqueraded.
-    pub fn has_masquerade(self, owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+    pub fn has_masquerade(
+        self,
+        owner: Owner,
+        addresses: &[IpNetwork],
+    ) -> Result<bool, FirewallError> {
         match self {
             Backend::Nftables => nftables::has_masquerade(owner, addresses),
             Backend::Iptables => iptables::has_masquerade(owner, addresses),
@@ -116,7 +128,11 @@ impl Backend {
     }
 
     /// Removes the masquerade of every attachment of `network` not in `valid`.
-    pub fn gc_masquerade(self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    pub fn gc_masquerade(
+        self,
+        network: &str,
+        valid: &[AttachmentKey],
+    ) -> Result<(), FirewallError> {
         match self {
             Backend::Nftables => nftables::gc_masquerade(network, valid),
             Backend::Iptables => iptables::gc_masquerade(network, valid),

@@ -17,7 +17,10 @@ const TABLE: &str = "inet ferrocni";
 fn chain_name(owner: Owner) -> String {
     format!(
         "masq-{}",
-        digest(&format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname), 16)
+        digest(
+            &format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname),
+            16
+        )
     )
 }
 
@@ -54,17 +57,29 @@ fn apply(batch: &str) -> Result<(), FirewallError> {
 pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
     let chain = chain_name(owner);
     let mut batch = base();
-    let _ = writeln!(batch, "add chain {TABLE} {chain}\nflush chain {TABLE} {chain}");
+    let _ = writeln!(
+        batch,
+        "add chain {TABLE} {chain}\nflush chain {TABLE} {chain}"
+    );
     for address in addresses {
         let family = if address.is_ipv4() { "ip" } else { "ip6" };
         let subnet = IpNetwork::new(address.network(), address.prefix()).unwrap_or(*address);
-        let _ = writeln!(batch, "add rule {TABLE} {chain} {family} daddr {subnet} return");
+        let _ = writeln!(
+            batch,
+            "add rule {TABLE} {chain} {family} daddr {subnet} return"
+        );
     }
     if addresses.iter().any(IpNetwork::is_ipv4) {
-        let _ = writeln!(batch, "add rule {TABLE} {chain} ip daddr != 224.0.0.0/4 masquerade");
+        let _ = writeln!(
+            batch,
+            "add rule {TABLE} {chain} ip daddr != 224.0.0.0/4 masquerade"
+        );
     }
     if addresses.iter().any(IpNetwork::is_ipv6) {
-        let _ = writeln!(batch, "add rule {TABLE} {chain} ip6 daddr != ff00::/8 masquerade");
+        let _ = writeln!(
+            batch,
+            "add rule {TABLE} {chain} ip6 daddr != ff00::/8 masquerade"
+        );
     }
     for address in addresses {
         let _ = writeln!(
@@ -119,14 +134,20 @@ fn list() -> Result<(Vec<Element>, Vec<String>), FirewallError> {
                 Value::String(address) => (address.clone(), String::new()),
                 _ => (
                     key["elem"]["val"].as_str().unwrap_or_default().to_string(),
-                    key["elem"]["comment"].as_str().unwrap_or_default().to_string(),
+                    key["elem"]["comment"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 ),
             };
             elements.push(Element {
                 map: map_name.to_string(),
                 address,
                 comment,
-                chain: verdict["jump"]["target"].as_str().unwrap_or_default().to_string(),
+                chain: verdict["jump"]["target"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             });
         }
     }
@@ -137,13 +158,24 @@ fn list() -> Result<(Vec<Element>, Vec<String>), FirewallError> {
 fn remove(elements: &[&Element], chains: &[String]) -> Result<(), FirewallError> {
     let mut batch = String::new();
     for element in elements {
-        let _ = writeln!(batch, "delete element {TABLE} {} {{ {} }}", element.map, element.address);
+        let _ = writeln!(
+            batch,
+            "delete element {TABLE} {} {{ {} }}",
+            element.map, element.address
+        );
     }
-    let mut targets: Vec<&String> = elements.iter().map(|e| &e.chain).filter(|c| chains.contains(c)).collect();
+    let mut targets: Vec<&String> = elements
+        .iter()
+        .map(|e| &e.chain)
+        .filter(|c| chains.contains(c))
+        .collect();
     targets.sort();
     targets.dedup();
     for chain in targets {
-        let _ = writeln!(batch, "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}");
+        let _ = writeln!(
+            batch,
+            "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}"
+        );
     }
     if batch.is_empty() {
         return Ok(());
@@ -167,7 +199,10 @@ pub(super) fn del_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<()
                 comment(owner)
             );
         }
-        let _ = writeln!(batch, "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}");
+        let _ = writeln!(
+            batch,
+            "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}"
+        );
         if apply(&batch).is_ok() {
             return Ok(());
         }
@@ -179,7 +214,9 @@ pub(super) fn del_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<()
     remove(&mine, &chains)?;
     let chain = chain_name(owner);
     if mine.is_empty() && chains.contains(&chain) {
-        apply(&format!("flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}\n"))?;
+        apply(&format!(
+            "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}\n"
+        ))?;
     }
     Ok(())
 }

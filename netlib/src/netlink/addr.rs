@@ -154,7 +154,8 @@ impl RouteSpec {
         } else {
             IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
         };
-        spec.dst = IpNetwork::new(dst.unwrap_or(any), message.header.destination_prefix_length).ok();
+        spec.dst =
+            IpNetwork::new(dst.unwrap_or(any), message.header.destination_prefix_length).ok();
         spec
     }
 }

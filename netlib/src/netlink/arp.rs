@@ -28,7 +28,13 @@ fn frame(mac: MacAddr, ip: Ipv4Addr) -> [u8; 42] {
 pub fn send_gratuitous(index: u32, mac: MacAddr, ip: Ipv4Addr) -> io::Result<()> {
     let protocol = ETH_P_ARP.to_be();
     // SAFETY: socket(2) with constant arguments; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(protocol)) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(protocol),
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -65,7 +71,10 @@ pub fn send_gratuitous(index: u32, mac: MacAddr, ip: Ipv4Addr) -> io::Result<()>
 mod tests {
     #[test]
     fn frame_layout() {
-        let frame = super::frame(super::MacAddr([2, 0, 0, 0, 0, 1]), "10.0.0.5".parse().expect("ip"));
+        let frame = super::frame(
+            super::MacAddr([2, 0, 0, 0, 0, 1]),
+            "10.0.0.5".parse().expect("ip"),
+        );
         assert_eq!(&frame[12..14], &[0x08, 0x06]);
         assert_eq!(&frame[28..32], &[10, 0, 0, 5]);
         assert_eq!(&frame[38..42], &[10, 0, 0, 5]);

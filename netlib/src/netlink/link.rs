@@ -108,7 +108,10 @@ pub fn random_name(prefix: &str) -> String {
     // Only uniqueness matters here; on the unlikely failure the EEXIST retry covers us.
     let _ = std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
-    format!("{prefix}{:08x}", u32::from_ne_bytes(bytes) ^ std::process::id())
+    format!(
+        "{prefix}{:08x}",
+        u32::from_ne_bytes(bytes) ^ std::process::id()
+    )
 }
 
 impl Netlink {
@@ -187,7 +190,9 @@ impl Netlink {
 
     pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<(), NetlinkError> {
         let mut message = by_index(index);
-        message.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        message
+            .attributes
+            .push(LinkAttribute::Address(mac.0.to_vec()));
         self.set_link("set mac", message)
     }
 
@@ -230,7 +235,9 @@ impl Netlink {
                 InfoBridge::VlanFiltering(true),
             ])));
         }
-        message.attributes.push(LinkAttribute::LinkInfo(info.clone()));
+        message
+            .attributes
+            .push(LinkAttribute::LinkInfo(info.clone()));
         let created = self.request(
             "create bridge",
             RouteNetlinkMessage::NewLink(message),
@@ -238,6 +245,11 @@ impl Netlink {
         );
         match created {
             Err(e) if e.already_exists() => {}
+            Err(e) if vlan_filtering && e.errno() == Some(libc::EOPNOTSUPP) => {
+                return Err(NetlinkError::KernelLacks(
+                    "bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+                ))
+            }
             other => {
                 other?;
             }
@@ -253,11 +265,18 @@ impl Netlink {
             // An existing bridge keeps its settings unless told otherwise.
             let mut change = by_index(bridge.index);
             change.attributes.push(LinkAttribute::LinkInfo(info));
-            self.request(
+            match self.request(
                 "enable vlan filtering",
                 RouteNetlinkMessage::NewLink(change),
                 NLM_F_ACK,
-            )?;
+            ) {
+                Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => {
+                    return Err(NetlinkError::KernelLacks(
+                        "bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+                    ))
+                }
+                other => other?,
+            };
         }
         if !bridge.up {
             self.set_link_up(bridge.index, true)?;
@@ -343,7 +362,9 @@ impl Netlink {
         let info = BridgeVlanInfo { flags, vid };
         message
             .attributes
-            .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(info)]));
+            .push(LinkAttribute::AfSpecBridge(vec![AfSpecBridge::VlanInfo(
+                info,
+            )]));
         if add {
             self.set_link("add bridge vlan", message)
         } else {
@@ -359,7 +380,12 @@ impl Netlink {
     }
 
     /// Adds VLAN `vid` to a bridge port; `pvid` makes it the port's untagged native VLAN.
-    pub fn bridge_vlan_add(&mut self, index: u32, vid: u16, pvid: bool) -> Result<(), NetlinkError> {
+    pub fn bridge_vlan_add(
+        &mut self,
+        index: u32,
+        vid: u16,
+        pvid: bool,
+    ) -> Result<(), NetlinkError> {
         let flags = if pvid {
             BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
         } else {

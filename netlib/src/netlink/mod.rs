@@ -10,8 +10,7 @@
 //! as interrupted (`NLM_F_DUMP_INTR`, the reference's issue #1121) is retried.
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -45,8 +44,13 @@ pub enum NetlinkError {
     Decode { op: &'static str, reason: String },
     #[error("link {0:?} not found")]
     LinkNotFound(String),
+    #[error("this kernel does not support {0}")]
+    KernelLacks(&'static str),
     #[error("{name:?} already exists and is not a {expected}")]
-    WrongKind { name: String, expected: &'static str },
+    WrongKind {
+        name: String,
+        expected: &'static str,
+    },
 }
 
 impl NetlinkError {

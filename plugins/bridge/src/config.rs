@@ -97,7 +97,11 @@ fn vlan_id(value: i64, field: &str) -> Result<u16, ProtocolError> {
 impl BridgeConf {
     pub fn load(request: &Request, cni_args: &CniArgs) -> Result<BridgeConf> {
         let raw: Raw = request.plugin_config()?;
-        let bridge = if raw.bridge.is_empty() { "cni0".to_string() } else { raw.bridge };
+        let bridge = if raw.bridge.is_empty() {
+            "cni0".to_string()
+        } else {
+            raw.bridge
+        };
         netlib::cni::config::validate_ifname(&bridge)
             .map_err(|e| ProtocolError::config("bridge", e.to_string()))?;
         let vlan = match raw.vlan {
@@ -113,19 +117,27 @@ impl BridgeConf {
                     let min = vlan_id(min, &format!("{field}.minID"))?;
                     let max = vlan_id(max, &format!("{field}.maxID"))?;
                     if min > max {
-                        return Err(ProtocolError::config(field, "minID is greater than maxID").into());
+                        return Err(
+                            ProtocolError::config(field, "minID is greater than maxID").into()
+                        );
                     }
                     vlan_trunk.extend(min..=max);
                 }
                 _ => {
-                    return Err(ProtocolError::config(field, "give either id, or both minID and maxID").into())
+                    return Err(ProtocolError::config(
+                        field,
+                        "give either id, or both minID and maxID",
+                    )
+                    .into())
                 }
             }
         }
         vlan_trunk.sort_unstable();
         vlan_trunk.dedup();
         if vlan != 0 && !vlan_trunk.is_empty() {
-            return Err(ProtocolError::config("vlanTrunk", "cannot be used together with vlan").into());
+            return Err(
+                ProtocolError::config("vlanTrunk", "cannot be used together with vlan").into(),
+            );
         }
         if raw.hairpin_mode && raw.promisc_mode {
             return Err(ProtocolError::config(
@@ -134,7 +146,12 @@ impl BridgeConf {
             )
             .into());
         }
-        let ipam = request.conf.ipam.as_ref().map(|i| i.plugin_type.clone()).filter(|t| !t.is_empty());
+        let ipam = request
+            .conf
+            .ipam
+            .as_ref()
+            .map(|i| i.plugin_type.clone())
+            .filter(|t| !t.is_empty());
         if raw.disable_container_interface && ipam.is_some() {
             return Err(ProtocolError::config(
                 "disableContainerInterface",
@@ -144,7 +161,9 @@ impl BridgeConf {
         }
         if let Some(mtu) = raw.mtu {
             if !(68..=65535).contains(&mtu) {
-                return Err(ProtocolError::config("mtu", format!("{mtu} is outside 68-65535")).into());
+                return Err(
+                    ProtocolError::config("mtu", format!("{mtu} is outside 68-65535")).into(),
+                );
             }
         }
         if raw.macspoofchk {
@@ -166,7 +185,10 @@ impl BridgeConf {
         .into_iter()
         .find_map(|(mac, field)| mac.filter(|m| !m.is_empty()).map(|m| (m, field)));
         let mac = match mac_source {
-            Some((text, field)) => Some(text.parse::<MacAddr>().map_err(|e| ProtocolError::config(field, e))?),
+            Some((text, field)) => Some(
+                text.parse::<MacAddr>()
+                    .map_err(|e| ProtocolError::config(field, e))?,
+            ),
             None => None,
         };
         Ok(BridgeConf {
@@ -195,6 +217,8 @@ impl BridgeConf {
     }
 
     pub fn firewall(&self) -> Result<netlib::firewall::Backend> {
-        Ok(netlib::firewall::Backend::select(self.ip_masq_backend.as_deref())?)
+        Ok(netlib::firewall::Backend::select(
+            self.ip_masq_backend.as_deref(),
+        )?)
     }
 }

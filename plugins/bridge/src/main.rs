@@ -44,14 +44,19 @@ fn assign_gateways(conf: &BridgeConf, result: &mut CniResult) -> Vec<IpNetwork> 
         if !conf.is_gateway {
             continue;
         }
-        let gateway = *ip.gateway.get_or_insert_with(|| bridge::default_gateway(&ip.address));
+        let gateway = *ip
+            .gateway
+            .get_or_insert_with(|| bridge::default_gateway(&ip.address));
         if let Ok(network) = IpNetwork::new(gateway, ip.address.prefix()) {
             if !gateways.contains(&network) {
                 gateways.push(network);
             }
         }
         let v4 = ip.address.is_ipv4();
-        let has_default = result.routes.iter().any(|r| r.dst.prefix() == 0 && r.dst.is_ipv4() == v4);
+        let has_default = result
+            .routes
+            .iter()
+            .any(|r| r.dst.prefix() == 0 && r.dst.is_ipv4() == v4);
         if conf.is_default_gateway && !has_default {
             let any = if v4 { "0.0.0.0/0" } else { "::/0" };
             if let Ok(dst) = any.parse() {
@@ -115,7 +120,11 @@ impl Plugin for BridgePlugin {
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
         let conf = BridgeConf::load(request, &attachment.args)?;
-        let firewall = if conf.ip_masq { Some(conf.firewall()?) } else { None };
+        let firewall = if conf.ip_masq {
+            Some(conf.firewall()?)
+        } else {
+            None
+        };
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut host = Netlink::open()?;
         let mut container = Netlink::open_in(&netns)?;
@@ -135,7 +144,9 @@ impl Plugin for BridgePlugin {
             conf.mac,
         )?;
         let host_index = host_veth.index;
-        undo.push("the veth pair", move || Ok(Netlink::open()?.delete_link(host_index)?));
+        undo.push("the veth pair", move || {
+            Ok(Netlink::open()?.delete_link(host_index)?)
+        });
         host.set_master(host_veth.index, bridge.index)?;
         if conf.hairpin_mode || conf.port_isolation {
             host.set_bridge_port(host_veth.index, conf.hairpin_mode, conf.port_isolation)?;
@@ -155,7 +166,14 @@ impl Plugin for BridgePlugin {
         };
         let gateways = assign_gateways(&conf, &mut result);
         if !conf.disable_container_interface {
-            iface::configure(&netns, &mut container, &container_veth, &result, CONTAINER_INTERFACE, conf.enable_dad)?;
+            iface::configure(
+                &netns,
+                &mut container,
+                &container_veth,
+                &result,
+                CONTAINER_INTERFACE,
+                conf.enable_dad,
+            )?;
         }
         if conf.is_gateway && !gateways.is_empty() {
             let gateway_link = if conf.vlan != 0 {
@@ -164,7 +182,13 @@ impl Plugin for BridgePlugin {
                 bridge.clone()
             };
             for gateway in &gateways {
-                bridge::ensure_gateway_address(&mut host, gateway_link.index, &gateway_link.name, *gateway, conf.force_address)?;
+                bridge::ensure_gateway_address(
+                    &mut host,
+                    gateway_link.index,
+                    &gateway_link.name,
+                    *gateway,
+                    conf.force_address,
+                )?;
             }
             bridge::enable_forwarding(&gateways)?;
         }
@@ -172,7 +196,9 @@ impl Plugin for BridgePlugin {
             let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
             let owner = owner(request, attachment);
             firewall.add_masquerade(owner, &addresses)?;
-            undo.push("the masquerade rules", move || Ok(firewall.del_masquerade(owner, &addresses)?));
+            undo.push("the masquerade rules", move || {
+                Ok(firewall.del_masquerade(owner, &addresses)?)
+            });
         }
         // A bridge takes the lowest MAC of its ports unless one is set: pin the current one
         // so the gateway's MAC does not change as containers come and go.
@@ -222,7 +248,9 @@ impl Plugin for BridgePlugin {
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = BridgeConf::load(request, &attachment.args)?;
-        let previous = request.prev_result()?.ok_or(ProtocolError::MissingPrevResult)?;
+        let previous = request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
         if let Some(ipam) = &conf.ipam {
             request.delegate(ipam, Command::Check)?;
         }
@@ -235,20 +263,37 @@ impl Plugin for BridgePlugin {
             .interfaces
             .iter()
             .position(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
-            .ok_or_else(|| Error::Check(format!("prevResult has no interface {:?} in a sandbox", attachment.ifname)))?;
+            .ok_or_else(|| {
+                Error::Check(format!(
+                    "prevResult has no interface {:?} in a sandbox",
+                    attachment.ifname
+                ))
+            })?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut container = Netlink::open_in(&netns)?;
         let link = container
             .link_by_name(&attachment.ifname)?
             .ok_or_else(|| Error::Check(format!("interface {:?} is missing", attachment.ifname)))?;
         let expected_mac = &previous.interfaces[index].mac;
-        if !expected_mac.is_empty() && link.mac.map(|m| m.to_string()).as_deref() != Some(expected_mac.as_str()) {
-            return Err(Error::Check(format!("{} has MAC {:?}, prevResult says {expected_mac}", link.name, link.mac)));
+        if !expected_mac.is_empty()
+            && link.mac.map(|m| m.to_string()).as_deref() != Some(expected_mac.as_str())
+        {
+            return Err(Error::Check(format!(
+                "{} has MAC {:?}, prevResult says {expected_mac}",
+                link.name, link.mac
+            )));
         }
-        for host_side in previous.interfaces.iter().filter(|i| i.sandbox.is_empty() && i.name != conf.bridge) {
+        for host_side in previous
+            .interfaces
+            .iter()
+            .filter(|i| i.sandbox.is_empty() && i.name != conf.bridge)
+        {
             let port = host.link_by_name(&host_side.name)?;
             if port.and_then(|p| p.master) != Some(bridge.index) {
-                return Err(Error::Check(format!("{} is not a port of {}", host_side.name, conf.bridge)));
+                return Err(Error::Check(format!(
+                    "{} is not a port of {}",
+                    host_side.name, conf.bridge
+                )));
             }
         }
         if !conf.disable_container_interface {
@@ -256,7 +301,10 @@ impl Plugin for BridgePlugin {
         }
         if conf.ip_masq {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            if !conf.firewall()?.has_masquerade(owner(request, attachment), &addresses)? {
+            if !conf
+                .firewall()?
+                .has_masquerade(owner(request, attachment), &addresses)?
+            {
                 return Err(Error::Check("masquerade rules are missing".to_string()));
             }
         }
@@ -267,7 +315,9 @@ impl Plugin for BridgePlugin {
         let conf = BridgeConf::load(request, &Default::default())?;
         let mut failures: Vec<Error> = Vec::new();
         if conf.ip_masq {
-            let collected = conf.firewall().and_then(|fw| Ok(fw.gc_masquerade(&request.conf.name, valid)?));
+            let collected = conf
+                .firewall()
+                .and_then(|fw| Ok(fw.gc_masquerade(&request.conf.name, valid)?));
             failures.extend(collected.err());
         }
         if let Some(ipam) = &conf.ipam {
@@ -278,7 +328,9 @@ impl Plugin for BridgePlugin {
 
     fn status(&self, request: &Request) -> Result<()> {
         match &request.conf.ipam {
-            Some(ipam) if !ipam.plugin_type.is_empty() => request.delegate(&ipam.plugin_type, Command::Status).map(drop),
+            Some(ipam) if !ipam.plugin_type.is_empty() => request
+                .delegate(&ipam.plugin_type, Command::Status)
+                .map(drop),
             _ => Ok(()),
         }
     }

@@ -1,0 +1,627 @@
+//! bridge against the kernel: reachability, masquerade through a routed "remote", VLANs,
+//! port options, every verb in every version, failure clean-up, concurrency, and the
+//! reference as an oracle. After each test nothing of the attachment is left (checked).
+
+use ferrocni_tests::{
+    require_root, reserved_ips, wire, Call, Impl, NetnsGuard, Outcome, TempDir, VERSIONS,
+};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+
+const NET: &str = "brnet";
+
+/// A sandbox host with its IPAM store, and helpers to attach containers to it.
+struct Host {
+    ns: NetnsGuard,
+    store: TempDir,
+    bridge: String,
+}
+
+impl Host {
+    fn new() -> Self {
+        Host {
+            ns: NetnsGuard::new("fbh"),
+            store: TempDir::new("br"),
+            bridge: ferrocni_tests::unique("br"),
+        }
+    }
+
+    /// A bridge config with `extra` keys merged in, on `subnet` (dual-stack when `v6`).
+    fn conf(&self, version: &str, subnet: &str, v6: Option<&str>, extra: Value) -> Value {
+        let mut ranges = vec![json!([{"subnet": subnet}])];
+        if let Some(v6) = v6 {
+            ranges.push(json!([{"subnet": v6}]));
+        }
+        let mut config = json!({
+            "cniVersion": version, "name": NET, "type": "bridge", "bridge": self.bridge,
+            "ipam": {"type": "host-local", "dataDir": self.store.path_str(), "ranges": ranges,
+                     "routes": [{"dst": "0.0.0.0/0"}]}
+        });
+        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+        config
+    }
+
+    fn call(
+        &self,
+        implementation: Impl,
+        command: &str,
+        id: &str,
+        container: &NetnsGuard,
+        config: &Value,
+    ) -> Outcome {
+        Call::new(implementation, "bridge", command)
+            .attachment(id, &container.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&self.ns)
+    }
+
+    fn add(&self, id: &str, container: &NetnsGuard, config: &Value) -> Value {
+        self.call(Impl::Ours, "ADD", id, container, config)
+            .success()
+    }
+
+    fn del(&self, id: &str, container: &NetnsGuard, config: &Value, previous: &Value) {
+        let mut config = config.clone();
+        config["prevResult"] = previous.clone();
+        self.call(Impl::Ours, "DEL", id, container, &config)
+            .success();
+    }
+
+    fn reserved(&self) -> Vec<String> {
+        reserved_ips(&self.store.path().join(NET))
+    }
+
+    /// Only the bridge (and `extra` links the test made) remain, no reservation, no rule.
+    fn assert_clean(&self, extra: &[&str]) {
+        let leftover = || -> Vec<String> {
+            self.ns
+                .links()
+                .into_iter()
+                .filter(|l| *l != self.bridge && !extra.iter().any(|e| l.starts_with(e)))
+                .collect()
+        };
+        // A deleted namespace takes its veth ends along asynchronously; give it a moment.
+        let mut links = leftover();
+        for _ in 0..40 {
+            if links.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            links = leftover();
+        }
+        assert!(links.is_empty(), "links left behind: {links:?}");
+        assert!(
+            self.reserved().is_empty(),
+            "reservations left: {:?}",
+            self.reserved()
+        );
+        let ruleset = self.ns.nft_ruleset();
+        assert!(
+            !ruleset.contains("comment \"brnet/"),
+            "masquerade elements left: {ruleset}"
+        );
+        assert!(
+            !ruleset.contains("chain masq-"),
+            "masquerade chains left: {ruleset}"
+        );
+        for v6 in [false, true] {
+            let nat = self.ns.iptables_nat(v6);
+            assert!(!nat.contains("CNI-"), "iptables rules left: {nat}");
+        }
+    }
+}
+
+fn address(result: &Value, index: usize) -> String {
+    let cidr = result["ips"][index]["address"].as_str().expect("address");
+    cidr.split('/').next().expect("ip").to_string()
+}
+
+#[test]
+fn containers_reach_each_other_and_the_gateway_dual_stack() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf(
+        "1.0.0",
+        "10.81.0.0/24",
+        Some("fd00:81::/64"),
+        json!({"isGateway": true}),
+    );
+    let (c1, c2) = (NetnsGuard::new("fbc"), NetnsGuard::new("fbc"));
+    let r1 = host.add("one", &c1, &config);
+    let r2 = host.add("two", &c2, &config);
+    assert_eq!(r1["interfaces"].as_array().map(Vec::len), Some(3), "{r1}");
+    assert_eq!(r1["interfaces"][0]["name"], host.bridge);
+    assert_eq!(r1["interfaces"][2]["sandbox"], c1.path_str());
+    assert_eq!(r1["ips"][0]["interface"], 2);
+    assert_eq!(r1["ips"][0]["gateway"], "10.81.0.1");
+    assert!(c1.ping(&address(&r2, 0)), "container to container, IPv4");
+    assert!(c2.ping(&address(&r1, 1)), "container to container, IPv6");
+    assert!(c1.ping("10.81.0.1"), "container to gateway");
+    assert!(c1.ping("fd00:81::1"), "container to IPv6 gateway");
+    let routes = c1.ip_json(&["route", "show", "default"]);
+    assert_eq!(
+        routes[0]["gateway"], "10.81.0.1",
+        "IPAM's default route goes via the gateway"
+    );
+    host.del("one", &c1, &config, &r1);
+    host.del("two", &c2, &config, &r2);
+    host.del("two", &c2, &config, &r2);
+    host.assert_clean(&[]);
+}
+
+/// A "remote" namespace routed through the host knows no route back to the containers, so
+/// only masquerading lets a container reach it.
+fn masquerade_case(backend: &str) {
+    let host = Host::new();
+    let remote = NetnsGuard::new("fbr");
+    wire(&host.ns, "172.31.81.1/30", &remote, "172.31.81.2/30");
+    let masq = host.conf(
+        "1.0.0",
+        "10.82.0.0/24",
+        None,
+        json!({"isGateway": true, "ipMasq": true, "ipMasqBackend": backend}),
+    );
+    let container = NetnsGuard::new("fbc");
+    let result = host.add("masq", &container, &masq);
+    assert!(
+        container.ping("172.31.81.2"),
+        "{backend}: reaches the remote through NAT"
+    );
+    let chk = {
+        let mut c = masq.clone();
+        c["prevResult"] = result.clone();
+        c
+    };
+    host.call(Impl::Ours, "CHECK", "masq", &container, &chk)
+        .success();
+    host.del("masq", &container, &masq, &result);
+    host.assert_clean(&["wa"]);
+
+    let plain = host.conf("1.0.0", "10.82.0.0/24", None, json!({"isGateway": true}));
+    let result = host.add("plain", &container, &plain);
+    assert!(
+        !container.ping("172.31.81.2"),
+        "{backend}: without ipMasq the remote cannot answer"
+    );
+    host.del("plain", &container, &plain, &result);
+    host.assert_clean(&["wa"]);
+}
+
+#[test]
+fn masquerade_with_nftables() {
+    require_root!();
+    masquerade_case("nftables");
+}
+
+#[test]
+fn masquerade_with_iptables_uses_the_reference_chains() {
+    require_root!();
+    masquerade_case("iptables");
+    let host = Host::new();
+    let config = host.conf(
+        "1.0.0",
+        "10.83.0.0/24",
+        None,
+        json!({"ipMasq": true, "ipMasqBackend": "iptables"}),
+    );
+    let container = NetnsGuard::new("fbc");
+    let result = host.add("ipt", &container, &config);
+    let nat = host.ns.iptables_nat(false);
+    assert!(
+        nat.contains(r#"--comment "name: \"brnet\" id: \"ipt\"""#),
+        "{nat}"
+    );
+    assert!(nat.contains("-A POSTROUTING -s 10.83.0.2/32"), "{nat}");
+    assert!(nat.contains("-j MASQUERADE"), "{nat}");
+    host.del("ipt", &container, &config, &result);
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn every_verb_in_every_version() {
+    require_root!();
+    let host = Host::new();
+    for version in VERSIONS {
+        let config = host.conf(
+            version,
+            "10.84.0.0/24",
+            None,
+            json!({"isGateway": true, "ipMasq": true}),
+        );
+        let container = NetnsGuard::new("fbc");
+        let result = host.add("verbs", &container, &config);
+        assert_eq!(result["cniVersion"], version);
+        if version < "0.3.0" {
+            assert_eq!(result["ip4"]["gateway"], "10.84.0.1", "{result}");
+        } else {
+            assert_eq!(
+                result["interfaces"].as_array().map(Vec::len),
+                Some(3),
+                "{result}"
+            );
+        }
+        let mut with_previous = config.clone();
+        with_previous["prevResult"] = result.clone();
+        if version >= "0.4.0" {
+            host.call(Impl::Ours, "CHECK", "verbs", &container, &with_previous)
+                .success();
+            host.call(Impl::Ours, "CHECK", "verbs", &container, &config)
+                .assert_error(7, "prevResult");
+        }
+        if version == "1.1.0" {
+            Call::new(Impl::Ours, "bridge", "STATUS")
+                .stdin(&config)
+                .run_in(&host.ns)
+                .success();
+            let mut gc = config.clone();
+            gc["cni.dev/valid-attachments"] = json!([{"containerID": "verbs", "ifname": "eth0"}]);
+            Call::new(Impl::Ours, "bridge", "GC")
+                .stdin(&gc)
+                .run_in(&host.ns)
+                .success();
+            assert_eq!(host.reserved().len(), 1, "GC keeps the valid attachment");
+            host.call(Impl::Ours, "CHECK", "verbs", &container, &with_previous)
+                .success();
+        }
+        host.call(Impl::Ours, "DEL", "verbs", &container, &with_previous)
+            .success();
+        host.call(Impl::Ours, "DEL", "verbs", &container, &with_previous)
+            .success();
+        host.assert_clean(&[]);
+    }
+}
+
+#[test]
+fn gc_removes_rules_and_reservations_of_unlisted_attachments() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf(
+        "1.1.0",
+        "10.85.0.0/24",
+        Some("fd00:85::/64"),
+        json!({"ipMasq": true}),
+    );
+    let (keep, stale) = (NetnsGuard::new("fbc"), NetnsGuard::new("fbc"));
+    host.add("keep", &keep, &config);
+    host.add("stale", &stale, &config);
+    drop(stale);
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    Call::new(Impl::Ours, "bridge", "GC")
+        .stdin(&gc)
+        .run_in(&host.ns)
+        .success();
+    assert_eq!(
+        host.reserved().len(),
+        2,
+        "keep's two addresses stay: {:?}",
+        host.reserved()
+    );
+    let ruleset = host.ns.nft_ruleset();
+    assert!(
+        ruleset.contains("brnet/keep/eth0") && !ruleset.contains("brnet/stale/eth0"),
+        "{ruleset}"
+    );
+    gc["cni.dev/valid-attachments"] = json!([]);
+    Call::new(Impl::Ours, "bridge", "GC")
+        .stdin(&gc)
+        .run_in(&host.ns)
+        .success();
+    drop(keep);
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn del_cleans_up_without_the_namespace() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf("1.0.0", "10.86.0.0/24", None, json!({"ipMasq": true}));
+    let container = NetnsGuard::new("fbc");
+    host.add("gone", &container, &config);
+    let path = container.path_str();
+    drop(container);
+    // The runtime lost the namespace and the cached result: no prevResult, a dead path.
+    Call::new(Impl::Ours, "bridge", "DEL")
+        .attachment("gone", &path, "eth0")
+        .stdin(&config)
+        .run_in(&host.ns)
+        .success();
+    host.assert_clean(&[]);
+    let other = NetnsGuard::new("fbc");
+    host.add("nonetns", &other, &config);
+    drop(other);
+    Call::new(Impl::Ours, "bridge", "DEL")
+        .attachment("nonetns", "", "eth0")
+        .without_env("CNI_NETNS")
+        .stdin(&config)
+        .run_in(&host.ns)
+        .success();
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn a_failed_add_leaves_nothing_behind() {
+    require_root!();
+    let host = Host::new();
+    let tiny = host.conf(
+        "1.0.0",
+        "10.87.0.0/24",
+        None,
+        json!({"ipMasq": true, "ipam": {"type": "host-local", "dataDir": host.store.path_str(),
+               "ranges": [[{"subnet": "10.87.0.0/24", "rangeStart": "10.87.0.2", "rangeEnd": "10.87.0.2"}]]}}),
+    );
+    let first = NetnsGuard::new("fbc");
+    let result = host.add("first", &first, &tiny);
+    let before = host.ns.links();
+    let second = NetnsGuard::new("fbc");
+    host.call(Impl::Ours, "ADD", "second", &second, &tiny)
+        .assert_error(999, "no IP addresses available");
+    assert_eq!(
+        host.ns.links(),
+        before,
+        "the veth made before IPAM failed is gone"
+    );
+    assert!(second.links().is_empty());
+    assert_eq!(host.reserved(), ["10.87.0.2"]);
+
+    let mut missing_ipam = tiny.clone();
+    missing_ipam["ipam"]["type"] = json!("no-such-ipam");
+    host.call(Impl::Ours, "ADD", "second", &second, &missing_ipam)
+        .assert_error(7, "no-such-ipam");
+    assert_eq!(host.ns.links(), before);
+
+    let mut bad_gateway = host.conf("1.0.0", "10.87.0.0/24", None, json!({"isGateway": true}));
+    bad_gateway["ipam"]["ranges"] =
+        json!([[{"subnet": "10.87.0.0/24", "gateway": "10.87.0.254", "rangeStart": "10.87.0.9"}]]);
+    // The bridge already has 10.87.0.1 from nowhere: put it there to force a gateway conflict.
+    host.ns
+        .exec_ok(&["ip", "addr", "add", "10.87.0.1/24", "dev", &host.bridge]);
+    host.call(Impl::Ours, "ADD", "second", &second, &bad_gateway)
+        .assert_error(999, "already has an IP address");
+    assert_eq!(
+        host.ns.links(),
+        before,
+        "undone after the gateway step failed"
+    );
+    assert_eq!(
+        host.reserved(),
+        ["10.87.0.2"],
+        "the reservation was released again"
+    );
+    host.del("first", &first, &tiny, &result);
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn concurrent_adds_on_one_bridge() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf(
+        "1.0.0",
+        "10.88.0.0/24",
+        None,
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    let containers: Vec<NetnsGuard> = (0..32).map(|_| NetnsGuard::new("fbc")).collect();
+    let results: Vec<Value> = std::thread::scope(|scope| {
+        let workers: Vec<_> = containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let host = &host;
+                let config = &config;
+                scope.spawn(move || host.add(&format!("c{i}"), c, config))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect()
+    });
+    let distinct: HashSet<String> = results.iter().map(|r| address(r, 0)).collect();
+    assert_eq!(distinct.len(), 32);
+    assert!(containers[0].ping(&address(&results[31], 0)));
+    std::thread::scope(|scope| {
+        for (i, (c, r)) in containers.iter().zip(&results).enumerate() {
+            let host = &host;
+            let config = &config;
+            scope.spawn(move || host.del(&format!("c{i}"), c, config, r));
+        }
+    });
+    drop(containers);
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn port_options_mtu_mac_hairpin_isolation() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf(
+        "1.0.0",
+        "10.89.0.0/24",
+        None,
+        json!({"mtu": 1400, "hairpinMode": true, "runtimeConfig": {"mac": "0a:58:0a:59:00:99"}}),
+    );
+    let container = NetnsGuard::new("fbc");
+    let result = host.add("opts", &container, &config);
+    let eth0 = container.link_details("eth0");
+    assert_eq!(eth0["mtu"], 1400);
+    assert_eq!(eth0["address"], "0a:58:0a:59:00:99");
+    assert_eq!(result["interfaces"][2]["mac"], "0a:58:0a:59:00:99");
+    let port = host
+        .ns
+        .link_details(result["interfaces"][1]["name"].as_str().expect("host veth"));
+    assert_eq!(
+        port["linkinfo"]["info_slave_data"]["hairpin"], true,
+        "{port}"
+    );
+    host.del("opts", &container, &config, &result);
+
+    let isolated = host.conf(
+        "1.0.0",
+        "10.89.0.0/24",
+        None,
+        json!({"portIsolation": true}),
+    );
+    let (a, b) = (NetnsGuard::new("fbc"), NetnsGuard::new("fbc"));
+    let ra = host.add("iso-a", &a, &isolated);
+    let rb = host.add("iso-b", &b, &isolated);
+    let port = host
+        .ns
+        .link_details(ra["interfaces"][1]["name"].as_str().expect("host veth"));
+    assert_eq!(
+        port["linkinfo"]["info_slave_data"]["isolated"], true,
+        "{port}"
+    );
+    assert!(
+        !a.ping(&address(&rb, 0)),
+        "isolated ports cannot talk to each other"
+    );
+    host.del("iso-a", &a, &isolated, &ra);
+    host.del("iso-b", &b, &isolated, &rb);
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn vlans_separate_containers_on_one_bridge() {
+    require_root!();
+    let host = Host::new();
+    let on_vlan = |vlan: u16| host.conf("1.0.0", "10.90.0.0/24", None, json!({"vlan": vlan}));
+    let (a, b, c) = (
+        NetnsGuard::new("fbc"),
+        NetnsGuard::new("fbc"),
+        NetnsGuard::new("fbc"),
+    );
+    let probe = ferrocni_tests::unique("vp");
+    let supported = host
+        .ns
+        .exec(&[
+            "ip",
+            "link",
+            "add",
+            &probe,
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ])
+        .status
+        .success();
+    if !supported {
+        host.call(Impl::Ours, "ADD", "v10a", &a, &on_vlan(10))
+            .assert_error(2, "CONFIG_BRIDGE_VLAN_FILTERING");
+        host.assert_clean(&[]);
+        eprintln!(
+            "\n!!!! SKIPPED VLAN reachability: this kernel has no bridge VLAN filtering !!!!\n"
+        );
+        return;
+    }
+    host.ns.exec_ok(&["ip", "link", "del", &probe]);
+    let ra = host.add("v10a", &a, &on_vlan(10));
+    let rb = host.add("v10b", &b, &on_vlan(10));
+    let rc = host.add("v20c", &c, &on_vlan(20));
+    assert!(a.ping(&address(&rb, 0)), "same VLAN");
+    assert!(!a.ping(&address(&rc, 0)), "different VLANs");
+    let vlans = host.ns.exec(&["bridge", "-j", "vlan", "show"]);
+    let text = String::from_utf8_lossy(&vlans.stdout);
+    assert!(
+        text.contains("\"vlan\":10") && text.contains("\"vlan\":20"),
+        "{text}"
+    );
+    host.del("v10a", &a, &on_vlan(10), &ra);
+    host.del("v10b", &b, &on_vlan(10), &rb);
+    host.del("v20c", &c, &on_vlan(20), &rc);
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn bad_configs_are_refused_before_anything_changes() {
+    require_root!();
+    let host = Host::new();
+    let container = NetnsGuard::new("fbc");
+    let cases = [
+        (json!({"vlan": 5000}), 7, "vlan"),
+        (
+            json!({"vlanTrunk": [{"minID": 30, "maxID": 20}]}),
+            7,
+            "vlanTrunk[0]",
+        ),
+        (
+            json!({"hairpinMode": true, "promiscMode": true}),
+            7,
+            "promiscMode",
+        ),
+        (json!({"ipMasq": true, "ipMasqBackend": "pf"}), 7, "pf"),
+        (
+            json!({"runtimeConfig": {"mac": "nonsense"}}),
+            7,
+            "runtimeConfig.mac",
+        ),
+        (json!({"mtu": 10}), 7, "mtu"),
+        (json!({"macspoofchk": true}), 2, "macspoofchk"),
+        (json!({"mtu": "1500"}), 6, "mtu"),
+        (json!({"bridge": "a-very-long-bridge-name"}), 7, "bridge"),
+    ];
+    for (extra, code, needle) in cases {
+        let config = host.conf("1.0.0", "10.91.0.0/24", None, extra);
+        host.call(Impl::Ours, "ADD", "bad", &container, &config)
+            .assert_error(code, needle);
+    }
+    assert!(host.ns.links().is_empty(), "not even the bridge was made");
+    let config = host.conf("1.0.0", "10.91.0.0/24", None, json!({}));
+    let result = host.add("twice", &container, &config);
+    host.call(Impl::Ours, "ADD", "twice2", &container, &config)
+        .assert_error(999, "already exists");
+    host.del("twice", &container, &config, &result);
+    host.assert_clean(&[]);
+}
+
+#[test]
+fn same_shape_and_reachability_as_the_reference() {
+    require_root!();
+    if !Impl::Reference.available("bridge") {
+        return;
+    }
+    for implementation in [Impl::Ours, Impl::Reference] {
+        let host = Host::new();
+        let config = host.conf(
+            "1.0.0",
+            "10.92.0.0/24",
+            Some("fd00:92::/64"),
+            json!({"isGateway": true, "ipMasq": true}),
+        );
+        let (a, b) = (NetnsGuard::new("fbc"), NetnsGuard::new("fbc"));
+        let ra = host
+            .call(implementation, "ADD", "refa", &a, &config)
+            .success();
+        let rb = host
+            .call(implementation, "ADD", "refb", &b, &config)
+            .success();
+        for r in [&ra, &rb] {
+            assert_eq!(
+                r["interfaces"].as_array().map(Vec::len),
+                Some(3),
+                "{implementation:?}: {r}"
+            );
+            assert_eq!(r["interfaces"][2]["name"], "eth0");
+            assert_eq!(r["ips"][0]["interface"], 2);
+            assert_eq!(r["ips"][1]["interface"], 2);
+            assert_eq!(r["ips"][0]["gateway"], "10.92.0.1");
+            assert_eq!(r["routes"], json!([{"dst": "0.0.0.0/0"}]));
+        }
+        assert_eq!(address(&ra, 0), "10.92.0.2", "{implementation:?}");
+        assert!(a.ping(&address(&rb, 0)), "{implementation:?}");
+        assert!(a.ping("10.92.0.1"), "{implementation:?}");
+        assert!(b.ping(&address(&ra, 1)), "{implementation:?}");
+        for (id, ns, r) in [("refa", &a, &ra), ("refb", &b, &rb)] {
+            let mut c = config.clone();
+            c["prevResult"] = r.clone();
+            host.call(implementation, "DEL", id, ns, &c).success();
+        }
+        if implementation == Impl::Ours {
+            host.assert_clean(&[]);
+        }
+    }
+}
