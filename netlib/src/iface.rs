@@ -59,6 +59,13 @@ fn set_if_present(key: &str, value: &str) -> Result<()> {
     Ok(sysctl::set(key, value)?)
 }
 
+/// Turns off IPv6 duplicate address detection on a link of the calling thread's namespace.
+/// While a new link's link-local address is tentative, neighbour solicitations from it
+/// leave without a usable source and go unanswered for a second or more.
+pub fn disable_dad(ifname: &str) -> Result<()> {
+    set_if_present(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0")
+}
+
 /// Configures `link` (inside `netns`, reached through `netlink`) with the addresses and routes
 /// of `result` that point at interface `index`. IPv6 duplicate address detection is off
 /// unless `enable_dad`: it delays every container by seconds for no gain on a private bridge.

@@ -76,7 +76,9 @@ impl RouteSpec {
         }
     }
 
-    fn to_message(&self) -> RouteMessage {
+    /// The request for this route. Deletion matches any protocol and, unless a scope is
+    /// given, any scope, so routes the kernel made (`proto kernel`) can be removed too.
+    fn to_message(&self, deleting: bool) -> RouteMessage {
         let mut message = RouteMessage::default();
         let v4 = self.is_ipv4();
         message.header.address_family = if v4 {
@@ -84,10 +86,15 @@ impl RouteSpec {
         } else {
             AddressFamily::Inet6
         };
-        message.header.protocol = RouteProtocol::Boot;
+        message.header.protocol = if deleting {
+            RouteProtocol::Unspec
+        } else {
+            RouteProtocol::Boot
+        };
         message.header.kind = RouteType::Unicast;
         message.header.scope = match (self.scope, self.gateway) {
             (Some(scope), _) => RouteScope::from(scope),
+            (None, _) if deleting => RouteScope::NoWhere,
             (None, Some(_)) => RouteScope::Universe,
             (None, None) => RouteScope::Link,
         };
@@ -231,7 +238,7 @@ impl Netlink {
     pub fn add_route(&mut self, route: &RouteSpec) -> Result<(), NetlinkError> {
         self.request(
             "add route",
-            RouteNetlinkMessage::NewRoute(route.to_message()),
+            RouteNetlinkMessage::NewRoute(route.to_message(false)),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )?;
         Ok(())
@@ -241,7 +248,7 @@ impl Netlink {
     pub fn delete_route(&mut self, route: &RouteSpec) -> Result<(), NetlinkError> {
         match self.request(
             "delete route",
-            RouteNetlinkMessage::DelRoute(route.to_message()),
+            RouteNetlinkMessage::DelRoute(route.to_message(true)),
             NLM_F_ACK,
         ) {
             Err(e) if e.errno() == Some(libc::ESRCH) => Ok(()),

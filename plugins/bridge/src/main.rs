@@ -4,35 +4,17 @@
 mod config;
 
 use ipnetwork::IpNetwork;
-use netlib::cni::{AttachmentKey, CniResult, Interface, ProtocolError, Route};
-use netlib::firewall::Owner;
+use netlib::cni::{AttachmentKey, CniResult, ProtocolError, Route};
 use netlib::netlink::{Link, Netlink};
-use netlib::netns::{Netns, NetnsError};
+use netlib::netns::Netns;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
 use netlib::undo::Undo;
-use netlib::{bridge, iface, veth, Error, Result};
+use netlib::{attachment, bridge, iface, veth, Error, Result};
 
 use config::BridgeConf;
 
 /// Result layout, as the reference: bridge, host veth, container veth.
 const CONTAINER_INTERFACE: usize = 2;
-
-fn owner<'a>(request: &'a Request, attachment: &'a Attachment) -> Owner<'a> {
-    Owner {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
-    }
-}
-
-fn interface(link: &Link, sandbox: &str) -> Interface {
-    Interface {
-        name: link.name.clone(),
-        mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
-        sandbox: sandbox.to_string(),
-        ..Interface::default()
-    }
-}
 
 /// Points every IP at the container interface, fills in gateways when the bridge is the
 /// gateway, adds default routes when asked, and returns the gateway addresses (with their
@@ -194,7 +176,7 @@ impl Plugin for BridgePlugin {
         }
         if let Some(firewall) = firewall {
             let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
-            let owner = owner(request, attachment);
+            let owner = attachment::owner(request, attachment);
             firewall.add_masquerade(owner, &addresses)?;
             undo.push("the masquerade rules", move || {
                 Ok(firewall.del_masquerade(owner, &addresses)?)
@@ -208,9 +190,9 @@ impl Plugin for BridgePlugin {
         }
         let container_veth = container.link(&attachment.ifname)?;
         result.interfaces = vec![
-            interface(&bridge, ""),
-            interface(&host_veth, ""),
-            interface(&container_veth, &netns.path().display().to_string()),
+            attachment::interface(&bridge, ""),
+            attachment::interface(&host_veth, ""),
+            attachment::interface(&container_veth, &netns.path().display().to_string()),
         ];
         if !request.conf.dns.is_empty() {
             result.dns = request.conf.dns.clone();
@@ -219,31 +201,15 @@ impl Plugin for BridgePlugin {
         Ok(result)
     }
 
-    /// Removes what ADD made, continuing past failures. Without the namespace (gone, or not
-    /// given) the reservation and the rules are still removed: they are found by owner.
+    /// Removes what ADD made; works without the namespace and without prevResult.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = BridgeConf::load(request, &attachment.args)?;
-        let previous = request.prev_result().ok().flatten().unwrap_or_default();
-        let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-        let mut failures: Vec<Error> = Vec::new();
-        if let Some(path) = &attachment.netns {
-            let removed = match Netns::open(path) {
-                Err(NetnsError::NotFound(_)) => Ok(()),
-                Err(e) => Err(e.into()),
-                Ok(netns) => remove_container_link(&netns, &attachment.ifname),
-            };
-            failures.extend(removed.err());
-        }
-        if let Some(ipam) = &conf.ipam {
-            failures.extend(request.delegate(ipam, Command::Del).err());
-        }
-        if conf.ip_masq {
-            let removed = conf
-                .firewall()
-                .and_then(|fw| Ok(fw.del_masquerade(owner(request, attachment), &addresses)?));
-            failures.extend(removed.err());
-        }
-        failures.into_iter().next().map_or(Ok(()), Err)
+        let masquerade = if conf.ip_masq {
+            Some(conf.firewall()?)
+        } else {
+            None
+        };
+        attachment::teardown(request, attachment, masquerade)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -259,30 +225,7 @@ impl Plugin for BridgePlugin {
             .link_by_name(&conf.bridge)?
             .filter(|l| l.kind.as_deref() == Some("bridge"))
             .ok_or_else(|| Error::Check(format!("bridge {:?} is missing", conf.bridge)))?;
-        let index = previous
-            .interfaces
-            .iter()
-            .position(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
-            .ok_or_else(|| {
-                Error::Check(format!(
-                    "prevResult has no interface {:?} in a sandbox",
-                    attachment.ifname
-                ))
-            })?;
-        let netns = Netns::open(attachment.required_netns()?)?;
-        let mut container = Netlink::open_in(&netns)?;
-        let link = container
-            .link_by_name(&attachment.ifname)?
-            .ok_or_else(|| Error::Check(format!("interface {:?} is missing", attachment.ifname)))?;
-        let expected_mac = &previous.interfaces[index].mac;
-        if !expected_mac.is_empty()
-            && link.mac.map(|m| m.to_string()).as_deref() != Some(expected_mac.as_str())
-        {
-            return Err(Error::Check(format!(
-                "{} has MAC {:?}, prevResult says {expected_mac}",
-                link.name, link.mac
-            )));
-        }
+        let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
         for host_side in previous
             .interfaces
             .iter()
@@ -301,48 +244,24 @@ impl Plugin for BridgePlugin {
         }
         if conf.ip_masq {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            if !conf
-                .firewall()?
-                .has_masquerade(owner(request, attachment), &addresses)?
-            {
-                return Err(Error::Check("masquerade rules are missing".to_string()));
-            }
+            attachment::check_masquerade(request, attachment, conf.firewall()?, &addresses)?;
         }
         Ok(())
     }
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
         let conf = BridgeConf::load(request, &Default::default())?;
-        let mut failures: Vec<Error> = Vec::new();
-        if conf.ip_masq {
-            let collected = conf
-                .firewall()
-                .and_then(|fw| Ok(fw.gc_masquerade(&request.conf.name, valid)?));
-            failures.extend(collected.err());
-        }
-        if let Some(ipam) = &conf.ipam {
-            failures.extend(request.delegate(ipam, Command::Gc).err());
-        }
-        failures.into_iter().next().map_or(Ok(()), Err)
+        let masquerade = if conf.ip_masq {
+            Some(conf.firewall()?)
+        } else {
+            None
+        };
+        attachment::collect(request, valid, masquerade)
     }
 
     fn status(&self, request: &Request) -> Result<()> {
-        match &request.conf.ipam {
-            Some(ipam) if !ipam.plugin_type.is_empty() => request
-                .delegate(&ipam.plugin_type, Command::Status)
-                .map(drop),
-            _ => Ok(()),
-        }
+        attachment::status(request)
     }
-}
-
-/// Deleting the container end removes the pair, and with it the host end's bridge port.
-fn remove_container_link(netns: &Netns, ifname: &str) -> Result<()> {
-    let mut container = Netlink::open_in(netns)?;
-    if let Some(link) = container.link_by_name(ifname)? {
-        container.delete_link(link.index)?;
-    }
-    Ok(())
 }
 
 fn main() {

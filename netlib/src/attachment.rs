@@ -1,0 +1,148 @@
+//! What every interface-creating plugin does the same way: name its firewall owner, report
+//! links in a result, and tear down, collect garbage and report status. DEL and GC keep
+//! going past failures and report the first; a vanished namespace is not a failure.
+
+use ipnetwork::IpNetwork;
+
+use crate::cni::{AttachmentKey, CniResult, Interface};
+use crate::error::{Error, Result};
+use crate::firewall::{Backend, Owner};
+use crate::netlink::{Link, Netlink};
+use crate::netns::{Netns, NetnsError};
+use crate::skel::{Attachment, Command, Request};
+
+pub fn owner<'a>(request: &'a Request, attachment: &'a Attachment) -> Owner<'a> {
+    Owner {
+        network: &request.conf.name,
+        container_id: &attachment.container_id,
+        ifname: &attachment.ifname,
+    }
+}
+
+/// A link as a result lists it; `sandbox` is empty for host-side links.
+pub fn interface(link: &Link, sandbox: &str) -> Interface {
+    Interface {
+        name: link.name.clone(),
+        mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
+        sandbox: sandbox.to_string(),
+        ..Interface::default()
+    }
+}
+
+/// The IPAM plugin named in the config, if any.
+pub fn ipam_type(request: &Request) -> Option<&str> {
+    request
+        .conf
+        .ipam
+        .as_ref()
+        .map(|ipam| ipam.plugin_type.as_str())
+        .filter(|t| !t.is_empty())
+}
+
+/// DEL for a plugin whose container interface is one end of a veth pair: delete it (the pair
+/// and any host routes on it go along), release the reservation, remove the masquerade.
+/// Works without `CNI_NETNS` and without prevResult.
+pub fn teardown(
+    request: &Request,
+    attachment: &Attachment,
+    masquerade: Option<Backend>,
+) -> Result<()> {
+    let previous = request.prev_result().ok().flatten().unwrap_or_default();
+    let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
+    let mut failures: Vec<Error> = Vec::new();
+    if let Some(path) = &attachment.netns {
+        let removed = match Netns::open(path) {
+            Err(NetnsError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+            Ok(netns) => remove_link(&netns, &attachment.ifname),
+        };
+        failures.extend(removed.err());
+    }
+    if let Some(ipam) = ipam_type(request) {
+        failures.extend(request.delegate(ipam, Command::Del).err());
+    }
+    if let Some(firewall) = masquerade {
+        let removed = firewall.del_masquerade(owner(request, attachment), &addresses);
+        failures.extend(removed.err().map(Error::from));
+    }
+    failures.into_iter().next().map_or(Ok(()), Err)
+}
+
+fn remove_link(netns: &Netns, ifname: &str) -> Result<()> {
+    let mut container = Netlink::open_in(netns)?;
+    if let Some(link) = container.link_by_name(ifname)? {
+        container.delete_link(link.index)?;
+    }
+    Ok(())
+}
+
+/// GC: masquerade rules of attachments not in `valid`, then the IPAM plugin's GC.
+pub fn collect(
+    request: &Request,
+    valid: &[AttachmentKey],
+    masquerade: Option<Backend>,
+) -> Result<()> {
+    let mut failures: Vec<Error> = Vec::new();
+    if let Some(firewall) = masquerade {
+        let collected = firewall.gc_masquerade(&request.conf.name, valid);
+        failures.extend(collected.err().map(Error::from));
+    }
+    if let Some(ipam) = ipam_type(request) {
+        failures.extend(request.delegate(ipam, Command::Gc).err());
+    }
+    failures.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// STATUS: an interface plugin can serve ADD when its IPAM plugin can.
+pub fn status(request: &Request) -> Result<()> {
+    match ipam_type(request) {
+        Some(ipam) => request.delegate(ipam, Command::Status).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// CHECK of the masquerade rules for the addresses in prevResult.
+pub fn check_masquerade(
+    request: &Request,
+    attachment: &Attachment,
+    firewall: Backend,
+    addresses: &[IpNetwork],
+) -> Result<()> {
+    if !firewall.has_masquerade(owner(request, attachment), addresses)? {
+        return Err(Error::Check("masquerade rules are missing".to_string()));
+    }
+    Ok(())
+}
+
+/// CHECK of the container side: the interface prevResult names is in the namespace with the
+/// MAC prevResult gives it. Returns a socket into the namespace, the link, and the link's
+/// index in prevResult's interfaces.
+pub fn container_link(
+    attachment: &Attachment,
+    previous: &CniResult,
+) -> Result<(Netlink, Link, usize)> {
+    let index = previous
+        .interfaces
+        .iter()
+        .position(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| {
+            Error::Check(format!(
+                "prevResult has no interface {:?} in a sandbox",
+                attachment.ifname
+            ))
+        })?;
+    let netns = Netns::open(attachment.required_netns()?)?;
+    let mut container = Netlink::open_in(&netns)?;
+    let link = container
+        .link_by_name(&attachment.ifname)?
+        .ok_or_else(|| Error::Check(format!("interface {:?} is missing", attachment.ifname)))?;
+    let expected = &previous.interfaces[index].mac;
+    let actual = link.mac.map(|m| m.to_string()).unwrap_or_default();
+    if !expected.is_empty() && actual != *expected {
+        return Err(Error::Check(format!(
+            "{} has MAC {actual}, prevResult says {expected}",
+            link.name
+        )));
+    }
+    Ok((container, link, index))
+}
