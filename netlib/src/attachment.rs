@@ -10,6 +10,7 @@ use crate::firewall::{Backend, Owner};
 use crate::netlink::{Link, Netlink};
 use crate::netns::{Netns, NetnsError};
 use crate::skel::{Attachment, Command, Request};
+use crate::undo::Undo;
 
 pub fn owner<'a>(request: &'a Request, attachment: &'a Attachment) -> Owner<'a> {
     Owner {
@@ -26,6 +27,30 @@ pub fn interface(link: &Link, sandbox: &str) -> Interface {
         mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
         sandbox: sandbox.to_string(),
         ..Interface::default()
+    }
+}
+
+/// ADD's masquerade step: rules for every address of `result`, undone if ADD fails later.
+pub fn masquerade<'a>(
+    request: &'a Request,
+    attachment: &'a Attachment,
+    firewall: Backend,
+    result: &CniResult,
+    undo: &mut Undo<'a>,
+) -> Result<()> {
+    let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
+    let owner = owner(request, attachment);
+    firewall.add_masquerade(owner, &addresses)?;
+    undo.push("the masquerade rules", move || {
+        Ok(firewall.del_masquerade(owner, &addresses)?)
+    });
+    Ok(())
+}
+
+/// The config's own `dns` wins over what IPAM returned, when it says anything.
+pub fn apply_dns(request: &Request, result: &mut CniResult) {
+    if !request.conf.dns.is_empty() {
+        result.dns = request.conf.dns.clone();
     }
 }
 

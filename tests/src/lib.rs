@@ -438,3 +438,115 @@ pub fn reserved_ips(store: &Path) -> Vec<String> {
     ips.sort();
     ips
 }
+
+/// A sandbox host for an interface plugin: its namespace, a host-local store, the network.
+pub struct Sandbox {
+    pub ns: NetnsGuard,
+    pub store: TempDir,
+    pub network: &'static str,
+    plugin: &'static str,
+}
+
+impl Sandbox {
+    pub fn new(plugin: &'static str, network: &'static str) -> Self {
+        Sandbox {
+            ns: NetnsGuard::new("fsb"),
+            store: TempDir::new(plugin),
+            network,
+            plugin,
+        }
+    }
+
+    /// A config for this sandbox's plugin: host-local over `ranges` with a default route,
+    /// plus `extra` top-level keys.
+    pub fn conf(&self, version: &str, ranges: Value, extra: Value) -> Value {
+        let mut config = serde_json::json!({
+            "cniVersion": version, "name": self.network, "type": self.plugin,
+            "ipam": {"type": "host-local", "dataDir": self.store.path_str(), "ranges": ranges,
+                     "routes": [{"dst": "0.0.0.0/0"}]}
+        });
+        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+        config
+    }
+
+    pub fn call(
+        &self,
+        implementation: Impl,
+        command: &str,
+        id: &str,
+        container: &NetnsGuard,
+        config: &Value,
+    ) -> Outcome {
+        Call::new(implementation, self.plugin, command)
+            .attachment(id, &container.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&self.ns)
+    }
+
+    /// GC or STATUS: no attachment.
+    pub fn call_network(&self, command: &str, config: &Value) -> Outcome {
+        Call::new(Impl::Ours, self.plugin, command)
+            .stdin(config)
+            .run_in(&self.ns)
+    }
+
+    pub fn reserved(&self) -> Vec<String> {
+        reserved_ips(&self.store.path().join(self.network))
+    }
+
+    /// Nothing of any attachment is left: no links but those named in `keep` (by prefix), no
+    /// reservation, no masquerade rule in either backend.
+    pub fn assert_clean(&self, keep: &[&str]) {
+        let leftover = || -> Vec<String> {
+            self.ns
+                .links()
+                .into_iter()
+                .filter(|l| !keep.iter().any(|k| l.starts_with(k)))
+                .collect()
+        };
+        // A deleted namespace takes its veth ends along asynchronously; give it a moment.
+        let mut links = leftover();
+        for _ in 0..40 {
+            if links.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            links = leftover();
+        }
+        assert!(links.is_empty(), "links left behind: {links:?}");
+        assert!(
+            self.reserved().is_empty(),
+            "reservations left: {:?}",
+            self.reserved()
+        );
+        let ruleset = self.ns.nft_ruleset();
+        let owner = format!("comment \"{}/", self.network);
+        assert!(
+            !ruleset.contains(&owner),
+            "masquerade elements left: {ruleset}"
+        );
+        assert!(
+            !ruleset.contains("chain masq-"),
+            "masquerade chains left: {ruleset}"
+        );
+        for v6 in [false, true] {
+            let nat = self.ns.iptables_nat(v6);
+            assert!(!nat.contains("CNI-"), "iptables rules left: {nat}");
+        }
+    }
+}
+
+/// `config` with `prevResult` set, as a runtime sends DEL and CHECK.
+pub fn with_previous(config: &Value, previous: &Value) -> Value {
+    let mut config = config.clone();
+    config["prevResult"] = previous.clone();
+    config
+}
+
+/// The bare address of `ips[index]` of a result.
+pub fn address(result: &Value, index: usize) -> String {
+    let cidr = result["ips"][index]["address"].as_str().expect("address");
+    cidr.split('/').next().expect("ip").to_string()
+}

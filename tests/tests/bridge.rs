@@ -3,58 +3,45 @@
 //! reference as an oracle. After each test nothing of the attachment is left (checked).
 
 use ferrocni_tests::{
-    require_root, reserved_ips, wire, Call, Impl, NetnsGuard, Outcome, TempDir, VERSIONS,
+    address, require_root, wire, with_previous, Call, Impl, NetnsGuard, Sandbox, VERSIONS,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
 const NET: &str = "brnet";
 
-/// A sandbox host with its IPAM store, and helpers to attach containers to it.
+/// The bridge sandbox: the shared fixture plus a bridge name unique to the test.
 struct Host {
-    ns: NetnsGuard,
-    store: TempDir,
+    sandbox: Sandbox,
     bridge: String,
+}
+
+impl std::ops::Deref for Host {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
 }
 
 impl Host {
     fn new() -> Self {
         Host {
-            ns: NetnsGuard::new("fbh"),
-            store: TempDir::new("br"),
+            sandbox: Sandbox::new("bridge", NET),
             bridge: ferrocni_tests::unique("br"),
         }
     }
 
-    /// A bridge config with `extra` keys merged in, on `subnet` (dual-stack when `v6`).
+    /// A bridge config on `subnet` (dual-stack when `v6` is given) with `extra` keys.
     fn conf(&self, version: &str, subnet: &str, v6: Option<&str>, extra: Value) -> Value {
         let mut ranges = vec![json!([{"subnet": subnet}])];
         if let Some(v6) = v6 {
             ranges.push(json!([{"subnet": v6}]));
         }
-        let mut config = json!({
-            "cniVersion": version, "name": NET, "type": "bridge", "bridge": self.bridge,
-            "ipam": {"type": "host-local", "dataDir": self.store.path_str(), "ranges": ranges,
-                     "routes": [{"dst": "0.0.0.0/0"}]}
-        });
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
+        let mut config = self.sandbox.conf(version, json!(ranges), extra);
+        if config.get("bridge").is_none() {
+            config["bridge"] = json!(self.bridge);
         }
         config
-    }
-
-    fn call(
-        &self,
-        implementation: Impl,
-        command: &str,
-        id: &str,
-        container: &NetnsGuard,
-        config: &Value,
-    ) -> Outcome {
-        Call::new(implementation, "bridge", command)
-            .attachment(id, &container.path_str(), "eth0")
-            .stdin(config)
-            .run_in(&self.ns)
     }
 
     fn add(&self, id: &str, container: &NetnsGuard, config: &Value) -> Value {
@@ -63,59 +50,22 @@ impl Host {
     }
 
     fn del(&self, id: &str, container: &NetnsGuard, config: &Value, previous: &Value) {
-        let mut config = config.clone();
-        config["prevResult"] = previous.clone();
-        self.call(Impl::Ours, "DEL", id, container, &config)
-            .success();
+        self.call(
+            Impl::Ours,
+            "DEL",
+            id,
+            container,
+            &with_previous(config, previous),
+        )
+        .success();
     }
 
-    fn reserved(&self) -> Vec<String> {
-        reserved_ips(&self.store.path().join(NET))
-    }
-
-    /// Only the bridge (and `extra` links the test made) remain, no reservation, no rule.
+    /// Only the bridge (and links the test made, by prefix) remain; nothing else of ours.
     fn assert_clean(&self, extra: &[&str]) {
-        let leftover = || -> Vec<String> {
-            self.ns
-                .links()
-                .into_iter()
-                .filter(|l| *l != self.bridge && !extra.iter().any(|e| l.starts_with(e)))
-                .collect()
-        };
-        // A deleted namespace takes its veth ends along asynchronously; give it a moment.
-        let mut links = leftover();
-        for _ in 0..40 {
-            if links.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            links = leftover();
-        }
-        assert!(links.is_empty(), "links left behind: {links:?}");
-        assert!(
-            self.reserved().is_empty(),
-            "reservations left: {:?}",
-            self.reserved()
-        );
-        let ruleset = self.ns.nft_ruleset();
-        assert!(
-            !ruleset.contains("comment \"brnet/"),
-            "masquerade elements left: {ruleset}"
-        );
-        assert!(
-            !ruleset.contains("chain masq-"),
-            "masquerade chains left: {ruleset}"
-        );
-        for v6 in [false, true] {
-            let nat = self.ns.iptables_nat(v6);
-            assert!(!nat.contains("CNI-"), "iptables rules left: {nat}");
-        }
+        let mut keep = vec![self.bridge.as_str()];
+        keep.extend_from_slice(extra);
+        self.sandbox.assert_clean(&keep);
     }
-}
-
-fn address(result: &Value, index: usize) -> String {
-    let cidr = result["ips"][index]["address"].as_str().expect("address");
-    cidr.split('/').next().expect("ip").to_string()
 }
 
 #[test]
@@ -169,13 +119,14 @@ fn masquerade_case(backend: &str) {
         container.ping("172.31.81.2"),
         "{backend}: reaches the remote through NAT"
     );
-    let chk = {
-        let mut c = masq.clone();
-        c["prevResult"] = result.clone();
-        c
-    };
-    host.call(Impl::Ours, "CHECK", "masq", &container, &chk)
-        .success();
+    host.call(
+        Impl::Ours,
+        "CHECK",
+        "masq",
+        &container,
+        &with_previous(&masq, &result),
+    )
+    .success();
     host.del("masq", &container, &masq, &result);
     host.assert_clean(&["wa"]);
 
@@ -242,32 +193,25 @@ fn every_verb_in_every_version() {
                 "{result}"
             );
         }
-        let mut with_previous = config.clone();
-        with_previous["prevResult"] = result.clone();
+        let previous = with_previous(&config, &result);
         if version >= "0.4.0" {
-            host.call(Impl::Ours, "CHECK", "verbs", &container, &with_previous)
+            host.call(Impl::Ours, "CHECK", "verbs", &container, &previous)
                 .success();
             host.call(Impl::Ours, "CHECK", "verbs", &container, &config)
                 .assert_error(7, "prevResult");
         }
         if version == "1.1.0" {
-            Call::new(Impl::Ours, "bridge", "STATUS")
-                .stdin(&config)
-                .run_in(&host.ns)
-                .success();
+            host.call_network("STATUS", &config).success();
             let mut gc = config.clone();
             gc["cni.dev/valid-attachments"] = json!([{"containerID": "verbs", "ifname": "eth0"}]);
-            Call::new(Impl::Ours, "bridge", "GC")
-                .stdin(&gc)
-                .run_in(&host.ns)
-                .success();
+            host.call_network("GC", &gc).success();
             assert_eq!(host.reserved().len(), 1, "GC keeps the valid attachment");
-            host.call(Impl::Ours, "CHECK", "verbs", &container, &with_previous)
+            host.call(Impl::Ours, "CHECK", "verbs", &container, &previous)
                 .success();
         }
-        host.call(Impl::Ours, "DEL", "verbs", &container, &with_previous)
+        host.call(Impl::Ours, "DEL", "verbs", &container, &previous)
             .success();
-        host.call(Impl::Ours, "DEL", "verbs", &container, &with_previous)
+        host.call(Impl::Ours, "DEL", "verbs", &container, &previous)
             .success();
         host.assert_clean(&[]);
     }
@@ -289,10 +233,7 @@ fn gc_removes_rules_and_reservations_of_unlisted_attachments() {
     drop(stale);
     let mut gc = config.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
-    Call::new(Impl::Ours, "bridge", "GC")
-        .stdin(&gc)
-        .run_in(&host.ns)
-        .success();
+    host.call_network("GC", &gc).success();
     assert_eq!(
         host.reserved().len(),
         2,
@@ -305,10 +246,7 @@ fn gc_removes_rules_and_reservations_of_unlisted_attachments() {
         "{ruleset}"
     );
     gc["cni.dev/valid-attachments"] = json!([]);
-    Call::new(Impl::Ours, "bridge", "GC")
-        .stdin(&gc)
-        .run_in(&host.ns)
-        .success();
+    host.call_network("GC", &gc).success();
     drop(keep);
     host.assert_clean(&[]);
 }
@@ -616,9 +554,8 @@ fn same_shape_and_reachability_as_the_reference() {
         assert!(a.ping("10.92.0.1"), "{implementation:?}");
         assert!(b.ping(&address(&ra, 1)), "{implementation:?}");
         for (id, ns, r) in [("refa", &a, &ra), ("refb", &b, &rb)] {
-            let mut c = config.clone();
-            c["prevResult"] = r.clone();
-            host.call(implementation, "DEL", id, ns, &c).success();
+            host.call(implementation, "DEL", id, ns, &with_previous(&config, r))
+                .success();
         }
         if implementation == Impl::Ours {
             host.assert_clean(&[]);

@@ -3,92 +3,16 @@
 //! reference as an oracle.
 
 use ferrocni_tests::{
-    require_root, reserved_ips, wire, Call, Impl, NetnsGuard, Outcome, TempDir, VERSIONS,
+    address, require_root, wire, with_previous, Call, Impl, NetnsGuard, Sandbox, VERSIONS,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 const NET: &str = "ptpnet";
-
-struct Host {
-    ns: NetnsGuard,
-    store: TempDir,
-}
-
-impl Host {
-    fn new() -> Self {
-        Host {
-            ns: NetnsGuard::new("fph"),
-            store: TempDir::new("ptp"),
-        }
-    }
-
-    fn conf(&self, version: &str, ranges: Value, extra: Value) -> Value {
-        let mut config = json!({
-            "cniVersion": version, "name": NET, "type": "ptp",
-            "ipam": {"type": "host-local", "dataDir": self.store.path_str(), "ranges": ranges,
-                     "routes": [{"dst": "0.0.0.0/0"}]}
-        });
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
-        }
-        config
-    }
-
-    fn call(
-        &self,
-        implementation: Impl,
-        command: &str,
-        id: &str,
-        container: &NetnsGuard,
-        config: &Value,
-    ) -> Outcome {
-        Call::new(implementation, "ptp", command)
-            .attachment(id, &container.path_str(), "eth0")
-            .stdin(config)
-            .run_in(&self.ns)
-    }
-
-    fn with_previous(config: &Value, previous: &Value) -> Value {
-        let mut config = config.clone();
-        config["prevResult"] = previous.clone();
-        config
-    }
-
-    fn assert_clean(&self, extra: &[&str]) {
-        let mut links = Vec::new();
-        for _ in 0..40 {
-            links = self
-                .ns
-                .links()
-                .into_iter()
-                .filter(|l| !extra.iter().any(|e| l.starts_with(e)))
-                .collect();
-            if links.is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(links.is_empty(), "links left: {links:?}");
-        assert!(reserved_ips(&self.store.path().join(NET)).is_empty());
-        let ruleset = self.ns.nft_ruleset();
-        assert!(!ruleset.contains("ptpnet/"), "rules left: {ruleset}");
-    }
-}
-
-fn address(result: &Value, index: usize) -> String {
-    result["ips"][index]["address"]
-        .as_str()
-        .expect("address")
-        .split('/')
-        .next()
-        .expect("ip")
-        .to_string()
-}
 
 #[test]
 fn containers_route_through_the_host_and_masquerade_to_a_remote() {
     require_root!();
-    let host = Host::new();
+    let host = Sandbox::new("ptp", NET);
     let remote = NetnsGuard::new("fpr");
     wire(&host.ns, "172.31.93.1/30", &remote, "172.31.93.2/30");
     let config = host.conf(
@@ -110,45 +34,21 @@ fn containers_route_through_the_host_and_masquerade_to_a_remote() {
         routes[0]["gateway"], "10.93.0.1",
         "the subnet goes via the gateway: {routes}"
     );
-    host.call(
-        Impl::Ours,
-        "CHECK",
-        "pa",
-        &a,
-        &Host::with_previous(&config, &ra),
-    )
-    .success();
-    host.call(
-        Impl::Ours,
-        "DEL",
-        "pa",
-        &a,
-        &Host::with_previous(&config, &ra),
-    )
-    .success();
-    host.call(
-        Impl::Ours,
-        "DEL",
-        "pb",
-        &b,
-        &Host::with_previous(&config, &rb),
-    )
-    .success();
-    host.call(
-        Impl::Ours,
-        "DEL",
-        "pb",
-        &b,
-        &Host::with_previous(&config, &rb),
-    )
-    .success();
+    host.call(Impl::Ours, "CHECK", "pa", &a, &with_previous(&config, &ra))
+        .success();
+    host.call(Impl::Ours, "DEL", "pa", &a, &with_previous(&config, &ra))
+        .success();
+    host.call(Impl::Ours, "DEL", "pb", &b, &with_previous(&config, &rb))
+        .success();
+    host.call(Impl::Ours, "DEL", "pb", &b, &with_previous(&config, &rb))
+        .success();
     host.assert_clean(&["wa"]);
 }
 
 #[test]
 fn every_verb_in_every_version() {
     require_root!();
-    let host = Host::new();
+    let host = Sandbox::new("ptp", NET);
     for version in VERSIONS {
         let config = host.conf(
             version,
@@ -160,26 +60,17 @@ fn every_verb_in_every_version() {
             .call(Impl::Ours, "ADD", "pv", &container, &config)
             .success();
         assert_eq!(result["cniVersion"], version);
-        let previous = Host::with_previous(&config, &result);
+        let previous = with_previous(&config, &result);
         if version >= "0.4.0" {
             host.call(Impl::Ours, "CHECK", "pv", &container, &previous)
                 .success();
         }
         if version == "1.1.0" {
-            Call::new(Impl::Ours, "ptp", "STATUS")
-                .stdin(&config)
-                .run_in(&host.ns)
-                .success();
+            host.call_network("STATUS", &config).success();
             let mut gc = config.clone();
             gc["cni.dev/valid-attachments"] = json!([]);
-            Call::new(Impl::Ours, "ptp", "GC")
-                .stdin(&gc)
-                .run_in(&host.ns)
-                .success();
-            assert!(
-                reserved_ips(&host.store.path().join(NET)).is_empty(),
-                "GC released it"
-            );
+            host.call_network("GC", &gc).success();
+            assert!(host.reserved().is_empty(), "GC released it");
             assert!(!host.ns.nft_ruleset().contains("ptpnet/"));
         }
         host.call(Impl::Ours, "DEL", "pv", &container, &previous)
@@ -192,7 +83,7 @@ fn every_verb_in_every_version() {
 #[test]
 fn del_without_namespace_and_failed_add_leave_nothing() {
     require_root!();
-    let host = Host::new();
+    let host = Sandbox::new("ptp", NET);
     let tiny = host.conf(
         "1.0.0",
         json!([[{"subnet": "10.95.0.0/24", "rangeStart": "10.95.0.2", "rangeEnd": "10.95.0.2"}]]),
@@ -231,7 +122,7 @@ fn same_shape_and_reachability_as_the_reference() {
         return;
     }
     for implementation in [Impl::Ours, Impl::Reference] {
-        let host = Host::new();
+        let host = Sandbox::new("ptp", NET);
         let config = host.conf("1.0.0", json!([[{"subnet": "10.96.0.0/24"}]]), json!({}));
         let (a, b) = (NetnsGuard::new("fpc"), NetnsGuard::new("fpc"));
         let ra = host
@@ -258,7 +149,7 @@ fn same_shape_and_reachability_as_the_reference() {
             "DEL",
             "ra",
             &a,
-            &Host::with_previous(&config, &ra),
+            &with_previous(&config, &ra),
         )
         .success();
         host.call(
@@ -266,7 +157,7 @@ fn same_shape_and_reachability_as_the_reference() {
             "DEL",
             "rb",
             &b,
-            &Host::with_previous(&config, &rb),
+            &with_previous(&config, &rb),
         )
         .success();
         if implementation == Impl::Ours {

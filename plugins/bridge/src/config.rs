@@ -2,6 +2,7 @@
 //! before anything is touched.
 
 use netlib::cni::{CniArgs, ProtocolError};
+use netlib::firewall::Backend;
 use netlib::netlink::MacAddr;
 use netlib::skel::Request;
 use netlib::Result;
@@ -71,8 +72,8 @@ pub struct BridgeConf {
     pub is_gateway: bool,
     pub is_default_gateway: bool,
     pub force_address: bool,
-    pub ip_masq: bool,
-    pub ip_masq_backend: Option<String>,
+    /// The firewall backend for `ipMasq`, or `None` without masquerading.
+    pub masquerade: Option<Backend>,
     pub mtu: Option<u32>,
     pub hairpin_mode: bool,
     pub promisc_mode: bool,
@@ -173,9 +174,10 @@ impl BridgeConf {
             }
             .into());
         }
-        if raw.ip_masq {
-            netlib::firewall::Backend::select(raw.ip_masq_backend.as_deref())?;
-        }
+        let masquerade = match raw.ip_masq {
+            true => Some(Backend::select(raw.ip_masq_backend.as_deref())?),
+            false => None,
+        };
         // Highest priority first: runtimeConfig, args, then CNI_ARGS.
         let mac_source = [
             (raw.runtime_config.mac, "runtimeConfig.mac"),
@@ -196,8 +198,7 @@ impl BridgeConf {
             is_gateway: raw.is_gateway || raw.is_default_gateway,
             is_default_gateway: raw.is_default_gateway,
             force_address: raw.force_address,
-            ip_masq: raw.ip_masq,
-            ip_masq_backend: raw.ip_masq_backend,
+            masquerade,
             mtu: raw.mtu,
             hairpin_mode: raw.hairpin_mode,
             promisc_mode: raw.promisc_mode,
@@ -214,11 +215,5 @@ impl BridgeConf {
 
     pub fn vlan_filtering(&self) -> bool {
         self.vlan != 0 || !self.vlan_trunk.is_empty()
-    }
-
-    pub fn firewall(&self) -> Result<netlib::firewall::Backend> {
-        Ok(netlib::firewall::Backend::select(
-            self.ip_masq_backend.as_deref(),
-        )?)
     }
 }

@@ -102,11 +102,6 @@ impl Plugin for BridgePlugin {
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
         let conf = BridgeConf::load(request, &attachment.args)?;
-        let firewall = if conf.ip_masq {
-            Some(conf.firewall()?)
-        } else {
-            None
-        };
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut host = Netlink::open()?;
         let mut container = Netlink::open_in(&netns)?;
@@ -174,13 +169,8 @@ impl Plugin for BridgePlugin {
             }
             bridge::enable_forwarding(&gateways)?;
         }
-        if let Some(firewall) = firewall {
-            let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
-            let owner = attachment::owner(request, attachment);
-            firewall.add_masquerade(owner, &addresses)?;
-            undo.push("the masquerade rules", move || {
-                Ok(firewall.del_masquerade(owner, &addresses)?)
-            });
+        if let Some(firewall) = conf.masquerade {
+            attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
         }
         // A bridge takes the lowest MAC of its ports unless one is set: pin the current one
         // so the gateway's MAC does not change as containers come and go.
@@ -194,9 +184,7 @@ impl Plugin for BridgePlugin {
             attachment::interface(&host_veth, ""),
             attachment::interface(&container_veth, &netns.path().display().to_string()),
         ];
-        if !request.conf.dns.is_empty() {
-            result.dns = request.conf.dns.clone();
-        }
+        attachment::apply_dns(request, &mut result);
         undo.commit();
         Ok(result)
     }
@@ -204,12 +192,7 @@ impl Plugin for BridgePlugin {
     /// Removes what ADD made; works without the namespace and without prevResult.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = BridgeConf::load(request, &attachment.args)?;
-        let masquerade = if conf.ip_masq {
-            Some(conf.firewall()?)
-        } else {
-            None
-        };
-        attachment::teardown(request, attachment, masquerade)
+        attachment::teardown(request, attachment, conf.masquerade)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -242,21 +225,16 @@ impl Plugin for BridgePlugin {
         if !conf.disable_container_interface {
             iface::verify(&mut container, &link, &previous, index)?;
         }
-        if conf.ip_masq {
+        if let Some(firewall) = conf.masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(request, attachment, conf.firewall()?, &addresses)?;
+            attachment::check_masquerade(request, attachment, firewall, &addresses)?;
         }
         Ok(())
     }
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
         let conf = BridgeConf::load(request, &Default::default())?;
-        let masquerade = if conf.ip_masq {
-            Some(conf.firewall()?)
-        } else {
-            None
-        };
-        attachment::collect(request, valid, masquerade)
+        attachment::collect(request, valid, conf.masquerade)
     }
 
     fn status(&self, request: &Request) -> Result<()> {

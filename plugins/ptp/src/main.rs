@@ -163,21 +163,14 @@ impl Plugin for Ptp {
         }
         bridge::enable_forwarding(&gateway_hosts)?;
         if let Some(firewall) = masquerade {
-            let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
-            let owner = attachment::owner(request, attachment);
-            firewall.add_masquerade(owner, &addresses)?;
-            undo.push("the masquerade rules", move || {
-                Ok(firewall.del_masquerade(owner, &addresses)?)
-            });
+            attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
         }
         let container_veth = container.link(&attachment.ifname)?;
         result.interfaces = vec![
             attachment::interface(&host_veth, ""),
             attachment::interface(&container_veth, &netns.path().display().to_string()),
         ];
-        if !request.conf.dns.is_empty() {
-            result.dns = request.conf.dns.clone();
-        }
+        attachment::apply_dns(request, &mut result);
         undo.commit();
         Ok(result)
     }
