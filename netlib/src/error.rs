@@ -54,7 +54,6 @@ impl Error {
                 | ProtocolError::VerbNotAllowed { .. }
                 | ProtocolError::Conversion { .. } => ErrorCode::IncompatibleVersion,
                 ProtocolError::SameNetns(_) => ErrorCode::InvalidNetns,
-                ProtocolError::Unsupported { .. } => ErrorCode::UnsupportedField,
             },
             Error::Invoke(e) => match e {
                 InvokeError::NotFound { .. } | InvokeError::BadName(_) => ErrorCode::InvalidConfig,

@@ -89,6 +89,8 @@ pub fn configure(
         set_if_present(&format!("net.ipv4.conf.{name}.arp_notify"), "1")?;
         if has_v6 {
             set_if_present(&format!("net.ipv6.conf.{name}.disable_ipv6"), "0")?;
+            // Unsolicited neighbour advertisements: IPv6's gratuitous ARP.
+            set_if_present(&format!("net.ipv6.conf.{name}.ndisc_notify"), "1")?;
             if enable_dad {
                 set_if_present(&format!("net.ipv6.conf.{name}.enhanced_dad"), "1")?;
                 set_if_present(&format!("net.ipv6.conf.{name}.accept_dad"), "1")?;
@@ -102,6 +104,9 @@ pub fn configure(
         netlink.add_address(link.index, *address, !enable_dad)?;
     }
     netlink.set_link_up(link.index, true)?;
+    if enable_dad && has_v6 {
+        settle_dad(netlink, link.index)?;
+    }
     let gateways = gateways(result, index);
     for route in &result.routes {
         match netlink.add_route(&route_spec(route, link.index, gateways)) {
@@ -125,6 +130,21 @@ pub fn configure(
                 let _ = arp::send_gratuitous(index, mac, ip);
             }
         })?;
+    }
+    Ok(())
+}
+
+/// With DAD on, an address is unusable (and routes via it fail) until DAD is done: wait for
+/// it, at most 5 s as the reference does.
+fn settle_dad(netlink: &mut Netlink, index: u32) -> Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while netlink.has_tentative_address(index)? {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Check(
+                "IPv6 duplicate address detection did not finish within 5 s".to_string(),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Ok(())
 }

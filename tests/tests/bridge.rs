@@ -498,7 +498,6 @@ fn bad_configs_are_refused_before_anything_changes() {
             "runtimeConfig.mac",
         ),
         (json!({"mtu": 10}), 7, "mtu"),
-        (json!({"macspoofchk": true}), 2, "macspoofchk"),
         (json!({"mtu": "1500"}), 6, "mtu"),
         (json!({"bridge": "a-very-long-bridge-name"}), 7, "bridge"),
     ];
@@ -561,4 +560,71 @@ fn same_shape_and_reachability_as_the_reference() {
             host.assert_clean(&[]);
         }
     }
+}
+
+#[test]
+fn mac_spoof_check_drops_frames_from_a_changed_mac() {
+    require_root!();
+    let host = Host::new();
+    let checked = host.conf("1.0.0", "10.97.0.0/24", None, json!({"macspoofchk": true}));
+    let (a, b) = (NetnsGuard::new("fbc"), NetnsGuard::new("fbc"));
+    let ra = host.add("spoof-a", &a, &checked);
+    let rb = host.add("spoof-b", &b, &checked);
+    assert!(a.ping(&address(&rb, 0)), "its own MAC passes");
+    assert!(host.ns.nft_ruleset().contains("brnet/spoof-a/eth0"));
+    host.call(
+        Impl::Ours,
+        "CHECK",
+        "spoof-a",
+        &a,
+        &with_previous(&checked, &ra),
+    )
+    .success();
+    a.exec_ok(&["ip", "link", "set", "eth0", "address", "0a:58:0a:61:00:99"]);
+    a.exec_ok(&["ip", "neigh", "flush", "all"]);
+    assert!(!a.ping(&address(&rb, 0)), "a spoofed MAC is dropped");
+    host.del("spoof-a", &a, &checked, &ra);
+    // Without prevResult the rules are found by owner.
+    Call::new(Impl::Ours, "bridge", "DEL")
+        .attachment("spoof-b", &b.path_str(), "eth0")
+        .stdin(&checked)
+        .run_in(&host.ns)
+        .success();
+    host.assert_clean(&[]);
+    assert!(
+        !host.ns.nft_ruleset().contains("chain mac-"),
+        "{}",
+        host.ns.nft_ruleset()
+    );
+}
+
+#[test]
+fn ipv6_dad_is_skipped_unless_asked_for() {
+    require_root!();
+    let host = Host::new();
+    let flags = |container: &NetnsGuard| -> String {
+        let addresses =
+            container.ip_json(&["-6", "addr", "show", "dev", "eth0", "scope", "global"]);
+        addresses[0]["addr_info"][0].to_string()
+    };
+    let fast = host.conf("1.0.0", "10.98.0.0/24", Some("fd00:98::/64"), json!({}));
+    let a = NetnsGuard::new("fbc");
+    let ra = host.add("nodad", &a, &fast);
+    assert!(flags(&a).contains("\"nodad\":true"), "{}", flags(&a));
+    let careful = host.conf(
+        "1.0.0",
+        "10.98.0.0/24",
+        Some("fd00:98::/64"),
+        json!({"enabledad": true}),
+    );
+    let b = NetnsGuard::new("fbc");
+    let rb = host.add("dad", &b, &careful);
+    let settled = flags(&b);
+    assert!(
+        !settled.contains("nodad") && !settled.contains("tentative"),
+        "DAD ran and finished: {settled}"
+    );
+    host.del("nodad", &a, &fast, &ra);
+    host.del("dad", &b, &careful, &rb);
+    host.assert_clean(&[]);
 }

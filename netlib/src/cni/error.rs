@@ -113,11 +113,6 @@ pub enum ProtocolError {
     },
     #[error("invalid config: {field}: {reason}")]
     InvalidConfig { field: String, reason: String },
-    #[error("unsupported field {field}: {reason}")]
-    Unsupported {
-        field: &'static str,
-        reason: &'static str,
-    },
     #[error("required prevResult missing")]
     MissingPrevResult,
     #[error("cannot convert result to version {version}: {reason}")]

@@ -140,6 +140,30 @@ impl Backend {
     }
 }
 
+/// MAC spoof checking on a bridge port: frames from `port` (the container's host-side veth)
+/// whose source is not the container's MAC are dropped. nftables only, as the reference.
+pub mod spoofcheck {
+    use super::{nftables, FirewallError, Owner};
+    use crate::cni::AttachmentKey;
+
+    pub fn add(owner: Owner, port: &str, mac: &str) -> Result<(), FirewallError> {
+        nftables::add_spoofcheck(owner, port, mac)
+    }
+
+    /// `port` (from prevResult) saves a listing; without it the rules are found by owner.
+    pub fn del(owner: Owner, port: Option<&str>) -> Result<(), FirewallError> {
+        nftables::del_spoofcheck(owner, port)
+    }
+
+    pub fn has(owner: Owner, port: &str) -> Result<bool, FirewallError> {
+        nftables::has_spoofcheck(owner, port)
+    }
+
+    pub fn gc(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+        nftables::gc_spoofcheck(network, valid)
+    }
+}
+
 /// Runs a firewall tool with `input` on stdin and returns its stdout.
 fn run(tool: &'static str, args: &[&str], input: &str) -> Result<String, FirewallError> {
     let mut child = Command::new(tool)

@@ -1,9 +1,14 @@
-//! The nftables backend: table `inet ferrocni`.
+//! The nftables backend. Both kinds of rules it owns follow one scheme: a base chain looks
+//! a key of the packet up in a verdict map whose element for an attachment jumps to that
+//! attachment's own chain, and elements carry their owner as a comment. ADD and DEL
+//! therefore touch one element and one chain whatever the number of containers, and every
+//! change is one atomic `nft -f` batch.
 //!
-//! `postrouting` looks the source address up in a verdict map (`masq4`/`masq6`) whose
-//! element for a container jumps to that attachment's chain `masq-<hash>`; map elements carry
-//! the owner as their comment. A container's ADD or DEL therefore costs one map element and
-//! one chain, whatever the number of containers, and each change is one atomic batch.
+//! - masquerade, table `inet ferrocni`: `postrouting` maps the source address (`masq4`,
+//!   `masq6`) to `masq-<hash>`, which returns for the container's own subnet and
+//!   masquerades the rest (multicast excepted).
+//! - MAC spoof checking, table `bridge ferrocni`: `prerouting` maps the input port (the host
+//!   veth, `spoof`) to `mac-<hash>`, which lets the container's MAC through and drops the rest.
 
 use ipnetwork::IpNetwork;
 use serde_json::Value;
@@ -12,245 +17,315 @@ use std::fmt::Write;
 use super::{digest, run, FirewallError, Owner};
 use crate::cni::AttachmentKey;
 
-const TABLE: &str = "inet ferrocni";
+struct Scheme {
+    family: &'static str,
+    table: &'static str,
+    chain_prefix: &'static str,
+    /// The table, maps and base chain, declared idempotently. The base chain is flushed and
+    /// refilled in the same transaction, so concurrent plugins never see it empty or doubled.
+    base: &'static str,
+    /// Whether keys are strings (interface names), quoted in nft syntax.
+    quoted_keys: bool,
+}
 
-fn chain_name(owner: Owner) -> String {
-    format!(
-        "masq-{}",
-        digest(
-            &format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname),
-            16
-        )
-    )
+const MASQUERADE: Scheme = Scheme {
+    family: "inet",
+    table: "ferrocni",
+    chain_prefix: "masq-",
+    base: "add table inet ferrocni\n\
+           add map inet ferrocni masq4 { type ipv4_addr : verdict; }\n\
+           add map inet ferrocni masq6 { type ipv6_addr : verdict; }\n\
+           add chain inet ferrocni postrouting { type nat hook postrouting priority srcnat; policy accept; }\n\
+           flush chain inet ferrocni postrouting\n\
+           add rule inet ferrocni postrouting ip saddr vmap @masq4\n\
+           add rule inet ferrocni postrouting ip6 saddr vmap @masq6\n",
+    quoted_keys: false,
+};
+
+const SPOOFCHECK: Scheme = Scheme {
+    family: "bridge",
+    table: "ferrocni",
+    chain_prefix: "mac-",
+    base: "add table bridge ferrocni\n\
+           add map bridge ferrocni spoof { type ifname : verdict; }\n\
+           add chain bridge ferrocni prerouting { type filter hook prerouting priority -300; policy accept; }\n\
+           flush chain bridge ferrocni prerouting\n\
+           add rule bridge ferrocni prerouting iifname vmap @spoof\n",
+    quoted_keys: true,
+};
+
+/// One element of a scheme's maps: the key in `map` for `owner`, jumping to `chain`.
+struct Element {
+    map: String,
+    key: String,
+    comment: String,
+    chain: String,
+}
+
+impl Scheme {
+    fn table(&self) -> String {
+        format!("{} {}", self.family, self.table)
+    }
+
+    fn chain(&self, owner: Owner) -> String {
+        format!("{}{}", self.chain_prefix, digest(&comment(owner), 16))
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.quoted_keys {
+            format!("\"{key}\"")
+        } else {
+            key.to_string()
+        }
+    }
+
+    /// Declares the attachment's chain with `rules` and points `keys` (map, key) at it.
+    fn add(
+        &self,
+        owner: Owner,
+        rules: &[String],
+        keys: &[(&str, String)],
+    ) -> Result<(), FirewallError> {
+        let (table, chain) = (self.table(), self.chain(owner));
+        let mut batch = self.base.to_string();
+        let _ = writeln!(
+            batch,
+            "add chain {table} {chain}\nflush chain {table} {chain}"
+        );
+        for rule in rules {
+            let _ = writeln!(batch, "add rule {table} {chain} {rule}");
+        }
+        for (map, key) in keys {
+            let _ = writeln!(
+                batch,
+                "add element {table} {map} {{ {} comment \"{}\" : jump {chain} }}",
+                self.key(key),
+                comment(owner)
+            );
+        }
+        apply(&batch)
+    }
+
+    /// Every element of this scheme's maps, and the chains of its table.
+    fn list(&self) -> Result<(Vec<Element>, Vec<String>), FirewallError> {
+        let text = match run("nft", &["-j", "list", "table", self.family, self.table], "") {
+            Ok(text) => text,
+            // No table yet: nothing of ours exists.
+            Err(FirewallError::Failed { stderr, .. }) if stderr.contains("No such file") => {
+                return Ok((Vec::new(), Vec::new()))
+            }
+            Err(e) => return Err(e),
+        };
+        let parse_error = |reason: String| FirewallError::Parse {
+            tool: "nft",
+            reason,
+        };
+        let document: Value =
+            serde_json::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        let objects = document["nftables"]
+            .as_array()
+            .ok_or_else(|| parse_error("no nftables array".to_string()))?;
+        let mut elements = Vec::new();
+        let mut chains = Vec::new();
+        for object in objects {
+            if let Some(chain) = object["chain"]["name"].as_str() {
+                chains.push(chain.to_string());
+            }
+            let Some(map) = object["map"]["name"].as_str() else {
+                continue;
+            };
+            for pair in object["map"]["elem"].as_array().into_iter().flatten() {
+                let (key, verdict) = (&pair[0], &pair[1]);
+                let (key, comment) = match key {
+                    Value::String(key) => (key.clone(), String::new()),
+                    _ => (
+                        key["elem"]["val"].as_str().unwrap_or_default().to_string(),
+                        key["elem"]["comment"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ),
+                };
+                elements.push(Element {
+                    map: map.to_string(),
+                    key,
+                    comment,
+                    chain: verdict["jump"]["target"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                });
+            }
+        }
+        Ok((elements, chains))
+    }
+
+    /// Deletes elements and the chains they jump to, in one batch.
+    fn remove(&self, elements: &[&Element], chains: &[String]) -> Result<(), FirewallError> {
+        let table = self.table();
+        let mut batch = String::new();
+        for element in elements {
+            let _ = writeln!(
+                batch,
+                "delete element {table} {} {{ {} }}",
+                element.map,
+                self.key(&element.key)
+            );
+        }
+        let mut targets: Vec<&String> = elements
+            .iter()
+            .map(|e| &e.chain)
+            .filter(|c| chains.contains(c))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        for chain in targets {
+            let _ = writeln!(
+                batch,
+                "flush chain {table} {chain}\ndelete chain {table} {chain}"
+            );
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        apply(&batch)
+    }
+
+    /// Removes an attachment's elements and chain. With `keys` known (from prevResult) this
+    /// is one process: declaring first makes deleting idempotent. Otherwise, or when the key
+    /// meanwhile belongs to another attachment, the elements are found by owner.
+    fn delete(&self, owner: Owner, keys: &[(&str, String)]) -> Result<(), FirewallError> {
+        let (table, chain) = (self.table(), self.chain(owner));
+        if !keys.is_empty() {
+            let mut batch = self.base.to_string();
+            let _ = writeln!(batch, "add chain {table} {chain}");
+            for (map, key) in keys {
+                let _ = writeln!(
+                    batch,
+                    "add element {table} {map} {{ {0} comment \"{1}\" : jump {chain} }}\n\
+                     delete element {table} {map} {{ {0} }}",
+                    self.key(key),
+                    comment(owner)
+                );
+            }
+            let _ = writeln!(
+                batch,
+                "flush chain {table} {chain}\ndelete chain {table} {chain}"
+            );
+            if apply(&batch).is_ok() {
+                return Ok(());
+            }
+        }
+        let (elements, chains) = self.list()?;
+        let ours = comment(owner);
+        let mine: Vec<&Element> = elements.iter().filter(|e| e.comment == ours).collect();
+        self.remove(&mine, &chains)?;
+        if mine.is_empty() && chains.contains(&chain) {
+            apply(&format!(
+                "flush chain {table} {chain}\ndelete chain {table} {chain}\n"
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn has(&self, owner: Owner, keys: &[(&str, String)]) -> Result<bool, FirewallError> {
+        let (elements, chains) = self.list()?;
+        let chain = self.chain(owner);
+        Ok(chains.contains(&chain)
+            && keys.iter().all(|(map, key)| {
+                elements
+                    .iter()
+                    .any(|e| e.chain == chain && e.map == *map && e.key == *key)
+            }))
+    }
+
+    fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+        let (elements, chains) = self.list()?;
+        let prefix = format!("{network}/");
+        let stale: Vec<&Element> = elements
+            .iter()
+            .filter(|e| {
+                let Some((container_id, ifname)) = e
+                    .comment
+                    .strip_prefix(&prefix)
+                    .and_then(|r| r.split_once('/'))
+                else {
+                    return false;
+                };
+                !Owner {
+                    network,
+                    container_id,
+                    ifname,
+                }
+                .is_valid(valid)
+            })
+            .collect();
+        self.remove(&stale, &chains)
+    }
 }
 
 fn comment(owner: Owner) -> String {
     format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname)
 }
 
-fn map_of(address: &IpNetwork) -> &'static str {
-    if address.is_ipv4() {
-        "masq4"
-    } else {
-        "masq6"
-    }
-}
-
-/// The table, maps and base chain, declared idempotently. The base chain is flushed and
-/// refilled in the same transaction, so concurrent plugins never see it empty or doubled.
-fn base() -> String {
-    format!(
-        "add table {TABLE}\n\
-         add map {TABLE} masq4 {{ type ipv4_addr : verdict; }}\n\
-         add map {TABLE} masq6 {{ type ipv6_addr : verdict; }}\n\
-         add chain {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
-         flush chain {TABLE} postrouting\n\
-         add rule {TABLE} postrouting ip saddr vmap @masq4\n\
-         add rule {TABLE} postrouting ip6 saddr vmap @masq6\n"
-    )
-}
-
 fn apply(batch: &str) -> Result<(), FirewallError> {
     run("nft", &["-f", "-"], batch).map(drop)
 }
 
+fn masquerade_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, String)> {
+    addresses
+        .iter()
+        .map(|a| {
+            (
+                if a.is_ipv4() { "masq4" } else { "masq6" },
+                a.ip().to_string(),
+            )
+        })
+        .collect()
+}
+
 pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
-    let chain = chain_name(owner);
-    let mut batch = base();
-    let _ = writeln!(
-        batch,
-        "add chain {TABLE} {chain}\nflush chain {TABLE} {chain}"
-    );
+    let mut rules = Vec::new();
     for address in addresses {
         let family = if address.is_ipv4() { "ip" } else { "ip6" };
         let subnet = IpNetwork::new(address.network(), address.prefix()).unwrap_or(*address);
-        let _ = writeln!(
-            batch,
-            "add rule {TABLE} {chain} {family} daddr {subnet} return"
-        );
+        rules.push(format!("{family} daddr {subnet} return"));
     }
     if addresses.iter().any(IpNetwork::is_ipv4) {
-        let _ = writeln!(
-            batch,
-            "add rule {TABLE} {chain} ip daddr != 224.0.0.0/4 masquerade"
-        );
+        rules.push("ip daddr != 224.0.0.0/4 masquerade".to_string());
     }
     if addresses.iter().any(IpNetwork::is_ipv6) {
-        let _ = writeln!(
-            batch,
-            "add rule {TABLE} {chain} ip6 daddr != ff00::/8 masquerade"
-        );
+        rules.push("ip6 daddr != ff00::/8 masquerade".to_string());
     }
-    for address in addresses {
-        let _ = writeln!(
-            batch,
-            "add element {TABLE} {} {{ {} comment \"{}\" : jump {chain} }}",
-            map_of(address),
-            address.ip(),
-            comment(owner)
-        );
-    }
-    apply(&batch)
-}
-
-/// Everything of ours in the table, as (map, address, owner comment, target chain).
-struct Element {
-    map: String,
-    address: String,
-    comment: String,
-    chain: String,
-}
-
-fn list() -> Result<(Vec<Element>, Vec<String>), FirewallError> {
-    let text = match run("nft", &["-j", "list", "table", "inet", "ferrocni"], "") {
-        Ok(text) => text,
-        // No table yet: nothing of ours exists.
-        Err(FirewallError::Failed { stderr, .. }) if stderr.contains("No such file") => {
-            return Ok((Vec::new(), Vec::new()))
-        }
-        Err(e) => return Err(e),
-    };
-    let parse_error = |reason: &str| FirewallError::Parse {
-        tool: "nft",
-        reason: reason.to_string(),
-    };
-    let document: Value = serde_json::from_str(&text).map_err(|e| parse_error(&e.to_string()))?;
-    let objects = document["nftables"]
-        .as_array()
-        .ok_or_else(|| parse_error("no nftables array"))?;
-    let mut elements = Vec::new();
-    let mut chains = Vec::new();
-    for object in objects {
-        if let Some(chain) = object["chain"]["name"].as_str() {
-            chains.push(chain.to_string());
-        }
-        let map = &object["map"];
-        let Some(map_name) = map["name"].as_str() else {
-            continue;
-        };
-        for pair in map["elem"].as_array().into_iter().flatten() {
-            let (key, verdict) = (&pair[0], &pair[1]);
-            let (address, comment) = match key {
-                Value::String(address) => (address.clone(), String::new()),
-                _ => (
-                    key["elem"]["val"].as_str().unwrap_or_default().to_string(),
-                    key["elem"]["comment"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                ),
-            };
-            elements.push(Element {
-                map: map_name.to_string(),
-                address,
-                comment,
-                chain: verdict["jump"]["target"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            });
-        }
-    }
-    Ok((elements, chains))
-}
-
-/// Deletes elements and the chains they jump to, in one batch.
-fn remove(elements: &[&Element], chains: &[String]) -> Result<(), FirewallError> {
-    let mut batch = String::new();
-    for element in elements {
-        let _ = writeln!(
-            batch,
-            "delete element {TABLE} {} {{ {} }}",
-            element.map, element.address
-        );
-    }
-    let mut targets: Vec<&String> = elements
-        .iter()
-        .map(|e| &e.chain)
-        .filter(|c| chains.contains(c))
-        .collect();
-    targets.sort();
-    targets.dedup();
-    for chain in targets {
-        let _ = writeln!(
-            batch,
-            "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}"
-        );
-    }
-    if batch.is_empty() {
-        return Ok(());
-    }
-    apply(&batch)
+    MASQUERADE.add(owner, &rules, &masquerade_keys(addresses))
 }
 
 pub(super) fn del_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
-    if !addresses.is_empty() {
-        // One process: declare what we are about to delete, so deleting is idempotent.
-        let chain = chain_name(owner);
-        let mut batch = base();
-        let _ = writeln!(batch, "add chain {TABLE} {chain}");
-        for address in addresses {
-            let _ = writeln!(
-                batch,
-                "add element {TABLE} {0} {{ {1} comment \"{2}\" : jump {chain} }}\n\
-                 delete element {TABLE} {0} {{ {1} }}",
-                map_of(address),
-                address.ip(),
-                comment(owner)
-            );
-        }
-        let _ = writeln!(
-            batch,
-            "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}"
-        );
-        if apply(&batch).is_ok() {
-            return Ok(());
-        }
-        // The address may meanwhile belong to another attachment: fall back to a listing.
-    }
-    let (elements, chains) = list()?;
-    let ours = comment(owner);
-    let mine: Vec<&Element> = elements.iter().filter(|e| e.comment == ours).collect();
-    remove(&mine, &chains)?;
-    let chain = chain_name(owner);
-    if mine.is_empty() && chains.contains(&chain) {
-        apply(&format!(
-            "flush chain {TABLE} {chain}\ndelete chain {TABLE} {chain}\n"
-        ))?;
-    }
-    Ok(())
+    MASQUERADE.delete(owner, &masquerade_keys(addresses))
 }
 
 pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
-    let (elements, chains) = list()?;
-    let chain = chain_name(owner);
-    Ok(chains.contains(&chain)
-        && addresses.iter().all(|address| {
-            elements
-                .iter()
-                .any(|e| e.chain == chain && e.address == address.ip().to_string())
-        }))
+    MASQUERADE.has(owner, &masquerade_keys(addresses))
 }
 
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    let (elements, chains) = list()?;
-    let prefix = format!("{network}/");
-    let stale: Vec<&Element> = elements
-        .iter()
-        .filter(|e| {
-            let Some(rest) = e.comment.strip_prefix(&prefix) else {
-                return false;
-            };
-            let Some((container_id, ifname)) = rest.split_once('/') else {
-                return false;
-            };
-            !Owner {
-                network,
-                container_id,
-                ifname,
-            }
-            .is_valid(valid)
-        })
-        .collect();
-    remove(&stale, &chains)
+    MASQUERADE.gc(network, valid)
+}
+
+pub(super) fn add_spoofcheck(owner: Owner, port: &str, mac: &str) -> Result<(), FirewallError> {
+    let rules = [format!("ether saddr {mac} return"), "drop".to_string()];
+    SPOOFCHECK.add(owner, &rules, &[("spoof", port.to_string())])
+}
+
+pub(super) fn del_spoofcheck(owner: Owner, port: Option<&str>) -> Result<(), FirewallError> {
+    let keys: Vec<(&str, String)> = port.map(|p| ("spoof", p.to_string())).into_iter().collect();
+    SPOOFCHECK.delete(owner, &keys)
+}
+
+pub(super) fn has_spoofcheck(owner: Owner, port: &str) -> Result<bool, FirewallError> {
+    SPOOFCHECK.has(owner, &[("spoof", port.to_string())])
+}
+
+pub(super) fn gc_spoofcheck(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    SPOOFCHECK.gc(network, valid)
 }

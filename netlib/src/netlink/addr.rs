@@ -202,6 +202,23 @@ impl Netlink {
         }
     }
 
+    /// Whether an IPv6 address on the link is still in duplicate address detection.
+    pub fn has_tentative_address(&mut self, index: u32) -> Result<bool, NetlinkError> {
+        let answers = self.request(
+            "list addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+        )?;
+        Ok(answers.iter().any(|answer| match answer {
+            RouteNetlinkMessage::NewAddress(message) => {
+                message.header.index == index
+                    && message.header.family == AddressFamily::Inet6
+                    && message.header.flags.contains(AddressHeaderFlags::Tentative)
+            }
+            _ => false,
+        }))
+    }
+
     /// The addresses on a link, each with its prefix length.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNetwork>, NetlinkError> {
         let answers = self.request(

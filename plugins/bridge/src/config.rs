@@ -81,6 +81,8 @@ pub struct BridgeConf {
     pub vlan: u16,
     pub vlan_trunk: Vec<u16>,
     pub preserve_default_vlan: bool,
+    /// Drop frames from the container whose source MAC is not its own.
+    pub macspoofchk: bool,
     pub enable_dad: bool,
     pub disable_container_interface: bool,
     pub port_isolation: bool,
@@ -167,13 +169,6 @@ impl BridgeConf {
                 );
             }
         }
-        if raw.macspoofchk {
-            return Err(ProtocolError::Unsupported {
-                field: "macspoofchk",
-                reason: "MAC spoof checking is not implemented yet",
-            }
-            .into());
-        }
         let masquerade = match raw.ip_masq {
             true => Some(Backend::select(raw.ip_masq_backend.as_deref())?),
             false => None,
@@ -205,6 +200,7 @@ impl BridgeConf {
             vlan,
             vlan_trunk,
             preserve_default_vlan: raw.preserve_default_vlan,
+            macspoofchk: raw.macspoofchk,
             enable_dad: raw.enabledad,
             disable_container_interface: raw.disable_container_interface,
             port_isolation: raw.port_isolation,

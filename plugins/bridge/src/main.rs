@@ -5,6 +5,7 @@ mod config;
 
 use ipnetwork::IpNetwork;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError, Route};
+use netlib::firewall::spoofcheck;
 use netlib::netlink::{Link, Netlink};
 use netlib::netns::Netns;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
@@ -93,6 +94,16 @@ fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Re
     Ok(gateway)
 }
 
+/// The container's port on the bridge, as prevResult names it: the host-side link that is
+/// not the bridge.
+fn host_port<'a>(conf: &BridgeConf, previous: &'a CniResult) -> Option<&'a str> {
+    previous
+        .interfaces
+        .iter()
+        .find(|i| i.sandbox.is_empty() && i.name != conf.bridge)
+        .map(|i| i.name.as_str())
+}
+
 struct BridgePlugin;
 
 impl Plugin for BridgePlugin {
@@ -129,6 +140,18 @@ impl Plugin for BridgePlugin {
             host.set_bridge_port(host_veth.index, conf.hairpin_mode, conf.port_isolation)?;
         }
         configure_vlans(&mut host, &conf, host_veth.index)?;
+        if conf.macspoofchk {
+            let owner = attachment::owner(request, attachment);
+            let mac = container_veth
+                .mac
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            spoofcheck::add(owner, &host_veth.name, &mac)?;
+            let port = host_veth.name.clone();
+            undo.push("the MAC spoof check", move || {
+                Ok(spoofcheck::del(owner, Some(&port))?)
+            });
+        }
         host.set_link_up(host_veth.index, true)?;
 
         let mut result = match &conf.ipam {
@@ -192,7 +215,13 @@ impl Plugin for BridgePlugin {
     /// Removes what ADD made; works without the namespace and without prevResult.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = BridgeConf::load(request, &attachment.args)?;
-        attachment::teardown(request, attachment, conf.masquerade)
+        let torn_down = attachment::teardown(request, attachment, conf.masquerade);
+        if conf.macspoofchk {
+            let previous = request.prev_result().ok().flatten().unwrap_or_default();
+            let port = host_port(&conf, &previous);
+            spoofcheck::del(attachment::owner(request, attachment), port)?;
+        }
+        torn_down
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -225,6 +254,14 @@ impl Plugin for BridgePlugin {
         if !conf.disable_container_interface {
             iface::verify(&mut container, &link, &previous, index)?;
         }
+        if conf.macspoofchk {
+            let port = host_port(&conf, &previous).unwrap_or_default();
+            if !spoofcheck::has(attachment::owner(request, attachment), port)? {
+                return Err(Error::Check(format!(
+                    "MAC spoof check on {port:?} is missing"
+                )));
+            }
+        }
         if let Some(firewall) = conf.masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
             attachment::check_masquerade(request, attachment, firewall, &addresses)?;
@@ -234,7 +271,11 @@ impl Plugin for BridgePlugin {
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
         let conf = BridgeConf::load(request, &Default::default())?;
-        attachment::collect(request, valid, conf.masquerade)
+        let collected = attachment::collect(request, valid, conf.masquerade);
+        if conf.macspoofchk {
+            spoofcheck::gc(&request.conf.name, valid)?;
+        }
+        collected
     }
 
     fn status(&self, request: &Request) -> Result<()> {
