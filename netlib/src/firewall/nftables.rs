@@ -80,6 +80,20 @@ impl Scheme {
     }
 
     /// Declares the attachment's chain with `rules` and points `keys` (map, key) at it.
+    /// Applies `batch`, declaring the base first only when it is missing: the base's hooked
+    /// chain makes nft fetch and rebuild far more (about 11 ms a run here, against 2 ms for
+    /// a batch of elements and plain chains), and it is there after the first ADD.
+    fn apply_on_base(&self, batch: &str) -> Result<(), FirewallError> {
+        match apply(batch) {
+            Err(FirewallError::Failed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                apply(&format!("{}{batch}", self.base))
+            }
+            other => other,
+        }
+    }
+
     fn add(
         &self,
         owner: Owner,
@@ -87,7 +101,7 @@ impl Scheme {
         keys: &[(&str, String)],
     ) -> Result<(), FirewallError> {
         let (table, chain) = (self.table(), self.chain(owner));
-        let mut batch = self.base.to_string();
+        let mut batch = String::new();
         let _ = writeln!(
             batch,
             "add chain {table} {chain}\nflush chain {table} {chain}"
@@ -103,7 +117,7 @@ impl Scheme {
                 comment(owner)
             );
         }
-        apply(&batch)
+        self.apply_on_base(&batch)
     }
 
     /// Every element of this scheme's maps, and the chains of its table.
@@ -197,8 +211,7 @@ impl Scheme {
     fn delete(&self, owner: Owner, keys: &[(&str, String)]) -> Result<(), FirewallError> {
         let (table, chain) = (self.table(), self.chain(owner));
         if !keys.is_empty() {
-            let mut batch = self.base.to_string();
-            let _ = writeln!(batch, "add chain {table} {chain}");
+            let mut batch = format!("add chain {table} {chain}\n");
             for (map, key) in keys {
                 let _ = writeln!(
                     batch,
@@ -212,7 +225,7 @@ impl Scheme {
                 batch,
                 "flush chain {table} {chain}\ndelete chain {table} {chain}"
             );
-            if apply(&batch).is_ok() {
+            if self.apply_on_base(&batch).is_ok() {
                 return Ok(());
             }
         }
