@@ -201,7 +201,6 @@ impl Plugin for BridgePlugin {
         if let Some(mac) = bridge.mac {
             host.set_mac(bridge.index, mac)?;
         }
-        let container_veth = container.link(&attachment.ifname)?;
         result.interfaces = vec![
             attachment::interface(&bridge, ""),
             attachment::interface(&host_veth, ""),

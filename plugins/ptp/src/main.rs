@@ -165,7 +165,6 @@ impl Plugin for Ptp {
         if let Some(firewall) = masquerade {
             attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
         }
-        let container_veth = container.link(&attachment.ifname)?;
         result.interfaces = vec![
             attachment::interface(&host_veth, ""),
             attachment::interface(&container_veth, &netns.path().display().to_string()),
