@@ -84,7 +84,9 @@ impl Error {
             Error::Firewall(e) => match e {
                 FirewallError::UnknownBackend(_) => ErrorCode::InvalidConfig,
                 FirewallError::NoTool | FirewallError::Spawn { .. } => ErrorCode::Io,
-                FirewallError::Failed { .. } | FirewallError::Parse { .. } => ErrorCode::Internal,
+                FirewallError::Failed { .. }
+                | FirewallError::Parse { .. }
+                | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
             Error::AlreadyExists(_) | Error::Check(_) => ErrorCode::Internal,
         }

@@ -168,6 +168,65 @@ impl NetnsGuard {
     }
 }
 
+/// A process running inside a namespace (a server), killed when dropped.
+pub struct Background {
+    child: std::process::Child,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl NetnsGuard {
+    /// Starts `command` inside this namespace in the background.
+    pub fn spawn(&self, command: &[&str]) -> Background {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ip netns exec runs");
+        Background { child }
+    }
+
+    /// An HTTP server answering `body` on `port` (busybox httpd serving a scratch dir).
+    pub fn http_server(&self, port: u16, body: &str, dir: &TempDir) -> Background {
+        std::fs::write(dir.path().join("index.html"), body).expect("write index");
+        let server = self.spawn(&[
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            &port.to_string(),
+            "-h",
+            &dir.path_str(),
+        ]);
+        // Wait until it listens, so a test never races its own server.
+        for _ in 0..100 {
+            let listening = self.exec(&["ss", "-Hltn", &format!("sport = :{port}")]);
+            if !String::from_utf8_lossy(&listening.stdout).trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// The body curl gets for `url` from this namespace, or `None` when it fails.
+    pub fn curl(&self, url: &str) -> Option<String> {
+        let output = self.exec(&["curl", "-s", "--max-time", "3", url]);
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
 /// A veth pair between two namespaces with an address on each end: a point-to-point link
 /// in a private range that exists only inside the test's namespaces.
 pub fn wire(a: &NetnsGuard, a_addr: &str, b: &NetnsGuard, b_addr: &str) {
@@ -531,9 +590,18 @@ impl Sandbox {
             !ruleset.contains("chain masq-"),
             "masquerade chains left: {ruleset}"
         );
+        // Shared chains (CNI-HOSTPORT-*) stay, as the bridge does; per-attachment ones go.
+        let comment = format!("name: \\\"{}\\\"", self.network);
         for v6 in [false, true] {
             let nat = self.ns.iptables_nat(v6);
-            assert!(!nat.contains("CNI-"), "iptables rules left: {nat}");
+            let left: Vec<&str> = nat
+                .lines()
+                .filter(|l| {
+                    l.contains(&comment)
+                        || (l.starts_with(":CNI-") && !l.starts_with(":CNI-HOSTPORT-"))
+                })
+                .collect();
+            assert!(left.is_empty(), "iptables rules left: {left:?}");
         }
     }
 }
@@ -549,4 +617,20 @@ pub fn with_previous(config: &Value, previous: &Value) -> Value {
 pub fn address(result: &Value, index: usize) -> String {
     let cidr = result["ips"][index]["address"].as_str().expect("address");
     cidr.split('/').next().expect("ip").to_string()
+}
+
+/// A result re-labelled for an older spec version the way libcni converts 1.x down to
+/// 0.3.x/0.4.0 (IPs gain `version`), for feeding prevResult of that version to a plugin.
+pub fn convert(result: &Value, version: &str) -> Value {
+    let mut converted = result.clone();
+    converted["cniVersion"] = Value::from(version);
+    if version < "1.0.0" {
+        if let Some(ips) = converted["ips"].as_array_mut() {
+            for ip in ips {
+                let v4 = ip["address"].as_str().is_some_and(|a| a.contains('.'));
+                ip["version"] = Value::from(if v4 { "4" } else { "6" });
+            }
+        }
+    }
+    converted
 }

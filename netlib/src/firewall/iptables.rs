@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::thread;
 use std::time::Duration;
 
-use super::{digest, run, FirewallError, Owner};
+use super::{digest, run, FirewallError, Owner, PortmapRules};
 use crate::cni::AttachmentKey;
 
 /// Legacy iptables fails instead of waiting when another process holds the xtables lock.
@@ -102,9 +102,15 @@ fn rule_container<'a>(line: &'a str, network: &str) -> Option<&'a str> {
     rest.find(r#"\""#).map(|end| &rest[..end])
 }
 
-/// Removes the POSTROUTING rules jumping to `CNI-` chains for which `stale` says so, and
-/// those chains, in one restore per family.
-fn remove_where(network: &str, stale: impl Fn(&str) -> bool) -> Result<(), FirewallError> {
+/// Removes the rules of `parent` that jump to `prefix` chains of `network` for which `stale`
+/// says so, and those chains, in one restore per family.
+fn remove_where(
+    parent: &str,
+    prefix: &str,
+    network: &str,
+    stale: impl Fn(&str) -> bool,
+) -> Result<(), FirewallError> {
+    let rule_prefix = format!("-A {parent} ");
     for v6 in [false, true] {
         let saved = match save(v6) {
             Ok(saved) => saved,
@@ -115,17 +121,17 @@ fn remove_where(network: &str, stale: impl Fn(&str) -> bool) -> Result<(), Firew
         let mut input = String::from("*nat\n");
         let mut chains = Vec::new();
         for line in saved.lines() {
-            let Some(rule) = line.strip_prefix("-A POSTROUTING ") else {
+            let Some(rule) = line.strip_prefix(&rule_prefix) else {
                 continue;
             };
             let Some(container_id) = rule_container(rule, network) else {
                 continue;
             };
-            let Some(chain) = rule.split(" -j ").nth(1).filter(|c| c.starts_with("CNI-")) else {
+            let Some(chain) = rule.split(" -j ").nth(1).filter(|c| c.starts_with(prefix)) else {
                 continue;
             };
             if stale(container_id) {
-                let _ = writeln!(input, "-D POSTROUTING {rule}");
+                let _ = writeln!(input, "-D {parent} {rule}");
                 chains.push(chain.trim().to_string());
             }
         }
@@ -145,7 +151,7 @@ fn remove_where(network: &str, stale: impl Fn(&str) -> bool) -> Result<(), Firew
 }
 
 pub(super) fn del_masquerade(owner: Owner) -> Result<(), FirewallError> {
-    remove_where(owner.network, |container_id| {
+    remove_where("POSTROUTING", "CNI-", owner.network, |container_id| {
         container_id == owner.container_id
     })
 }
@@ -177,7 +183,177 @@ pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bo
 /// The reference's comment names no interface, so an attachment counts as valid when any
 /// valid attachment has its container ID.
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    remove_where(network, |container_id| {
+    remove_where("POSTROUTING", "CNI-", network, |container_id| {
+        !valid.iter().any(|k| k.container_id == container_id)
+    })
+}
+
+const HOSTPORT_DNAT: &str = "CNI-HOSTPORT-DNAT";
+const HOSTPORT_SETMARK: &str = "CNI-HOSTPORT-SETMARK";
+const HOSTPORT_MASQ: &str = "CNI-HOSTPORT-MASQ";
+
+/// As the reference: chain names are cut to 28 characters, 21 of them hash.
+fn dnat_chain(owner: Owner) -> String {
+    format!(
+        "CNI-DN-{}",
+        digest(&format!("{}{}", owner.network, owner.container_id), 21)
+    )
+}
+
+fn chain_exists(saved: &str, chain: &str) -> bool {
+    saved.lines().any(|l| l.starts_with(&format!(":{chain} ")))
+}
+
+/// The shared chains, created (with their entry rules) only where missing: declaring an
+/// existing chain in a `--noflush` restore would flush other containers' rules from it.
+fn shared_chains(saved: &str, rules: &PortmapRules, mark: &str, input: &mut String) {
+    if !chain_exists(saved, HOSTPORT_DNAT) {
+        let _ = writeln!(input, ":{HOSTPORT_DNAT} - [0:0]");
+        for parent in ["PREROUTING", "OUTPUT"] {
+            let _ = writeln!(
+                input,
+                "-A {parent} -m addrtype --dst-type LOCAL -j {HOSTPORT_DNAT}"
+            );
+        }
+    }
+    if rules.external_mark_chain.is_some() {
+        return;
+    }
+    if !chain_exists(saved, HOSTPORT_SETMARK) {
+        let _ = writeln!(input, ":{HOSTPORT_SETMARK} - [0:0]");
+        let _ = writeln!(
+            input,
+            "-A {HOSTPORT_SETMARK} -m comment --comment \"CNI portfwd masquerade mark\" -j MARK --set-xmark {mark}/{mark}"
+        );
+    }
+    if !chain_exists(saved, HOSTPORT_MASQ) {
+        let _ = writeln!(input, ":{HOSTPORT_MASQ} - [0:0]");
+        let _ = writeln!(
+            input,
+            "-A {HOSTPORT_MASQ} -m mark --mark {mark}/{mark} -j MASQUERADE"
+        );
+        let _ = writeln!(
+            input,
+            "-A POSTROUTING -m comment --comment \"CNI portfwd requiring masquerade\" -j {HOSTPORT_MASQ}"
+        );
+    }
+}
+
+pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+    let chain = dnat_chain(owner);
+    let comment = format!(
+        r#""dnat name: \"{}\" id: \"{}\"""#,
+        owner.network, owner.container_id
+    );
+    let mark = format!("{:#x}", 1u32 << rules.mark_bit);
+    let set_mark = rules.external_mark_chain.unwrap_or(HOSTPORT_SETMARK);
+    for v6 in [false, true] {
+        let mappings: Vec<(&super::PortMapping, &IpNetwork)> = rules
+            .mappings
+            .iter()
+            .flat_map(|m| rules.targets_for(m).map(move |t| (m, t)))
+            .filter(|(_, t)| t.is_ipv6() == v6)
+            .collect();
+        if mappings.is_empty() {
+            continue;
+        }
+        let saved = save(v6)?;
+        let mut input = String::from("*nat\n");
+        shared_chains(&saved, rules, &mark, &mut input);
+        let _ = writeln!(input, ":{chain} - [0:0]");
+        let conditions = if v6 {
+            rules.conditions_v6
+        } else {
+            rules.conditions_v4
+        }
+        .join(" ");
+        let host = if v6 { 128 } else { 32 };
+        let mut protocols: Vec<String> = mappings
+            .iter()
+            .map(|(m, _)| m.protocol.to_string())
+            .collect();
+        protocols.sort();
+        protocols.dedup();
+        for protocol in &protocols {
+            let ports: Vec<String> = mappings
+                .iter()
+                .filter(|(m, _)| m.protocol.to_string() == *protocol)
+                .map(|(m, _)| m.host_port.to_string())
+                .collect();
+            // multiport takes at most 15 ports per rule.
+            for group in ports.chunks(15) {
+                let _ = writeln!(
+                    input,
+                    "-A {HOSTPORT_DNAT} {conditions} -p {protocol} -m comment --comment {comment} -m multiport --dports {} -j {chain}",
+                    group.join(",")
+                );
+            }
+        }
+        for (mapping, target) in &mappings {
+            let protocol = mapping.protocol;
+            let destination = mapping
+                .host_ip
+                .map(|ip| format!(" -d {ip}/{host}"))
+                .unwrap_or_default();
+            let port = format!("-p {protocol} -m {protocol} --dport {}", mapping.host_port);
+            if rules.snat {
+                if rules.masq_all {
+                    let _ = writeln!(input, "-A {chain}{destination} {port} -j {set_mark}");
+                } else {
+                    let subnet =
+                        IpNetwork::new(target.network(), target.prefix()).unwrap_or(**target);
+                    let _ = writeln!(
+                        input,
+                        "-A {chain} -s {subnet}{destination} {port} -j {set_mark}"
+                    );
+                    if !v6 {
+                        let _ = writeln!(
+                            input,
+                            "-A {chain} -s 127.0.0.1/32{destination} {port} -j {set_mark}"
+                        );
+                    }
+                }
+            }
+            let to = match target.ip() {
+                std::net::IpAddr::V4(ip) => format!("{ip}:{}", mapping.container_port),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", mapping.container_port),
+            };
+            let _ = writeln!(
+                input,
+                "-A {chain}{destination} {port} -j DNAT --to-destination {to}"
+            );
+        }
+        input.push_str("COMMIT\n");
+        restore(v6, &input)?;
+    }
+    Ok(())
+}
+
+pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
+    remove_where(HOSTPORT_DNAT, "CNI-DN-", owner.network, |container_id| {
+        container_id == owner.container_id
+    })
+}
+
+pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
+    let chain = dnat_chain(owner);
+    for v6 in [false, true] {
+        if !rules.targets.iter().any(|t| t.is_ipv6() == v6) {
+            continue;
+        }
+        let saved = save(v6)?;
+        let jumps = saved.lines().any(|l| {
+            l.starts_with(&format!("-A {HOSTPORT_DNAT} ")) && l.ends_with(&format!("-j {chain}"))
+        });
+        if !jumps || !chain_exists(&saved, &chain) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    remove_where(HOSTPORT_DNAT, "CNI-DN-", network, |container_id| {
         !valid.iter().any(|k| k.container_id == container_id)
     })
 }

@@ -36,6 +36,8 @@ pub enum FirewallError {
     },
     #[error("{tool} failed: {stderr}")]
     Failed { tool: &'static str, stderr: String },
+    #[error("host port already mapped by another container: {0}")]
+    PortTaken(String),
     #[error("cannot read {tool} output: {reason}")]
     Parse { tool: &'static str, reason: String },
 }
@@ -136,6 +138,96 @@ impl Backend {
         match self {
             Backend::Nftables => nftables::gc_masquerade(network, valid),
             Backend::Iptables => iptables::gc_masquerade(network, valid),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        })
+    }
+}
+
+/// One published port: traffic to `host_port` (on `host_ip`, or any local address) goes to
+/// the container's `container_port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+    pub host_ip: Option<std::net::IpAddr>,
+}
+
+/// Everything portmap's rules for one attachment depend on.
+#[derive(Debug, Clone)]
+pub struct PortmapRules<'a> {
+    pub mappings: &'a [PortMapping],
+    /// The container's addresses with their prefixes (at most one per family).
+    pub targets: &'a [IpNetwork],
+    /// Masquerade hairpin (container to its own published port) and localhost traffic.
+    pub snat: bool,
+    /// Masquerade every DNATed connection, whatever its source.
+    pub masq_all: bool,
+    /// Extra match tokens in the backend's own syntax.
+    pub conditions_v4: &'a [String],
+    pub conditions_v6: &'a [String],
+    /// iptables only: the mark bit for masquerading, or a chain of the admin's that marks.
+    pub mark_bit: u8,
+    pub external_mark_chain: Option<&'a str>,
+}
+
+impl PortmapRules<'_> {
+    /// The container addresses a mapping applies to: those of its host IP's family.
+    fn targets_for<'b>(
+        &'b self,
+        mapping: &'b PortMapping,
+    ) -> impl Iterator<Item = &'b IpNetwork> + 'b {
+        self.targets.iter().filter(move |t| {
+            mapping
+                .host_ip
+                .is_none_or(|host| host.is_ipv4() == t.is_ipv4())
+        })
+    }
+}
+
+impl Backend {
+    pub fn add_portmap(self, owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nftables => nftables::add_portmap(owner, rules),
+            Backend::Iptables => iptables::add_portmap(owner, rules),
+        }
+    }
+
+    /// Removes an attachment's port mappings, found by owner.
+    pub fn del_portmap(self, owner: Owner) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nftables => nftables::del_portmap(owner),
+            Backend::Iptables => iptables::del_portmap(owner),
+        }
+    }
+
+    pub fn has_portmap(self, owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
+        match self {
+            Backend::Nftables => nftables::has_portmap(owner, rules),
+            Backend::Iptables => iptables::has_portmap(owner, rules),
+        }
+    }
+
+    pub fn gc_portmap(self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nftables => nftables::gc_portmap(network, valid),
+            Backend::Iptables => iptables::gc_portmap(network, valid),
         }
     }
 }

@@ -14,7 +14,7 @@ use ipnetwork::IpNetwork;
 use serde_json::Value;
 use std::fmt::Write;
 
-use super::{digest, run, FirewallError, Owner};
+use super::{digest, run, FirewallError, Owner, PortmapRules};
 use crate::cni::AttachmentKey;
 
 struct Scheme {
@@ -26,6 +26,10 @@ struct Scheme {
     base: &'static str,
     /// Whether keys are strings (interface names), quoted in nft syntax.
     quoted_keys: bool,
+    /// Whether a key can belong to one attachment only (a host port): ADD then fails on a
+    /// taken key instead of silently keeping the other's, and DEL only ever deletes
+    /// elements it finds under its own owner.
+    exclusive_keys: bool,
 }
 
 const MASQUERADE: Scheme = Scheme {
@@ -40,6 +44,7 @@ const MASQUERADE: Scheme = Scheme {
            add rule inet ferrocni postrouting ip saddr vmap @masq4\n\
            add rule inet ferrocni postrouting ip6 saddr vmap @masq6\n",
     quoted_keys: false,
+    exclusive_keys: false,
 };
 
 const SPOOFCHECK: Scheme = Scheme {
@@ -52,7 +57,37 @@ const SPOOFCHECK: Scheme = Scheme {
            flush chain bridge ferrocni prerouting\n\
            add rule bridge ferrocni prerouting iifname vmap @spoof\n",
     quoted_keys: true,
+    exclusive_keys: false,
 };
+
+/// Host ports, table `inet ferrocni_portmap`: `prerouting` (traffic from outside) and
+/// `output` (from the host itself) map destination address . protocol . port of local
+/// traffic to the container's chain `pm-<hash>`, which marks hairpin and localhost traffic
+/// for masquerading and DNATs. `postrouting` masquerades marked packets.
+const PORTMAP: Scheme = Scheme {
+    family: "inet",
+    table: "ferrocni_portmap",
+    chain_prefix: "pm-",
+    base: "add table inet ferrocni_portmap\n\
+           add map inet ferrocni_portmap ports4 { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; }\n\
+           add map inet ferrocni_portmap ports6 { type ipv6_addr . inet_proto . inet_service : verdict; flags interval; }\n\
+           add chain inet ferrocni_portmap prerouting { type nat hook prerouting priority dstnat; policy accept; }\n\
+           flush chain inet ferrocni_portmap prerouting\n\
+           add rule inet ferrocni_portmap prerouting fib daddr type local ip daddr . meta l4proto . th dport vmap @ports4\n\
+           add rule inet ferrocni_portmap prerouting fib daddr type local ip6 daddr . meta l4proto . th dport vmap @ports6\n\
+           add chain inet ferrocni_portmap output { type nat hook output priority -100; policy accept; }\n\
+           flush chain inet ferrocni_portmap output\n\
+           add rule inet ferrocni_portmap output fib daddr type local ip daddr . meta l4proto . th dport vmap @ports4\n\
+           add rule inet ferrocni_portmap output fib daddr type local ip6 daddr . meta l4proto . th dport vmap @ports6\n\
+           add chain inet ferrocni_portmap postrouting { type nat hook postrouting priority srcnat; policy accept; }\n\
+           flush chain inet ferrocni_portmap postrouting\n\
+           add rule inet ferrocni_portmap postrouting meta mark & 0x2000 == 0x2000 masquerade\n",
+    quoted_keys: false,
+    exclusive_keys: true,
+};
+
+/// The mark that asks `postrouting` to masquerade (the reference's default bit 13).
+const MASQ_MARK: &str = "0x2000";
 
 /// One element of a scheme's maps: the key in `map` for `owner`, jumping to `chain`.
 struct Element {
@@ -109,10 +144,11 @@ impl Scheme {
         for rule in rules {
             let _ = writeln!(batch, "add rule {table} {chain} {rule}");
         }
+        let verb = if self.exclusive_keys { "create" } else { "add" };
         for (map, key) in keys {
             let _ = writeln!(
                 batch,
-                "add element {table} {map} {{ {} comment \"{}\" : jump {chain} }}",
+                "{verb} element {table} {map} {{ {} comment \"{}\" : jump {chain} }}",
                 self.key(key),
                 comment(owner)
             );
@@ -150,15 +186,12 @@ impl Scheme {
             };
             for pair in object["map"]["elem"].as_array().into_iter().flatten() {
                 let (key, verdict) = (&pair[0], &pair[1]);
-                let (key, comment) = match key {
-                    Value::String(key) => (key.clone(), String::new()),
-                    _ => (
-                        key["elem"]["val"].as_str().unwrap_or_default().to_string(),
-                        key["elem"]["comment"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
+                let (key, comment) = match &key["elem"] {
+                    Value::Object(elem) => (
+                        key_text(&elem["val"]),
+                        elem["comment"].as_str().unwrap_or_default().to_string(),
                     ),
+                    _ => (key_text(key), String::new()),
                 };
                 elements.push(Element {
                     map: map.to_string(),
@@ -210,7 +243,7 @@ impl Scheme {
     /// meanwhile belongs to another attachment, the elements are found by owner.
     fn delete(&self, owner: Owner, keys: &[(&str, String)]) -> Result<(), FirewallError> {
         let (table, chain) = (self.table(), self.chain(owner));
-        if !keys.is_empty() {
+        if !keys.is_empty() && !self.exclusive_keys {
             let mut batch = format!("add chain {table} {chain}\n");
             for (map, key) in keys {
                 let _ = writeln!(
@@ -274,6 +307,26 @@ impl Scheme {
             })
             .collect();
         self.remove(&stale, &chains)
+    }
+}
+
+/// A key as nft's JSON gives it, written back in nft syntax (`0.0.0.0/0 . tcp . 8080`).
+fn key_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Number(number) => number.to_string(),
+        Value::Object(object) => {
+            if let Some(parts) = object.get("concat").and_then(Value::as_array) {
+                parts.iter().map(key_text).collect::<Vec<_>>().join(" . ")
+            } else if let Some(prefix) = object.get("prefix") {
+                format!("{}/{}", key_text(&prefix["addr"]), prefix["len"])
+            } else if let Some(range) = object.get("range").and_then(Value::as_array) {
+                range.iter().map(key_text).collect::<Vec<_>>().join("-")
+            } else {
+                value.to_string()
+            }
+        }
+        other => other.to_string(),
     }
 }
 
@@ -341,4 +394,86 @@ pub(super) fn has_spoofcheck(owner: Owner, port: &str) -> Result<bool, FirewallE
 
 pub(super) fn gc_spoofcheck(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
     SPOOFCHECK.gc(network, valid)
+}
+
+fn portmap_keys(rules: &PortmapRules) -> Vec<(&'static str, String)> {
+    let mut keys = Vec::new();
+    for mapping in rules.mappings {
+        for target in rules.targets_for(mapping) {
+            let (map, any) = if target.is_ipv4() {
+                ("ports4", "0.0.0.0/0")
+            } else {
+                ("ports6", "::/0")
+            };
+            let host = mapping.host_ip.map_or(any.to_string(), |ip| ip.to_string());
+            keys.push((
+                map,
+                format!("{host} . {} . {}", mapping.protocol, mapping.host_port),
+            ));
+        }
+    }
+    keys
+}
+
+pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+    let mut chain_rules = Vec::new();
+    for mapping in rules.mappings {
+        for target in rules.targets_for(mapping) {
+            let (family, conditions) = if target.is_ipv4() {
+                ("ip", rules.conditions_v4.join(" "))
+            } else {
+                ("ip6", rules.conditions_v6.join(" "))
+            };
+            let mut matches = format!(
+                "{conditions} meta l4proto {} th dport {}",
+                mapping.protocol, mapping.host_port
+            );
+            if let Some(host_ip) = mapping.host_ip {
+                let _ = write!(matches, " {family} daddr {host_ip}");
+            }
+            if rules.snat {
+                let sources = match (rules.masq_all, target.is_ipv4()) {
+                    (true, _) => String::new(),
+                    (false, true) => format!(" ip saddr {{ {}, 127.0.0.1 }}", subnet_of(target)),
+                    (false, false) => format!(" ip6 saddr {}", subnet_of(target)),
+                };
+                chain_rules.push(format!(
+                    "{matches}{sources} meta mark set meta mark | {MASQ_MARK}"
+                ));
+            }
+            let destination = match target.ip() {
+                std::net::IpAddr::V4(ip) => format!("{ip}:{}", mapping.container_port),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", mapping.container_port),
+            };
+            chain_rules.push(format!("{matches} dnat {family} to {destination}"));
+        }
+    }
+    let keys = portmap_keys(rules);
+    match PORTMAP.add(owner, &chain_rules, &keys) {
+        Err(FirewallError::Failed { stderr, .. }) if stderr.contains("File exists") => {
+            Err(FirewallError::PortTaken(
+                keys.iter()
+                    .map(|(_, k)| k.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ))
+        }
+        other => other,
+    }
+}
+
+pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
+    PORTMAP.delete(owner, &[])
+}
+
+pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
+    PORTMAP.has(owner, &portmap_keys(rules))
+}
+
+pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    PORTMAP.gc(network, valid)
+}
+
+fn subnet_of(address: &IpNetwork) -> IpNetwork {
+    IpNetwork::new(address.network(), address.prefix()).unwrap_or(*address)
 }
