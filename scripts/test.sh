@@ -11,6 +11,8 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 # The reference plugins: the behaviour oracle of the differential tests.
 [ -x /usr/lib/cni/host-local ] || missing+=(containernetworking-plugins)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -214,7 +214,24 @@ fn publishes_udp() {
         "{}",
         String::from_utf8_lossy(&answer.stderr)
     );
+    let flows = || {
+        let listed = node.sandbox.ns.exec(&[
+            "conntrack",
+            "-L",
+            "-p",
+            "udp",
+            "--reply-src",
+            &address(&result, 0),
+        ]);
+        String::from_utf8_lossy(&listed.stdout).lines().count()
+    };
+    assert!(flows() > 0, "the UDP flow is tracked");
     node.portmap("DEL", "udp", &container, &config).success();
+    assert_eq!(
+        flows(),
+        0,
+        "DEL flushed the flow that pointed at the container"
+    );
     node.assert_no_portmap_rules();
     node.detach("udp", &container, &result);
 }

@@ -11,6 +11,7 @@
 //! inside the container's namespace, so DEL and GC can remove them after the namespace is
 //! gone (the reference leaks them then: its issue #810).
 
+pub mod conntrack;
 mod iptables;
 mod nftables;
 

@@ -4,7 +4,7 @@
 
 use ipnetwork::IpNetwork;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::firewall::{Backend, PortMapping, PortmapRules, Protocol};
+use netlib::firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::{attachment, sysctl, Error, Result};
 use serde::Deserialize;
@@ -253,6 +253,9 @@ impl Plugin for Portmap {
             attachment::owner(request, attachment),
             &conf.rules(&targets),
         )?;
+        for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
+            conntrack::flush_udp_to_host_port(mapping.host_port, mapping.host_ip)?;
+        }
         Ok(previous)
     }
 
@@ -263,9 +266,15 @@ impl Plugin for Portmap {
         if conf.mappings.is_empty() {
             return Ok(());
         }
-        Ok(conf
-            .backend
-            .del_portmap(attachment::owner(request, attachment))?)
+        conf.backend
+            .del_portmap(attachment::owner(request, attachment))?;
+        let previous = request.prev_result().ok().flatten().unwrap_or_default();
+        for target in targets(&previous, &attachment.ifname) {
+            for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
+                conntrack::flush_udp_to_container(target.ip(), mapping.container_port)?;
+            }
+        }
+        Ok(())
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
