@@ -24,6 +24,13 @@ pub enum Error {
     Ipam(#[from] IpamError),
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    /// State a plugin keeps on disk between ADD and DEL.
+    #[error("plugin state {path:?}")]
+    State {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// ADD found the interface it must create already there (the spec says ADD must fail).
     #[error("{0}")]
     AlreadyExists(String),
@@ -88,6 +95,7 @@ impl Error {
                 | FirewallError::Parse { .. }
                 | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
+            Error::State { .. } => ErrorCode::Io,
             Error::AlreadyExists(_) | Error::Check(_) => ErrorCode::Internal,
         }
     }

@@ -15,6 +15,7 @@ pub mod netlink;
 pub mod netns;
 pub mod skel;
 pub mod sysctl;
+pub mod tuning;
 pub mod undo;
 pub mod veth;
 

@@ -60,6 +60,8 @@ pub struct Link {
     /// `bridge`, `veth`, `macvlan`... as the kernel names the link type.
     pub kind: Option<String>,
     pub promisc: bool,
+    pub allmulti: bool,
+    pub txqlen: u32,
 }
 
 impl Link {
@@ -73,6 +75,8 @@ impl Link {
             master: None,
             kind: None,
             promisc: msg.header.flags.contains(LinkFlags::Promisc),
+            allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
+            txqlen: 0,
         };
         for attribute in &msg.attributes {
             match attribute {
@@ -81,6 +85,7 @@ impl Link {
                     link.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
                 }
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+                LinkAttribute::TxQueueLen(len) => link.txqlen = *len,
                 LinkAttribute::Controller(master) => link.master = Some(*master),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -180,6 +185,33 @@ impl Netlink {
 
     pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<(), NetlinkError> {
         self.set_flag(index, LinkFlags::Promisc, on)
+    }
+
+    pub fn set_allmulti(&mut self, index: u32, on: bool) -> Result<(), NetlinkError> {
+        self.set_flag(index, LinkFlags::Allmulti, on)
+    }
+
+    pub fn set_txqlen(&mut self, index: u32, len: u32) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message.attributes.push(LinkAttribute::TxQueueLen(len));
+        self.set_link("set txqueuelen", message)
+    }
+
+    /// Renames a link. The kernel refuses to rename a link that is up, so it is taken down
+    /// for the rename and brought back up if it was.
+    pub fn rename(&mut self, link: &Link, name: &str) -> Result<(), NetlinkError> {
+        if link.up {
+            self.set_link_up(link.index, false)?;
+        }
+        let mut message = by_index(link.index);
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        self.set_link("rename link", message)?;
+        if link.up {
+            self.set_link_up(link.index, true)?;
+        }
+        Ok(())
     }
 
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<(), NetlinkError> {

@@ -1,0 +1,259 @@
+//! Tuning a container interface (sysctls, MAC, MTU, flags, queue length, name) with the
+//! original values recorded first, so DEL can put every one of them back.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::cni::{AttachmentKey, ProtocolError};
+use crate::error::{Error, Result};
+use crate::netlink::{Link, MacAddr, Netlink};
+use crate::netns::Netns;
+use crate::sysctl;
+
+/// Values of an interface, each present only when it is to be changed (or was recorded).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub mac: Option<String>,
+    pub mtu: Option<u32>,
+    pub promisc: Option<bool>,
+    pub allmulti: Option<bool>,
+    pub txqlen: Option<u32>,
+    pub name: Option<String>,
+    /// Keys in dotted form, `IFNAME` already replaced.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// Validates a sysctl key for use inside a container: only `net.*`, which is per
+/// namespace; anything else would change the host for every container.
+pub fn sysctl_key(key: &str, ifname: &str) -> Result<String, ProtocolError> {
+    let dotted = key.replace('/', ".");
+    let parts: Vec<&str> = dotted.split('.').collect();
+    let field = format!("sysctl.{key}");
+    if parts.first() != Some(&"net") || parts.len() < 2 {
+        return Err(ProtocolError::config(
+            field,
+            "only net.* sysctls can be set in a container",
+        ));
+    }
+    if parts.iter().any(|p| p.is_empty() || *p == "..") {
+        return Err(ProtocolError::config(field, "is not a sysctl name"));
+    }
+    Ok(parts
+        .iter()
+        .map(|p| if *p == "IFNAME" { ifname } else { p })
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+impl Settings {
+    /// The current values of exactly the keys `wanted` changes.
+    pub fn current(netns: &Netns, link: &Link, wanted: &Settings) -> Result<Settings> {
+        let keys: Vec<String> = wanted.sysctls.keys().cloned().collect();
+        let sysctls = netns.run(|| -> Result<BTreeMap<String, String>> {
+            keys.into_iter()
+                .map(|key| Ok((key.clone(), sysctl::get(&key)?)))
+                .collect()
+        })??;
+        Ok(Settings {
+            mac: wanted.mac.as_ref().and(link.mac.map(|m| m.to_string())),
+            mtu: wanted.mtu.map(|_| link.mtu),
+            promisc: wanted.promisc.map(|_| link.promisc),
+            allmulti: wanted.allmulti.map(|_| link.allmulti),
+            txqlen: wanted.txqlen.map(|_| link.txqlen),
+            name: wanted.name.as_ref().map(|_| link.name.clone()),
+            sysctls,
+        })
+    }
+
+    /// Applies every present value to `link` inside `netns`.
+    pub fn apply(&self, netns: &Netns, netlink: &mut Netlink, link: &Link) -> Result<()> {
+        let sysctls = self.sysctls.clone();
+        netns.run(|| -> Result<()> {
+            for (key, value) in &sysctls {
+                sysctl::set(key, value)?;
+            }
+            Ok(())
+        })??;
+        if let Some(mac) = &self.mac {
+            let mac: MacAddr = mac.parse().map_err(|e| ProtocolError::config("mac", e))?;
+            netlink.set_mac(link.index, mac)?;
+        }
+        if let Some(mtu) = self.mtu {
+            netlink.set_mtu(link.index, mtu)?;
+        }
+        if let Some(promisc) = self.promisc {
+            netlink.set_promisc(link.index, promisc)?;
+        }
+        if let Some(allmulti) = self.allmulti {
+            netlink.set_allmulti(link.index, allmulti)?;
+        }
+        if let Some(txqlen) = self.txqlen {
+            netlink.set_txqlen(link.index, txqlen)?;
+        }
+        if let Some(name) = &self.name {
+            if *name != link.name {
+                let fresh = netlink
+                    .link_by_index(link.index)?
+                    .unwrap_or_else(|| link.clone());
+                netlink.rename(&fresh, name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// CHECK: what differs between these settings and the link now, if anything.
+    pub fn differences(&self, netns: &Netns, link: &Link) -> Result<Vec<String>> {
+        let now = Settings::current(netns, link, self)?;
+        let mut differ = Vec::new();
+        if let (Some(want), Some(have)) = (&self.mac, &now.mac) {
+            if !want.eq_ignore_ascii_case(have) {
+                differ.push(format!("mac is {have}, not {want}"));
+            }
+        }
+        for (what, want, have) in [
+            ("mtu", self.mtu, now.mtu),
+            ("txqlen", self.txqlen, now.txqlen),
+        ] {
+            if want.is_some() && want != have {
+                differ.push(format!("{what} is {have:?}, not {want:?}"));
+            }
+        }
+        for (what, want, have) in [
+            ("promisc", self.promisc, now.promisc),
+            ("allmulti", self.allmulti, now.allmulti),
+        ] {
+            if want.is_some() && want != have {
+                differ.push(format!("{what} is {have:?}, not {want:?}"));
+            }
+        }
+        for (key, want) in &self.sysctls {
+            if now.sysctls.get(key) != Some(want) {
+                differ.push(format!("{key} is {:?}, not {want}", now.sysctls.get(key)));
+            }
+        }
+        Ok(differ)
+    }
+}
+
+/// What ADD changed, for DEL: the originals and the name the link has now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// The link's name after ADD (differs from `ifname` when renamed).
+    pub current_name: String,
+    pub original: Settings,
+}
+
+/// Where records live: one file per attachment under `dir`, mode 0600, written atomically.
+pub struct Records {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::State {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Records {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Records { dir: dir.into() }
+    }
+
+    fn path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+        // ':' can appear in none of the three (validated names), so the name is unambiguous.
+        self.dir
+            .join(format!("{network}:{container_id}:{ifname}.json"))
+    }
+
+    pub fn save(&self, record: &Record) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.path(&record.network, &record.container_id, &record.ifname);
+        let temp = path.with_extension(format!("tmp{}", std::process::id()));
+        let text = serde_json::to_vec(record).map_err(|e| io(&path)(e.into()))?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut f| f.write_all(&text))
+            .and_then(|()| fs::rename(&temp, &path))
+            .map_err(io(&path))
+    }
+
+    pub fn load(&self, network: &str, container_id: &str, ifname: &str) -> Result<Option<Record>> {
+        let path = self.path(network, container_id, ifname);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| io(&path)(e.into()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
+        let path = self.path(network, container_id, ifname);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the records of `network`'s attachments not in `valid` (their namespaces are
+    /// gone, and with them everything the records could restore).
+    pub fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<()> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(());
+        };
+        let prefix = format!("{network}:");
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            let Some((container_id, ifname)) = rest.split_once(':') else {
+                continue;
+            };
+            if !valid
+                .iter()
+                .any(|k| k.container_id == container_id && k.ifname == ifname)
+            {
+                self.remove(network, container_id, ifname)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sysctl_key;
+
+    #[test]
+    fn only_net_sysctls_pass() {
+        assert_eq!(
+            sysctl_key("net.ipv4.conf.IFNAME.arp_filter", "eth0").expect("ok"),
+            "net.ipv4.conf.eth0.arp_filter"
+        );
+        assert_eq!(
+            sysctl_key("net/core/somaxconn", "eth0").expect("ok"),
+            "net.core.somaxconn"
+        );
+        assert!(sysctl_key("kernel.panic", "eth0").is_err());
+        assert!(sysctl_key("net..ipv4", "eth0").is_err());
+        assert!(sysctl_key("net/../../kernel/panic", "eth0").is_err());
+        assert!(sysctl_key("net", "eth0").is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! tuning: changes sysctls and link settings of a container interface made by an earlier
+//! plugin in the chain, recording the originals so DEL restores them.
+
+use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::netlink::{MacAddr, Netlink};
+use netlib::netns::{Netns, NetnsError};
+use netlib::skel::{self, Attachment, Plugin, Request};
+use netlib::tuning::{sysctl_key, Record, Records, Settings};
+use netlib::undo::Undo;
+use netlib::{Error, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";
+
+/// The tunable keys, at the top level of the config and under `args.cni`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Tunables {
+    sysctl: BTreeMap<String, String>,
+    mac: Option<String>,
+    mtu: Option<u32>,
+    promisc: Option<bool>,
+    allmulti: Option<bool>,
+    #[serde(rename = "txQLen")]
+    txqlen: Option<u32>,
+    #[serde(rename = "ifName")]
+    ifname: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Raw {
+    #[serde(rename = "dataDir")]
+    data_dir: Option<String>,
+    #[serde(rename = "runtimeConfig")]
+    runtime_config: MacOnly,
+    args: ArgsHolder,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MacOnly {
+    mac: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ArgsHolder {
+    cni: Tunables,
+}
+
+/// Reads the config into what to change and where records live. `args.cni` overrides the
+/// config's own keys; the MAC comes from runtimeConfig, args, CNI_ARGS, then the config.
+fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Records)> {
+    let top: Tunables = request.plugin_config()?;
+    let raw: Raw = request.plugin_config()?;
+    let args = raw.args.cni;
+    let mut settings = Settings {
+        mtu: args.mtu.or(top.mtu),
+        promisc: args.promisc.or(top.promisc),
+        allmulti: args.allmulti.or(top.allmulti),
+        txqlen: args.txqlen.or(top.txqlen),
+        ..Settings::default()
+    };
+    for (key, value) in top.sysctl.iter().chain(args.sysctl.iter()) {
+        let key = sysctl_key(key, &attachment.ifname)?;
+        settings.sysctls.insert(key, value.clone());
+    }
+    let mac = [
+        (raw.runtime_config.mac, "runtimeConfig.mac"),
+        (args.mac, "args.cni.mac"),
+        (
+            attachment.args.get("MAC").map(str::to_string),
+            "CNI_ARGS MAC",
+        ),
+        (top.mac, "mac"),
+    ]
+    .into_iter()
+    .find_map(|(mac, field)| mac.filter(|m| !m.is_empty()).map(|m| (m, field)));
+    if let Some((text, field)) = mac {
+        let parsed: MacAddr = text.parse().map_err(|e| ProtocolError::config(field, e))?;
+        settings.mac = Some(parsed.to_string());
+    }
+    if let Some(mtu) = settings.mtu {
+        if !(68..=65535).contains(&mtu) {
+            return Err(ProtocolError::config("mtu", format!("{mtu} is outside 68-65535")).into());
+        }
+    }
+    if let Some(name) = args.ifname.or(top.ifname) {
+        netlib::cni::config::validate_ifname(&name)
+            .map_err(|e| ProtocolError::config("ifName", e.to_string()))?;
+        settings.name = Some(name);
+    }
+    let dir = raw
+        .data_dir
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
+    Ok((settings, Records::new(dir)))
+}
+
+struct Tuning;
+
+impl Plugin for Tuning {
+    fn about(&self) -> &'static str {
+        "CNI tuning plugin (ferrocni)"
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        let (wanted, records) = load(request, attachment)?;
+        let mut result = request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
+        let netns = Netns::open(attachment.required_netns()?)?;
+        let mut netlink = Netlink::open_in(&netns)?;
+        let link = netlink.link(&attachment.ifname)?;
+        let original = Settings::current(&netns, &link, &wanted)?;
+        let record = Record {
+            network: request.conf.name.clone(),
+            container_id: attachment.container_id.clone(),
+            ifname: attachment.ifname.clone(),
+            current_name: wanted
+                .name
+                .clone()
+                .unwrap_or_else(|| attachment.ifname.clone()),
+            original: original.clone(),
+        };
+        // Recorded before anything changes, so a DEL can restore even after a crash here.
+        records.save(&record)?;
+        let mut undo = Undo::new();
+        undo.push("the tuning", || {
+            let mut netlink = Netlink::open_in(&netns)?;
+            if let Some(now) = netlink.link_by_index(link.index)? {
+                original.apply(&netns, &mut netlink, &now)?;
+            }
+            records.remove(&record.network, &record.container_id, &record.ifname)
+        });
+        wanted.apply(&netns, &mut netlink, &link)?;
+        undo.commit();
+        for interface in result
+            .interfaces
+            .iter_mut()
+            .filter(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
+        {
+            if let Some(mac) = &wanted.mac {
+                interface.mac.clone_from(mac);
+            }
+            if let Some(name) = &wanted.name {
+                interface.name.clone_from(name);
+            }
+        }
+        Ok(result)
+    }
+
+    /// Puts the recorded originals back. With the namespace gone there is nothing to restore,
+    /// only the record to forget.
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let (_, records) = load(request, attachment)?;
+        let Some(record) = records.load(
+            &request.conf.name,
+            &attachment.container_id,
+            &attachment.ifname,
+        )?
+        else {
+            return Ok(());
+        };
+        if let Some(path) = &attachment.netns {
+            match Netns::open(path) {
+                Err(NetnsError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+                Ok(netns) => {
+                    let mut netlink = Netlink::open_in(&netns)?;
+                    if let Some(link) = netlink.link_by_name(&record.current_name)? {
+                        record.original.apply(&netns, &mut netlink, &link)?;
+                    }
+                }
+            }
+        }
+        records.remove(&record.network, &record.container_id, &record.ifname)
+    }
+
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let (wanted, _) = load(request, attachment)?;
+        request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
+        let netns = Netns::open(attachment.required_netns()?)?;
+        let name = wanted
+            .name
+            .clone()
+            .unwrap_or_else(|| attachment.ifname.clone());
+        let link = Netlink::open_in(&netns)?.link(&name)?;
+        let differences = wanted.differences(&netns, &link)?;
+        if !differences.is_empty() {
+            return Err(Error::Check(differences.join("; ")));
+        }
+        Ok(())
+    }
+
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+        let raw: Raw = request.plugin_config()?;
+        let dir = raw
+            .data_dir
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
+        Records::new(dir).gc(&request.conf.name, valid)
+    }
+
+    /// Needs no daemon and allocates nothing.
+    fn status(&self, _request: &Request) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn main() {
+    skel::run(&Tuning)
+}

@@ -1,0 +1,235 @@
+//! tuning: changes land on the container interface (and only there), DEL restores the
+//! originals, renames go and come back, bad keys are refused before anything changes.
+
+use ferrocni_tests::{
+    require_root, with_previous, Call, Impl, NetnsGuard, Outcome, TempDir, VERSIONS,
+};
+use serde_json::{json, Value};
+
+struct Setup {
+    host: NetnsGuard,
+    container: NetnsGuard,
+    records: TempDir,
+    previous: Value,
+}
+
+impl Setup {
+    /// A container with an `eth0` (one end of a veth) and a prevResult naming it.
+    fn new() -> Self {
+        let host = NetnsGuard::new("fth");
+        let container = NetnsGuard::new("ftc");
+        container.exec_ok(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
+        ]);
+        container.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        let mac = container.link_details("eth0")["address"].clone();
+        let previous = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "mac": mac, "sandbox": container.path_str()}],
+            "ips": [{"interface": 0, "address": "10.110.0.2/24"}],
+            "dns": {}
+        });
+        Setup {
+            host,
+            container,
+            records: TempDir::new("tun"),
+            previous,
+        }
+    }
+
+    fn conf(&self, version: &str, extra: Value) -> Value {
+        let mut config = json!({
+            "cniVersion": version, "name": "tunnet", "type": "tuning",
+            "dataDir": self.records.path_str(),
+            "prevResult": ferrocni_tests::convert(&self.previous, version)
+        });
+        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+        config
+    }
+
+    fn call(&self, command: &str, config: &Value) -> Outcome {
+        Call::new(Impl::Ours, "tuning", command)
+            .attachment("tun", &self.container.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&self.host)
+    }
+
+    /// The settings tuning may change, as the kernel reports them.
+    fn state(&self, name: &str) -> Value {
+        let link = self.container.link_details(name);
+        let sysctl = |key: &str| {
+            let out = self.container.exec(&["sysctl", "-n", key]);
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        json!({
+            "mac": link["address"], "mtu": link["mtu"], "txqlen": link["txqlen"],
+            "promisc": link["promiscuity"], "allmulti": link["allmulti"],
+            "arp_filter": sysctl(&format!("net.ipv4.conf.{name}.arp_filter")),
+            "somaxconn": sysctl("net.core.somaxconn"),
+        })
+    }
+}
+
+fn everything() -> Value {
+    json!({
+        "mac": "0a:58:0a:6e:00:02", "mtu": 1400, "promisc": true, "allmulti": true, "txQLen": 500,
+        "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1", "net.core.somaxconn": "512"}
+    })
+}
+
+#[test]
+fn applies_everything_and_del_restores_it() {
+    require_root!();
+    let setup = Setup::new();
+    let before = setup.state("eth0");
+    let host_somaxconn = setup
+        .host
+        .exec(&["sysctl", "-n", "net.core.somaxconn"])
+        .stdout;
+    let config = setup.conf("1.0.0", everything());
+    let result = setup.call("ADD", &config).success();
+    assert_eq!(
+        result["interfaces"][0]["mac"], "0a:58:0a:6e:00:02",
+        "the result carries the new MAC"
+    );
+    let after = setup.state("eth0");
+    assert_eq!(after["mac"], "0a:58:0a:6e:00:02");
+    assert_eq!(after["mtu"], 1400);
+    assert_eq!(after["txqlen"], 500);
+    assert_eq!(after["allmulti"], 1);
+    assert!(after["promisc"].as_u64().unwrap_or(0) >= 1, "{after}");
+    assert_eq!(after["arp_filter"], "1");
+    assert_eq!(after["somaxconn"], "512");
+    assert_eq!(
+        setup
+            .host
+            .exec(&["sysctl", "-n", "net.core.somaxconn"])
+            .stdout,
+        host_somaxconn,
+        "the host is untouched"
+    );
+    setup
+        .call("CHECK", &with_previous(&config, &result))
+        .success();
+    setup
+        .container
+        .exec_ok(&["ip", "link", "set", "eth0", "mtu", "1300"]);
+    setup
+        .call("CHECK", &with_previous(&config, &result))
+        .assert_error(999, "mtu");
+    setup
+        .call("DEL", &with_previous(&config, &result))
+        .success();
+    assert_eq!(
+        setup.state("eth0"),
+        before,
+        "DEL restored every original value"
+    );
+    setup.call("DEL", &config).success();
+    assert!(
+        std::fs::read_dir(setup.records.path())
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "the record is gone"
+    );
+}
+
+#[test]
+fn renames_and_renames_back() {
+    require_root!();
+    let setup = Setup::new();
+    let config = setup.conf("1.0.0", json!({"ifName": "net1", "mtu": 1450}));
+    let result = setup.call("ADD", &config).success();
+    assert_eq!(result["interfaces"][0]["name"], "net1");
+    assert_eq!(setup.state("net1")["mtu"], 1450);
+    assert!(
+        setup.container.link_is_up("net1"),
+        "a renamed link stays up"
+    );
+    setup
+        .call("DEL", &with_previous(&config, &result))
+        .success();
+    assert_eq!(setup.state("eth0")["mtu"], 1500);
+    assert!(setup.container.link_is_up("eth0"));
+}
+
+#[test]
+fn every_verb_in_every_version_and_gc() {
+    require_root!();
+    let setup = Setup::new();
+    for version in VERSIONS.iter().filter(|v| **v >= "0.3.0") {
+        let config = setup.conf(version, json!({"mtu": 1420}));
+        let result = setup.call("ADD", &config).success();
+        assert_eq!(result["cniVersion"], *version);
+        if *version >= "0.4.0" {
+            setup.call("CHECK", &config).success();
+        }
+        if *version == "1.1.0" {
+            Call::new(Impl::Ours, "tuning", "STATUS")
+                .stdin(&config)
+                .run_in(&setup.host)
+                .success();
+            let mut gc = config.clone();
+            gc["cni.dev/valid-attachments"] = json!([]);
+            Call::new(Impl::Ours, "tuning", "GC")
+                .stdin(&gc)
+                .run_in(&setup.host)
+                .success();
+            assert_eq!(
+                std::fs::read_dir(setup.records.path())
+                    .map(|d| d.count())
+                    .unwrap_or(0),
+                0,
+                "GC dropped the record"
+            );
+        }
+        setup.call("DEL", &config).success();
+    }
+}
+
+#[test]
+fn bad_inputs_are_refused_before_anything_changes() {
+    require_root!();
+    let setup = Setup::new();
+    let before = setup.state("eth0");
+    let cases = [
+        (
+            json!({"sysctl": {"kernel.panic": "1"}}),
+            7,
+            "sysctl.kernel.panic",
+        ),
+        (
+            json!({"sysctl": {"net/../../kernel/panic": "1"}}),
+            7,
+            "sysctl.net/../../kernel/panic",
+        ),
+        (json!({"mac": "nonsense"}), 7, "mac"),
+        (json!({"mtu": 10}), 7, "mtu"),
+        (json!({"ifName": "a/b"}), 7, "ifName"),
+        (json!({"mtu": "big"}), 6, "mtu"),
+    ];
+    for (extra, code, needle) in cases {
+        setup
+            .call("ADD", &setup.conf("1.0.0", extra))
+            .assert_error(code, needle);
+    }
+    let mut no_previous = setup.conf("1.0.0", json!({"mtu": 1400}));
+    no_previous.as_object_mut().map(|c| c.remove("prevResult"));
+    setup
+        .call("ADD", &no_previous)
+        .assert_error(7, "prevResult");
+    // A sysctl the kernel does not have fails ADD; what was applied is taken back.
+    setup
+        .call(
+            "ADD",
+            &setup.conf(
+                "1.0.0",
+                json!({"mtu": 1400, "sysctl": {"net.ipv4.no_such_key": "1"}}),
+            ),
+        )
+        .assert_error(999, "net.ipv4.no_such_key");
+    assert_eq!(setup.state("eth0"), before, "nothing changed");
+}
