@@ -32,7 +32,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build (the black-box tests run these binaries)"
 cargo build --workspace --quiet
 echo "== tests"
-cargo test --workspace 2>&1 | tee target/test-output.txt
+# A hung test must fail CI, not stall it: the whole suite takes a few minutes.
+timeout 1500 cargo test --workspace 2>&1 | tee target/test-output.txt
 # One closing line with the totals over every test binary.
 awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' \
   target/test-output.txt

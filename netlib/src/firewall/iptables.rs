@@ -52,8 +52,8 @@ fn restore(v6: bool, input: &str) -> Result<(), FirewallError> {
     }
 }
 
-fn save(v6: bool) -> Result<String, FirewallError> {
-    run(tools(v6).1, &["-t", "nat"], "")
+fn save(v6: bool, table: &str) -> Result<String, FirewallError> {
+    run(tools(v6).1, &["-t", table], "")
 }
 
 pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
@@ -102,23 +102,26 @@ fn rule_container<'a>(line: &'a str, network: &str) -> Option<&'a str> {
     rest.find(r#"\""#).map(|end| &rest[..end])
 }
 
-/// Removes the rules of `parent` that jump to `prefix` chains of `network` for which `stale`
-/// says so, and those chains, in one restore per family.
+/// Removes the rules of `parent` in `table` owned by containers of `network` for which
+/// `stale` says so, and the per-container chains (named with `prefix`) they jump to, in one
+/// restore per family.
 fn remove_where(
+    table: &str,
     parent: &str,
-    prefix: &str,
+    prefix: Option<&str>,
     network: &str,
     stale: impl Fn(&str) -> bool,
 ) -> Result<(), FirewallError> {
     let rule_prefix = format!("-A {parent} ");
+    let header = format!("*{table}\n");
     for v6 in [false, true] {
-        let saved = match save(v6) {
+        let saved = match save(v6, table) {
             Ok(saved) => saved,
             // No ip6tables support on this kernel: nothing of ours can be there.
             Err(_) if v6 => continue,
             Err(e) => return Err(e),
         };
-        let mut input = String::from("*nat\n");
+        let mut input = header.clone();
         let mut chains = Vec::new();
         for line in saved.lines() {
             let Some(rule) = line.strip_prefix(&rule_prefix) else {
@@ -127,12 +130,15 @@ fn remove_where(
             let Some(container_id) = rule_container(rule, network) else {
                 continue;
             };
-            let Some(chain) = rule.split(" -j ").nth(1).filter(|c| c.starts_with(prefix)) else {
+            if !stale(container_id) {
                 continue;
-            };
-            if stale(container_id) {
-                let _ = writeln!(input, "-D {parent} {rule}");
-                chains.push(chain.trim().to_string());
+            }
+            let _ = writeln!(input, "-D {parent} {rule}");
+            let jump = rule.split(" -j ").nth(1).map(str::trim);
+            if let (Some(chain), Some(prefix)) = (jump, prefix) {
+                if chain.starts_with(prefix) {
+                    chains.push(chain.to_string());
+                }
             }
         }
         chains.sort();
@@ -142,7 +148,7 @@ fn remove_where(
                 let _ = writeln!(input, "-F {chain}\n-X {chain}");
             }
         }
-        if input.len() > "*nat\n".len() {
+        if input.len() > header.len() {
             input.push_str("COMMIT\n");
             restore(v6, &input)?;
         }
@@ -151,9 +157,13 @@ fn remove_where(
 }
 
 pub(super) fn del_masquerade(owner: Owner) -> Result<(), FirewallError> {
-    remove_where("POSTROUTING", "CNI-", owner.network, |container_id| {
-        container_id == owner.container_id
-    })
+    remove_where(
+        "nat",
+        "POSTROUTING",
+        Some("CNI-"),
+        owner.network,
+        |container_id| container_id == owner.container_id,
+    )
 }
 
 pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
@@ -163,7 +173,7 @@ pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bo
         if family.is_empty() {
             continue;
         }
-        let saved = save(v6)?;
+        let saved = save(v6, "nat")?;
         let host = if v6 { 128 } else { 32 };
         let present = family.iter().all(|address| {
             let source = format!("-s {}/{host} ", address.ip());
@@ -183,9 +193,13 @@ pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bo
 /// The reference's comment names no interface, so an attachment counts as valid when any
 /// valid attachment has its container ID.
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    remove_where("POSTROUTING", "CNI-", network, |container_id| {
-        !valid.iter().any(|k| k.container_id == container_id)
-    })
+    remove_where(
+        "nat",
+        "POSTROUTING",
+        Some("CNI-"),
+        network,
+        |container_id| !valid.iter().any(|k| k.container_id == container_id),
+    )
 }
 
 const HOSTPORT_DNAT: &str = "CNI-HOSTPORT-DNAT";
@@ -257,7 +271,7 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
         if mappings.is_empty() {
             continue;
         }
-        let saved = save(v6)?;
+        let saved = save(v6, "nat")?;
         let mut input = String::from("*nat\n");
         shared_chains(&saved, rules, &mark, &mut input);
         let _ = writeln!(input, ":{chain} - [0:0]");
@@ -330,9 +344,13 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
 }
 
 pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
-    remove_where(HOSTPORT_DNAT, "CNI-DN-", owner.network, |container_id| {
-        container_id == owner.container_id
-    })
+    remove_where(
+        "nat",
+        HOSTPORT_DNAT,
+        Some("CNI-DN-"),
+        owner.network,
+        |container_id| container_id == owner.container_id,
+    )
 }
 
 pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
@@ -341,7 +359,7 @@ pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, Fi
         if !rules.targets.iter().any(|t| t.is_ipv6() == v6) {
             continue;
         }
-        let saved = save(v6)?;
+        let saved = save(v6, "nat")?;
         let jumps = saved.lines().any(|l| {
             l.starts_with(&format!("-A {HOSTPORT_DNAT} ")) && l.ends_with(&format!("-j {chain}"))
         });
@@ -353,9 +371,144 @@ pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, Fi
 }
 
 pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    remove_where(HOSTPORT_DNAT, "CNI-DN-", network, |container_id| {
+    remove_where(
+        "nat",
+        HOSTPORT_DNAT,
+        Some("CNI-DN-"),
+        network,
+        |container_id| !valid.iter().any(|k| k.container_id == container_id),
+    )
+}
+
+const FORWARD_CHAIN: &str = "CNI-FORWARD";
+const ISOLATION_1: &str = "CNI-ISOLATION-STAGE-1";
+const ISOLATION_2: &str = "CNI-ISOLATION-STAGE-2";
+
+/// Where a jump from FORWARD goes in: after the isolation jump when there is one, so no
+/// accept ever runs before isolation's drops.
+fn forward_position(saved: &str) -> usize {
+    let forward: Vec<&str> = saved
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD "))
+        .collect();
+    forward
+        .iter()
+        .position(|l| l.ends_with(&format!("-j {ISOLATION_1}")))
+        .map_or(1, |at| at + 2)
+}
+
+pub(super) fn allow_forward(
+    owner: Owner,
+    addresses: &[IpNetwork],
+    admin_chain: &str,
+) -> Result<(), FirewallError> {
+    let comment = comment(owner.network, owner.container_id);
+    for v6 in [false, true] {
+        let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
+        if family.is_empty() {
+            continue;
+        }
+        let saved = save(v6, "filter")?;
+        let mut input = String::from("*filter\n");
+        if !chain_exists(&saved, FORWARD_CHAIN) {
+            let _ = writeln!(
+                input,
+                ":{FORWARD_CHAIN} - [0:0]\n-I FORWARD {} -m comment --comment \"CNI firewall plugin rules\" -j {FORWARD_CHAIN}",
+                forward_position(&saved)
+            );
+        }
+        if !chain_exists(&saved, admin_chain) {
+            let _ = writeln!(
+                input,
+                ":{admin_chain} - [0:0]\n-I {FORWARD_CHAIN} 1 -m comment --comment \"CNI firewall plugin admin overrides\" -j {admin_chain}"
+            );
+        }
+        let host = if v6 { 128 } else { 32 };
+        for address in family {
+            let ip = format!("{}/{host}", address.ip());
+            let _ = writeln!(
+                input,
+                "-A {FORWARD_CHAIN} -d {ip} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {comment} -j ACCEPT\n\
+                 -A {FORWARD_CHAIN} -d {ip} -m conntrack --ctstate DNAT -m comment --comment {comment} -j ACCEPT\n\
+                 -A {FORWARD_CHAIN} -s {ip} -m comment --comment {comment} -j ACCEPT"
+            );
+        }
+        input.push_str("COMMIT\n");
+        restore(v6, &input)?;
+    }
+    Ok(())
+}
+
+pub(super) fn del_forward(owner: Owner) -> Result<(), FirewallError> {
+    remove_where(
+        "filter",
+        FORWARD_CHAIN,
+        None,
+        owner.network,
+        |container_id| container_id == owner.container_id,
+    )
+}
+
+pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+    for v6 in [false, true] {
+        let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
+        if family.is_empty() {
+            continue;
+        }
+        let saved = save(v6, "filter")?;
+        let host = if v6 { 128 } else { 32 };
+        let present = family.iter().all(|address| {
+            let source = format!("-A {FORWARD_CHAIN} -s {}/{host} ", address.ip());
+            saved.lines().any(|l| {
+                l.starts_with(&source)
+                    && rule_container(l, owner.network) == Some(owner.container_id)
+            })
+        });
+        if !present {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    remove_where("filter", FORWARD_CHAIN, None, network, |container_id| {
         !valid.iter().any(|k| k.container_id == container_id)
     })
+}
+
+/// Traffic entering from `bridge` may not leave into another isolated bridge (the
+/// reference's two-stage isolation chains), added once per bridge.
+pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
+    for v6 in [false, true] {
+        let saved = match save(v6, "filter") {
+            Err(_) if v6 => continue,
+            other => other?,
+        };
+        let mut input = String::from("*filter\n");
+        if !chain_exists(&saved, ISOLATION_1) {
+            let _ = writeln!(
+                input,
+                ":{ISOLATION_1} - [0:0]\n-I FORWARD 1 -j {ISOLATION_1}"
+            );
+        }
+        if !chain_exists(&saved, ISOLATION_2) {
+            let _ = writeln!(input, ":{ISOLATION_2} - [0:0]");
+        }
+        for rule in [
+            format!("-A {ISOLATION_1} -i {bridge} ! -o {bridge} -j {ISOLATION_2}"),
+            format!("-A {ISOLATION_2} -o {bridge} -j DROP"),
+        ] {
+            if !saved.lines().any(|l| l == rule) {
+                let _ = writeln!(input, "{rule}");
+            }
+        }
+        if input.len() > "*filter\n".len() {
+            input.push_str("COMMIT\n");
+            restore(v6, &input)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

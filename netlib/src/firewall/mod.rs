@@ -233,6 +233,51 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Lets a container's own traffic, replies to it and DNATed connections to it through
+    /// the host's forwarding, even where the host's policy drops forwarded packets.
+    pub fn allow_forward(
+        self,
+        owner: Owner,
+        addresses: &[IpNetwork],
+        admin_chain: &str,
+    ) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nftables => nftables::allow_forward(owner, addresses),
+            Backend::Iptables => iptables::allow_forward(owner, addresses, admin_chain),
+        }
+    }
+
+    pub fn del_forward(self, owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nftables => nftables::del_forward(owner, addresses),
+            Backend::Iptables => iptables::del_forward(owner),
+        }
+    }
+
+    pub fn has_forward(self, owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+        match self {
+            Backend::Nftables => nftables::has_forward(owner, addresses),
+            Backend::Iptables => iptables::has_forward(owner, addresses),
+        }
+    }
+
+    pub fn gc_forward(self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nftables => nftables::gc_forward(network, valid),
+            Backend::Iptables => iptables::gc_forward(network, valid),
+        }
+    }
+
+    /// Cuts `bridge` off from every other isolated bridge (ingressPolicy `same-bridge`).
+    pub fn isolate_bridge(self, bridge: &str) -> Result<(), FirewallError> {
+        match self {
+            Backend::Nftables => nftables::isolate_bridge(bridge),
+            Backend::Iptables => iptables::isolate_bridge(bridge),
+        }
+    }
+}
+
 /// MAC spoof checking on a bridge port: frames from `port` (the container's host-side veth)
 /// whose source is not the container's MAC are dropped. nftables only, as the reference.
 pub mod spoofcheck {

@@ -86,6 +86,34 @@ const PORTMAP: Scheme = Scheme {
     exclusive_keys: true,
 };
 
+/// The firewall plugin's table `inet ferrocni_firewall`: `forward` sends packets from and
+/// to a container (maps `from4`/`from6`, `to4`/`to6`) to its chain `fw-<hash>`, which
+/// accepts its outgoing traffic and replies and DNATed connections to it. Bridges in
+/// `isolated` are cut off from each other first. Note that an accept here cannot override a
+/// drop in another table (nftables runs every base chain on a hook), so against an
+/// iptables FORWARD policy the iptables backend is the one that helps.
+const FORWARD: Scheme = Scheme {
+    family: "inet",
+    table: "ferrocni_firewall",
+    chain_prefix: "fw-",
+    base: "add table inet ferrocni_firewall\n\
+           add map inet ferrocni_firewall from4 { type ipv4_addr : verdict; }\n\
+           add map inet ferrocni_firewall from6 { type ipv6_addr : verdict; }\n\
+           add map inet ferrocni_firewall to4 { type ipv4_addr : verdict; }\n\
+           add map inet ferrocni_firewall to6 { type ipv6_addr : verdict; }\n\
+           add set inet ferrocni_firewall isolated { type ifname; }\n\
+           add map inet ferrocni_firewall isolation { type ifname : verdict; }\n\
+           add chain inet ferrocni_firewall forward { type filter hook forward priority filter; policy accept; }\n\
+           flush chain inet ferrocni_firewall forward\n\
+           add rule inet ferrocni_firewall forward iifname vmap @isolation\n\
+           add rule inet ferrocni_firewall forward ip saddr vmap @from4\n\
+           add rule inet ferrocni_firewall forward ip6 saddr vmap @from6\n\
+           add rule inet ferrocni_firewall forward ip daddr vmap @to4\n\
+           add rule inet ferrocni_firewall forward ip6 daddr vmap @to6\n",
+    quoted_keys: false,
+    exclusive_keys: false,
+};
+
 /// The mark that asks `postrouting` to masquerade (the reference's default bit 13).
 const MASQ_MARK: &str = "0x2000";
 
@@ -476,4 +504,57 @@ pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), F
 
 fn subnet_of(address: &IpNetwork) -> IpNetwork {
     IpNetwork::new(address.network(), address.prefix()).unwrap_or(*address)
+}
+
+fn forward_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, String)> {
+    addresses
+        .iter()
+        .flat_map(|a| {
+            let (from, to) = if a.is_ipv4() {
+                ("from4", "to4")
+            } else {
+                ("from6", "to6")
+            };
+            [(from, a.ip().to_string()), (to, a.ip().to_string())]
+        })
+        .collect()
+}
+
+pub(super) fn allow_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    let mut rules = Vec::new();
+    for address in addresses {
+        let family = if address.is_ipv4() { "ip" } else { "ip6" };
+        let ip = address.ip();
+        rules.push(format!("{family} saddr {ip} accept"));
+        rules.push(format!(
+            "{family} daddr {ip} ct state established,related accept"
+        ));
+        rules.push(format!("{family} daddr {ip} ct status dnat accept"));
+    }
+    FORWARD.add(owner, &rules, &forward_keys(addresses))
+}
+
+pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    FORWARD.delete(owner, &forward_keys(addresses))
+}
+
+pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+    FORWARD.has(owner, &forward_keys(addresses))
+}
+
+pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    FORWARD.gc(network, valid)
+}
+
+pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
+    let table = FORWARD.table();
+    let chain = format!("iso-{}", digest(bridge, 16));
+    let batch = format!(
+        "add element {table} isolated {{ \"{bridge}\" }}\n\
+         add chain {table} {chain}\n\
+         flush chain {table} {chain}\n\
+         add rule {table} {chain} oifname != \"{bridge}\" oifname @isolated drop\n\
+         add element {table} isolation {{ \"{bridge}\" : jump {chain} }}\n"
+    );
+    FORWARD.apply_on_base(&batch)
 }

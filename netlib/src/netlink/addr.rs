@@ -273,6 +273,28 @@ impl Netlink {
         }
     }
 
+    /// The link the kernel would send a packet to `destination` out of (`ip route get`).
+    pub fn output_link(&mut self, destination: IpAddr) -> Result<Option<u32>, NetlinkError> {
+        let mut request = RouteSpec {
+            dst: IpNetwork::new(destination, if destination.is_ipv4() { 32 } else { 128 }).ok(),
+            ..RouteSpec::default()
+        }
+        .to_message(true);
+        request.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        request
+            .attributes
+            .retain(|a| matches!(a, RouteAttribute::Destination(_)));
+        let answers = self.request(
+            "get route",
+            RouteNetlinkMessage::GetRoute(request),
+            NLM_F_ACK,
+        )?;
+        Ok(answers.iter().find_map(|answer| match answer {
+            RouteNetlinkMessage::NewRoute(route) => RouteSpec::from_message(route).oif,
+            _ => None,
+        }))
+    }
+
     /// The routes of every table for one address family.
     pub fn routes(&mut self, ipv4: bool) -> Result<Vec<RouteSpec>, NetlinkError> {
         let mut request = RouteMessage::default();

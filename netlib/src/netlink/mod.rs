@@ -10,7 +10,8 @@
 //! as interrupted (`NLM_F_DUMP_INTR`, the reference's issue #1121) is retried.
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -24,6 +25,32 @@ pub mod link;
 
 pub use addr::RouteSpec;
 pub use link::{Link, MacAddr};
+
+/// A kernel that has not answered by then never will; fail instead of hanging the runtime.
+const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn set_receive_timeout(socket: &Socket, timeout: std::time::Duration) -> Result<(), NetlinkError> {
+    use std::os::fd::AsRawFd;
+    let value = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(10),
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt reads exactly size_of::<timeval>() bytes from `value`, which lives
+    // across the call; the descriptor belongs to `socket`.
+    let done = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if done != 0 {
+        return Err(NetlinkError::Socket(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
 
 /// How often an interrupted dump is retried before giving up.
 const DUMP_ATTEMPTS: usize = 5;
@@ -84,6 +111,7 @@ impl Netlink {
             .map_err(NetlinkError::Socket)?;
         // Extended acks make the kernel say which attribute it refused; best effort.
         let _ = socket.set_ext_ack(true);
+        set_receive_timeout(&socket, RECEIVE_TIMEOUT)?;
         Ok(Netlink {
             socket,
             sequence: 0,
@@ -103,11 +131,10 @@ impl Netlink {
         message: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        let attempts = if flags & NLM_F_DUMP == NLM_F_DUMP {
-            DUMP_ATTEMPTS
-        } else {
-            1
-        };
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let attempts = if dump { DUMP_ATTEMPTS } else { 1 };
+        // Without an ACK a request that answers nothing would leave us waiting forever.
+        let flags = if dump { flags } else { flags | NLM_F_ACK };
         let mut last_error = None;
         for _ in 0..attempts {
             match self.exchange(op, message.clone(), flags)? {

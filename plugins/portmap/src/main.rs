@@ -5,6 +5,7 @@
 use ipnetwork::IpNetwork;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
+use netlib::netlink::Netlink;
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::{attachment, sysctl, Error, Result};
 use serde::Deserialize;
@@ -200,15 +201,16 @@ fn targets(previous: &CniResult, ifname: &str) -> Vec<IpNetwork> {
     chosen
 }
 
-/// DNAT from 127.0.0.1 only routes out of an interface that accepts local sources.
-fn allow_localnet(previous: &CniResult) -> Result<()> {
-    for host_side in previous.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
-        let key = format!("net.ipv4.conf.{}.route_localnet", host_side.name);
-        if std::path::Path::new("/proc/sys")
-            .join(key.replace('.', "/"))
-            .exists()
-        {
-            sysctl::set(&key, "1")?;
+/// DNAT from 127.0.0.1 only routes out of an interface that accepts local sources: find
+/// the link toward each container address (prevResult may list no interfaces at all).
+fn allow_localnet(targets: &[IpNetwork]) -> Result<()> {
+    let mut netlink = Netlink::open()?;
+    for target in targets.iter().filter(|t| t.is_ipv4()) {
+        let Some(index) = netlink.output_link(target.ip())? else {
+            continue;
+        };
+        if let Some(link) = netlink.link_by_index(index)? {
+            sysctl::set(&format!("net.ipv4.conf.{}.route_localnet", link.name), "1")?;
         }
     }
     Ok(())
@@ -248,7 +250,7 @@ impl Plugin for Portmap {
             )
             .into());
         }
-        allow_localnet(&previous)?;
+        allow_localnet(&targets)?;
         conf.backend.add_portmap(
             attachment::owner(request, attachment),
             &conf.rules(&targets),

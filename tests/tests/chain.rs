@@ -1,0 +1,267 @@
+//! The firewall plugin, and the chain Podman writes (bridge → portmap → firewall → tuning)
+//! run the way libcni runs a conflist: ADD in order with each result as the next
+//! prevResult, CHECK in order, DEL in reverse with the final result.
+
+use ferrocni_tests::{
+    address, require_root, wire, Call, Impl, NetnsGuard, Sandbox, TempDir, VERSIONS,
+};
+use serde_json::{json, Value};
+
+const NET: &str = "podnet";
+const HOST_ADDRESS: &str = "172.31.120.1";
+
+struct Node {
+    sandbox: Sandbox,
+    outside: NetnsGuard,
+    tuning: TempDir,
+}
+
+impl Node {
+    /// A host whose FORWARD policy drops, as Docker leaves it, wired to an "outside".
+    fn new() -> Self {
+        let sandbox = Sandbox::new("bridge", NET);
+        sandbox.ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        sandbox.ns.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]);
+        let outside = NetnsGuard::new("fco");
+        wire(
+            &sandbox.ns,
+            &format!("{HOST_ADDRESS}/24"),
+            &outside,
+            "172.31.120.2/24",
+        );
+        Node {
+            sandbox,
+            outside,
+            tuning: TempDir::new("tun"),
+        }
+    }
+
+    /// The plugins of the conflist, each a full config for `version`.
+    fn plugins(&self, version: &str, bridge: &str, subnet: &str, firewall: Value) -> Vec<Value> {
+        let mut main = self.sandbox.conf(
+            version,
+            json!([[{"subnet": subnet}]]),
+            json!({"isGateway": true, "ipMasq": true}),
+        );
+        main["bridge"] = json!(bridge);
+        let mut firewall_conf = json!({"cniVersion": version, "name": NET, "type": "firewall"});
+        if let (Some(target), Some(extra)) = (firewall_conf.as_object_mut(), firewall.as_object()) {
+            target.extend(extra.clone());
+        }
+        vec![
+            main,
+            json!({"cniVersion": version, "name": NET, "type": "portmap",
+                   "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}),
+            firewall_conf,
+            json!({"cniVersion": version, "name": NET, "type": "tuning", "dataDir": self.tuning.path_str(),
+                   "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}}),
+        ]
+    }
+
+    fn run(
+        &self,
+        plugin: &Value,
+        command: &str,
+        id: &str,
+        container: &NetnsGuard,
+        previous: Option<&Value>,
+    ) -> ferrocni_tests::Outcome {
+        let mut config = plugin.clone();
+        if let Some(previous) = previous {
+            config["prevResult"] = previous.clone();
+        }
+        Call::new(Impl::Ours, plugin["type"].as_str().expect("type"), command)
+            .attachment(id, &container.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&self.sandbox.ns)
+    }
+
+    /// ADD through the whole chain; returns the final result.
+    fn add(&self, plugins: &[Value], id: &str, container: &NetnsGuard) -> Value {
+        let mut previous: Option<Value> = None;
+        for plugin in plugins {
+            previous = Some(
+                self.run(plugin, "ADD", id, container, previous.as_ref())
+                    .success(),
+            );
+        }
+        previous.expect("a chain has plugins")
+    }
+
+    fn del(&self, plugins: &[Value], id: &str, container: &NetnsGuard, result: &Value) {
+        for plugin in plugins.iter().rev() {
+            self.run(plugin, "DEL", id, container, Some(result))
+                .success();
+        }
+    }
+
+    fn forward_rules(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .sandbox
+                .ns
+                .exec(&["iptables-save", "-t", "filter"])
+                .stdout,
+        )
+        .lines()
+        .filter(|l| l.contains("podnet"))
+        .collect::<Vec<_>>()
+        .join("\n")
+    }
+}
+
+#[test]
+fn podman_chain_in_every_version() {
+    require_root!();
+    let node = Node::new();
+    let docroot = TempDir::new("www");
+    for version in VERSIONS {
+        let plugins = node.plugins(version, "podbr0", "10.120.0.0/24", json!({}));
+        let container = NetnsGuard::new("fcc");
+        let _server = container.http_server(80, "podman chain", &docroot);
+        let result = node.add(&plugins, "pod", &container);
+        assert_eq!(result["cniVersion"], version);
+        assert_eq!(
+            node.outside
+                .curl(&format!("http://{HOST_ADDRESS}:8080/"))
+                .as_deref(),
+            Some("podman chain"),
+            "{version}: the published port answers through a FORWARD DROP policy"
+        );
+        assert_eq!(
+            node.sandbox.ns.curl("http://127.0.0.1:8080/").as_deref(),
+            Some("podman chain"),
+            "{version}"
+        );
+        if version >= "0.4.0" {
+            for plugin in &plugins {
+                node.run(plugin, "CHECK", "pod", &container, Some(&result))
+                    .success();
+            }
+        }
+        node.del(&plugins, "pod", &container, &result);
+        assert!(
+            node.forward_rules().is_empty(),
+            "{version}: {}",
+            node.forward_rules()
+        );
+        node.sandbox.assert_clean(&["podbr0", "wa"]);
+    }
+}
+
+#[test]
+fn firewall_opens_forwarding_only_while_attached() {
+    require_root!();
+    for backend in ["iptables", "nftables"] {
+        let node = Node::new();
+        let remote = NetnsGuard::new("fcr");
+        wire(
+            &node.sandbox.ns,
+            "172.31.121.1/30",
+            &remote,
+            "172.31.121.2/30",
+        );
+        let plugins = node.plugins(
+            "1.0.0",
+            "fwbr0",
+            "10.121.0.0/24",
+            json!({"backend": backend}),
+        );
+        let container = NetnsGuard::new("fcc");
+        let main = node
+            .run(&plugins[0], "ADD", "fw", &container, None)
+            .success();
+        assert!(
+            !container.ping("172.31.121.2"),
+            "{backend}: the drop policy holds without the firewall plugin"
+        );
+        if backend == "nftables" {
+            // An nftables accept cannot override the iptables FORWARD policy; lift it to
+            // show the nftables rules themselves, with a drop in our own table's place.
+            node.sandbox
+                .ns
+                .exec_ok(&["iptables", "-P", "FORWARD", "ACCEPT"]);
+        }
+        let result = node
+            .run(&plugins[2], "ADD", "fw", &container, Some(&main))
+            .success();
+        assert!(
+            container.ping("172.31.121.2"),
+            "{backend}: allowed while attached"
+        );
+        node.run(&plugins[2], "CHECK", "fw", &container, Some(&result))
+            .success();
+        node.run(&plugins[2], "DEL", "fw", &container, Some(&result))
+            .success();
+        node.run(&plugins[2], "CHECK", "fw", &container, Some(&result))
+            .assert_error(999, "missing");
+        assert!(node.forward_rules().is_empty(), "{}", node.forward_rules());
+        let table = node
+            .sandbox
+            .ns
+            .exec(&["nft", "list", "table", "inet", "ferrocni_firewall"]);
+        let table = String::from_utf8_lossy(&table.stdout);
+        assert!(!table.contains("podnet/"), "{table}");
+        node.run(&plugins[0], "DEL", "fw", &container, Some(&main))
+            .success();
+    }
+}
+
+#[test]
+fn same_bridge_policy_isolates_bridges() {
+    require_root!();
+    for backend in ["iptables", "nftables"] {
+        let node = Node::new();
+        node.sandbox
+            .ns
+            .exec_ok(&["iptables", "-P", "FORWARD", "ACCEPT"]);
+        let policy = json!({"backend": backend, "ingressPolicy": "same-bridge"});
+        let one = node.plugins("1.0.0", "isobr1", "10.122.1.0/24", policy.clone());
+        let two = node.plugins("1.0.0", "isobr2", "10.122.2.0/24", policy);
+        let (a, b) = (NetnsGuard::new("fcc"), NetnsGuard::new("fcc"));
+        let ra = node.run(&one[0], "ADD", "a", &a, None).success();
+        let rb = node.run(&two[0], "ADD", "b", &b, None).success();
+        assert!(
+            a.ping(&address(&rb, 0)),
+            "{backend}: bridges route to each other before isolation"
+        );
+        let fa = node.run(&one[2], "ADD", "a", &a, Some(&ra)).success();
+        let fb = node.run(&two[2], "ADD", "b", &b, Some(&rb)).success();
+        assert!(
+            !a.ping(&address(&rb, 0)),
+            "{backend}: isolated bridges cannot reach each other"
+        );
+        node.run(&one[2], "DEL", "a", &a, Some(&fa)).success();
+        node.run(&two[2], "DEL", "b", &b, Some(&fb)).success();
+        node.run(&one[0], "DEL", "a", &a, Some(&ra)).success();
+        node.run(&two[0], "DEL", "b", &b, Some(&rb)).success();
+    }
+}
+
+#[test]
+fn firewall_bad_inputs() {
+    require_root!();
+    let node = Node::new();
+    let container = NetnsGuard::new("fcc");
+    let previous = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.123.0.2/24"}], "dns": {}});
+    for (extra, needle) in [
+        (json!({"backend": "firewalld"}), "firewalld"),
+        (json!({"backend": "pf"}), "pf"),
+        (json!({"ingressPolicy": "closed"}), "ingressPolicy"),
+        (
+            json!({"iptablesAdminChainName": "A VERY LONG CHAIN NAME WITH SPACES"}),
+            "iptablesAdminChainName",
+        ),
+    ] {
+        let mut config = json!({"cniVersion": "1.0.0", "name": NET, "type": "firewall"});
+        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+        node.run(&config, "ADD", "bad", &container, Some(&previous))
+            .assert_error(7, needle);
+    }
+    let config = json!({"cniVersion": "1.0.0", "name": NET, "type": "firewall"});
+    node.run(&config, "ADD", "bad", &container, None)
+        .assert_error(7, "prevResult");
+    assert!(node.forward_rules().is_empty());
+}
