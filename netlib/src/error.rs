@@ -24,6 +24,8 @@ pub enum Error {
     Ipam(#[from] IpamError),
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Shaping(#[from] crate::shaping::ShapingError),
     /// State a plugin keeps on disk between ADD and DEL.
     #[error("plugin state {path:?}")]
     State {
@@ -96,6 +98,8 @@ impl Error {
                 | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
             Error::State { .. } => ErrorCode::Io,
+            Error::Shaping(crate::shaping::ShapingError::Spawn(_)) => ErrorCode::Io,
+            Error::Shaping(crate::shaping::ShapingError::Failed(_)) => ErrorCode::Internal,
             Error::AlreadyExists(_) | Error::Check(_) => ErrorCode::Internal,
         }
     }

@@ -62,6 +62,10 @@ pub struct Link {
     pub promisc: bool,
     pub allmulti: bool,
     pub txqlen: u32,
+    /// For a veth end: the other end's index (in the namespace the pair was made across).
+    pub peer: Option<u32>,
+    /// IFLA_IFALIAS: a free-form label, used to record who made a link.
+    pub alias: Option<String>,
 }
 
 impl Link {
@@ -77,6 +81,8 @@ impl Link {
             promisc: msg.header.flags.contains(LinkFlags::Promisc),
             allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
             txqlen: 0,
+            peer: None,
+            alias: None,
         };
         for attribute in &msg.attributes {
             match attribute {
@@ -86,6 +92,8 @@ impl Link {
                 }
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::TxQueueLen(len) => link.txqlen = *len,
+                LinkAttribute::Link(peer) => link.peer = Some(*peer),
+                LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
                 LinkAttribute::Controller(master) => link.master = Some(*master),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -356,6 +364,32 @@ impl Netlink {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )?;
         self.link(host)
+    }
+
+    /// Creates an ifb device (where redirected ingress traffic can be shaped), labelled with
+    /// `alias` so its owner can be found later.
+    pub fn create_ifb(&mut self, name: &str, mtu: u32, alias: &str) -> Result<Link, NetlinkError> {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+        message
+            .attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Ifb)]));
+        self.request(
+            "create ifb",
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        let ifb = self.link(name)?;
+        // The kernel ignores IFLA_IFALIAS when creating a link; set it afterwards.
+        let mut label = by_index(ifb.index);
+        label
+            .attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link("set alias", label)?;
+        Ok(ifb)
     }
 
     /// Sets a bridge port's hairpin mode (traffic may leave by the port it came in on) and

@@ -1,0 +1,248 @@
+//! bandwidth: caps a container's traffic in each direction with token bucket filters on
+//! the host end of its veth (see netlib::shaping), chained after a veth-based main plugin.
+
+use netlib::cni::{AttachmentKey, CniResult, Interface, ProtocolError, Version};
+use netlib::netlink::{Link, Netlink};
+use netlib::netns::Netns;
+use netlib::shaping::{self, Limit};
+use netlib::skel::{self, Attachment, Plugin, Request};
+use netlib::undo::Undo;
+use netlib::{Error, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha512};
+
+#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[serde(default)]
+struct Rates {
+    #[serde(rename = "ingressRate")]
+    ingress_rate: u64,
+    #[serde(rename = "ingressBurst")]
+    ingress_burst: u64,
+    #[serde(rename = "egressRate")]
+    egress_rate: u64,
+    #[serde(rename = "egressBurst")]
+    egress_burst: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuntimeConfig {
+    bandwidth: Option<Rates>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Raw {
+    #[serde(rename = "runtimeConfig")]
+    runtime_config: RuntimeConfig,
+}
+
+/// One direction's limit: rate and burst come together, and the burst must fit TBF's
+/// 32-bit byte count.
+fn limit(rate: u64, burst: u64, direction: &str) -> Result<Option<Limit>, ProtocolError> {
+    match (rate, burst) {
+        (0, 0) => Ok(None),
+        (0, _) => Err(ProtocolError::config(
+            format!("{direction}Rate"),
+            "a burst needs a rate",
+        )),
+        (_, 0) => Err(ProtocolError::config(
+            format!("{direction}Burst"),
+            "a rate needs a burst",
+        )),
+        (_, burst) if burst / 8 > u64::from(u32::MAX) => Err(ProtocolError::config(
+            format!("{direction}Burst"),
+            "is above 4 GiB",
+        )),
+        (rate, burst) => Ok(Some(Limit { rate, burst })),
+    }
+}
+
+/// The limits to apply: the config's own keys win over runtimeConfig, as the reference.
+fn load(request: &Request) -> Result<(Option<Limit>, Option<Limit>)> {
+    let own: Rates = request.plugin_config()?;
+    let raw: Raw = request.plugin_config()?;
+    let configured = own.ingress_rate | own.ingress_burst | own.egress_rate | own.egress_burst != 0;
+    let rates = match (configured, raw.runtime_config.bandwidth) {
+        (false, Some(runtime)) => runtime,
+        _ => own,
+    };
+    Ok((
+        limit(rates.ingress_rate, rates.ingress_burst, "ingress")?,
+        limit(rates.egress_rate, rates.egress_burst, "egress")?,
+    ))
+}
+
+/// The ifb's name: stable per attachment, short enough for a link name.
+fn ifb_name(request: &Request, attachment: &Attachment) -> String {
+    let digest = Sha512::digest(format!(
+        "{}{}{}",
+        request.conf.name, attachment.container_id, attachment.ifname
+    ));
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("bwp{hex}")
+}
+
+fn owner_label(request: &Request, attachment: &Attachment) -> String {
+    format!(
+        "ferrocni-bandwidth {}/{}/{}",
+        request.conf.name, attachment.container_id, attachment.ifname
+    )
+}
+
+/// The host end of the container's veth, through the container end's peer index.
+fn host_veth(attachment: &Attachment, host: &mut Netlink) -> Result<Link> {
+    let netns = Netns::open(attachment.required_netns()?)?;
+    let container = Netlink::open_in(&netns)?.link(&attachment.ifname)?;
+    let peer = container
+        .peer
+        .filter(|_| container.kind.as_deref() == Some("veth"))
+        .ok_or_else(|| {
+            ProtocolError::config(
+                "type",
+                format!(
+                    "{} is not a veth: bandwidth needs a veth-based main plugin",
+                    attachment.ifname
+                ),
+            )
+        })?;
+    host.link_by_index(peer)?.ok_or_else(|| {
+        Error::Check(format!(
+            "the host end of {} is not in this namespace",
+            attachment.ifname
+        ))
+    })
+}
+
+struct Bandwidth;
+
+impl Plugin for Bandwidth {
+    fn about(&self) -> &'static str {
+        "CNI bandwidth plugin (ferrocni)"
+    }
+
+    fn supported_versions(&self) -> &'static [Version] {
+        &Version::ALL[2..]
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        let (ingress, egress) = load(request)?;
+        let mut result = request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
+        if ingress.is_none() && egress.is_none() {
+            return Ok(result);
+        }
+        let mut host = Netlink::open()?;
+        let veth = host_veth(attachment, &mut host)?;
+        let mut undo = Undo::new();
+        let ifb = match egress {
+            Some(_) => {
+                let ifb = host.create_ifb(
+                    &ifb_name(request, attachment),
+                    veth.mtu,
+                    &owner_label(request, attachment),
+                )?;
+                let index = ifb.index;
+                undo.push("the ifb device", move || {
+                    Ok(Netlink::open()?.delete_link(index)?)
+                });
+                host.set_link_up(ifb.index, true)?;
+                Some(ifb)
+            }
+            None => None,
+        };
+        let veth_name = veth.name.clone();
+        undo.push("the qdiscs", move || Ok(shaping::clear(&veth_name)?));
+        shaping::apply(
+            &veth.name,
+            ingress,
+            egress.zip(ifb.as_ref().map(|i| i.name.as_str())),
+        )?;
+        undo.commit();
+        if let Some(ifb) = ifb {
+            result.interfaces.push(Interface {
+                name: ifb.name.clone(),
+                mac: ifb.mac.map(|m| m.to_string()).unwrap_or_default(),
+                ..Interface::default()
+            });
+        }
+        Ok(result)
+    }
+
+    /// The ifb goes; the qdiscs on the host veth go with the veth when the main plugin
+    /// deletes it.
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let mut host = Netlink::open()?;
+        if let Some(ifb) = host.link_by_name(&ifb_name(request, attachment))? {
+            host.delete_link(ifb.index)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let (ingress, egress) = load(request)?;
+        let mut host = Netlink::open()?;
+        let veth = host_veth(attachment, &mut host)?;
+        if let Some(limit) = ingress {
+            if shaping::root_rate(&veth.name)? != Some(limit.rate) {
+                return Err(Error::Check(format!(
+                    "{} is not shaped to {} bit/s",
+                    veth.name, limit.rate
+                )));
+            }
+        }
+        if let Some(limit) = egress {
+            let ifb = ifb_name(request, attachment);
+            if shaping::root_rate(&ifb)? != Some(limit.rate) {
+                return Err(Error::Check(format!(
+                    "{ifb} is not shaped to {} bit/s",
+                    limit.rate
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the ifb devices of this network's attachments that are no longer valid.
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+        let mut host = Netlink::open()?;
+        let prefix = format!("ferrocni-bandwidth {}/", request.conf.name);
+        for link in host.links()? {
+            let Some(owner) = link.alias.as_deref().and_then(|a| a.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let Some((container_id, ifname)) = owner.split_once('/') else {
+                continue;
+            };
+            if !valid
+                .iter()
+                .any(|k| k.container_id == container_id && k.ifname == ifname)
+            {
+                host.delete_link(link.index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Needs no daemon and allocates nothing.
+    fn status(&self, _request: &Request) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn main() {
+    skel::run(&Bandwidth)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rate_and_burst_come_together() {
+        assert!(super::limit(0, 0, "ingress").expect("none").is_none());
+        assert!(super::limit(1000, 0, "ingress").is_err());
+        assert!(super::limit(0, 1000, "egress").is_err());
+        assert!(super::limit(1000, 8 * (u64::from(u32::MAX) + 1), "egress").is_err());
+        assert!(super::limit(1000, 8000, "egress").expect("valid").is_some());
+    }
+}
