@@ -265,3 +265,33 @@ fn firewall_bad_inputs() {
         .assert_error(7, "prevResult");
     assert!(node.forward_rules().is_empty());
 }
+
+#[test]
+fn firewall_gc_removes_rules_of_unlisted_attachments() {
+    require_root!();
+    let node = Node::new();
+    let firewall = json!({"cniVersion": "1.1.0", "name": NET, "type": "firewall"});
+    let container = NetnsGuard::new("fcc");
+    for (id, ip) in [("keep", "10.124.0.2/24"), ("stale", "10.124.0.3/24")] {
+        let previous = json!({"cniVersion": "1.1.0", "ips": [{"address": ip}], "dns": {}});
+        node.run(&firewall, "ADD", id, &container, Some(&previous))
+            .success();
+    }
+    let mut gc = firewall.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    Call::new(Impl::Ours, "firewall", "GC")
+        .stdin(&gc)
+        .run_in(&node.sandbox.ns)
+        .success();
+    let rules = node.forward_rules();
+    assert!(
+        rules.contains("10.124.0.2/32") && !rules.contains("10.124.0.3/32"),
+        "{rules}"
+    );
+    gc["cni.dev/valid-attachments"] = json!([]);
+    Call::new(Impl::Ours, "firewall", "GC")
+        .stdin(&gc)
+        .run_in(&node.sandbox.ns)
+        .success();
+    assert!(node.forward_rules().is_empty(), "{}", node.forward_rules());
+}

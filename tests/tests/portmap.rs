@@ -441,3 +441,77 @@ fn two_hundred_mappings_all_answer_and_all_go() {
     node.assert_no_portmap_rules();
     node.sandbox.assert_clean(&[&node.bridge, "wa"]);
 }
+
+#[test]
+fn publishes_over_ipv6_and_honours_conditions() {
+    require_root!();
+    let node = Node::new();
+    node.sandbox
+        .ns
+        .exec_ok(&["ip", "addr", "add", "fd00:99::1/64", "dev", "lo"]);
+    let mut config = node.sandbox.conf(
+        "1.0.0",
+        json!([[{"subnet": "10.140.0.0/24"}], [{"subnet": "fd00:140::/64"}]]),
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    config["bridge"] = json!(node.bridge);
+    config["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+    let container = NetnsGuard::new("fpc");
+    let result = node
+        .sandbox
+        .call(Impl::Ours, "ADD", "six", &container, &config)
+        .success();
+    let docroot = TempDir::new("www");
+    let _server = container.http_server(80, "over six", &docroot);
+    let mapping = json!([{"hostPort": 8086, "containerPort": 80}]);
+    let portmap = Node::portmap_conf("1.0.0", &result, mapping.clone(), json!({}));
+    node.portmap("ADD", "six", &container, &portmap).success();
+    assert_eq!(
+        node.sandbox.ns.curl("http://[fd00:99::1]:8086/").as_deref(),
+        Some("over six"),
+        "IPv6 DNAT"
+    );
+    node.portmap("DEL", "six", &container, &portmap).success();
+
+    // Conditions narrow who the mapping applies to: only the outside's subnet here.
+    let elsewhere = Node::portmap_conf(
+        "1.0.0",
+        &result,
+        mapping.clone(),
+        json!({"conditionsV4": ["ip", "saddr", "192.0.2.0/24"]}),
+    );
+    node.portmap("ADD", "six", &container, &elsewhere).success();
+    assert!(
+        node.outside
+            .curl(&format!("http://{HOST_ADDRESS}:8086/"))
+            .is_none(),
+        "a source outside the condition is not forwarded"
+    );
+    node.portmap("DEL", "six", &container, &elsewhere).success();
+    let outside_only = Node::portmap_conf(
+        "1.0.0",
+        &result,
+        mapping,
+        json!({"conditionsV4": ["ip", "saddr", "172.31.100.0/24"]}),
+    );
+    node.portmap("ADD", "six", &container, &outside_only)
+        .success();
+    assert_eq!(
+        node.outside
+            .curl(&format!("http://{HOST_ADDRESS}:8086/"))
+            .as_deref(),
+        Some("over six")
+    );
+    node.portmap("DEL", "six", &container, &outside_only)
+        .success();
+    node.assert_no_portmap_rules();
+    node.sandbox
+        .call(
+            Impl::Ours,
+            "DEL",
+            "six",
+            &container,
+            &with_previous(&config, &result),
+        )
+        .success();
+}
