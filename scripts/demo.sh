@@ -7,7 +7,7 @@ dest="${1:-dist/bin}"
 
 cargo build --release --workspace --bins --quiet
 mkdir -p "$dest"
-plugins=(bridge ptp loopback host-local static)
+plugins=(bridge ptp loopback portmap firewall tuning bandwidth host-local static)
 for plugin in "${plugins[@]}"; do
   # Copy then rename: a runtime exec'ing the old binary never sees a half-written file.
   install -m 0755 "target/release/$plugin" "$dest/.$plugin.new"
