@@ -71,7 +71,10 @@ impl Error {
             },
             Error::Netns(e) => match e {
                 NetnsError::NotFound(_) | NetnsError::NotANetns(_) => ErrorCode::InvalidNetns,
-                NetnsError::Open { .. } | NetnsError::Enter { .. } => ErrorCode::Io,
+                NetnsError::Open { .. } | NetnsError::Enter { .. } | NetnsError::Create { .. } => {
+                    ErrorCode::Io
+                }
+                NetnsError::Exists(_) => ErrorCode::InvalidNetns,
             },
             Error::Netlink(NetlinkError::Netns(_)) => ErrorCode::InvalidNetns,
             Error::Netlink(NetlinkError::KernelLacks(_)) => ErrorCode::UnsupportedField,

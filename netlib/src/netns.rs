@@ -17,8 +17,19 @@ use std::path::{Path, PathBuf};
 /// The magic of nsfs, where `/run/netns/*` bind mounts and `/proc/*/ns/net` point.
 const NSFS_MAGIC: FsType = FsType(0x6e73_6673);
 
+/// Where named namespaces live, shared with `ip netns`.
+pub const NETNS_DIR: &str = "/run/netns";
+
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
+    #[error("network namespace {0:?} already exists")]
+    Exists(PathBuf),
+    #[error("cannot create network namespace {path:?}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("network namespace {0:?} does not exist")]
     NotFound(PathBuf),
     #[error("{0:?} is not a network namespace (not on nsfs)")]
@@ -69,6 +80,73 @@ impl Netns {
             return Err(NetnsError::NotANetns(path));
         }
         Ok(Netns { file, path })
+    }
+
+    /// Creates a named namespace at `/run/netns/<name>`, as `ip netns add` does: a fresh
+    /// namespace from a throwaway thread, bind-mounted onto a file so it outlives the thread.
+    pub fn create(name: &str) -> Result<Netns, NetnsError> {
+        let dir = Path::new(NETNS_DIR);
+        let path = dir.join(name);
+        let failed = |source: io::Error| NetnsError::Create {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(NetnsError::Exists(path))
+            }
+            other => drop(other.map_err(failed)?),
+        }
+        let mounted = std::thread::scope(|scope| {
+            scope
+                .spawn(|| -> io::Result<()> {
+                    nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+                    nix::mount::mount(
+                        Some("/proc/thread-self/ns/net"),
+                        &path,
+                        None::<&str>,
+                        nix::mount::MsFlags::MS_BIND,
+                        None::<&str>,
+                    )?;
+                    Ok(())
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+        });
+        if let Err(e) = mounted {
+            let _ = std::fs::remove_file(&path);
+            return Err(failed(e));
+        }
+        Netns::open(&path)
+    }
+
+    /// Removes a named namespace; processes still inside keep it alive until they exit.
+    pub fn delete(name: &str) -> Result<(), NetnsError> {
+        let path = Path::new(NETNS_DIR).join(name);
+        if !path.exists() {
+            return Err(NetnsError::NotFound(path));
+        }
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        std::fs::remove_file(&path).map_err(|source| NetnsError::Create { path, source })
+    }
+
+    /// Names of the namespaces in `/run/netns`.
+    pub fn list() -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(NETNS_DIR)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     /// The namespace the calling thread is in.

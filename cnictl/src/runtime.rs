@@ -1,0 +1,330 @@
+//! Running a network's plugin chain the way libcni does: ADD in order, each result the next
+//! plugin's prevResult; CHECK in order and DEL in reverse with the cached final result;
+//! GC and STATUS for spec 1.1 lists. Results are cached in libcni's layout
+//! (`<cache>/results/<network>-<containerID>-<ifname>`), so other CNI tools can read them.
+
+use base64::Engine;
+use netlib::cni::{AttachmentKey, Version};
+use netlib::invoke;
+use netlib::netns::Netns;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+use crate::conf::Network;
+use crate::CtlError;
+
+/// One attachment: which container, namespace and interface, with the runtime's arguments.
+#[derive(Debug, Clone, Default)]
+pub struct Attachment {
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub cni_args: Vec<(String, String)>,
+    /// Values for capabilities (`portMappings`, `ips`, `mac`, `bandwidth`...).
+    pub capability_args: Map<String, Value>,
+}
+
+/// A cache entry, field for field as libcni writes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheEntry {
+    pub kind: String,
+    #[serde(rename = "containerId")]
+    pub container_id: String,
+    pub config: String,
+    #[serde(rename = "ifName")]
+    pub ifname: String,
+    #[serde(rename = "networkName")]
+    pub network: String,
+    #[serde(rename = "netns", default)]
+    pub netns: String,
+    #[serde(rename = "cniArgs", default)]
+    pub cni_args: Vec<(String, String)>,
+    #[serde(rename = "capabilityArgs", default)]
+    pub capability_args: Map<String, Value>,
+    pub result: Value,
+}
+
+pub struct Runtime {
+    pub cni_path: Vec<PathBuf>,
+    pub cache_dir: PathBuf,
+    /// Plugins run inside this namespace instead of the caller's (the demo's sandbox host).
+    pub host: Option<Netns>,
+}
+
+impl Runtime {
+    fn cache_file(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
+        self.cache_dir
+            .join("results")
+            .join(format!("{network}-{container_id}-{ifname}"))
+    }
+
+    fn exec(
+        &self,
+        plugin: &str,
+        command: &str,
+        config: &Value,
+        attachment: Option<&Attachment>,
+    ) -> Result<Vec<u8>, CtlError> {
+        let path = invoke::find(plugin, &self.cni_path)
+            .map_err(|e| CtlError::plugin(plugin, command, e))?;
+        let cni_path = std::env::join_paths(&self.cni_path)
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let args = attachment
+            .map(|a| {
+                a.cni_args
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(";")
+            })
+            .unwrap_or_default();
+        let mut env = vec![("CNI_COMMAND", command), ("CNI_PATH", cni_path.as_str())];
+        if let Some(a) = attachment {
+            env.extend([
+                ("CNI_CONTAINERID", a.container_id.as_str()),
+                ("CNI_NETNS", a.netns.as_str()),
+                ("CNI_IFNAME", a.ifname.as_str()),
+                ("CNI_ARGS", args.as_str()),
+            ]);
+        }
+        let stdin = serde_json::to_vec(config).unwrap_or_default();
+        let run = || invoke::exec(&path, &stdin, &env);
+        let output = match &self.host {
+            // A child forked from a thread inside the namespace starts there.
+            Some(host) => host.run(run).map_err(CtlError::Netns)?,
+            None => run(),
+        };
+        output.map_err(|e| CtlError::plugin(plugin, command, e))
+    }
+
+    /// A plugin's request config: its object plus the list's version and name, the
+    /// runtimeConfig for the capabilities it declares, and prevResult.
+    fn plugin_config(
+        network: &Network,
+        plugin: &Value,
+        attachment: &Attachment,
+        previous: Option<&Value>,
+    ) -> Value {
+        let mut config = plugin.clone();
+        config["cniVersion"] = Value::from(network.version.as_str());
+        config["name"] = Value::from(network.name());
+        let mut runtime = Map::new();
+        if let Some(capabilities) = plugin.get("capabilities").and_then(Value::as_object) {
+            for (capability, enabled) in capabilities {
+                if enabled.as_bool() == Some(true) {
+                    if let Some(value) = attachment.capability_args.get(capability) {
+                        runtime.insert(capability.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        if !runtime.is_empty() {
+            config["runtimeConfig"] = Value::Object(runtime);
+        }
+        if let Some(previous) = previous {
+            config["prevResult"] = previous.clone();
+        }
+        config
+    }
+
+    fn plugin_type(plugin: &Value) -> &str {
+        plugin
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn add(&self, network: &Network, attachment: &Attachment) -> Result<Value, CtlError> {
+        let mut previous: Option<Value> = None;
+        for plugin in &network.list.plugins {
+            let config = Self::plugin_config(network, plugin, attachment, previous.as_ref());
+            let output = self.exec(Self::plugin_type(plugin), "ADD", &config, Some(attachment));
+            match output.and_then(|out| {
+                serde_json::from_slice(&out).map_err(|e| {
+                    CtlError::Garbled(Self::plugin_type(plugin).to_string(), e.to_string())
+                })
+            }) {
+                Ok(result) => previous = Some(result),
+                Err(e) => {
+                    // As a runtime must: DEL the whole list after a failed ADD.
+                    let _ = self.run_del(network, attachment, previous.as_ref());
+                    return Err(e);
+                }
+            }
+        }
+        let result = previous.unwrap_or_default();
+        let entry = CacheEntry {
+            kind: "cni-cacheV1".to_string(),
+            container_id: attachment.container_id.clone(),
+            config: base64::engine::general_purpose::STANDARD.encode(&network.bytes),
+            ifname: attachment.ifname.clone(),
+            network: network.name().to_string(),
+            netns: attachment.netns.clone(),
+            cni_args: attachment.cni_args.clone(),
+            capability_args: attachment.capability_args.clone(),
+            result: result.clone(),
+        };
+        let file = self.cache_file(network.name(), &attachment.container_id, &attachment.ifname);
+        write_private(&file, &serde_json::to_vec(&entry).unwrap_or_default())?;
+        Ok(result)
+    }
+
+    pub fn cached(&self, network: &str, container_id: &str, ifname: &str) -> Option<CacheEntry> {
+        let bytes = std::fs::read(self.cache_file(network, container_id, ifname)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn run_del(
+        &self,
+        network: &Network,
+        attachment: &Attachment,
+        previous: Option<&Value>,
+    ) -> Result<(), CtlError> {
+        // Before 0.4.0 DEL carried no prevResult.
+        let previous = previous.filter(|_| network.version >= Version::V0_4_0);
+        let mut first_error = None;
+        for plugin in network.list.plugins.iter().rev() {
+            let config = Self::plugin_config(network, plugin, attachment, previous);
+            if let Err(e) = self.exec(Self::plugin_type(plugin), "DEL", &config, Some(attachment)) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    pub fn del(&self, network: &Network, attachment: &Attachment) -> Result<(), CtlError> {
+        let cached = self.cached(network.name(), &attachment.container_id, &attachment.ifname);
+        let mut attachment = attachment.clone();
+        if let Some(entry) = &cached {
+            // The runtime arguments of the ADD apply to its DEL too (port mappings...).
+            if attachment.capability_args.is_empty() {
+                attachment.capability_args = entry.capability_args.clone();
+            }
+        }
+        self.run_del(network, &attachment, cached.as_ref().map(|c| &c.result))?;
+        let _ = std::fs::remove_file(self.cache_file(
+            network.name(),
+            &attachment.container_id,
+            &attachment.ifname,
+        ));
+        Ok(())
+    }
+
+    pub fn check(&self, network: &Network, attachment: &Attachment) -> Result<(), CtlError> {
+        if network.version < Version::V0_4_0 || network.list.disable_check {
+            return Ok(());
+        }
+        let entry = self
+            .cached(network.name(), &attachment.container_id, &attachment.ifname)
+            .ok_or_else(|| {
+                CtlError::NotAttached(network.name().to_string(), attachment.container_id.clone())
+            })?;
+        let mut attachment = attachment.clone();
+        attachment.capability_args = entry.capability_args.clone();
+        for plugin in &network.list.plugins {
+            let config = Self::plugin_config(network, plugin, &attachment, Some(&entry.result));
+            self.exec(
+                Self::plugin_type(plugin),
+                "CHECK",
+                &config,
+                Some(&attachment),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every cached attachment, of every network.
+    pub fn attachments(&self) -> Vec<CacheEntry> {
+        let mut entries: Vec<CacheEntry> = std::fs::read_dir(self.cache_dir.join("results"))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|b| serde_json::from_slice(&b).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        entries.sort_by(|a: &CacheEntry, b| {
+            (&a.network, &a.container_id).cmp(&(&b.network, &b.container_id))
+        });
+        entries
+    }
+
+    /// libcni's GC: DEL every cached attachment whose namespace is gone, then plugin GC
+    /// (spec 1.1 lists) with the attachments that remain.
+    pub fn gc(&self, network: &Network) -> Result<Vec<String>, CtlError> {
+        if network.list.disable_gc {
+            return Ok(Vec::new());
+        }
+        let mut removed = Vec::new();
+        let mut valid = Vec::new();
+        for entry in self
+            .attachments()
+            .into_iter()
+            .filter(|e| e.network == network.name())
+        {
+            let gone = !entry.netns.is_empty() && !Path::new(&entry.netns).exists();
+            let attachment = Attachment {
+                container_id: entry.container_id.clone(),
+                netns: String::new(),
+                ifname: entry.ifname.clone(),
+                cni_args: entry.cni_args.clone(),
+                capability_args: entry.capability_args.clone(),
+            };
+            if gone {
+                self.del(network, &attachment)?;
+                removed.push(entry.container_id.clone());
+            } else {
+                valid.push(AttachmentKey {
+                    container_id: entry.container_id,
+                    ifname: entry.ifname,
+                });
+            }
+        }
+        if network.version >= Version::V1_1_0 {
+            let list: Vec<Value> = valid
+                .iter()
+                .map(|k| serde_json::json!({"containerID": k.container_id, "ifname": k.ifname}))
+                .collect();
+            for plugin in &network.list.plugins {
+                let mut config = Self::plugin_config(network, plugin, &Attachment::default(), None);
+                config["cni.dev/valid-attachments"] = Value::Array(list.clone());
+                config["cni.dev/attachments"] = Value::Array(list.clone());
+                self.exec(Self::plugin_type(plugin), "GC", &config, None)?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// STATUS of every plugin of a spec 1.1 list; older lists have no STATUS.
+    pub fn status(&self, network: &Network) -> Result<(), CtlError> {
+        if network.version < Version::V1_1_0 {
+            return Ok(());
+        }
+        for plugin in &network.list.plugins {
+            let config = Self::plugin_config(network, plugin, &Attachment::default(), None);
+            self.exec(Self::plugin_type(plugin), "STATUS", &config, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CtlError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| CtlError::Io(dir.to_path_buf(), e))?;
+    }
+    let temp = path.with_extension("tmp");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| CtlError::Io(path.to_path_buf(), e))
+}
