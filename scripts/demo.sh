@@ -1,23 +1,40 @@
 #!/usr/bin/env bash
-# Builds the plugins (release), installs them into a directory (default: ./dist/bin, or the
-# first argument), and asks each one which CNI versions it speaks, as a runtime does first.
+# The README's first command: on a fresh Debian machine (as root) it installs what the demo
+# uses, builds every binary (release), installs them into a directory (default ./dist/bin, or
+# the first argument) and runs `cnictl demo` from there. The demo works inside namespaces it
+# makes itself and removes, so this machine's own network is never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest="${1:-dist/bin}"
 
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
+  echo "== installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "== building (release)"
 cargo build --release --workspace --bins --quiet
 mkdir -p "$dest"
-plugins=(bridge ptp loopback portmap firewall tuning bandwidth host-local static)
-for plugin in "${plugins[@]}"; do
+binaries=(cnictl bridge ptp loopback portmap firewall tuning bandwidth host-local static)
+for binary in "${binaries[@]}"; do
   # Copy then rename: a runtime exec'ing the old binary never sees a half-written file.
-  install -m 0755 "target/release/$plugin" "$dest/.$plugin.new"
-  mv -f "$dest/.$plugin.new" "$dest/$plugin"
+  install -m 0755 "target/release/$binary" "$dest/.$binary.new"
+  mv -f "$dest/.$binary.new" "$dest/$binary"
 done
-
-echo "Installed into $dest:"
-for plugin in "${plugins[@]}"; do
-  printf '  %-12s %6s KiB  ' "$plugin" "$(( $(stat -c %s "$dest/$plugin") / 1024 ))"
+echo "== installed into $dest: ${binaries[*]}"
+for plugin in "${binaries[@]:1}"; do
+  printf '  %-11s %5s KiB  ' "$plugin" "$(( $(stat -c %s "$dest/$plugin") / 1024 ))"
   CNI_COMMAND=VERSION "$dest/$plugin" </dev/null
 done
-echo
-echo "Point a runtime's CNI plugin path at $dest, or copy the binaries to /opt/cni/bin."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "The demo creates network namespaces: run it as root ($dest/cnictl demo)." >&2
+  exit 1
+fi
+exec "$dest/cnictl" demo

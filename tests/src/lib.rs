@@ -194,6 +194,22 @@ impl NetnsGuard {
         Background { child }
     }
 
+    /// A command that runs inside this namespace (network only: mounts are not touched, unlike
+    /// `ip netns exec`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let netns = File::open(self.path()).expect("netns opens");
+        let mut command = Command::new(program);
+        // SAFETY: the closure runs between fork and exec and only makes the setns(2) system
+        // call on a descriptor opened before the fork.
+        unsafe {
+            command.pre_exec(move || {
+                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        command
+    }
+
     /// An HTTP server answering `body` on `port` (busybox httpd serving a scratch dir).
     pub fn http_server(&self, port: u16, body: &str, dir: &TempDir) -> Background {
         std::fs::write(dir.path().join("index.html"), body).expect("write index");
