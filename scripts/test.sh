@@ -13,6 +13,9 @@ command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# A real runtime for the end-to-end test (crun refuses this machine's cgroup setup; runc works).
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
 # The reference plugins: the behaviour oracle of the differential tests.
 [ -x /usr/lib/cni/host-local ] || missing+=(containernetworking-plugins)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -33,7 +36,32 @@ echo "== build (the black-box tests run these binaries)"
 cargo build --workspace --quiet
 echo "== tests"
 # A hung test must fail CI, not stall it: the whole suite takes a few minutes.
+set +e
 timeout 1500 cargo test --workspace 2>&1 | tee target/test-output.txt
-# One closing line with the totals over every test binary.
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' \
+cargo_status=${PIPESTATUS[0]}
+set -e
+
+# Podman end to end, with the reference plugins first (so a failure there is the test's or
+# the machine's) and then with ours; skipped, loudly, where Podman cannot run.
+podman_passed=0
+podman_failed=0
+podman_skipped=0
+if [ "$(id -u)" -eq 0 ] && command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then
+  for plugins in /usr/lib/cni target/debug; do
+    echo "== podman e2e with $plugins"
+    if timeout 300 tests/podman/e2e.sh "$plugins"; then
+      podman_passed=$((podman_passed + 1))
+    else
+      podman_failed=$((podman_failed + 1))
+    fi
+  done
+else
+  echo "!!!! SKIPPED podman e2e: needs root, podman and runc !!!!"
+  podman_skipped=2
+fi
+
+# One closing line with the totals over every test binary and the end-to-end runs.
+awk -v pp="$podman_passed" -v pf="$podman_failed" -v ps="$podman_skipped" \
+  '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p + pp, f + pf, i + ps }' \
   target/test-output.txt
+[ "$cargo_status" -eq 0 ] && [ "$podman_failed" -eq 0 ]

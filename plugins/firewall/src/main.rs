@@ -32,7 +32,8 @@ impl Conf {
     /// host's own FORWARD chain can override a drop policy set there.
     fn load(request: &Request) -> Result<Conf> {
         let raw: Raw = request.plugin_config()?;
-        let backend = match raw.backend.as_deref() {
+        // Podman writes `"backend": ""`: empty means the default, as absent does.
+        let backend = match raw.backend.as_deref().filter(|b| !b.is_empty()) {
             Some("firewalld") => {
                 return Err(ProtocolError::config(
                     "backend",
@@ -40,7 +41,7 @@ impl Conf {
                 )
                 .into())
             }
-            Some(_) => Backend::select(raw.backend.as_deref())?,
+            Some(chosen) => Backend::select(Some(chosen))?,
             None => Backend::select(Some("iptables")).or_else(|_| Backend::select(None))?,
         };
         let isolate = match raw.ingress_policy.as_deref() {
