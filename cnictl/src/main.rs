@@ -53,7 +53,19 @@ impl CtlError {
 
 /// Attach network namespaces to CNI networks, as a container runtime would.
 #[derive(Parser)]
-#[command(name = "cnictl", version, about, long_about = None)]
+#[command(
+    name = "cnictl",
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  \
+    cnictl demo                                     # the whole thing, in a sandbox\n  \
+    cnictl netns add box1\n  \
+    cnictl add mynet box1 --port 8080:80            # mynet from /etc/cni/net.d\n  \
+    cnictl ls\n  \
+    cnictl del mynet box1 && cnictl netns del box1\n  \
+    cnictl run --net mynet -- sh                    # a shell in a fresh, attached namespace"
+)]
 struct Cli {
     /// Where network configs (.conf, .conflist, .json) are read from.
     #[arg(
