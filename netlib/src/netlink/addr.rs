@@ -295,6 +295,18 @@ impl Netlink {
         }))
     }
 
+    /// The link of the IPv4 default route in the main table, if there is one.
+    pub fn default_route_link(&mut self) -> Result<Option<u32>, NetlinkError> {
+        Ok(self
+            .routes(true)?
+            .into_iter()
+            .find(|r| {
+                r.dst.is_some_and(|d| d.prefix() == 0)
+                    && r.table == Some(u32::from(RouteHeader::RT_TABLE_MAIN))
+            })
+            .and_then(|r| r.oif))
+    }
+
     /// The routes of every table for one address family.
     pub fn routes(&mut self, ipv4: bool) -> Result<Vec<RouteSpec>, NetlinkError> {
         let mut request = RouteMessage::default();

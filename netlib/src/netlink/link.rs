@@ -1,10 +1,11 @@
 //! Links: lookup, state, veth pairs, bridges and bridge ports (hairpin, isolation, VLANs).
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
-    InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::fmt;
@@ -364,6 +365,56 @@ impl Netlink {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )?;
         self.link(host)
+    }
+
+    /// Creates a macvlan of `master` named `name` directly inside `netns` (so the name only
+    /// has to be free there), or in this socket's namespace when `netns` is `None`.
+    pub fn create_macvlan(
+        &mut self,
+        name: &str,
+        master: u32,
+        mode: MacVlanMode,
+        mtu: Option<u32>,
+        mac: Option<MacAddr>,
+        netns: Option<&Netns>,
+    ) -> Result<(), NetlinkError> {
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        message.attributes.push(LinkAttribute::Link(master));
+        if let Some(mtu) = mtu {
+            message.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = mac {
+            message
+                .attributes
+                .push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        if let Some(netns) = netns {
+            message
+                .attributes
+                .push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
+        }
+        message.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(mode)])),
+        ]));
+        self.request(
+            "create macvlan",
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        Ok(())
+    }
+
+    /// Moves a link into `netns` (it loses its addresses on the way, as the kernel does).
+    pub fn move_to(&mut self, index: u32, netns: &Netns) -> Result<(), NetlinkError> {
+        let mut message = by_index(index);
+        message
+            .attributes
+            .push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
+        self.set_link("move link", message)
     }
 
     /// Creates an ifb device (where redirected ingress traffic can be shaped), labelled with

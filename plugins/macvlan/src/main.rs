@@ -1,0 +1,225 @@
+//! macvlan: the container gets its own MAC on the host's link (`master`), so it appears on
+//! that LAN directly. IPAM is optional: without it the link has no address.
+
+use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::netlink::link::MacVlanMode;
+use netlib::netlink::{MacAddr, Netlink};
+use netlib::netns::Netns;
+use netlib::skel::{self, Attachment, Command, Plugin, Request};
+use netlib::undo::Undo;
+use netlib::{attachment, iface, Error, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Raw {
+    master: String,
+    mode: String,
+    mtu: Option<u32>,
+    #[serde(rename = "linkInContainer")]
+    link_in_container: bool,
+    mac: Option<String>,
+    #[serde(rename = "runtimeConfig")]
+    runtime_config: MacHolder,
+    args: ArgsHolder,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MacHolder {
+    mac: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ArgsHolder {
+    cni: MacHolder,
+}
+
+struct Conf {
+    /// Empty: the link of the default route.
+    master: String,
+    mode: MacVlanMode,
+    mtu: Option<u32>,
+    link_in_container: bool,
+    mac: Option<MacAddr>,
+}
+
+impl Conf {
+    fn load(request: &Request, attachment: &Attachment) -> Result<Conf> {
+        let raw: Raw = request.plugin_config()?;
+        let mode = match raw.mode.as_str() {
+            "" | "bridge" => MacVlanMode::Bridge,
+            "private" => MacVlanMode::Private,
+            "vepa" => MacVlanMode::Vepa,
+            "passthru" => MacVlanMode::Passthrough,
+            other => {
+                return Err(ProtocolError::config(
+                    "mode",
+                    format!(
+                        "unknown macvlan mode {other:?}: use bridge, private, vepa or passthru"
+                    ),
+                )
+                .into())
+            }
+        };
+        let mac = [
+            (raw.runtime_config.mac, "runtimeConfig.mac"),
+            (raw.args.cni.mac, "args.cni.mac"),
+            (
+                attachment.args.get("MAC").map(str::to_string),
+                "CNI_ARGS MAC",
+            ),
+            (raw.mac, "mac"),
+        ]
+        .into_iter()
+        .find_map(|(mac, field)| mac.filter(|m| !m.is_empty()).map(|m| (m, field)));
+        let mac = match mac {
+            Some((text, field)) => Some(
+                text.parse::<MacAddr>()
+                    .map_err(|e| ProtocolError::config(field, e))?,
+            ),
+            None => None,
+        };
+        Ok(Conf {
+            master: raw.master,
+            mode,
+            mtu: raw.mtu.filter(|m| *m != 0),
+            link_in_container: raw.link_in_container,
+            mac,
+        })
+    }
+}
+
+struct Macvlan;
+
+impl Plugin for Macvlan {
+    fn about(&self) -> &'static str {
+        "CNI macvlan plugin (ferrocni)"
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        let conf = Conf::load(request, attachment)?;
+        let netns = Netns::open(attachment.required_netns()?)?;
+        let mut container = Netlink::open_in(&netns)?;
+        let mut host = Netlink::open()?;
+        // The master is looked up where it lives: the host, or the container itself.
+        let master_side = if conf.link_in_container {
+            &mut container
+        } else {
+            &mut host
+        };
+        let master = match conf.master.as_str() {
+            "" => {
+                let index = master_side.default_route_link()?.ok_or_else(|| {
+                    ProtocolError::config(
+                        "master",
+                        "not given, and there is no default route to take it from",
+                    )
+                })?;
+                master_side.link_by_index(index)?.ok_or_else(|| {
+                    ProtocolError::config("master", "the default route's link vanished")
+                })?
+            }
+            name => master_side.link_by_name(name)?.ok_or_else(|| {
+                ProtocolError::config("master", format!("no link named {name:?}"))
+            })?,
+        };
+        if let Some(mtu) = conf.mtu {
+            if mtu < 68 || mtu > master.mtu {
+                return Err(ProtocolError::config(
+                    "mtu",
+                    format!(
+                        "{mtu} must be between 68 and the master's MTU {}",
+                        master.mtu
+                    ),
+                )
+                .into());
+            }
+        }
+        if container.link_by_name(&attachment.ifname)?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "container interface {:?} already exists",
+                attachment.ifname
+            )));
+        }
+        let target = if conf.link_in_container {
+            None
+        } else {
+            Some(&netns)
+        };
+        let creator = if conf.link_in_container {
+            &mut container
+        } else {
+            &mut host
+        };
+        creator.create_macvlan(
+            &attachment.ifname,
+            master.index,
+            conf.mode,
+            conf.mtu,
+            conf.mac,
+            target,
+        )?;
+        let link = container.link(&attachment.ifname)?;
+        let mut undo = Undo::new();
+        undo.push("the macvlan", || {
+            Ok(Netlink::open_in(&netns)?.delete_link(link.index)?)
+        });
+        let mut result = match attachment::ipam_type(request) {
+            Some(ipam) => {
+                let allocated = request.delegate_add(ipam)?;
+                undo.push("the IPAM reservation", move || {
+                    request.delegate(ipam, Command::Del).map(drop)
+                });
+                allocated
+            }
+            None => CniResult::default(),
+        };
+        for ip in &mut result.ips {
+            ip.interface = Some(0);
+        }
+        iface::configure(&netns, &mut container, &link, &result, 0, false)?;
+        result.interfaces = vec![attachment::interface(
+            &link,
+            &netns.path().display().to_string(),
+        )];
+        attachment::apply_dns(request, &mut result);
+        undo.commit();
+        Ok(result)
+    }
+
+    /// Deleting the macvlan in the container is all there is on the host side; IPAM releases
+    /// even when the namespace is gone.
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        Conf::load(request, attachment)?;
+        attachment::teardown(request, attachment, None)
+    }
+
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        Conf::load(request, attachment)?;
+        let previous = request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
+        if let Some(ipam) = attachment::ipam_type(request) {
+            request.delegate(ipam, Command::Check)?;
+        }
+        let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
+        if link.kind.as_deref() != Some("macvlan") {
+            return Err(Error::Check(format!("{} is not a macvlan", link.name)));
+        }
+        iface::verify(&mut container, &link, &previous, index)
+    }
+
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+        attachment::collect(request, valid, None)
+    }
+
+    fn status(&self, request: &Request) -> Result<()> {
+        attachment::status(request)
+    }
+}
+
+fn main() {
+    skel::run(&Macvlan)
+}
