@@ -15,6 +15,7 @@ pub mod netlink;
 pub mod netns;
 pub mod shaping;
 pub mod skel;
+pub mod state;
 pub mod sysctl;
 pub mod tuning;
 pub mod undo;

@@ -3,13 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
-use crate::cni::{AttachmentKey, ProtocolError};
-use crate::error::{Error, Result};
+use crate::cni::ProtocolError;
+use crate::error::Result;
 use crate::netlink::{Link, MacAddr, Netlink};
 use crate::netns::Netns;
 use crate::sysctl;
@@ -142,99 +138,9 @@ impl Settings {
 /// What ADD changed, for DEL: the originals and the name the link has now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    pub network: String,
-    pub container_id: String,
-    pub ifname: String,
-    /// The link's name after ADD (differs from `ifname` when renamed).
+    /// The link's name after ADD (differs from the attachment's ifname when renamed).
     pub current_name: String,
     pub original: Settings,
-}
-
-/// Where records live: one file per attachment under `dir`, mode 0600, written atomically.
-pub struct Records {
-    dir: PathBuf,
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::State {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-impl Records {
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Records { dir: dir.into() }
-    }
-
-    fn path(&self, network: &str, container_id: &str, ifname: &str) -> PathBuf {
-        // ':' can appear in none of the three (validated names), so the name is unambiguous.
-        self.dir
-            .join(format!("{network}:{container_id}:{ifname}.json"))
-    }
-
-    pub fn save(&self, record: &Record) -> Result<()> {
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let path = self.path(&record.network, &record.container_id, &record.ifname);
-        let temp = path.with_extension(format!("tmp{}", std::process::id()));
-        let text = serde_json::to_vec(record).map_err(|e| io(&path)(e.into()))?;
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut f| f.write_all(&text))
-            .and_then(|()| fs::rename(&temp, &path))
-            .map_err(io(&path))
-    }
-
-    pub fn load(&self, network: &str, container_id: &str, ifname: &str) -> Result<Option<Record>> {
-        let path = self.path(network, container_id, ifname);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).map_err(|e| io(&path)(e.into()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
-    }
-
-    pub fn remove(&self, network: &str, container_id: &str, ifname: &str) -> Result<()> {
-        let path = self.path(network, container_id, ifname);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
-            _ => Ok(()),
-        }
-    }
-
-    /// Removes the records of `network`'s attachments not in `valid` (their namespaces are
-    /// gone, and with them everything the records could restore).
-    pub fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<()> {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
-            return Ok(());
-        };
-        let prefix = format!("{network}:");
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name
-                .strip_prefix(&prefix)
-                .and_then(|r| r.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            let Some((container_id, ifname)) = rest.split_once(':') else {
-                continue;
-            };
-            if !valid
-                .iter()
-                .any(|k| k.container_id == container_id && k.ifname == ifname)
-            {
-                self.remove(network, container_id, ifname)?;
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::netlink::{MacAddr, Netlink};
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::tuning::{sysctl_key, Record, Records, Settings};
+use netlib::state::{Key, Store};
+use netlib::tuning::{sysctl_key, Record, Settings};
 use netlib::undo::Undo;
 use netlib::{Error, Result};
 use serde::Deserialize;
@@ -52,7 +53,7 @@ struct ArgsHolder {
 
 /// Reads the config into what to change and where records live. `args.cni` overrides the
 /// config's own keys; the MAC comes from runtimeConfig, args, CNI_ARGS, then the config.
-fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Records)> {
+fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)> {
     let top: Tunables = request.plugin_config()?;
     let raw: Raw = request.plugin_config()?;
     let args = raw.args.cni;
@@ -96,7 +97,15 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Records
         .data_dir
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-    Ok((settings, Records::new(dir)))
+    Ok((settings, Store::new(dir)))
+}
+
+fn state_key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
+    Key {
+        network: &request.conf.name,
+        container_id: &attachment.container_id,
+        ifname: &attachment.ifname,
+    }
 }
 
 struct Tuning;
@@ -115,10 +124,8 @@ impl Plugin for Tuning {
         let mut netlink = Netlink::open_in(&netns)?;
         let link = netlink.link(&attachment.ifname)?;
         let original = Settings::current(&netns, &link, &wanted)?;
+        let key = state_key(request, attachment);
         let record = Record {
-            network: request.conf.name.clone(),
-            container_id: attachment.container_id.clone(),
-            ifname: attachment.ifname.clone(),
             current_name: wanted
                 .name
                 .clone()
@@ -126,14 +133,14 @@ impl Plugin for Tuning {
             original: original.clone(),
         };
         // Recorded before anything changes, so a DEL can restore even after a crash here.
-        records.save(&record)?;
+        records.save(key, &record)?;
         let mut undo = Undo::new();
         undo.push("the tuning", || {
             let mut netlink = Netlink::open_in(&netns)?;
             if let Some(now) = netlink.link_by_index(link.index)? {
                 original.apply(&netns, &mut netlink, &now)?;
             }
-            records.remove(&record.network, &record.container_id, &record.ifname)
+            records.remove(key)
         });
         wanted.apply(&netns, &mut netlink, &link)?;
         undo.commit();
@@ -156,12 +163,8 @@ impl Plugin for Tuning {
     /// only the record to forget.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let (_, records) = load(request, attachment)?;
-        let Some(record) = records.load(
-            &request.conf.name,
-            &attachment.container_id,
-            &attachment.ifname,
-        )?
-        else {
+        let key = state_key(request, attachment);
+        let Some(record) = records.load::<Record>(key)? else {
             return Ok(());
         };
         if let Some(path) = &attachment.netns {
@@ -176,7 +179,7 @@ impl Plugin for Tuning {
                 }
             }
         }
-        records.remove(&record.network, &record.container_id, &record.ifname)
+        records.remove(key)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -203,7 +206,7 @@ impl Plugin for Tuning {
             .data_dir
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-        Records::new(dir).gc(&request.conf.name, valid)
+        Store::new(dir).gc(&request.conf.name, valid)
     }
 
     /// Needs no daemon and allocates nothing.

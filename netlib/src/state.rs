@@ -1,0 +1,110 @@
+//! State a plugin keeps between ADD and DEL (what to restore), one file per attachment
+//! under a directory, mode 0600, written atomically.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::cni::AttachmentKey;
+use crate::error::{Error, Result};
+
+/// Which attachment a record belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub ifname: &'a str,
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |source| Error::State {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Store { dir: dir.into() }
+    }
+
+    fn path(&self, key: Key) -> PathBuf {
+        // ':' can appear in none of the three (validated names), so the name is unambiguous.
+        self.dir.join(format!(
+            "{}:{}:{}.json",
+            key.network, key.container_id, key.ifname
+        ))
+    }
+
+    pub fn save<T: Serialize>(&self, key: Key, value: &T) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        let path = self.path(key);
+        let temp = path.with_extension(format!("tmp{}", std::process::id()));
+        let text = serde_json::to_vec(value).map_err(|e| io(&path)(e.into()))?;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut f| f.write_all(&text))
+            .and_then(|()| fs::rename(&temp, &path))
+            .map_err(io(&path))
+    }
+
+    pub fn load<T: DeserializeOwned>(&self, key: Key) -> Result<Option<T>> {
+        let path = self.path(key);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes).map_err(|e| io(&path)(e.into()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    pub fn remove(&self, key: Key) -> Result<()> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The (container ID, ifname) of every record of `network` not in `valid`.
+    pub fn stale(&self, network: &str, valid: &[AttachmentKey]) -> Vec<(String, String)> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let prefix = format!("{network}:");
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let rest = name.strip_prefix(&prefix)?.strip_suffix(".json")?;
+                let (container_id, ifname) = rest.split_once(':')?;
+                Some((container_id.to_string(), ifname.to_string()))
+            })
+            .filter(|(c, i)| !valid.iter().any(|k| k.container_id == *c && k.ifname == *i))
+            .collect()
+    }
+
+    /// Removes the records of `network`'s attachments not in `valid`.
+    pub fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<()> {
+        for (container_id, ifname) in self.stale(network, valid) {
+            self.remove(Key {
+                network,
+                container_id: &container_id,
+                ifname: &ifname,
+            })?;
+        }
+        Ok(())
+    }
+}
