@@ -1,0 +1,316 @@
+//! host-device: moves an existing host link (a NIC, an SR-IOV VF, a tunnel end) into the
+//! container and renames it; DEL brings it back under its original name with its original
+//! state, addresses included (moving a link between namespaces drops its addresses).
+
+use ipnetwork::IpNetwork;
+use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::netlink::link::random_name;
+use netlib::netlink::{Link, MacAddr, Netlink};
+use netlib::netns::{Netns, NetnsError};
+use netlib::skel::{self, Attachment, Command, Plugin, Request};
+use netlib::state::{Key, Store};
+use netlib::undo::Undo;
+use netlib::{attachment, iface, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const DEFAULT_DATA_DIR: &str = "/run/cni/host-device";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Raw {
+    device: Option<String>,
+    hwaddr: Option<String>,
+    kernelpath: Option<String>,
+    #[serde(rename = "pciBusID")]
+    pci_bus_id: Option<String>,
+    #[serde(rename = "dataDir")]
+    data_dir: Option<String>,
+    #[serde(rename = "runtimeConfig")]
+    runtime_config: RuntimeConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuntimeConfig {
+    #[serde(rename = "deviceID")]
+    device_id: Option<String>,
+}
+
+/// How to find the device on the host.
+enum Selector {
+    Name(String),
+    Mac(MacAddr),
+    /// A sysfs directory whose `net/` holds the link (kernelpath, or a PCI device).
+    Sysfs(String),
+}
+
+/// The device as it was on the host, to put back on DEL.
+#[derive(Debug, Serialize, Deserialize)]
+struct Original {
+    name: String,
+    mac: Option<String>,
+    up: bool,
+    mtu: u32,
+    addresses: Vec<IpNetwork>,
+}
+
+fn load(request: &Request) -> Result<(Selector, Store)> {
+    let raw: Raw = request.plugin_config()?;
+    let mut given: Vec<Selector> = Vec::new();
+    if let Some(device) = raw.device.filter(|d| !d.is_empty()) {
+        given.push(Selector::Name(device));
+    }
+    if let Some(hwaddr) = raw.hwaddr.filter(|h| !h.is_empty()) {
+        given.push(Selector::Mac(
+            hwaddr
+                .parse()
+                .map_err(|e| ProtocolError::config("hwaddr", e))?,
+        ));
+    }
+    if let Some(path) = raw.kernelpath.filter(|k| !k.is_empty()) {
+        given.push(Selector::Sysfs(path));
+    }
+    for pci in [raw.pci_bus_id, raw.runtime_config.device_id]
+        .into_iter()
+        .flatten()
+        .filter(|p| !p.is_empty())
+    {
+        if pci.contains('/') {
+            return Err(
+                ProtocolError::config("pciBusID", format!("{pci:?} is not a PCI address")).into(),
+            );
+        }
+        given.push(Selector::Sysfs(format!("/sys/bus/pci/devices/{pci}")));
+    }
+    if given.len() != 1 {
+        return Err(ProtocolError::config(
+            "device",
+            "give exactly one of device, hwaddr, kernelpath, pciBusID or runtimeConfig.deviceID",
+        )
+        .into());
+    }
+    let dir = raw
+        .data_dir
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
+    Ok((given.remove(0), Store::new(dir)))
+}
+
+fn find(host: &mut Netlink, selector: &Selector) -> Result<Link> {
+    let missing = |what: String| {
+        Error::from(ProtocolError::config(
+            "device",
+            format!(
+                "{what} is not in the host namespace (missing, or attached to another container)"
+            ),
+        ))
+    };
+    match selector {
+        Selector::Name(name) => host
+            .link_by_name(name)?
+            .ok_or_else(|| missing(format!("device {name:?}"))),
+        Selector::Mac(mac) => host
+            .links()?
+            .into_iter()
+            .find(|l| l.mac == Some(*mac))
+            .ok_or_else(|| missing(format!("a device with MAC {mac}"))),
+        Selector::Sysfs(path) => {
+            let name = std::fs::read_dir(Path::new(path).join("net"))
+                .ok()
+                .and_then(|mut entries| entries.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .ok_or_else(|| missing(format!("the network device of {path}")))?;
+            host.link_by_name(&name)?
+                .ok_or_else(|| missing(format!("device {name:?}")))
+        }
+    }
+}
+
+fn key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
+    Key {
+        network: &request.conf.name,
+        container_id: &attachment.container_id,
+        ifname: &attachment.ifname,
+    }
+}
+
+/// Puts a device that is back in the host namespace (`link`) into its original state.
+fn restore_on_host(host: &mut Netlink, link: &Link, original: &Original) -> Result<()> {
+    if link.name != original.name {
+        host.rename(link, &original.name)?;
+    }
+    if link.mtu != original.mtu {
+        host.set_mtu(link.index, original.mtu)?;
+    }
+    for address in &original.addresses {
+        match host.add_address(link.index, *address, true) {
+            Err(e) if e.already_exists() => {}
+            other => other?,
+        }
+    }
+    host.set_link_up(link.index, original.up)?;
+    Ok(())
+}
+
+/// Brings the device back from the container: a temporary name first, since its original
+/// name may be taken there and its container name on the host.
+fn bring_back(netns: &Netns, ifname: &str, original: &Original) -> Result<()> {
+    let mut container = Netlink::open_in(netns)?;
+    let Some(link) = container.link_by_name(ifname)? else {
+        return Ok(());
+    };
+    let temporary = random_name("hd");
+    container.set_link_up(link.index, false)?;
+    container.rename(
+        &Link {
+            up: false,
+            ..link.clone()
+        },
+        &temporary,
+    )?;
+    let own = Netns::current()?;
+    container.move_to(link.index, &own)?;
+    let mut host = Netlink::open()?;
+    let back = host.link(&temporary)?;
+    restore_on_host(&mut host, &back, original)
+}
+
+struct HostDevice;
+
+impl Plugin for HostDevice {
+    fn about(&self) -> &'static str {
+        "CNI host-device plugin (ferrocni)"
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        let (selector, store) = load(request)?;
+        let netns = Netns::open(attachment.required_netns()?)?;
+        let mut container = Netlink::open_in(&netns)?;
+        if container.link_by_name(&attachment.ifname)?.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "container interface {:?} already exists",
+                attachment.ifname
+            )));
+        }
+        let mut host = Netlink::open()?;
+        let device = find(&mut host, &selector)?;
+        let original = Original {
+            name: device.name.clone(),
+            mac: device.mac.map(|m| m.to_string()),
+            up: device.up,
+            mtu: device.mtu,
+            addresses: host
+                .addresses(device.index)?
+                .into_iter()
+                .filter(|a| !(a.is_ipv6() && a.ip().to_string().starts_with("fe80")))
+                .collect(),
+        };
+        // Recorded before the move, so DEL can restore even after a crash half-way.
+        let key = key(request, attachment);
+        store.save(key, &original)?;
+        let mut undo = Undo::new();
+        undo.push("the device record", || store.remove(key));
+        host.set_link_up(device.index, false)?;
+        host.move_to(device.index, &netns)?;
+        undo.push("the device move", || {
+            bring_back(&netns, &device.name, &original)
+        });
+        let moved = container.link(&device.name)?;
+        container.rename(&moved, &attachment.ifname)?;
+        undo.push("the rename", || {
+            let mut inside = Netlink::open_in(&netns)?;
+            if let Some(link) = inside.link_by_name(&attachment.ifname)? {
+                inside.rename(&link, &device.name)?;
+            }
+            Ok(())
+        });
+        let link = container.link(&attachment.ifname)?;
+        let mut result = match attachment::ipam_type(request) {
+            Some(ipam) => {
+                let allocated = request.delegate_add(ipam)?;
+                undo.push("the IPAM reservation", move || {
+                    request.delegate(ipam, Command::Del).map(drop)
+                });
+                allocated
+            }
+            None => CniResult::default(),
+        };
+        for ip in &mut result.ips {
+            ip.interface = Some(0);
+        }
+        iface::configure(&netns, &mut container, &link, &result, 0, false)?;
+        result.interfaces = vec![attachment::interface(
+            &link,
+            &netns.path().display().to_string(),
+        )];
+        attachment::apply_dns(request, &mut result);
+        undo.commit();
+        Ok(result)
+    }
+
+    /// Releases the reservation in every case (the reference skips it without a namespace
+    /// and leaks the address), and brings the device back to the host. When the namespace is
+    /// gone the kernel has already returned a physical device to the host: it is found by
+    /// its MAC and restored there.
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let (_, store) = load(request)?;
+        let mut failures: Vec<Error> = Vec::new();
+        if let Some(ipam) = attachment::ipam_type(request) {
+            failures.extend(request.delegate(ipam, Command::Del).err());
+        }
+        let key = key(request, attachment);
+        if let Some(original) = store.load::<Original>(key)? {
+            let netns = attachment.netns.as_ref().map(Netns::open);
+            let restored = match netns {
+                Some(Ok(netns)) => bring_back(&netns, &attachment.ifname, &original),
+                Some(Err(NetnsError::NotFound(_))) | None => {
+                    let mut host = Netlink::open()?;
+                    let mac: Option<MacAddr> = original.mac.as_deref().and_then(|m| m.parse().ok());
+                    let returned = host
+                        .links()?
+                        .into_iter()
+                        .find(|l| mac.is_some() && l.mac == mac);
+                    match returned {
+                        Some(link) => restore_on_host(&mut host, &link, &original),
+                        None => Ok(()),
+                    }
+                }
+                Some(Err(e)) => Err(e.into()),
+            };
+            match restored {
+                Ok(()) => store.remove(key)?,
+                Err(e) => failures.push(e),
+            }
+        }
+        failures.into_iter().next().map_or(Ok(()), Err)
+    }
+
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        load(request)?;
+        let previous = request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
+        if let Some(ipam) = attachment::ipam_type(request) {
+            request.delegate(ipam, Command::Check)?;
+        }
+        let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
+        iface::verify(&mut container, &link, &previous, index)
+    }
+
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+        let (_, store) = load(request)?;
+        let records = store.gc(&request.conf.name, valid);
+        attachment::collect(request, valid, None)?;
+        records
+    }
+
+    fn status(&self, request: &Request) -> Result<()> {
+        attachment::status(request)
+    }
+}
+
+fn main() {
+    skel::run(&HostDevice)
+}

@@ -1,0 +1,266 @@
+//! host-device with a veth end as the device (the kernel here has no dummy module): moved in,
+//! reachable from its peer, brought back with its name, MTU, state and addresses; DEL after
+//! the namespace is gone still releases the reservation; one device, one container.
+
+use ferrocni_tests::{
+    require_root, with_previous, Call, Impl, NetnsGuard, Outcome, Sandbox, TempDir, VERSIONS,
+};
+use serde_json::{json, Value};
+
+const NET: &str = "hdnet";
+
+struct Rig {
+    sandbox: Sandbox,
+    peer: NetnsGuard,
+    records: TempDir,
+}
+
+impl Rig {
+    /// `hdev0` on the host (10.190.0.1/24, MTU 1400, up); its peer at 10.190.0.254.
+    fn new() -> Self {
+        let sandbox = Sandbox::new("host-device", NET);
+        let peer = NetnsGuard::new("fdp");
+        sandbox.ns.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            "hdev0",
+            "mtu",
+            "1400",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "hdpeer",
+            "netns",
+            peer.name(),
+        ]);
+        sandbox
+            .ns
+            .exec_ok(&["ip", "addr", "add", "10.190.0.1/24", "dev", "hdev0"]);
+        sandbox.ns.exec_ok(&["ip", "link", "set", "hdev0", "up"]);
+        peer.exec_ok(&["ip", "link", "set", "hdpeer", "mtu", "1400"]);
+        peer.exec_ok(&["ip", "addr", "add", "10.190.0.254/24", "dev", "hdpeer"]);
+        peer.exec_ok(&["ip", "link", "set", "hdpeer", "up"]);
+        Rig {
+            sandbox,
+            peer,
+            records: TempDir::new("hd"),
+        }
+    }
+
+    fn conf(&self, version: &str, extra: Value) -> Value {
+        let ranges = json!([[{"subnet": "10.190.0.0/24", "rangeStart": "10.190.0.5", "rangeEnd": "10.190.0.9"}]]);
+        let mut config = self.sandbox.conf(
+            version,
+            ranges,
+            json!({"device": "hdev0", "dataDir": self.records.path_str()}),
+        );
+        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+            target.extend(extra.clone());
+        }
+        config
+    }
+
+    fn call(&self, command: &str, id: &str, container: &NetnsGuard, config: &Value) -> Outcome {
+        self.sandbox
+            .call(Impl::Ours, command, id, container, config)
+    }
+
+    /// hdev0 as the host sees it: present, MTU, up, address.
+    fn host_device(&self) -> Option<(u64, bool, Vec<String>)> {
+        if !self.sandbox.ns.links().contains(&"hdev0".to_string()) {
+            return None;
+        }
+        let link = self.sandbox.ns.link_details("hdev0");
+        let addresses = self
+            .sandbox
+            .ns
+            .ip_json(&["-4", "addr", "show", "dev", "hdev0"]);
+        let addresses = addresses[0]["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                format!(
+                    "{}/{}",
+                    a["local"].as_str().unwrap_or_default(),
+                    a["prefixlen"]
+                )
+            })
+            .collect();
+        Some((
+            link["mtu"].as_u64().unwrap_or(0),
+            self.sandbox.ns.link_is_up("hdev0"),
+            addresses,
+        ))
+    }
+}
+
+#[test]
+fn moves_in_reaches_its_peer_and_comes_back_as_it_was() {
+    require_root!();
+    let rig = Rig::new();
+    let before = rig.host_device().expect("hdev0 on the host");
+    let container = NetnsGuard::new("fdc");
+    let config = rig.conf("1.0.0", json!({}));
+    let result = rig.call("ADD", "hd", &container, &config).success();
+    assert!(rig.host_device().is_none(), "the device left the host");
+    assert_eq!(result["interfaces"][0]["name"], "eth0");
+    assert_eq!(result["ips"][0]["address"], "10.190.0.5/24");
+    assert!(
+        container.ping("10.190.0.254"),
+        "the container reaches the device's peer"
+    );
+    let other = NetnsGuard::new("fdc");
+    rig.call("ADD", "hd2", &other, &config)
+        .assert_error(7, "not in the host namespace");
+    rig.call("CHECK", "hd", &container, &with_previous(&config, &result))
+        .success();
+    rig.call("DEL", "hd", &container, &with_previous(&config, &result))
+        .success();
+    assert_eq!(
+        rig.host_device(),
+        Some(before),
+        "name, MTU, state and address are back"
+    );
+    assert!(!container.links().contains(&"eth0".to_string()));
+    rig.call("DEL", "hd", &container, &with_previous(&config, &result))
+        .success();
+    assert!(rig.sandbox.reserved().is_empty());
+    assert!(
+        rig.peer.ping("10.190.0.1"),
+        "the host's address works again"
+    );
+}
+
+#[test]
+fn selects_by_mac_and_works_without_ipam() {
+    require_root!();
+    let rig = Rig::new();
+    let mac = rig.sandbox.ns.link_details("hdev0")["address"]
+        .as_str()
+        .expect("mac")
+        .to_string();
+    let mut config = rig.conf("1.0.0", json!({"hwaddr": mac}));
+    config.as_object_mut().map(|c| {
+        c.remove("device");
+        c.remove("ipam")
+    });
+    let container = NetnsGuard::new("fdc");
+    let result = rig.call("ADD", "mac", &container, &config).success();
+    assert!(result.get("ips").is_none());
+    assert!(container.link_is_up("eth0"));
+    rig.call("DEL", "mac", &container, &with_previous(&config, &result))
+        .success();
+    assert!(rig.host_device().is_some());
+}
+
+#[test]
+fn del_after_the_namespace_is_gone_releases_the_address() {
+    require_root!();
+    let rig = Rig::new();
+    let container = NetnsGuard::new("fdc");
+    let config = rig.conf("1.0.0", json!({}));
+    rig.call("ADD", "gone", &container, &config).success();
+    let path = container.path_str();
+    drop(container);
+    Call::new(Impl::Ours, "host-device", "DEL")
+        .attachment("gone", &path, "eth0")
+        .stdin(&config)
+        .run_in(&rig.sandbox.ns)
+        .success();
+    assert!(
+        rig.sandbox.reserved().is_empty(),
+        "the reservation is released (the reference leaks it)"
+    );
+    assert_eq!(
+        std::fs::read_dir(rig.records.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "the record is gone"
+    );
+}
+
+#[test]
+fn every_verb_in_every_version() {
+    require_root!();
+    let rig = Rig::new();
+    for version in VERSIONS {
+        let config = rig.conf(version, json!({}));
+        let container = NetnsGuard::new("fdc");
+        let result = rig.call("ADD", "v", &container, &config).success();
+        assert_eq!(result["cniVersion"], version);
+        if version >= "0.4.0" {
+            rig.call("CHECK", "v", &container, &with_previous(&config, &result))
+                .success();
+        }
+        if version == "1.1.0" {
+            rig.sandbox.call_network("STATUS", &config).success();
+            let mut gc = config.clone();
+            gc["cni.dev/valid-attachments"] = json!([{"containerID": "v", "ifname": "eth0"}]);
+            rig.sandbox.call_network("GC", &gc).success();
+            assert_eq!(
+                rig.sandbox.reserved().len(),
+                1,
+                "GC keeps the valid attachment"
+            );
+        }
+        rig.call("DEL", "v", &container, &with_previous(&config, &result))
+            .success();
+        assert!(rig.host_device().is_some(), "{version}: back on the host");
+    }
+}
+
+#[test]
+fn bad_inputs_are_clear() {
+    require_root!();
+    let rig = Rig::new();
+    let container = NetnsGuard::new("fdc");
+    rig.call(
+        "ADD",
+        "b",
+        &container,
+        &rig.conf("1.0.0", json!({"device": "nosuch0"})),
+    )
+    .assert_error(7, "nosuch0");
+    rig.call(
+        "ADD",
+        "b",
+        &container,
+        &rig.conf("1.0.0", json!({"hwaddr": "0a:58:00:00:00:01"})),
+    )
+    .assert_error(7, "exactly one");
+    let mut none = rig.conf("1.0.0", json!({}));
+    none.as_object_mut().map(|c| c.remove("device"));
+    rig.call("ADD", "b", &container, &none)
+        .assert_error(7, "exactly one");
+    rig.call(
+        "ADD",
+        "b",
+        &container,
+        &rig.conf("1.0.0", json!({"device": "", "hwaddr": "zz"})),
+    )
+    .assert_error(7, "hwaddr");
+    assert!(rig.host_device().is_some(), "the device never moved");
+    assert!(container.links().is_empty());
+    // A failure after the move (no such IPAM plugin) puts the device back as it was.
+    let before = rig.host_device();
+    let mut broken = rig.conf("1.0.0", json!({}));
+    broken["ipam"]["type"] = json!("no-such-ipam");
+    rig.call("ADD", "b", &container, &broken)
+        .assert_error(7, "no-such-ipam");
+    assert_eq!(
+        rig.host_device(),
+        before,
+        "undone: name, MTU, state and address"
+    );
+    assert!(container.links().is_empty());
+    assert_eq!(
+        std::fs::read_dir(rig.records.path())
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
