@@ -21,7 +21,7 @@ fi
 echo "== building (release)"
 cargo build --release --workspace --bins --quiet
 mkdir -p "$dest"
-binaries=(cnictl bridge ptp loopback portmap firewall tuning bandwidth host-local static)
+binaries=(cnictl bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth host-local static)
 for binary in "${binaries[@]}"; do
   # Copy then rename: a runtime exec'ing the old binary never sees a half-written file.
   install -m 0755 "target/release/$binary" "$dest/.$binary.new"
