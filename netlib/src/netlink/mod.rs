@@ -172,7 +172,8 @@ impl Netlink {
 
         let mut answers = Vec::new();
         let mut interrupted = false;
-        let mut receive = Vec::with_capacity(32 * 1024);
+        // Large enough for any dump datagram the kernel sends (it sizes them well below this).
+        let mut receive = Vec::with_capacity(64 * 1024);
         loop {
             receive.clear();
             self.socket.recv(&mut receive, 0).map_err(request_error)?;
