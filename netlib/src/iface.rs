@@ -115,22 +115,33 @@ pub fn configure(
             other => other?,
         }
     }
-    if let Some(mac) = link.mac {
-        let v4: Vec<std::net::Ipv4Addr> = addresses
-            .iter()
-            .filter_map(|a| match a.ip() {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
-        let index = link.index;
-        netns.run(move || {
-            for ip in v4 {
-                // Best effort, as the reference: neighbours learn on first traffic anyway.
-                let _ = arp::send_gratuitous(index, mac, ip);
-            }
-        })?;
-    }
+    Ok(())
+}
+
+/// Sends a gratuitous ARP for each IPv4 address of `result` on interface `index`, so
+/// neighbours (and a bridge's FDB) learn the new owner of a possibly reused address. Call it
+/// once the path is open: a bridge drops frames from a port it has not enabled yet, which it
+/// does only after the kernel's linkwatch has seen the port's carrier come up.
+pub fn announce(netns: &Netns, link: &Link, result: &CniResult, index: usize) -> Result<()> {
+    let Some(mac) = link.mac else {
+        return Ok(());
+    };
+    let v4: Vec<std::net::Ipv4Addr> = result
+        .ips
+        .iter()
+        .filter(|ip| ip.interface == Some(index))
+        .filter_map(|ip| match ip.address.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    let link_index = link.index;
+    netns.run(move || {
+        for ip in v4 {
+            // Best effort, as the reference: neighbours learn on first traffic anyway.
+            let _ = arp::send_gratuitous(link_index, mac, ip);
+        }
+    })?;
     Ok(())
 }
 

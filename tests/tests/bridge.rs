@@ -628,3 +628,44 @@ fn ipv6_dad_is_skipped_unless_asked_for() {
     host.del("dad", &b, &careful, &rb);
     host.assert_clean(&[]);
 }
+
+#[test]
+fn a_new_container_announces_itself_with_gratuitous_arp() {
+    require_root!();
+    let host = Host::new();
+    // Let the host learn neighbours from unsolicited ARP, so an announcement is visible.
+    host.ns
+        .exec_ok(&["sysctl", "-qw", "net.ipv4.conf.all.arp_accept=1"]);
+    let config = host.conf("1.0.0", "10.99.0.0/24", None, json!({"isGateway": true}));
+    // The first container brings the bridge its gateway address (and route), so the host can
+    // accept the second container's announcement.
+    let first = NetnsGuard::new("fbc");
+    let first_result = host.add("garp0", &first, &config);
+    host.ns.exec_ok(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{}.arp_accept=1", host.bridge),
+    ]);
+    let container = NetnsGuard::new("fbc");
+    let result = host.add("garp", &container, &config);
+    let ip = address(&result, 0);
+    let mut learned = false;
+    for _ in 0..40 {
+        let neighbours = host.ns.exec(&["ip", "neigh", "show", &ip]);
+        if !String::from_utf8_lossy(&neighbours.stdout)
+            .trim()
+            .is_empty()
+        {
+            learned = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(
+        learned,
+        "the host learned {ip} without any traffic: the kernel announced it"
+    );
+    host.del("garp", &container, &config, &result);
+    host.del("garp0", &first, &config, &first_result);
+    host.assert_clean(&[]);
+}

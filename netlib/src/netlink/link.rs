@@ -5,7 +5,7 @@ pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
     InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage,
+    LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::fmt;
@@ -67,6 +67,8 @@ pub struct Link {
     pub peer: Option<u32>,
     /// IFLA_IFALIAS: a free-form label, used to record who made a link.
     pub alias: Option<String>,
+    /// RFC 2863 operational state "up": carrier seen and processed by the kernel.
+    pub oper_up: bool,
 }
 
 impl Link {
@@ -84,6 +86,7 @@ impl Link {
             txqlen: 0,
             peer: None,
             alias: None,
+            oper_up: false,
         };
         for attribute in &msg.attributes {
             match attribute {
@@ -95,6 +98,7 @@ impl Link {
                 LinkAttribute::TxQueueLen(len) => link.txqlen = *len,
                 LinkAttribute::Link(peer) => link.peer = Some(*peer),
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+                LinkAttribute::OperState(state) => link.oper_up = *state == State::Up,
                 LinkAttribute::Controller(master) => link.master = Some(*master),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -284,6 +288,7 @@ impl Netlink {
             RouteNetlinkMessage::NewLink(message),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         );
+        let made_here = created.is_ok();
         match created {
             Err(e) if e.already_exists() => {}
             Err(e) if vlan_filtering && e.errno() == Some(libc::EOPNOTSUPP) => {
@@ -296,6 +301,14 @@ impl Netlink {
             }
         }
         let bridge = self.link(name)?;
+        if made_here {
+            // A bridge takes the lowest MAC of its ports unless one was set: pin its own now,
+            // once, so the gateway's MAC never changes as containers come and go. (Setting a
+            // MAC flushes the device's neighbour table, so never again after this.)
+            if let Some(mac) = bridge.mac {
+                self.set_mac(bridge.index, mac)?;
+            }
+        }
         if bridge.kind.as_deref() != Some("bridge") {
             return Err(NetlinkError::WrongKind {
                 name: name.to_string(),
@@ -365,6 +378,25 @@ impl Netlink {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )?;
         self.link(host)
+    }
+
+    /// Waits (at most `limit`) until the link is operationally up, i.e. until the kernel's
+    /// linkwatch has processed its carrier; a bridge enables a port only then.
+    pub fn wait_oper_up(
+        &mut self,
+        index: u32,
+        limit: std::time::Duration,
+    ) -> Result<bool, NetlinkError> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.link_by_index(index)?.is_some_and(|l| l.oper_up) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
 
     /// Creates a macvlan of `master` named `name` directly inside `netns` (so the name only

@@ -16,6 +16,8 @@ use config::BridgeConf;
 
 /// Result layout, as the reference: bridge, host veth, container veth.
 const CONTAINER_INTERFACE: usize = 2;
+/// How long to wait for the container's bridge port to come up before announcing anyway.
+const PORT_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Points every IP at the container interface, fills in gateways when the bridge is the
 /// gateway, adds default routes when asked, and returns the gateway addresses (with their
@@ -195,12 +197,12 @@ impl Plugin for BridgePlugin {
         if let Some(firewall) = conf.masquerade {
             attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
         }
-        // A bridge takes the lowest MAC of its ports unless one is set: pin the current one
-        // so the gateway's MAC does not change as containers come and go.
-        let bridge = host.link(&conf.bridge)?;
-        if let Some(mac) = bridge.mac {
-            host.set_mac(bridge.index, mac)?;
+        if !conf.disable_container_interface {
+            // The bridge enables the port once the kernel has seen its carrier; announce then.
+            host.wait_oper_up(host_veth.index, PORT_UP_LIMIT)?;
+            iface::announce(&netns, &container_veth, &result, CONTAINER_INTERFACE)?;
         }
+        let bridge = host.link(&conf.bridge)?;
         result.interfaces = vec![
             attachment::interface(&bridge, ""),
             attachment::interface(&host_veth, ""),

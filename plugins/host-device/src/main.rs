@@ -241,6 +241,7 @@ impl Plugin for HostDevice {
             ip.interface = Some(0);
         }
         iface::configure(&netns, &mut container, &link, &result, 0, false)?;
+        iface::announce(&netns, &link, &result, 0)?;
         result.interfaces = vec![attachment::interface(
             &link,
             &netns.path().display().to_string(),

@@ -162,6 +162,7 @@ impl Plugin for Ptp {
             gateway_hosts.push(gateway_host);
         }
         bridge::enable_forwarding(&gateway_hosts)?;
+        iface::announce(&netns, &container_veth, &result, CONTAINER_INTERFACE)?;
         if let Some(firewall) = masquerade {
             attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
         }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The benchmark suite: ferrocni against the reference plugins (and netavark) in one run,
+# alternating per iteration, inside a sandbox namespace. Regenerates docs/benchmarks.md and
+# its plots. `scripts/bench.sh --quick` runs fewer iterations (a few minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+[ -x /usr/lib/podman/netavark ] || missing+=(netavark)
+command -v gnuplot >/dev/null 2>&1 || missing+=(gnuplot-nox)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ "$(id -u)" -eq 0 ] || { echo "bench.sh needs root (network namespaces)" >&2; exit 1; }
+
+cargo build --release --workspace --bins --quiet
+exec target/release/ferrocni-bench --ours target/release --reference /usr/lib/cni --out docs "$@"
