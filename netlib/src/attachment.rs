@@ -7,7 +7,7 @@ use ipnetwork::IpNetwork;
 use crate::cni::{AttachmentKey, CniResult, Interface};
 use crate::error::{Error, Result};
 use crate::firewall::{Backend, Owner};
-use crate::netlink::{Link, Netlink};
+use crate::netlink::{Link, MacAddr, Netlink};
 use crate::netns::{Netns, NetnsError};
 use crate::skel::{Attachment, Command, Request};
 use crate::undo::Undo;
@@ -45,6 +45,84 @@ pub fn masquerade<'a>(
         Ok(firewall.del_masquerade(owner, &addresses)?)
     });
     Ok(())
+}
+
+/// ADD's IPAM step: the delegate's result (empty without `ipam`), released again if ADD
+/// fails later.
+pub fn ipam_add<'a>(request: &'a Request, undo: &mut Undo<'a>) -> Result<CniResult> {
+    let Some(ipam) = ipam_type(request) else {
+        return Ok(CniResult::default());
+    };
+    let allocated = request.delegate_add(ipam)?;
+    undo.push("the IPAM reservation", move || {
+        request.delegate(ipam, Command::Del).map(drop)
+    });
+    Ok(allocated)
+}
+
+/// The end of ADD for a plugin whose only interface is `link` in the container (macvlan,
+/// host-device): addresses and routes on it, the announcement, and the result naming it.
+pub fn finish_single(
+    request: &Request,
+    netns: &Netns,
+    container: &mut Netlink,
+    link: &Link,
+    mut result: CniResult,
+) -> Result<CniResult> {
+    for ip in &mut result.ips {
+        ip.interface = Some(0);
+    }
+    crate::iface::configure(netns, container, link, &result, 0, false)?;
+    crate::iface::announce(netns, link, &result, 0)?;
+    result.interfaces = vec![interface(link, &netns.path().display().to_string())];
+    apply_dns(request, &mut result);
+    Ok(result)
+}
+
+/// The MAC a runtime asks for, highest priority first: `runtimeConfig.mac` (capability
+/// `mac`), `args.cni.mac`, CNI_ARGS `MAC`, then the plugin's own `mac` key if it has one.
+pub fn requested_mac(
+    request: &Request,
+    attachment: &Attachment,
+    own: Option<String>,
+) -> Result<Option<MacAddr>> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Mac {
+        mac: Option<String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Args {
+        cni: Mac,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Sources {
+        #[serde(rename = "runtimeConfig")]
+        runtime_config: Mac,
+        args: Args,
+    }
+    let sources: Sources = request.plugin_config()?;
+    let found = [
+        (sources.runtime_config.mac, "runtimeConfig.mac"),
+        (sources.args.cni.mac, "args.cni.mac"),
+        (
+            attachment.args.get("MAC").map(str::to_string),
+            "CNI_ARGS MAC",
+        ),
+        (own, "mac"),
+    ]
+    .into_iter()
+    .find_map(|(mac, field)| mac.filter(|m| !m.is_empty()).map(|m| (m, field)));
+    match found {
+        Some((text, field)) => {
+            Ok(Some(text.parse().map_err(|e: String| {
+                crate::cni::ProtocolError::config(field, e)
+            })?))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The config's own `dns` wins over what IPAM returned, when it says anything.

@@ -1,9 +1,8 @@
 //! The bridge plugin's configuration: every key of the reference, decoded and validated
 //! before anything is touched.
 
-use netlib::cni::{CniArgs, ProtocolError};
+use netlib::cni::ProtocolError;
 use netlib::firewall::Backend;
-use netlib::netlink::MacAddr;
 use netlib::skel::Request;
 use netlib::Result;
 use serde::Deserialize;
@@ -38,9 +37,6 @@ struct Raw {
     disable_container_interface: bool,
     #[serde(rename = "portIsolation")]
     port_isolation: bool,
-    #[serde(rename = "runtimeConfig")]
-    runtime_config: MacHolder,
-    args: ArgsHolder,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,18 +47,6 @@ struct RawTrunk {
     min_id: Option<i64>,
     #[serde(rename = "maxID")]
     max_id: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct MacHolder {
-    mac: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ArgsHolder {
-    cni: MacHolder,
 }
 
 /// A validated bridge configuration.
@@ -86,7 +70,6 @@ pub struct BridgeConf {
     pub enable_dad: bool,
     pub disable_container_interface: bool,
     pub port_isolation: bool,
-    pub mac: Option<MacAddr>,
     pub ipam: Option<String>,
 }
 
@@ -98,7 +81,7 @@ fn vlan_id(value: i64, field: &str) -> Result<u16, ProtocolError> {
 }
 
 impl BridgeConf {
-    pub fn load(request: &Request, cni_args: &CniArgs) -> Result<BridgeConf> {
+    pub fn load(request: &Request) -> Result<BridgeConf> {
         let raw: Raw = request.plugin_config()?;
         let bridge = if raw.bridge.is_empty() {
             "cni0".to_string()
@@ -173,21 +156,6 @@ impl BridgeConf {
             true => Some(Backend::select(raw.ip_masq_backend.as_deref())?),
             false => None,
         };
-        // Highest priority first: runtimeConfig, args, then CNI_ARGS.
-        let mac_source = [
-            (raw.runtime_config.mac, "runtimeConfig.mac"),
-            (raw.args.cni.mac, "args.cni.mac"),
-            (cni_args.get("MAC").map(str::to_string), "CNI_ARGS MAC"),
-        ]
-        .into_iter()
-        .find_map(|(mac, field)| mac.filter(|m| !m.is_empty()).map(|m| (m, field)));
-        let mac = match mac_source {
-            Some((text, field)) => Some(
-                text.parse::<MacAddr>()
-                    .map_err(|e| ProtocolError::config(field, e))?,
-            ),
-            None => None,
-        };
         Ok(BridgeConf {
             bridge,
             is_gateway: raw.is_gateway || raw.is_default_gateway,
@@ -204,7 +172,6 @@ impl BridgeConf {
             enable_dad: raw.enabledad,
             disable_container_interface: raw.disable_container_interface,
             port_isolation: raw.port_isolation,
-            mac,
             ipam,
         })
     }

@@ -114,7 +114,8 @@ impl Plugin for BridgePlugin {
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
-        let conf = BridgeConf::load(request, &attachment.args)?;
+        let conf = BridgeConf::load(request)?;
+        let mac = attachment::requested_mac(request, attachment, None)?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut host = Netlink::open()?;
         let mut container = Netlink::open_in(&netns)?;
@@ -131,7 +132,7 @@ impl Plugin for BridgePlugin {
             &netns,
             &attachment.ifname,
             conf.mtu,
-            conf.mac,
+            mac,
         )?;
         let host_index = host_veth.index;
         undo.push("the veth pair", move || {
@@ -156,16 +157,7 @@ impl Plugin for BridgePlugin {
         }
         host.set_link_up(host_veth.index, true)?;
 
-        let mut result = match &conf.ipam {
-            Some(ipam) => {
-                let allocated = request.delegate_add(ipam)?;
-                undo.push("the IPAM reservation", move || {
-                    request.delegate(ipam, Command::Del).map(drop)
-                });
-                allocated
-            }
-            None => CniResult::default(),
-        };
+        let mut result = attachment::ipam_add(request, &mut undo)?;
         let gateways = assign_gateways(&conf, &mut result);
         if !conf.disable_container_interface {
             iface::configure(
@@ -215,7 +207,7 @@ impl Plugin for BridgePlugin {
 
     /// Removes what ADD made; works without the namespace and without prevResult.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        let conf = BridgeConf::load(request, &attachment.args)?;
+        let conf = BridgeConf::load(request)?;
         let torn_down = attachment::teardown(request, attachment, conf.masquerade);
         if conf.macspoofchk {
             let previous = request.prev_result().ok().flatten().unwrap_or_default();
@@ -226,7 +218,7 @@ impl Plugin for BridgePlugin {
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        let conf = BridgeConf::load(request, &attachment.args)?;
+        let conf = BridgeConf::load(request)?;
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
@@ -271,7 +263,7 @@ impl Plugin for BridgePlugin {
     }
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        let conf = BridgeConf::load(request, &Default::default())?;
+        let conf = BridgeConf::load(request)?;
         let collected = attachment::collect(request, valid, conf.masquerade);
         if conf.macspoofchk {
             spoofcheck::gc(&request.conf.name, valid)?;

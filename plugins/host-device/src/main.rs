@@ -227,26 +227,8 @@ impl Plugin for HostDevice {
             Ok(())
         });
         let link = container.link(&attachment.ifname)?;
-        let mut result = match attachment::ipam_type(request) {
-            Some(ipam) => {
-                let allocated = request.delegate_add(ipam)?;
-                undo.push("the IPAM reservation", move || {
-                    request.delegate(ipam, Command::Del).map(drop)
-                });
-                allocated
-            }
-            None => CniResult::default(),
-        };
-        for ip in &mut result.ips {
-            ip.interface = Some(0);
-        }
-        iface::configure(&netns, &mut container, &link, &result, 0, false)?;
-        iface::announce(&netns, &link, &result, 0)?;
-        result.interfaces = vec![attachment::interface(
-            &link,
-            &netns.path().display().to_string(),
-        )];
-        attachment::apply_dns(request, &mut result);
+        let allocated = attachment::ipam_add(request, &mut undo)?;
+        let result = attachment::finish_single(request, &netns, &mut container, &link, allocated)?;
         undo.commit();
         Ok(result)
     }

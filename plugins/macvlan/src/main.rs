@@ -19,21 +19,6 @@ struct Raw {
     #[serde(rename = "linkInContainer")]
     link_in_container: bool,
     mac: Option<String>,
-    #[serde(rename = "runtimeConfig")]
-    runtime_config: MacHolder,
-    args: ArgsHolder,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct MacHolder {
-    mac: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct ArgsHolder {
-    cni: MacHolder,
 }
 
 struct Conf {
@@ -63,24 +48,7 @@ impl Conf {
                 .into())
             }
         };
-        let mac = [
-            (raw.runtime_config.mac, "runtimeConfig.mac"),
-            (raw.args.cni.mac, "args.cni.mac"),
-            (
-                attachment.args.get("MAC").map(str::to_string),
-                "CNI_ARGS MAC",
-            ),
-            (raw.mac, "mac"),
-        ]
-        .into_iter()
-        .find_map(|(mac, field)| mac.filter(|m| !m.is_empty()).map(|m| (m, field)));
-        let mac = match mac {
-            Some((text, field)) => Some(
-                text.parse::<MacAddr>()
-                    .map_err(|e| ProtocolError::config(field, e))?,
-            ),
-            None => None,
-        };
+        let mac = attachment::requested_mac(request, attachment, raw.mac)?;
         Ok(Conf {
             master: raw.master,
             mode,
@@ -166,26 +134,8 @@ impl Plugin for Macvlan {
         undo.push("the macvlan", || {
             Ok(Netlink::open_in(&netns)?.delete_link(link.index)?)
         });
-        let mut result = match attachment::ipam_type(request) {
-            Some(ipam) => {
-                let allocated = request.delegate_add(ipam)?;
-                undo.push("the IPAM reservation", move || {
-                    request.delegate(ipam, Command::Del).map(drop)
-                });
-                allocated
-            }
-            None => CniResult::default(),
-        };
-        for ip in &mut result.ips {
-            ip.interface = Some(0);
-        }
-        iface::configure(&netns, &mut container, &link, &result, 0, false)?;
-        iface::announce(&netns, &link, &result, 0)?;
-        result.interfaces = vec![attachment::interface(
-            &link,
-            &netns.path().display().to_string(),
-        )];
-        attachment::apply_dns(request, &mut result);
+        let allocated = attachment::ipam_add(request, &mut undo)?;
+        let result = attachment::finish_single(request, &netns, &mut container, &link, allocated)?;
         undo.commit();
         Ok(result)
     }

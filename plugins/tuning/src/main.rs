@@ -2,13 +2,13 @@
 //! plugin in the chain, recording the originals so DEL restores them.
 
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::netlink::{MacAddr, Netlink};
+use netlib::netlink::Netlink;
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::state::{Key, Store};
 use netlib::tuning::{sysctl_key, Record, Settings};
 use netlib::undo::Undo;
-use netlib::{Error, Result};
+use netlib::{attachment, Error, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -68,20 +68,8 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
         let key = sysctl_key(key, &attachment.ifname)?;
         settings.sysctls.insert(key, value.clone());
     }
-    let mac = [
-        (raw.runtime_config.mac, "runtimeConfig.mac"),
-        (args.mac, "args.cni.mac"),
-        (
-            attachment.args.get("MAC").map(str::to_string),
-            "CNI_ARGS MAC",
-        ),
-        (top.mac, "mac"),
-    ]
-    .into_iter()
-    .find_map(|(mac, field)| mac.filter(|m| !m.is_empty()).map(|m| (m, field)));
-    if let Some((text, field)) = mac {
-        let parsed: MacAddr = text.parse().map_err(|e| ProtocolError::config(field, e))?;
-        settings.mac = Some(parsed.to_string());
+    if let Some(mac) = attachment::requested_mac(request, attachment, top.mac)? {
+        settings.mac = Some(mac.to_string());
     }
     if let Some(mtu) = settings.mtu {
         if !(68..=65535).contains(&mtu) {
