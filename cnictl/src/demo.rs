@@ -7,10 +7,8 @@ use netlib::netns::Netns;
 use serde_json::{json, Map};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::conf;
@@ -63,27 +61,16 @@ fn plugin_dirs() -> Vec<PathBuf> {
 
 /// Spawns this binary (or another program) inside `netns`.
 fn spawn_in(netns: &Netns, program: &Path, args: &[&str]) -> Result<Child, CtlError> {
-    let fd = netns
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| CtlError::Io(netns.path().to_path_buf(), e))?;
-    let mut command = Command::new(program);
-    command
+    let io = |e| CtlError::Io(program.to_path_buf(), e);
+    netns
+        .command(program)
+        .map_err(io)?
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: between fork and exec the closure only calls setns(2) on a descriptor opened
-    // before the fork; it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)
-        });
-    }
-    command
+        .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| CtlError::Io(program.to_path_buf(), e))
+        .map_err(io)
 }
 
 /// One HTTP GET from inside `netns`.

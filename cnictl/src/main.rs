@@ -8,7 +8,6 @@ mod runtime;
 use clap::{Args, Parser, Subcommand};
 use netlib::netns::{Netns, NetnsError, NETNS_DIR};
 use serde_json::{json, Map, Value};
-use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -318,18 +317,14 @@ fn run_inside(netns: &Netns, command: &[String]) -> Result<i32, CtlError> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| CtlError::Usage("no command to run".into()))?;
-    let fd = netns
-        .as_fd()
-        .try_clone_to_owned()
+    let mut child = netns
+        .command(program)
         .map_err(|e| CtlError::Io(netns.path().to_path_buf(), e))?;
-    let mut child = std::process::Command::new(program);
     child.args(args);
-    // SAFETY: between fork and exec the closure makes two async-signal-safe system calls
-    // (setns, signal) on a descriptor opened before the fork; it allocates nothing.
+    // SAFETY: runs between fork and exec, after the namespace switch; signal(2) is
+    // async-signal-safe. The child gets Ctrl-C back while we ignore it below.
     unsafe {
-        child.pre_exec(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)?;
+        child.pre_exec(|| {
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             Ok(())
         });

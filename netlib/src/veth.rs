@@ -4,13 +4,15 @@
 use crate::error::{Error, Result};
 use crate::netlink::{link::random_name, Link, MacAddr, Netlink};
 use crate::netns::Netns;
+use crate::undo::Undo;
 
 /// How often a colliding random host-side name is drawn again.
 const NAME_ATTEMPTS: usize = 5;
 
-/// Creates the pair and returns (host end, container end). Fails if `ifname` already exists
-/// in the container, as the spec requires of ADD.
+/// Creates the pair and returns (host end, container end); `undo` deletes it again if ADD
+/// fails later. Fails if `ifname` already exists in the container, as the spec requires.
 pub fn create_pair(
+    undo: &mut Undo,
     host: &mut Netlink,
     container: &mut Netlink,
     netns: &Netns,
@@ -39,6 +41,10 @@ pub fn create_pair(
             other => break other?,
         }
     };
+    let index = host_end.index;
+    undo.push("the veth pair", move || {
+        Ok(Netlink::open()?.delete_link(index)?)
+    });
     let container_end = container.link(ifname)?;
     Ok((host_end, container_end))
 }

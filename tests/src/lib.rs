@@ -4,10 +4,7 @@
 //! Everything a test creates is named uniquely and removed on drop, also when it fails.
 
 use serde_json::Value;
-use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,17 +194,8 @@ impl NetnsGuard {
     /// A command that runs inside this namespace (network only: mounts are not touched, unlike
     /// `ip netns exec`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let netns = File::open(self.path()).expect("netns opens");
-        let mut command = Command::new(program);
-        // SAFETY: the closure runs between fork and exec and only makes the setns(2) system
-        // call on a descriptor opened before the fork.
-        unsafe {
-            command.pre_exec(move || {
-                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
-        command
+        let netns = netlib::netns::Netns::open(self.path()).expect("the sandbox namespace opens");
+        netns.command(program).expect("a descriptor for the child")
     }
 
     /// An HTTP server answering `body` on `port` (busybox httpd serving a scratch dir).
@@ -468,22 +456,13 @@ impl Call {
 
     /// Runs the plugin from inside `host`, never from the machine's own namespace.
     pub fn run_in(&self, host: &NetnsGuard) -> Outcome {
-        let netns = File::open(host.path()).expect("host netns opens");
-        let mut command = Command::new(&self.plugin);
+        let mut command = host.command(&self.plugin);
         command
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: the closure runs between fork and exec and only makes the setns(2) system
-        // call on a descriptor opened before the fork; it allocates nothing and takes no lock.
-        unsafe {
-            command.pre_exec(move || {
-                nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)
-            });
-        }
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", self.plugin));

@@ -127,6 +127,7 @@ impl Plugin for BridgePlugin {
             host.set_promisc(bridge.index, true)?;
         }
         let (host_veth, container_veth) = veth::create_pair(
+            &mut undo,
             &mut host,
             &mut container,
             &netns,
@@ -134,10 +135,6 @@ impl Plugin for BridgePlugin {
             conf.mtu,
             mac,
         )?;
-        let host_index = host_veth.index;
-        undo.push("the veth pair", move || {
-            Ok(Netlink::open()?.delete_link(host_index)?)
-        });
         host.set_master(host_veth.index, bridge.index)?;
         if conf.hairpin_mode || conf.port_isolation {
             host.set_bridge_port(host_veth.index, conf.hairpin_mode, conf.port_isolation)?;

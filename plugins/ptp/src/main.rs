@@ -100,13 +100,14 @@ impl Plugin for Ptp {
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
-        let (conf, ipam, masquerade) = PtpConf::load(request)?;
+        let (conf, _, masquerade) = PtpConf::load(request)?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut host = Netlink::open()?;
         let mut container = Netlink::open_in(&netns)?;
         let mut undo = Undo::new();
 
         let (host_veth, container_veth) = veth::create_pair(
+            &mut undo,
             &mut host,
             &mut container,
             &netns,
@@ -114,14 +115,7 @@ impl Plugin for Ptp {
             conf.mtu,
             None,
         )?;
-        let host_index = host_veth.index;
-        undo.push("the veth pair", move || {
-            Ok(Netlink::open()?.delete_link(host_index)?)
-        });
-        let mut result = request.delegate_add(&ipam)?;
-        undo.push("the IPAM reservation", || {
-            request.delegate(&ipam, Command::Del).map(drop)
-        });
+        let mut result = attachment::ipam_add(request, &mut undo)?;
 
         let mut gateways = Vec::new();
         for ip in &mut result.ips {

@@ -10,8 +10,6 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::os::fd::AsFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,8 +28,7 @@ fn run_plugin(
     env: &[(&str, String)],
     stdin: &Value,
 ) -> (Exec, Result<Value, String>) {
-    let fd = host.as_fd().try_clone_to_owned().expect("netns fd");
-    let mut child = Command::new(plugin);
+    let mut child = host.command(plugin).expect("netns fd");
     child
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -40,13 +37,6 @@ fn run_plugin(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: only setns(2) between fork and exec, on a descriptor opened before the fork.
-    unsafe {
-        child.pre_exec(move || {
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(std::io::Error::from)
-        });
-    }
     // Reaped below with wait4 rather than Child::wait: only wait4 returns the rusage.
     #[allow(clippy::zombie_processes)]
     let mut spawned = child.spawn().expect("plugin starts");
@@ -391,20 +381,12 @@ impl Bench {
                 "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 21000 + i, "range": 1, "protocol": "tcp"}]
             });
             for (verb, times) in [("setup", &mut setup), ("teardown", &mut teardown)] {
-                let fd = self.host.as_fd().try_clone_to_owned().ok()?;
-                let mut command = Command::new(netavark);
+                let mut command = self.host.command(netavark).ok()?;
                 command
                     .args(["--config", &config.display().to_string(), verb, &path])
                     .stdin(Stdio::piped())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null());
-                // SAFETY: only setns(2) between fork and exec, on a descriptor opened before.
-                unsafe {
-                    command.pre_exec(move || {
-                        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                            .map_err(std::io::Error::from)
-                    });
-                }
                 let start = Instant::now();
                 let mut child = command.spawn().ok()?;
                 let _ = child
