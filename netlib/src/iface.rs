@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::cni::{CniResult, Route};
 use crate::error::{Error, Result};
-use crate::netlink::{arp, Link, Netlink, RouteSpec};
+use crate::netlink::{Link, Netlink, RouteSpec};
 use crate::netns::Netns;
 use crate::sysctl;
 
@@ -118,31 +118,24 @@ pub fn configure(
     Ok(())
 }
 
-/// Sends a gratuitous ARP for each IPv4 address of `result` on interface `index`, so
-/// neighbours (and a bridge's FDB) learn the new owner of a possibly reused address. Call it
-/// once the path is open: a bridge drops frames from a port it has not enabled yet, which it
-/// does only after the kernel's linkwatch has seen the port's carrier come up.
-pub fn announce(netns: &Netns, link: &Link, result: &CniResult, index: usize) -> Result<()> {
-    let Some(mac) = link.mac else {
-        return Ok(());
-    };
-    let v4: Vec<std::net::Ipv4Addr> = result
-        .ips
-        .iter()
-        .filter(|ip| ip.interface == Some(index))
-        .filter_map(|ip| match ip.address.ip() {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    let link_index = link.index;
-    netns.run(move || {
-        for ip in v4 {
-            // Best effort, as the reference: neighbours learn on first traffic anyway.
-            let _ = arp::send_gratuitous(link_index, mac, ip);
-        }
-    })?;
-    Ok(())
+/// Has the kernel announce the addresses of `result` on interface `index` (gratuitous ARP for
+/// IPv4, unsolicited neighbour advertisements for IPv6), so neighbours and a bridge's FDB
+/// learn the new owner of a possibly reused address. Setting the link's MAC to itself raises
+/// NETDEV_CHANGEADDR, which with the `arp_notify`/`ndisc_notify` sysctls that `configure`
+/// set makes the kernel send them. A packet socket would do the same, but closing one waits
+/// for an RCU grace period (`synchronize_net`), 10–20 ms per ADD. Call it once the path is
+/// open: a bridge drops frames from a port it enables only after linkwatch saw its carrier.
+pub fn announce(
+    container: &mut Netlink,
+    link: &Link,
+    result: &CniResult,
+    index: usize,
+) -> Result<()> {
+    let has_address = result.ips.iter().any(|ip| ip.interface == Some(index));
+    match link.mac {
+        Some(mac) if has_address => Ok(container.set_mac(link.index, mac)?),
+        _ => Ok(()),
+    }
 }
 
 /// With DAD on, an address is unusable (and routes via it fail) until DAD is done: wait for

@@ -1,8 +1,14 @@
 //! Running another plugin (an IPAM plugin, or any delegate) the way libcni's `invoke`
 //! package does: found on `CNI_PATH`, same environment with `CNI_COMMAND` set, the config on
 //! stdin, its stderr passed through, its stdout parsed as a result or an error.
+//!
+//! A delegate that is ferrocni's own binary of the same version (it names itself in an ELF
+//! section, see [`identity!`](crate::identity)) may instead be run in-process by the caller:
+//! a fork+exec and the child's start-up cost more than host-local's whole work.
 
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -103,4 +109,94 @@ pub fn exec(path: &Path, stdin: &[u8], env: &[(&str, &str)]) -> Result<Vec<u8>, 
             output: String::from_utf8_lossy(&output.stdout).trim().to_string(),
         }),
     }
+}
+
+/// The ELF section in which a ferrocni binary names itself.
+pub const IDENTITY_SECTION: &str = ".ferrocni";
+
+/// Declares the binary as ferrocni's `plugin`, in [`IDENTITY_SECTION`], so that ferrocni's
+/// plugins finding it on `CNI_PATH` know they may run the same code in-process.
+#[macro_export]
+macro_rules! identity {
+    ($plugin:literal) => {
+        const FERROCNI_IDENTITY_TEXT: &str =
+            concat!("ferrocni ", $plugin, " ", env!("CARGO_PKG_VERSION"));
+        #[used]
+        #[link_section = ".ferrocni"]
+        static FERROCNI_IDENTITY: [u8; FERROCNI_IDENTITY_TEXT.len()] =
+            $crate::invoke::identity_bytes(FERROCNI_IDENTITY_TEXT);
+    };
+}
+
+/// What [`identity!`] stores, as an array (a `&str` static would store only a pointer).
+pub const fn identity_bytes<const N: usize>(text: &str) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        bytes[i] = text.as_bytes()[i];
+        i += 1;
+    }
+    bytes
+}
+
+/// Whether the binary at `path` is ferrocni's `plugin` of this very version. Reads the ELF
+/// header and section table only, a few kilobytes, never the whole binary.
+pub fn is_ferrocni(path: &Path, plugin: &str) -> bool {
+    let expected = format!("ferrocni {plugin} {}", env!("CARGO_PKG_VERSION"));
+    matches!(identity_of(path), Ok(Some(found)) if found == expected.as_bytes())
+}
+
+/// The contents of [`IDENTITY_SECTION`] of a native-endian 64-bit ELF file, if it has one.
+fn identity_of(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    const NATIVE_ENDIAN: u8 = if cfg!(target_endian = "little") { 1 } else { 2 };
+    let file = File::open(path)?;
+    let mut header = [0u8; 64];
+    file.read_exact_at(&mut header, 0)?;
+    if header[..4] != *b"\x7fELF" || header[4] != 2 || header[5] != NATIVE_ENDIAN {
+        return Ok(None);
+    }
+    let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed ELF header");
+    let table_offset = field(&header, 0x28, 8).ok_or_else(malformed)?;
+    let entry_size = field(&header, 0x3a, 2).ok_or_else(malformed)? as usize;
+    let count = field(&header, 0x3c, 2).ok_or_else(malformed)? as usize;
+    let names_index = field(&header, 0x3e, 2).ok_or_else(malformed)? as usize;
+    if entry_size < 0x28 || names_index >= count {
+        return Ok(None);
+    }
+    let mut table = vec![0u8; entry_size * count];
+    file.read_exact_at(&mut table, table_offset)?;
+    let entries: Vec<&[u8]> = table.chunks_exact(entry_size).collect();
+    // Section contents by their header: offset at 0x18, size at 0x20.
+    let contents = |entry: &[u8]| -> io::Result<Vec<u8>> {
+        let offset = field(entry, 0x18, 8).ok_or_else(malformed)?;
+        let size = field(entry, 0x20, 8).ok_or_else(malformed)?;
+        if size > 1 << 16 {
+            return Err(malformed());
+        }
+        let mut bytes = vec![0u8; size as usize];
+        file.read_exact_at(&mut bytes, offset)?;
+        Ok(bytes)
+    };
+    let names = contents(entries[names_index])?;
+    for entry in &entries {
+        let name_at = field(entry, 0, 4).ok_or_else(malformed)? as usize;
+        let name = names.get(name_at..).unwrap_or_default();
+        let name = name.split(|&byte| byte == 0).next().unwrap_or_default();
+        if name == IDENTITY_SECTION.as_bytes() {
+            return contents(entry).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The native-endian unsigned field of `width` bytes at `at`, if `bytes` holds it.
+fn field(bytes: &[u8], at: usize, width: usize) -> Option<u64> {
+    let raw = bytes.get(at..at + width)?;
+    let mut buffer = [0u8; 8];
+    if cfg!(target_endian = "little") {
+        buffer[..width].copy_from_slice(raw);
+    } else {
+        buffer[8 - width..].copy_from_slice(raw);
+    }
+    Some(u64::from_ne_bytes(buffer))
 }

@@ -126,7 +126,12 @@ impl Request {
     /// Returns its result for ADD.
     pub fn delegate(&self, plugin: &str, command: Command) -> Result<Option<CniResult>> {
         let path = invoke::find(plugin, &self.cni_path)?;
-        let stdout = invoke::exec(&path, &self.stdin, &[("CNI_COMMAND", command.as_str())])?;
+        let stdout = match crate::ipam::builtin(plugin) {
+            Some(builtin) if invoke::is_ferrocni(&path, plugin) => {
+                run_in_process(builtin, &self.stdin, command)?
+            }
+            _ => invoke::exec(&path, &self.stdin, &[("CNI_COMMAND", command.as_str())])?,
+        };
         if command != Command::Add {
             return Ok(None);
         }
@@ -164,9 +169,8 @@ pub trait Plugin {
 /// Runs a plugin as a runtime expects and exits the process.
 pub fn run(plugin: &dyn Plugin) -> ! {
     install_panic_hook();
-    let env = |key: &str| std::env::var(key).ok().filter(|value| !value.is_empty());
     let mut stdout = std::io::stdout().lock();
-    let outcome = dispatch(plugin, &env, &mut std::io::stdin().lock());
+    let outcome = dispatch(plugin, &process_env, &mut std::io::stdin().lock());
     let (text, code) = match outcome {
         Ok(Some(text)) => (text, 0),
         Ok(None) => (String::new(), 0),
@@ -181,6 +185,24 @@ pub fn run(plugin: &dyn Plugin) -> ! {
     }
     let _ = stdout.flush();
     std::process::exit(code)
+}
+
+/// A variable of the process environment; empty counts as unset, as in the reference.
+fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|value| !value.is_empty())
+}
+
+/// Runs `plugin` as its own binary would run with `stdin` and this process's environment
+/// plus `CNI_COMMAND`, through the same skeleton, and returns what it would print.
+fn run_in_process(plugin: &dyn Plugin, stdin: &[u8], command: Command) -> Result<Vec<u8>> {
+    let env = |key: &str| match key {
+        "CNI_COMMAND" => Some(command.as_str().to_string()),
+        _ => process_env(key),
+    };
+    match dispatch(plugin, &env, &mut &stdin[..]) {
+        Ok(printed) => Ok(printed.unwrap_or_default().into_bytes()),
+        Err((error, version)) => Err(invoke::InvokeError::Plugin(error.to_cni(version)).into()),
+    }
 }
 
 /// A panic is a bug, but the runtime still gets an error object rather than a stack trace.

@@ -1,10 +1,14 @@
 //! netlib's delegation runs another plugin as libcni's invoke does: found on CNI_PATH, its
 //! result parsed, its error object passed on unchanged.
 
-use ferrocni_tests::{our_bin_dir, require_root, NetnsGuard, TempDir};
+use ferrocni_tests::{
+    address, our_bin_dir, require_root, Call, NetnsGuard, Sandbox, TempDir, REFERENCE_DIR,
+};
 use netlib::invoke::{self, InvokeError};
 use netlib::netns::Netns;
 use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 #[test]
 fn runs_a_delegate_from_cni_path_and_passes_its_errors_on() {
@@ -59,4 +63,72 @@ fn runs_a_delegate_from_cni_path_and_passes_its_errors_on() {
         invoke::find("../host-local", &paths),
         Err(InvokeError::BadName(_))
     ));
+}
+
+#[test]
+fn recognises_its_own_ipam_binaries_and_nothing_else() {
+    let ours = our_bin_dir();
+    assert!(invoke::is_ferrocni(&ours.join("host-local"), "host-local"));
+    assert!(invoke::is_ferrocni(&ours.join("static"), "static"));
+    // The right binary under another plugin's name, a binary with no identity, a foreign
+    // binary, a truncated ELF and a script are all exec'd instead.
+    assert!(!invoke::is_ferrocni(&ours.join("host-local"), "static"));
+    assert!(!invoke::is_ferrocni(&ours.join("bridge"), "bridge"));
+    assert!(!invoke::is_ferrocni(
+        &Path::new(REFERENCE_DIR).join("host-local"),
+        "host-local"
+    ));
+    let dir = TempDir::new("idn");
+    let binary = std::fs::read(ours.join("host-local")).expect("read our host-local");
+    std::fs::write(dir.path().join("truncated"), &binary[..200]).expect("write");
+    assert!(!invoke::is_ferrocni(
+        &dir.path().join("truncated"),
+        "host-local"
+    ));
+    std::fs::write(dir.path().join("script"), "#!/bin/sh\n").expect("write");
+    assert!(!invoke::is_ferrocni(
+        &dir.path().join("script"),
+        "host-local"
+    ));
+}
+
+/// A ferrocni host-local on CNI_PATH runs inside the caller: a copy without the execute bit
+/// (which exec would refuse) still serves bridge, with the same allocation and release as the
+/// executable reference host-local gives through exec.
+#[test]
+fn runs_its_own_host_local_in_process_and_a_foreign_one_by_exec() {
+    require_root!();
+    for (source, executable) in [
+        (our_bin_dir().join("host-local"), false),
+        (Path::new(REFERENCE_DIR).join("host-local"), true),
+    ] {
+        if !source.is_file() {
+            eprintln!("SKIPPED part: {source:?} is not installed");
+            continue;
+        }
+        let plugins = TempDir::new("ipd");
+        let copy = plugins.path().join("host-local");
+        std::fs::copy(&source, &copy).expect("copy host-local");
+        let mode = if executable { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let sandbox = Sandbox::new("bridge", "ipdnet");
+        let container = NetnsGuard::new("ipc");
+        let config = sandbox.conf(
+            "1.0.0",
+            json!([[{"subnet": "10.72.0.0/24"}]]),
+            json!({"bridge": "ipdbr0"}),
+        );
+        let call = |command| {
+            Call::binary(&our_bin_dir().join("bridge"), command)
+                .env("CNI_PATH", &plugins.path_str())
+                .attachment("ipd", &container.path_str(), "eth0")
+                .stdin(&config)
+                .run_in(&sandbox.ns)
+        };
+        let added = call("ADD").success();
+        assert_eq!(address(&added, 0), "10.72.0.2", "from {source:?}");
+        assert_eq!(sandbox.reserved(), ["10.72.0.2"]);
+        call("DEL").success();
+        assert!(sandbox.reserved().is_empty(), "released by {source:?}");
+    }
 }

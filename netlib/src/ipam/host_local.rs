@@ -12,7 +12,7 @@ use super::store::{Reservation, Store};
 use super::{parse_requested_ips, resolv, ArgsSection, IpamError};
 use crate::cni::{AttachmentKey, CniArgs, CniResult, IpConfig, ProtocolError, Route, Version};
 use crate::error::Result;
-use crate::skel::Request;
+use crate::skel::{self, Attachment, Request};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 
@@ -306,5 +306,38 @@ impl HostLocal {
             }
         }
         Ok(())
+    }
+}
+
+/// The host-local plugin: what the `host-local` binary runs, and what ferrocni's plugins run
+/// in-process when the `host-local` on `CNI_PATH` is ferrocni's own (see [`crate::invoke`]).
+pub struct HostLocalPlugin;
+
+impl skel::Plugin for HostLocalPlugin {
+    fn about(&self) -> &'static str {
+        "CNI host-local IPAM plugin (ferrocni)"
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        HostLocal::load(request, Some(&attachment.args))?
+            .allocate(&attachment.container_id, &attachment.ifname)
+    }
+
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        HostLocal::load(request, Some(&attachment.args))?
+            .release(&attachment.container_id, &attachment.ifname)
+    }
+
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        HostLocal::load(request, Some(&attachment.args))?
+            .check(&attachment.container_id, &attachment.ifname)
+    }
+
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+        HostLocal::load(request, None)?.gc(valid)
+    }
+
+    fn status(&self, request: &Request) -> Result<()> {
+        HostLocal::load(request, None)?.status()
     }
 }

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::cni::ProtocolError;
+use crate::skel::Plugin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -76,4 +77,13 @@ pub fn parse_requested_ips(items: &[String], field: &str) -> Result<Vec<IpAddr>,
                 .map_err(|_| ProtocolError::config(field, format!("{text:?} is not an IP address")))
         })
         .collect()
+}
+
+/// The IPAM plugins ferrocni can run in-process when the binary on `CNI_PATH` is its own.
+pub fn builtin(plugin: &str) -> Option<&'static dyn Plugin> {
+    match plugin {
+        "host-local" => Some(&host_local::HostLocalPlugin),
+        "static" => Some(&static_ipam::StaticPlugin),
+        _ => None,
+    }
 }

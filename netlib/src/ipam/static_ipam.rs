@@ -5,9 +5,9 @@ use serde::Deserialize;
 use std::net::IpAddr;
 
 use super::ArgsSection;
-use crate::cni::{CniArgs, CniResult, Dns, IpConfig, ProtocolError, Route, Version};
+use crate::cni::{AttachmentKey, CniArgs, CniResult, Dns, IpConfig, ProtocolError, Route, Version};
 use crate::error::{Error, Result};
-use crate::skel::Request;
+use crate::skel::{self, Attachment, Request};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -155,6 +155,42 @@ impl Static {
                 )));
             }
         }
+        Ok(())
+    }
+}
+
+/// The static plugin: what the `static` binary runs, and what ferrocni's plugins run
+/// in-process when the `static` on `CNI_PATH` is ferrocni's own.
+pub struct StaticPlugin;
+
+impl skel::Plugin for StaticPlugin {
+    fn about(&self) -> &'static str {
+        "CNI static IPAM plugin (ferrocni)"
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        Ok(Static::load(request, Some(&attachment.args))?.result())
+    }
+
+    /// Nothing was reserved, but a config that could never have worked is still reported.
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        Static::load(request, Some(&attachment.args)).map(drop)
+    }
+
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let previous = request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
+        Static::load(request, Some(&attachment.args))?.check(&previous)
+    }
+
+    /// Nothing to collect: static keeps no state between calls.
+    fn gc(&self, _request: &Request, _valid: &[AttachmentKey]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Always available: it allocates nothing that could run out.
+    fn status(&self, _request: &Request) -> Result<()> {
         Ok(())
     }
 }

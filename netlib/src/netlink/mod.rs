@@ -1,6 +1,5 @@
 //! The one door to the kernel's routing netlink: links ([`link`]), bridge ports and VLANs,
-//! addresses and routes ([`addr`]), and gratuitous ARP ([`arp`], a packet socket, not
-//! netlink, but the same kind of kernel call).
+//! addresses and routes ([`addr`]).
 //!
 //! A thin synchronous layer over `netlink-packet-route` and `netlink-sys` rather than
 //! `rtnetlink`: a plugin process lives a few milliseconds and makes a handful of requests,
@@ -20,7 +19,6 @@ use std::io;
 use crate::netns::{Netns, NetnsError};
 
 pub mod addr;
-pub mod arp;
 pub mod link;
 
 pub use addr::RouteSpec;

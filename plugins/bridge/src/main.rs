@@ -189,7 +189,12 @@ impl Plugin for BridgePlugin {
         if !conf.disable_container_interface {
             // The bridge enables the port once the kernel has seen its carrier; announce then.
             host.wait_oper_up(host_veth.index, PORT_UP_LIMIT)?;
-            iface::announce(&netns, &container_veth, &result, CONTAINER_INTERFACE)?;
+            iface::announce(
+                &mut container,
+                &container_veth,
+                &result,
+                CONTAINER_INTERFACE,
+            )?;
         }
         let bridge = host.link(&conf.bridge)?;
         result.interfaces = vec![

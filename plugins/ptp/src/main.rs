@@ -156,7 +156,12 @@ impl Plugin for Ptp {
             gateway_hosts.push(gateway_host);
         }
         bridge::enable_forwarding(&gateway_hosts)?;
-        iface::announce(&netns, &container_veth, &result, CONTAINER_INTERFACE)?;
+        iface::announce(
+            &mut container,
+            &container_veth,
+            &result,
+            CONTAINER_INTERFACE,
+        )?;
         if let Some(firewall) = masquerade {
             attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
         }

@@ -3,6 +3,7 @@
 //! `docs/benchmarks.md` with medians, p95 and ratios, and PNG plots (gnuplot).
 //!
 //!   ferrocni-bench --ours DIR --reference DIR --out docs [--quick]
+//!   ferrocni-bench --only bridge,podman [--quick]   (prints those ADD/DEL rows, writes nothing)
 
 use netlib::netlink::Netlink;
 use netlib::netns::Netns;
@@ -489,6 +490,21 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut costs = Vec::new();
+    if let Some(only) = value("--only") {
+        for kind in only.split(',') {
+            bench.add_del(kind, n, &mut rows, &mut costs);
+        }
+        for row in &rows {
+            println!(
+                "{:<16} ours {:>7.1} ms  reference {:>7.1} ms  {:.2}x",
+                row.scenario,
+                median(&row.ours),
+                median(&row.reference),
+                row.ratio()
+            );
+        }
+        return;
+    }
     for kind in ["loopback", "bridge", "podman", "macvlan"] {
         eprintln!("== {kind} ADD/DEL x{n}");
         bench.add_del(kind, n, &mut rows, &mut costs);
