@@ -39,6 +39,13 @@ pub enum Error {
     /// CHECK found the attachment differs from what ADD made.
     #[error("check failed: {0}")]
     Check(String),
+    /// Something the plugin depends on is not ready yet (an overlay agent without a lease):
+    /// the runtime should retry ADD later.
+    #[error("{0}")]
+    NotReadyYet(String),
+    /// STATUS: the network cannot take ADDs now.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -104,6 +111,8 @@ impl Error {
             Error::Shaping(crate::shaping::ShapingError::Spawn(_)) => ErrorCode::Io,
             Error::Shaping(crate::shaping::ShapingError::Failed(_)) => ErrorCode::Internal,
             Error::AlreadyExists(_) | Error::Check(_) => ErrorCode::Internal,
+            Error::NotReadyYet(_) => ErrorCode::TryAgainLater,
+            Error::Unavailable(_) => ErrorCode::NotAvailable,
         }
     }
 

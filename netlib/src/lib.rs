@@ -13,6 +13,7 @@ pub mod ipam;
 pub mod lock;
 pub mod netlink;
 pub mod netns;
+pub mod overlay;
 pub mod shaping;
 pub mod skel;
 pub mod state;

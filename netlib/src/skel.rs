@@ -122,6 +122,24 @@ impl Request {
         }
     }
 
+    /// The request another plugin would get for `config` (which this plugin built) with the
+    /// same environment, for running that plugin's code in this process.
+    pub fn derive(&self, config: Value) -> Result<Request> {
+        let decode = |error| ProtocolError::Decode {
+            what: "derived network config",
+            error,
+        };
+        let conf: NetConf = json::from_value(config.clone()).map_err(decode)?;
+        let stdin = serde_json::to_vec(&config).map_err(|e| decode(e.into()))?;
+        Ok(Request {
+            version: self.version,
+            conf,
+            config,
+            stdin,
+            cni_path: self.cni_path.clone(),
+        })
+    }
+
     /// Runs the delegate `plugin` for `command` with this request's config and environment.
     /// Returns its result for ADD.
     pub fn delegate(&self, plugin: &str, command: Command) -> Result<Option<CniResult>> {

@@ -30,6 +30,25 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Writes `value` as JSON to `path` (creating its directory) so that readers see the old
+/// file or the new one, never half of one: a temporary file, then a rename. Mode 0600.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let text = serde_json::to_vec(value).map_err(|e| io(path)(e.into()))?;
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temp)
+        .and_then(|mut f| f.write_all(&text))
+        .and_then(|()| fs::rename(&temp, path))
+        .map_err(io(path))
+}
+
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Store { dir: dir.into() }
@@ -44,19 +63,7 @@ impl Store {
     }
 
     pub fn save<T: Serialize>(&self, key: Key, value: &T) -> Result<()> {
-        fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
-        let path = self.path(key);
-        let temp = path.with_extension(format!("tmp{}", std::process::id()));
-        let text = serde_json::to_vec(value).map_err(|e| io(&path)(e.into()))?;
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut f| f.write_all(&text))
-            .and_then(|()| fs::rename(&temp, &path))
-            .map_err(io(&path))
+        write_json(&self.path(key), value)
     }
 
     pub fn load<T: DeserializeOwned>(&self, key: Key) -> Result<Option<T>> {

@@ -6,8 +6,8 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
+    RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::IpAddr;
@@ -28,6 +28,9 @@ pub struct RouteSpec {
     pub priority: Option<u32>,
     pub mtu: Option<u32>,
     pub advmss: Option<u32>,
+    /// The gateway is on the link even though no address of the link covers it (an overlay
+    /// routes a remote node's subnet via that subnet's own address on the VXLAN device).
+    pub onlink: bool,
 }
 
 fn family(ip: IpAddr) -> AddressFamily {
@@ -92,6 +95,9 @@ impl RouteSpec {
             RouteProtocol::Boot
         };
         message.header.kind = RouteType::Unicast;
+        if self.onlink {
+            message.header.flags |= RouteFlags::Onlink;
+        }
         message.header.scope = match (self.scope, self.gateway) {
             (Some(scope), _) => RouteScope::from(scope),
             (None, _) if deleting => RouteScope::NoWhere,
@@ -142,6 +148,7 @@ impl RouteSpec {
         let mut spec = RouteSpec {
             scope: Some(u8::from(message.header.scope)),
             table: Some(u32::from(message.header.table)),
+            onlink: message.header.flags.contains(RouteFlags::Onlink),
             ..RouteSpec::default()
         };
         let mut dst = None;

@@ -4,8 +4,8 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
     AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
-    InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags,
-    LinkInfo, LinkMessage, State,
+    InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::fmt;
@@ -16,7 +16,7 @@ use super::{Netlink, NetlinkError};
 use crate::netns::Netns;
 
 /// An Ethernet address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacAddr(pub [u8; 6]);
 
 impl fmt::Display for MacAddr {
@@ -45,6 +45,41 @@ impl FromStr for MacAddr {
             return Err(format!("{text:?} is a multicast address"));
         }
         Ok(MacAddr(bytes))
+    }
+}
+
+/// A VXLAN device as an overlay node wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    /// UDP destination port (4789 is IANA's; the kernel's own default is Linux's old 8472).
+    pub port: u16,
+    /// The node's underlay address, the tunnel's source.
+    pub local: std::net::IpAddr,
+    /// The underlay link, if pinned.
+    pub underlay: Option<u32>,
+    pub mtu: u32,
+    pub mac: MacAddr,
+}
+
+/// What makes a VXLAN device the one a spec asks for; MTU and MAC can change in place.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct VxlanIdentity {
+    vni: u32,
+    port: u16,
+    local: Option<std::net::IpAddr>,
+    underlay: Option<u32>,
+}
+
+impl VxlanIdentity {
+    fn of(spec: &VxlanSpec) -> Self {
+        VxlanIdentity {
+            vni: spec.vni,
+            port: spec.port,
+            local: Some(spec.local),
+            underlay: spec.underlay,
+        }
     }
 }
 
@@ -378,6 +413,111 @@ impl Netlink {
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         )?;
         self.link(host)
+    }
+
+    /// Creates the VXLAN device of `spec`, or keeps the existing one when its identity (VNI,
+    /// port, local address, underlay link) matches; a mismatching one is replaced, as a node
+    /// whose underlay address changed must not keep tunnelling from the old one. Then sets
+    /// MTU and MAC (derived per node, so peers' entries stay valid across reboots) and up.
+    pub fn ensure_vxlan(&mut self, spec: &VxlanSpec) -> Result<Link, NetlinkError> {
+        let mut identity = vec![
+            InfoVxlan::Id(spec.vni),
+            InfoVxlan::Port(spec.port),
+            // Peers are programmed from the store; learning would let forged frames in.
+            InfoVxlan::Learning(false),
+        ];
+        identity.push(match spec.local {
+            std::net::IpAddr::V4(v4) => InfoVxlan::Local(v4),
+            std::net::IpAddr::V6(v6) => InfoVxlan::Local6(v6),
+        });
+        if let Some(underlay) = spec.underlay {
+            identity.push(InfoVxlan::Link(underlay));
+        }
+        if let Some(existing) = self.vxlan_identity(&spec.name)? {
+            if existing == VxlanIdentity::of(spec) {
+                return self.settle_vxlan(spec);
+            }
+            let stale = self.link(&spec.name)?;
+            self.delete_link(stale.index)?;
+        }
+        let mut message = LinkMessage::default();
+        message
+            .attributes
+            .push(LinkAttribute::IfName(spec.name.clone()));
+        message.attributes.push(LinkAttribute::Mtu(spec.mtu));
+        message
+            .attributes
+            .push(LinkAttribute::Address(spec.mac.0.to_vec()));
+        message.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(identity)),
+        ]));
+        self.request(
+            "create vxlan",
+            RouteNetlinkMessage::NewLink(message),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )?;
+        self.settle_vxlan(spec)
+    }
+
+    fn settle_vxlan(&mut self, spec: &VxlanSpec) -> Result<Link, NetlinkError> {
+        let link = self.link(&spec.name)?;
+        if link.mtu != spec.mtu {
+            self.set_mtu(link.index, spec.mtu)?;
+        }
+        if link.mac != Some(spec.mac) {
+            self.set_mac(link.index, spec.mac)?;
+        }
+        if !link.up {
+            self.set_link_up(link.index, true)?;
+        }
+        self.link(&spec.name)
+    }
+
+    /// The identity of the VXLAN device `name`; `None` when there is no such link. Any
+    /// other kind of link by that name is an error.
+    fn vxlan_identity(&mut self, name: &str) -> Result<Option<VxlanIdentity>, NetlinkError> {
+        let mut request = LinkMessage::default();
+        request
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
+        let answers =
+            match self.request("get link", RouteNetlinkMessage::GetLink(request), NLM_F_ACK) {
+                Err(e) if e.errno() == Some(libc::ENODEV) => return Ok(None),
+                other => other?,
+            };
+        let infos = answers.iter().find_map(|answer| match answer {
+            RouteNetlinkMessage::NewLink(link) => link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos.clone()),
+                _ => None,
+            }),
+            _ => None,
+        });
+        let settings = infos
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|info| match info {
+                LinkInfo::Data(InfoData::Vxlan(settings)) => Some(settings),
+                _ => None,
+            });
+        let Some(settings) = settings else {
+            return Err(NetlinkError::WrongKind {
+                name: name.to_string(),
+                expected: "vxlan",
+            });
+        };
+        let mut identity = VxlanIdentity::default();
+        for setting in settings {
+            match setting {
+                InfoVxlan::Id(vni) => identity.vni = vni,
+                InfoVxlan::Port(port) => identity.port = port,
+                InfoVxlan::Local(v4) => identity.local = Some(v4.into()),
+                InfoVxlan::Local6(v6) => identity.local = Some(v6.into()),
+                InfoVxlan::Link(index) => identity.underlay = Some(index),
+                _ => {}
+            }
+        }
+        Ok(Some(identity))
     }
 
     /// Waits (at most `limit`) until the link is operationally up, i.e. until the kernel's

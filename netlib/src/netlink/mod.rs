@@ -1,5 +1,5 @@
 //! The one door to the kernel's routing netlink: links ([`link`]), bridge ports and VLANs,
-//! addresses and routes ([`addr`]).
+//! addresses and routes ([`addr`]), neighbour and forwarding entries ([`neigh`]).
 //!
 //! A thin synchronous layer over `netlink-packet-route` and `netlink-sys` rather than
 //! `rtnetlink`: a plugin process lives a few milliseconds and makes a handful of requests,
@@ -20,9 +20,11 @@ use crate::netns::{Netns, NetnsError};
 
 pub mod addr;
 pub mod link;
+pub mod neigh;
 
 pub use addr::RouteSpec;
-pub use link::{Link, MacAddr};
+pub use link::{Link, MacAddr, VxlanSpec};
+pub use neigh::{FdbEntry, Neighbour};
 
 /// A kernel that has not answered by then never will; fail instead of hanging the runtime.
 const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,10 +1,10 @@
 //! The bridge plugin's configuration: every key of the reference, decoded and validated
 //! before anything is touched.
 
-use netlib::cni::ProtocolError;
-use netlib::firewall::Backend;
-use netlib::skel::Request;
-use netlib::Result;
+use crate::cni::ProtocolError;
+use crate::error::Result;
+use crate::firewall::Backend;
+use crate::skel::Request;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,7 +88,7 @@ impl BridgeConf {
         } else {
             raw.bridge
         };
-        netlib::cni::config::validate_ifname(&bridge)
+        crate::cni::config::validate_ifname(&bridge)
             .map_err(|e| ProtocolError::config("bridge", e.to_string()))?;
         let vlan = match raw.vlan {
             0 => 0,

@@ -1,5 +1,11 @@
-//! Gateway addresses on a bridge (the host side of a container network), shared by the
-//! bridge and vxlan plugins.
+//! The bridge plugin ([`BridgePlugin`]), and the gateway addresses on a bridge (the host side
+//! of a container network) that the bridge plugin and the overlay agent share.
+
+mod config;
+mod plugin;
+
+pub use config::BridgeConf;
+pub use plugin::BridgePlugin;
 
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
