@@ -12,6 +12,9 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
+# Building the overlay agent (etcd-client) needs protoc and the well-known protos.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   echo "== installing: ${missing[*]}"
   apt-get update -qq
@@ -21,14 +24,14 @@ fi
 echo "== building (release)"
 cargo build --release --workspace --bins --quiet
 mkdir -p "$dest"
-binaries=(cnictl bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth host-local static)
+binaries=(cnictl ferrocni-agent bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static)
 for binary in "${binaries[@]}"; do
   # Copy then rename: a runtime exec'ing the old binary never sees a half-written file.
   install -m 0755 "target/release/$binary" "$dest/.$binary.new"
   mv -f "$dest/.$binary.new" "$dest/$binary"
 done
 echo "== installed into $dest: ${binaries[*]}"
-for plugin in "${binaries[@]:1}"; do
+for plugin in "${binaries[@]:2}"; do
   printf '  %-11s %5s KiB  ' "$plugin" "$(( $(stat -c %s "$dest/$plugin") / 1024 ))"
   CNI_COMMAND=VERSION "$dest/$plugin" </dev/null
 done

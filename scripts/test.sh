@@ -18,6 +18,12 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 # The reference plugins: the behaviour oracle of the differential tests.
 [ -x /usr/lib/cni/host-local ] || missing+=(containernetworking-plugins)
+# The overlay agent: etcd-client's build needs protoc and the well-known protos; the overlay
+# tests run a real etcd.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "== installing: ${missing[*]}"

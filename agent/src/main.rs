@@ -29,7 +29,10 @@ use node::{NodeKernel, Settings, Underlay};
 use store::{Change, EtcdStore, LeaseStore, Leases, StaticStore, StoreError};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "VXLAN overlay node agent: subnet leases in etcd, routes to every node")]
+#[command(
+    version,
+    about = "VXLAN overlay node agent: subnet leases in etcd, routes to every node"
+)]
 struct Args {
     /// This node's name (default: the host name).
     #[arg(long, env = "FERROCNI_NODE")]
@@ -158,7 +161,10 @@ impl Agent {
                 subnet,
                 &self.underlay,
             )?);
-            info!("node {} is on {subnet} via {}", self.me.node, self.underlay.ip);
+            info!(
+                "node {} is on {subnet} via {}",
+                self.me.node, self.underlay.ip
+            );
         }
         self.previous_subnet = Some(subnet);
         let mut leases = store.list().await?;
@@ -295,7 +301,9 @@ async fn start(args: Args) -> Result<(), AgentError> {
             AgentError::Usage("give --etcd-endpoints, or --config with a static subnet".into())
         })?;
         let subnet = file.subnet.ok_or_else(|| {
-            AgentError::Usage("static mode (no --etcd-endpoints) needs \"subnet\" in --config".into())
+            AgentError::Usage(
+                "static mode (no --etcd-endpoints) needs \"subnet\" in --config".into(),
+            )
         })?;
         let peers = file
             .peers
@@ -317,12 +325,7 @@ async fn start(args: Args) -> Result<(), AgentError> {
         };
         return agent.run(&mut store).await;
     }
-    let mut store = EtcdStore::connect(
-        &args.etcd_endpoints,
-        &args.prefix,
-        agent.lease_ttl,
-    )
-    .await?;
+    let mut store = EtcdStore::connect(&args.etcd_endpoints, &args.prefix, agent.lease_ttl).await?;
     agent.run(&mut store).await
 }
 

@@ -45,9 +45,9 @@ impl Underlay {
         let link = match interface {
             Some(name) => netlink.link(name)?,
             None => {
-                let index = netlink
-                    .default_route_link()?
-                    .ok_or_else(|| not_found("no default route; give --underlay-interface".into()))?;
+                let index = netlink.default_route_link()?.ok_or_else(|| {
+                    not_found("no default route; give --underlay-interface".into())
+                })?;
                 netlink
                     .link_by_index(index)?
                     .ok_or_else(|| not_found(format!("link {index} vanished")))?

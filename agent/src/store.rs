@@ -150,7 +150,10 @@ impl EtcdStore {
     /// entry must not take the agent down.
     fn parse_entry(&self, key: &[u8], value: &[u8]) -> Option<(Ipv4Network, NodeLease)> {
         let Some(subnet) = self.subnet_of(key) else {
-            warning!("skipping {:?}: not a subnet key", String::from_utf8_lossy(key));
+            warning!(
+                "skipping {:?}: not a subnet key",
+                String::from_utf8_lossy(key)
+            );
             return None;
         };
         match serde_json::from_slice::<NodeLease>(value) {
@@ -190,9 +193,9 @@ impl LeaseStore for EtcdStore {
                 let config: ClusterConfig = serde_json::from_slice(kv.value()).map_err(|e| {
                     StoreError::Config(format!("the cluster config at {key} is malformed: {e}"))
                 })?;
-                config.validate().map_err(|e| {
-                    StoreError::Config(format!("the cluster config at {key}: {e}"))
-                })?;
+                config
+                    .validate()
+                    .map_err(|e| StoreError::Config(format!("the cluster config at {key}: {e}")))?;
                 if local.is_some_and(|l| *l != config) {
                     warning!("the cluster config in etcd differs from the local one; etcd's wins");
                 }

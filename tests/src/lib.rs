@@ -629,3 +629,4 @@ pub fn convert(result: &Value, version: &str) -> Value {
     }
     converted
 }
+pub mod lab;

@@ -180,7 +180,9 @@ impl Plugin for VxlanPlugin {
             vxlan.records.remove(key(request, attachment))
         });
         let result = BridgePlugin.add(&inner, attachment)?;
-        undo.push("the bridge attachment", || BridgePlugin.del(&inner, attachment));
+        undo.push("the bridge attachment", || {
+            BridgePlugin.del(&inner, attachment)
+        });
         if let Some(firewall) = vxlan.masquerade {
             let mut exempt = result.clone();
             let addresses = Vxlan::masquerade_addresses(&result, Some(node.network.into()));

@@ -1,0 +1,307 @@
+//! The VXLAN overlay across nodes: ferrocni-agent leasing subnets from a real etcd, the
+//! vxlan plugin attaching pods, pods on different nodes reaching each other by their own
+//! addresses. Each test builds its own lab (node namespaces on a private underlay).
+
+use ferrocni_tests::lab::{wait_for, Lab, PREFIX, TTL};
+use ferrocni_tests::{require_root, NetnsGuard, TempDir};
+use std::time::Duration;
+
+/// A TCP connection from `client` to `server`'s address is answered (an HTTP fetch).
+fn tcp_connects(client: &NetnsGuard, server: &NetnsGuard, server_ip: &str) -> bool {
+    let dir = TempDir::new("www");
+    let _http = server.http_server(8080, "overlay", &dir);
+    client.curl(&format!("http://{server_ip}:8080/")).as_deref() == Some("overlay")
+}
+
+/// Ip FragCreates of a namespace: how many fragments its kernel made.
+fn fragments_created(ns: &NetnsGuard) -> u64 {
+    let snmp = String::from_utf8_lossy(&ns.exec(&["cat", "/proc/net/snmp"]).stdout).into_owned();
+    let mut ip_lines = snmp.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip_lines.next().unwrap_or(""), ip_lines.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "FragCreates")
+        .and_then(|(_, value)| value.parse().ok())
+        .expect("FragCreates in /proc/net/snmp")
+}
+
+#[test]
+fn pods_on_three_nodes_reach_each_other_by_their_own_addresses() {
+    require_root!();
+    let lab = Lab::new(3);
+    let subnets: Vec<String> = (0..3).map(|i| lab.subnet(i)).collect();
+    let mut unique = subnets.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        3,
+        "every node has its own subnet: {subnets:?}"
+    );
+
+    let pods: Vec<_> = (0..3).map(|i| lab.pod(i)).collect();
+    for (i, pod) in pods.iter().enumerate() {
+        let subnet: ipnetwork::Ipv4Network = subnets[i].parse().expect("subnet");
+        assert!(
+            subnet.contains(pod.ip.parse().expect("ip")),
+            "pod on node {i} has {} from {subnet}",
+            pod.ip
+        );
+        // The overlay's MTU: the underlay's 1500 less VXLAN's 50.
+        let mtu = pod.ns.link_details("eth0")["mtu"].as_u64();
+        assert_eq!(mtu, Some(1450));
+    }
+    for a in &pods {
+        for b in &pods {
+            if a.ip != b.ip {
+                assert!(a.ns.ping(&b.ip), "{} -> {}\n{}", a.ip, b.ip, lab.logs());
+            }
+        }
+    }
+    // TCP both ways between nodes 1 and 2, no NAT: the server sees the client's own address.
+    assert!(tcp_connects(&pods[0].ns, &pods[1].ns, &pods[1].ip));
+    assert!(tcp_connects(&pods[1].ns, &pods[0].ns, &pods[0].ip));
+    // Full-size packets (1450 bytes: a 1422-byte ping) cross, and the node fragments nothing.
+    let fragments_before = fragments_created(&lab.nodes[0].ns);
+    let big = pods[0].ns.exec(&[
+        "busybox",
+        "ping",
+        "-c",
+        "3",
+        "-W",
+        "2",
+        "-s",
+        "1422",
+        &pods[2].ip,
+    ]);
+    assert!(big.status.success(), "a full-MTU packet crosses");
+    assert_eq!(fragments_created(&lab.nodes[0].ns), fragments_before);
+}
+
+#[test]
+fn a_joining_node_is_reachable_from_every_node_within_a_second() {
+    require_root!();
+    let mut lab = Lab::new(3);
+    let pods: Vec<_> = (0..3).map(|i| lab.pod(i)).collect();
+    let joined = lab.add_node();
+    lab.wait_leased(joined);
+    let subnet = lab.subnet(joined);
+    let converged = wait_for(Duration::from_secs(1), || {
+        (0..3).all(|i| lab.overlay_routes(i).contains(&subnet))
+    });
+    assert!(
+        converged.is_some(),
+        "every node routes {subnet} within a second:\n{}",
+        lab.logs()
+    );
+    let newcomer = lab.pod(joined);
+    for pod in &pods {
+        assert!(pod.ns.ping(&newcomer.ip), "{} -> {}", pod.ip, newcomer.ip);
+        assert!(newcomer.ns.ping(&pod.ip), "{} -> {}", newcomer.ip, pod.ip);
+    }
+}
+
+#[test]
+fn a_stopped_node_is_forgotten_after_its_lease_expires() {
+    require_root!();
+    let mut lab = Lab::new(3);
+    let gone = lab.subnet(2);
+    for i in 0..2 {
+        assert!(lab.overlay_routes(i).contains(&gone));
+    }
+    // A crash: no chance to say goodbye.
+    lab.stop_agent(2, libc::SIGKILL);
+    let forgotten = wait_for(TTL + Duration::from_secs(4), || {
+        (0..2).all(|i| {
+            let (neighbours, forwarding) = lab.overlay_entries(i);
+            !lab.overlay_routes(i).contains(&gone) && neighbours.len() == 1 && forwarding.len() == 1
+        })
+    });
+    assert!(
+        forgotten.is_some(),
+        "the others dropped route, neighbour and forwarding entry of {gone}:\n{}",
+        lab.logs()
+    );
+    // The surviving nodes still hold each other.
+    assert!(lab.overlay_routes(0).contains(&lab.subnet(1)));
+    assert!(lab.overlay_routes(1).contains(&lab.subnet(0)));
+}
+
+#[test]
+fn an_agent_restart_keeps_its_subnet_and_its_pods_connected() {
+    require_root!();
+    let mut lab = Lab::new(2);
+    let before = lab.subnet(1);
+    let (a, b) = (lab.pod(0), lab.pod(1));
+    assert!(a.ns.ping(&b.ip));
+    let status = lab.stop_agent(1, libc::SIGTERM);
+    assert!(
+        status.success(),
+        "SIGTERM stops the agent cleanly: {status:?}"
+    );
+    // The kernel state stays while the agent is away.
+    assert!(a.ns.ping(&b.ip) && b.ns.ping(&a.ip));
+    std::fs::remove_file(lab.node_file(1)).expect("node file removed");
+    lab.start_agent(1);
+    lab.wait_leased(1);
+    assert_eq!(
+        lab.subnet(1),
+        before,
+        "the restarted agent reclaimed its subnet"
+    );
+    let leases = lab
+        .etcdctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{PREFIX}/subnets/"),
+        ])
+        .expect("etcdctl get");
+    assert_eq!(
+        leases.lines().filter(|l| !l.is_empty()).count(),
+        2,
+        "no second lease for the restarted node: {leases}"
+    );
+    assert!(a.ns.ping(&b.ip) && b.ns.ping(&a.ip));
+    let c = lab.pod(1);
+    assert!(a.ns.ping(&c.ip));
+}
+
+#[test]
+fn an_etcd_outage_loses_no_connectivity_and_agents_resync_after_it() {
+    require_root!();
+    let mut lab = Lab::new(2);
+    let (a, b) = (lab.pod(0), lab.pod(1));
+    lab.stop_etcd();
+    // Longer than the lease TTL: the agents cannot renew, and must not tear anything down.
+    let outage_end = std::time::Instant::now() + TTL + Duration::from_secs(1);
+    while std::time::Instant::now() < outage_end {
+        assert!(
+            a.ns.ping(&b.ip),
+            "connectivity during the outage:\n{}",
+            lab.logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(lab.agent_running(0) && lab.agent_running(1));
+    lab.start_etcd();
+    // After the outage the agents re-list and re-watch: a node joining now is seen.
+    let joined = lab.add_node();
+    lab.wait_leased(joined);
+    let subnet = lab.subnet(joined);
+    let seen = wait_for(Duration::from_secs(15), || {
+        (0..2).all(|i| lab.overlay_routes(i).contains(&subnet))
+    });
+    assert!(
+        seen.is_some(),
+        "agents resynced after etcd came back:\n{}",
+        lab.logs()
+    );
+    let c = lab.pod(joined);
+    assert!(a.ns.ping(&b.ip) && a.ns.ping(&c.ip) && c.ns.ping(&b.ip));
+    assert_ne!(lab.subnet(0), lab.subnet(1));
+}
+
+#[test]
+fn a_malformed_lease_is_skipped_and_valid_ones_still_apply() {
+    require_root!();
+    let mut lab = Lab::new(2);
+    let subnets = format!("{PREFIX}/subnets/");
+    lab.etcdctl(&["put", &format!("{subnets}10.244.77.0-24"), "not json"])
+        .expect("put garbage");
+    lab.etcdctl(&["put", &format!("{subnets}nonsense"), "{}"])
+        .expect("put a bad key");
+    // A valid lease of a simulated node after the garbage: still applied.
+    let simulated = r#"{"node":"sim","vtep":"198.18.0.99","mac":"02:00:00:00:00:99"}"#;
+    lab.etcdctl(&["put", &format!("{subnets}10.244.99.0-24"), simulated])
+        .expect("put a valid lease");
+    let applied = wait_for(Duration::from_secs(2), || {
+        (0..2).all(|i| {
+            lab.overlay_routes(i)
+                .contains(&"10.244.99.0/24".to_string())
+        })
+    });
+    assert!(
+        applied.is_some(),
+        "the valid lease applied:\n{}",
+        lab.logs()
+    );
+    assert!(lab.agent_running(0) && lab.agent_running(1));
+    assert!(!lab
+        .overlay_routes(0)
+        .contains(&"10.244.77.0/24".to_string()));
+    assert!(lab.logs().contains("malformed"), "{}", lab.logs());
+    // A restarted agent lists the garbage too, and still comes up.
+    lab.stop_agent(0, libc::SIGTERM);
+    lab.start_agent(0);
+    let (a, b) = (lab.pod(0), lab.pod(1));
+    assert!(a.ns.ping(&b.ip));
+}
+
+#[test]
+fn the_plugin_asks_to_retry_until_the_agent_has_a_lease() {
+    require_root!();
+    let mut lab = Lab::empty(false);
+    // An agent that cannot reach etcd has no lease: ADD says "try again later", STATUS 50.
+    let node = lab.add_node();
+    let pod = NetnsGuard::new("fop");
+    lab.plugin(node, "ADD", Some(("early", &pod)))
+        .assert_error(11, "not leased");
+    lab.plugin(node, "STATUS", None)
+        .assert_error(50, "not leased");
+    assert!(pod.links().is_empty(), "nothing was configured");
+    lab.start_etcd();
+    lab.wait_leased(node);
+    lab.plugin(node, "STATUS", None).success();
+    let added = lab.plugin(node, "ADD", Some(("early", &pod))).success();
+    let with_previous = |lab: &Lab, command: &str| {
+        ferrocni_tests::Call::binary(&ferrocni_tests::our_bin_dir().join("vxlan"), command)
+            .env(
+                "CNI_PATH",
+                &ferrocni_tests::our_bin_dir().display().to_string(),
+            )
+            .attachment("early", &pod.path_str(), "eth0")
+            .stdin(ferrocni_tests::with_previous(
+                &serde_json::json!({"cniVersion": "1.1.0", "name": "overlay", "type": "vxlan",
+                    "subnetFile": lab.node_file(node), "dataDir": lab.node_dir(node).join("ipam"),
+                    "stateDir": lab.node_dir(node).join("state")}),
+                &added,
+            ))
+            .run_in(&lab.nodes[node].ns)
+    };
+    with_previous(&lab, "CHECK").success();
+    // DEL works even after the agent (and its file) are gone.
+    lab.stop_agent(node, libc::SIGTERM);
+    std::fs::remove_file(lab.node_file(node)).expect("node file removed");
+    with_previous(&lab, "DEL").success();
+    assert!(pod.links().is_empty(), "the pod's interface is gone");
+    let reservations = std::fs::read_dir(lab.node_dir(node).join("ipam").join("overlay"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(reservations, 0, "the address was released");
+}
+
+#[test]
+fn static_mode_connects_nodes_without_etcd() {
+    require_root!();
+    let mut lab = Lab::empty(true);
+    let subnets = ["10.244.10.0/24", "10.244.20.0/24"];
+    for i in 0..2 {
+        std::fs::create_dir_all(lab.node_dir(i)).expect("dir");
+        lab.write_static_config(i, &subnets);
+    }
+    lab.add_node();
+    lab.add_node();
+    lab.wait_leased(0);
+    lab.wait_leased(1);
+    assert_eq!(lab.subnet(0), subnets[0]);
+    let (a, b) = (lab.pod(0), lab.pod(1));
+    assert!(a.ns.ping(&b.ip), "{}", lab.logs());
+    assert!(b.ns.ping(&a.ip));
+}
