@@ -300,10 +300,11 @@ pub enum Impl {
 /// The directory holding our built binaries (`target/debug` beside this test binary).
 pub fn our_bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps")
+    // Test binaries live in target/<profile>/deps, the bench binary beside the plugins.
+    let beside = exe.parent().filter(|dir| dir.join("loopback").is_file());
+    let dir = beside
+        .or_else(|| exe.parent().and_then(Path::parent))
+        .expect("binaries live in target/<profile>")
         .to_path_buf();
     assert!(
         dir.join("loopback").is_file(),

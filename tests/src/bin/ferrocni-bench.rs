@@ -492,7 +492,11 @@ fn main() {
     let mut costs = Vec::new();
     if let Some(only) = value("--only") {
         for kind in only.split(',') {
-            bench.add_del(kind, n, &mut rows, &mut costs);
+            if kind == "overlay" {
+                println!("{}", overlay(quick).report());
+            } else {
+                bench.add_del(kind, n, &mut rows, &mut costs);
+            }
         }
         for row in &rows {
             println!(
@@ -520,6 +524,8 @@ fn main() {
     eprintln!("== netavark");
     let netavark = bench.netavark(n / 2);
     drop(bench);
+    eprintln!("== overlay: throughput across nodes, convergence after a join");
+    let overlay = overlay(quick);
 
     // Report.
     let names = [
@@ -609,6 +615,7 @@ fn main() {
     if let Some((setup, teardown)) = &netavark {
         let _ = writeln!(md, "## netavark 1.4 (Podman's other network stack)\n\nBridge network with one port mapping: setup {:.1} ms, teardown {:.1} ms (medians). Our bridge + portmap chain for the same work is in the table above (`podman` adds firewall and tuning).\n", median(setup), median(teardown));
     }
+    let _ = writeln!(md, "{}", overlay.report());
     let bridge_ratio = pick("bridge: ADD").map_or(0.0, Row::ratio);
     let conc_speedup = conc_ref.0 / conc_ours.0.max(f64::MIN_POSITIVE);
     let _ = writeln!(
@@ -702,4 +709,104 @@ fn date() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
+}
+
+/// The VXLAN overlay's numbers: TCP throughput between pods across nodes against pods on one
+/// node, and how long every node takes to learn a joining node.
+struct OverlayBench {
+    same_node_gbps: f64,
+    cross_node_gbps: f64,
+    /// (simulated nodes already known, convergence times in ms of a join)
+    convergence: Vec<(usize, Vec<f64>)>,
+}
+
+impl OverlayBench {
+    fn report(&self) -> String {
+        let ratio = self.cross_node_gbps / self.same_node_gbps.max(f64::MIN_POSITIVE);
+        let mut md = format!(
+            "## VXLAN overlay (ferrocni-agent + etcd, 3 node namespaces)\n\n\
+             TCP throughput pod to pod (iperf3, 3 s, MTU 1450): same node {:.2} Gbit/s, across \
+             nodes {:.2} Gbit/s, **{:.0}%** of same-node (target: at least 70%).\n\n\
+             | nodes already in etcd | join converged on every node, median | max |\n|---|---|---|\n",
+            self.same_node_gbps,
+            self.cross_node_gbps,
+            ratio * 100.0
+        );
+        for (nodes, times) in &self.convergence {
+            let max = times.iter().copied().fold(0.0, f64::max);
+            md.push_str(&format!(
+                "| {nodes} | {:.0} ms | {max:.0} ms |\n",
+                median(times)
+            ));
+        }
+        md
+    }
+}
+
+/// Bits per second iperf3 measured from `client` to `server_ip`.
+fn iperf(client: &ferrocni_tests::NetnsGuard, server_ip: &str) -> f64 {
+    let output = client.exec(&["iperf3", "-c", server_ip, "-t", "3", "-J"]);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+fn overlay(quick: bool) -> OverlayBench {
+    use ferrocni_tests::lab::{wait_for, Lab, PREFIX};
+    let lab = Lab::new(3);
+    let (client, same, other) = (lab.pod(0), lab.pod(0), lab.pod(1));
+    let _servers = [
+        same.ns.spawn(&["iperf3", "-s"]),
+        other.ns.spawn(&["iperf3", "-s"]),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let same_node = iperf(&client.ns, &same.ip);
+    let cross_node = iperf(&client.ns, &other.ip);
+
+    let mut convergence = Vec::new();
+    let mut simulated = 0;
+    let joins = if quick { 3 } else { 10 };
+    for target in [20, 100] {
+        // Simulated nodes: leases with VTEPs on the underlay that nobody answers.
+        while simulated < target {
+            simulated += 1;
+            let lease = json!({"node": format!("sim{simulated}"),
+                               "vtep": format!("198.18.1.{simulated}"),
+                               "mac": format!("02:00:00:00:01:{simulated:02x}")});
+            lab.etcdctl(&[
+                "put",
+                &format!("{PREFIX}/subnets/10.244.{}.0-24", 100 + simulated),
+                &lease.to_string(),
+            ]);
+        }
+        let all = wait_for(Duration::from_secs(30), || {
+            (0..3).all(|i| lab.overlay_routes(i).len() == 2 + simulated)
+        });
+        assert!(all.is_some(), "the lab learned {simulated} simulated nodes");
+        let mut times = Vec::new();
+        for join in 0..joins {
+            let key = format!("{PREFIX}/subnets/10.244.{}.0-24", 240 + join);
+            let lease = json!({"node": format!("join{join}"), "vtep": "198.18.2.1",
+                               "mac": format!("02:00:00:00:02:{join:02x}")});
+            let subnet = format!("10.244.{}.0/24", 240 + join);
+            let start = Instant::now();
+            lab.etcdctl(&["put", &key, &lease.to_string()]);
+            let converged = wait_for(Duration::from_secs(10), || {
+                (0..3).all(|i| lab.overlay_routes(i).contains(&subnet))
+            });
+            assert!(
+                converged.is_some(),
+                "a join with {simulated} nodes converged"
+            );
+            times.push(ms(start.elapsed()));
+            lab.etcdctl(&["del", &key]);
+        }
+        convergence.push((target, times));
+    }
+    OverlayBench {
+        same_node_gbps: same_node / 1e9,
+        cross_node_gbps: cross_node / 1e9,
+        convergence,
+    }
 }
