@@ -278,7 +278,7 @@ impl Lab {
         file["subnet"].as_str().expect("subnet").to_string()
     }
 
-    fn plugin_config(&self, i: usize) -> Value {
+    pub fn plugin_config(&self, i: usize) -> Value {
         let dir = self.node_dir(i);
         json!({"cniVersion": "1.1.0", "name": "overlay", "type": "vxlan",
                "subnetFile": dir.join("vxlan.json"), "dataDir": dir.join("ipam"),

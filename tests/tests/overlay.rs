@@ -276,15 +276,9 @@ fn the_plugin_asks_to_retry_until_the_agent_has_a_lease() {
     std::fs::remove_file(lab.node_file(node)).expect("node file removed");
     with_previous(&lab, "DEL").success();
     assert!(pod.links().is_empty(), "the pod's interface is gone");
-    let reservations = std::fs::read_dir(lab.node_dir(node).join("ipam").join("overlay"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
-                .count()
-        })
-        .unwrap_or(0);
-    assert_eq!(reservations, 0, "the address was released");
+    let reservations =
+        ferrocni_tests::reserved_ips(&lab.node_dir(node).join("ipam").join("overlay"));
+    assert!(reservations.is_empty(), "the address was released: {reservations:?}");
 }
 
 #[test]
@@ -304,4 +298,25 @@ fn static_mode_connects_nodes_without_etcd() {
     let (a, b) = (lab.pod(0), lab.pod(1));
     assert!(a.ns.ping(&b.ip), "{}", lab.logs());
     assert!(b.ns.ping(&a.ip));
+}
+
+#[test]
+fn gc_releases_attachments_the_runtime_no_longer_has() {
+    require_root!();
+    let lab = Lab::new(1);
+    let (kept, lost) = (lab.pod(0), lab.pod(0));
+    let mut config = lab.plugin_config(0);
+    config["cni.dev/valid-attachments"] =
+        serde_json::json!([{"containerID": kept.ns.name(), "ifname": "eth0"}]);
+    ferrocni_tests::Call::binary(&ferrocni_tests::our_bin_dir().join("vxlan"), "GC")
+        .env("CNI_PATH", &ferrocni_tests::our_bin_dir().display().to_string())
+        .stdin(config)
+        .run_in(&lab.nodes[0].ns)
+        .success();
+    let reserved = ferrocni_tests::reserved_ips(&lab.node_dir(0).join("ipam").join("overlay"));
+    assert_eq!(reserved, [kept.ip.clone()], "{} was released", lost.ip);
+    let records = std::fs::read_dir(lab.node_dir(0).join("state"))
+        .expect("state dir")
+        .count();
+    assert_eq!(records, 1, "only the kept attachment's record is left");
 }
