@@ -278,7 +278,10 @@ fn the_plugin_asks_to_retry_until_the_agent_has_a_lease() {
     assert!(pod.links().is_empty(), "the pod's interface is gone");
     let reservations =
         ferrocni_tests::reserved_ips(&lab.node_dir(node).join("ipam").join("overlay"));
-    assert!(reservations.is_empty(), "the address was released: {reservations:?}");
+    assert!(
+        reservations.is_empty(),
+        "the address was released: {reservations:?}"
+    );
 }
 
 #[test]
@@ -309,7 +312,10 @@ fn gc_releases_attachments_the_runtime_no_longer_has() {
     config["cni.dev/valid-attachments"] =
         serde_json::json!([{"containerID": kept.ns.name(), "ifname": "eth0"}]);
     ferrocni_tests::Call::binary(&ferrocni_tests::our_bin_dir().join("vxlan"), "GC")
-        .env("CNI_PATH", &ferrocni_tests::our_bin_dir().display().to_string())
+        .env(
+            "CNI_PATH",
+            &ferrocni_tests::our_bin_dir().display().to_string(),
+        )
         .stdin(config)
         .run_in(&lab.nodes[0].ns)
         .success();
