@@ -320,7 +320,12 @@ fn gc_releases_attachments_the_runtime_no_longer_has() {
         .run_in(&lab.nodes[0].ns)
         .success();
     let reserved = ferrocni_tests::reserved_ips(&lab.node_dir(0).join("ipam").join("overlay"));
-    assert_eq!(reserved, [kept.ip.clone()], "{} was released", lost.ip);
+    assert_eq!(
+        reserved,
+        std::slice::from_ref(&kept.ip),
+        "{} was released",
+        lost.ip
+    );
     let records = std::fs::read_dir(lab.node_dir(0).join("state"))
         .expect("state dir")
         .count();
