@@ -105,10 +105,15 @@ impl Vxlan {
         })
     }
 
-    /// The bridge request for an attachment ADD made: its recorded config, with what the
-    /// runtime passes per call (prevResult, runtimeConfig, args).
+    /// The bridge request for `config`, with what the runtime passes per call (prevResult,
+    /// runtimeConfig, args, GC's valid attachments).
     fn bridge_request(&self, request: &Request, mut config: Value) -> Result<Request> {
-        for key in ["prevResult", "runtimeConfig", "args"] {
+        for key in [
+            "prevResult",
+            "runtimeConfig",
+            "args",
+            "cni.dev/valid-attachments",
+        ] {
             if let Some(value) = request.config.get(key) {
                 config[key] = value.clone();
             }
