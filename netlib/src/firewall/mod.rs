@@ -210,10 +210,16 @@ impl Backend {
         }
     }
 
-    /// Removes an attachment's port mappings, found by owner.
-    pub fn del_portmap(self, owner: Owner) -> Result<(), FirewallError> {
+    /// Removes an attachment's port mappings. `rules` (from the runtime's mappings and
+    /// prevResult) is a hint that saves listing every mapping; without it, or when it no
+    /// longer matches, they are found by owner.
+    pub fn del_portmap(
+        self,
+        owner: Owner,
+        rules: Option<&PortmapRules>,
+    ) -> Result<(), FirewallError> {
         match self {
-            Backend::Nftables => nftables::del_portmap(owner),
+            Backend::Nftables => nftables::del_portmap(owner, rules),
             Backend::Iptables => iptables::del_portmap(owner),
         }
     }

@@ -267,11 +267,12 @@ impl Scheme {
     }
 
     /// Removes an attachment's elements and chain. With `keys` known (from prevResult) this
-    /// is one process: declaring first makes deleting idempotent. Otherwise, or when the key
-    /// meanwhile belongs to another attachment, the elements are found by owner.
+    /// is one process that lists nothing: declaring first makes deleting idempotent, and a
+    /// key held by another attachment (its element jumps elsewhere) makes the kernel refuse
+    /// the whole batch (EBUSY). Then, as without keys, the elements are found by owner.
     fn delete(&self, owner: Owner, keys: &[(&str, String)]) -> Result<(), FirewallError> {
         let (table, chain) = (self.table(), self.chain(owner));
-        if !keys.is_empty() && !self.exclusive_keys {
+        if !keys.is_empty() {
             let mut batch = format!("add chain {table} {chain}\n");
             for (map, key) in keys {
                 let _ = writeln!(
@@ -460,14 +461,23 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
                 let _ = write!(matches, " {family} daddr {host_ip}");
             }
             if rules.snat {
+                // One rule per source, never an anonymous set (`ip saddr { a, b }`): every
+                // `nft` run loads all sets of the table with their elements, so a set per
+                // container made each ADD slower as containers accumulated (11 ms → 63 ms at
+                // 1000 here, against 7 → 11 ms with plain rules).
                 let sources = match (rules.masq_all, target.is_ipv4()) {
-                    (true, _) => String::new(),
-                    (false, true) => format!(" ip saddr {{ {}, 127.0.0.1 }}", subnet_of(target)),
-                    (false, false) => format!(" ip6 saddr {}", subnet_of(target)),
+                    (true, _) => vec![String::new()],
+                    (false, true) => vec![
+                        format!(" ip saddr {}", subnet_of(target)),
+                        " ip saddr 127.0.0.1".to_string(),
+                    ],
+                    (false, false) => vec![format!(" ip6 saddr {}", subnet_of(target))],
                 };
-                chain_rules.push(format!(
-                    "{matches}{sources} meta mark set meta mark | {MASQ_MARK}"
-                ));
+                for source in sources {
+                    chain_rules.push(format!(
+                        "{matches}{source} meta mark set meta mark | {MASQ_MARK}"
+                    ));
+                }
             }
             let destination = match target.ip() {
                 std::net::IpAddr::V4(ip) => format!("{ip}:{}", mapping.container_port),
@@ -490,8 +500,8 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
     }
 }
 
-pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
-    PORTMAP.delete(owner, &[])
+pub(super) fn del_portmap(owner: Owner, rules: Option<&PortmapRules>) -> Result<(), FirewallError> {
+    PORTMAP.delete(owner, &rules.map(portmap_keys).unwrap_or_default())
 }
 
 pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {

@@ -268,10 +268,12 @@ impl Plugin for Portmap {
         if conf.mappings.is_empty() {
             return Ok(());
         }
-        conf.backend
-            .del_portmap(attachment::owner(request, attachment))?;
         let previous = request.prev_result().ok().flatten().unwrap_or_default();
-        for target in targets(&previous, &attachment.ifname) {
+        let targets = targets(&previous, &attachment.ifname);
+        let rules = (!targets.is_empty()).then(|| conf.rules(&targets));
+        conf.backend
+            .del_portmap(attachment::owner(request, attachment), rules.as_ref())?;
+        for target in &targets {
             for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
                 conntrack::flush_udp_to_container(target.ip(), mapping.container_port)?;
             }
