@@ -193,16 +193,24 @@ impl Agent {
     }
 
     fn reconcile(&mut self, leases: &Leases) -> Result<(), AgentError> {
-        if let Some(kernel) = self.kernel.as_mut() {
-            let changed = kernel.reconcile(leases)?;
-            if changed > 0 {
+        let Some(kernel) = self.kernel.as_mut() else {
+            return Ok(());
+        };
+        match kernel.reconcile(leases) {
+            Ok(0) => Ok(()),
+            Ok(changed) => {
                 info!(
                     "{changed} kernel entries changed; {} nodes known",
                     leases.len()
                 );
+                Ok(())
+            }
+            Err(e) => {
+                // The next session sets the node up from scratch.
+                self.kernel = None;
+                Err(e.into())
             }
         }
-        Ok(())
     }
 
     /// Sessions until SIGTERM or SIGINT; between failed ones, backoff.
@@ -212,20 +220,21 @@ impl Agent {
         let mut interrupt = signal(SignalKind::interrupt())
             .map_err(|e| AgentError::Usage(format!("cannot handle SIGINT: {e}")))?;
         loop {
-            tokio::select! {
+            let delay = tokio::select! {
                 outcome = self.session(store) => {
                     let Err(failure) = outcome;
-                    let delay = self.backoff.next();
-                    warning!("{}; keeping the kernel as it is, retrying in {delay:?}", log::causes(&failure));
-                    if let AgentError::Store(StoreError::Config(_)) = failure {
+                    let delay = match failure {
                         // A store that holds a bad config will not fix itself quickly.
-                        tokio::time::sleep(Backoff::LAST.saturating_sub(delay)).await;
-                    }
+                        AgentError::Store(StoreError::Config(_)) => Backoff::LAST,
+                        _ => self.backoff.next(),
+                    };
+                    warning!("{}; keeping the kernel as it is, retrying in {delay:?}", log::causes(&failure));
+                    delay
                 }
                 _ = stopped(&mut terminate, &mut interrupt) => break,
-            }
+            };
             tokio::select! {
-                _ = tokio::time::sleep(self.backoff.0) => {}
+                _ = tokio::time::sleep(delay) => {}
                 _ = stopped(&mut terminate, &mut interrupt) => break,
             }
         }

@@ -147,6 +147,11 @@ impl NodeKernel {
     /// Brings the kernel's entries in line with `leases` (every node but this one). Returns
     /// how many changes it made; failures are logged and retried on the next pass.
     pub fn reconcile(&mut self, leases: &Leases) -> Result<usize> {
+        if self.netlink.link_by_index(self.vxlan)?.is_none() {
+            return Err(Error::Check(
+                "the VXLAN device is gone; setting the node up again".to_string(),
+            ));
+        }
         let peers: Vec<Peer> = leases
             .iter()
             .filter(|(subnet, lease)| lease.node != self.node && **subnet != self.subnet)

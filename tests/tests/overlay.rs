@@ -331,3 +331,29 @@ fn gc_releases_attachments_the_runtime_no_longer_has() {
         .count();
     assert_eq!(records, 1, "only the kept attachment's record is left");
 }
+
+#[test]
+fn a_deleted_vxlan_device_is_set_up_again() {
+    require_root!();
+    let lab = Lab::new(2);
+    let (a, b) = (lab.pod(0), lab.pod(1));
+    lab.nodes[0]
+        .ns
+        .exec_ok(&["ip", "link", "del", "ferrocni.vx"]);
+    let other = lab.subnet(1);
+    // The periodic resync (2 s in the lab) notices, and a new session rebuilds the node.
+    let repaired = wait_for(Duration::from_secs(8), || {
+        lab.nodes[0]
+            .ns
+            .exec(&["ip", "link", "show", "ferrocni.vx"])
+            .status
+            .success()
+            && lab.overlay_routes(0).contains(&other)
+    });
+    assert!(
+        repaired.is_some(),
+        "the agent repaired its node:\n{}",
+        lab.logs()
+    );
+    assert!(a.ns.ping(&b.ip) && b.ns.ping(&a.ip));
+}
