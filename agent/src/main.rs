@@ -98,6 +98,9 @@ enum AgentError {
     Netlib(#[from] netlib::Error),
     #[error("{0}")]
     Usage(String),
+    /// The node's own network is not as the agent needs it.
+    #[error("{0}")]
+    Node(String),
 }
 
 impl From<netlib::netlink::NetlinkError> for AgentError {
@@ -208,7 +211,7 @@ impl Agent {
             Err(e) => {
                 // The next session sets the node up from scratch.
                 self.kernel = None;
-                Err(e.into())
+                Err(e)
             }
         }
     }

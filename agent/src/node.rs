@@ -6,9 +6,13 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use netlib::bridge;
 use netlib::netlink::{Netlink, VxlanSpec};
 use netlib::overlay::{self, ClusterConfig, NodeFile, NodeLease, Peer, Programmed};
-use netlib::{bridge, Error, Result};
+
+use crate::AgentError;
+
+type Result<T> = std::result::Result<T, AgentError>;
 
 use crate::log::{debug, warning};
 use crate::store::Leases;
@@ -29,7 +33,7 @@ impl Underlay {
         interface: Option<&str>,
         ip: Option<IpAddr>,
     ) -> Result<Underlay> {
-        let not_found = |what: String| Error::Check(format!("underlay: {what}"));
+        let not_found = |what: String| AgentError::Node(format!("underlay: {what}"));
         if let Some(ip) = ip {
             for link in netlink.links()? {
                 if netlink.addresses(link.index)?.iter().any(|a| a.ip() == ip) {
@@ -118,7 +122,7 @@ impl NodeKernel {
             bridge::default_gateway(&IpNetwork::V4(subnet)),
             subnet.prefix(),
         )
-        .map_err(|e| Error::Check(format!("gateway of {subnet}: {e}")))?;
+        .map_err(|e| AgentError::Node(format!("gateway of {subnet}: {e}")))?;
         // A node that had to take a new subnet replaces the old gateway.
         bridge::ensure_gateway_address(
             &mut netlink,
@@ -148,7 +152,7 @@ impl NodeKernel {
     /// how many changes it made; failures are logged and retried on the next pass.
     pub fn reconcile(&mut self, leases: &Leases) -> Result<usize> {
         if self.netlink.link_by_index(self.vxlan)?.is_none() {
-            return Err(Error::Check(
+            return Err(AgentError::Node(
                 "the VXLAN device is gone; setting the node up again".to_string(),
             ));
         }
