@@ -47,6 +47,26 @@ pub struct Store {
     _lock: FileLock,
 }
 
+/// A small file in `dir`, read with as few syscalls as a file that fits one buffer allows.
+fn read_small(dir: &fs::File, name: &std::ffi::OsStr) -> io::Result<String> {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::Mode;
+    let fd = openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(io::Error::from)?;
+    let mut file = fs::File::from(fd);
+    let mut buffer = [0u8; 512];
+    let mut content = Vec::new();
+    loop {
+        let read = io::Read::read(&mut file, &mut buffer)?;
+        content.extend_from_slice(&buffer[..read]);
+        // A regular file returns all it has; a short read means the end.
+        if read < buffer.len() {
+            break;
+        }
+    }
+    String::from_utf8(content).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 fn io_error(path: &Path) -> impl Fn(io::Error) -> IpamError + '_ {
     move |source| IpamError::Store {
         path: path.to_path_buf(),
@@ -81,6 +101,10 @@ impl Store {
     /// Every reservation in the store. Files that are not addresses are ignored.
     pub fn reservations(&self) -> Result<Vec<Reservation>, IpamError> {
         let mut found = Vec::new();
+        // Every ADD reads every reservation (as the reference does, to find the attachment's
+        // own): open them relative to the directory, with one read each, so a thousand cost
+        // 2 syscalls apiece instead of a path walk, a stat and two reads.
+        let dir = fs::File::open(&self.dir).map_err(io_error(&self.dir))?;
         for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
             let entry = entry.map_err(io_error(&self.dir))?;
             let Some(ip) = entry
@@ -90,12 +114,11 @@ impl Store {
             else {
                 continue;
             };
-            let path = entry.path();
-            let content = match fs::read_to_string(&path) {
+            let content = match read_small(&dir, &entry.file_name()) {
                 Ok(content) => content,
                 // Released by nobody else (we hold the lock), but be tolerant as the reference is.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&path)(e)),
+                Err(e) => return Err(io_error(&entry.path())(e)),
             };
             let content = content.trim();
             let (container_id, ifname) = match content.split_once("\r\n") {
