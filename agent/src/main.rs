@@ -109,6 +109,9 @@ impl From<netlib::netlink::NetlinkError> for AgentError {
     }
 }
 
+/// How long a session may take to get its config and lease.
+const SESSION_START_LIMIT: Duration = Duration::from_secs(15);
+
 /// Retry delays: 200 ms doubling to 5 s.
 struct Backoff(Duration);
 
@@ -144,10 +147,18 @@ struct Agent {
 impl Agent {
     /// One session: lease, set up, list, then follow changes until the store fails.
     async fn session<S: LeaseStore>(&mut self, store: &mut S) -> Result<Infallible, AgentError> {
-        let config = store.cluster_config(self.local_config.as_ref()).await?;
-        let subnet = store
-            .acquire(&config, &self.me, self.previous_subnet)
-            .await?;
+        // Each store call is bounded; the start as a whole is too, so a session that stalls
+        // anywhere before it has a lease is abandoned and retried rather than waited on.
+        let start = async {
+            let config = store.cluster_config(self.local_config.as_ref()).await?;
+            let subnet = store
+                .acquire(&config, &self.me, self.previous_subnet)
+                .await?;
+            Ok::<_, AgentError>((config, subnet))
+        };
+        let (config, subnet) = tokio::time::timeout(SESSION_START_LIMIT, start)
+            .await
+            .map_err(|_| StoreError::Timeout(SESSION_START_LIMIT))??;
         let stale = self
             .kernel
             .as_ref()

@@ -13,8 +13,9 @@ use crate::{address, our_bin_dir, Call, NetnsGuard, Outcome, TempDir};
 
 pub const ETCD: &str = "http://198.18.0.254:23790";
 pub const PREFIX: &str = "/ferrocni/network";
-/// The lease TTL the lab's agents use: short, so departures are seen quickly.
-pub const TTL: Duration = Duration::from_secs(3);
+/// The lease TTL the lab's agents use: short, so departures are seen quickly, but long
+/// enough that an etcd slowed by a loaded CI machine (ten labs at once) does not expire it.
+pub const TTL: Duration = Duration::from_secs(5);
 
 pub struct LabNode {
     pub ns: NetnsGuard,
