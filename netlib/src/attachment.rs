@@ -73,7 +73,7 @@ pub fn finish_single(
         ip.interface = Some(0);
     }
     crate::iface::configure(netns, container, link, &result, 0, false)?;
-    crate::iface::announce(container, link, &result, 0)?;
+    crate::iface::announce(container, link, &result, 0);
     result.interfaces = vec![interface(link, &netns.path().display().to_string())];
     apply_dns(request, &mut result);
     Ok(result)

@@ -125,16 +125,13 @@ pub fn configure(
 /// set makes the kernel send them. A packet socket would do the same, but closing one waits
 /// for an RCU grace period (`synchronize_net`), 10–20 ms per ADD. Call it once the path is
 /// open: a bridge drops frames from a port it enables only after linkwatch saw its carrier.
-pub fn announce(
-    container: &mut Netlink,
-    link: &Link,
-    result: &CniResult,
-    index: usize,
-) -> Result<()> {
+pub fn announce(container: &mut Netlink, link: &Link, result: &CniResult, index: usize) {
     let has_address = result.ips.iter().any(|ip| ip.interface == Some(index));
-    match link.mac {
-        Some(mac) if has_address => Ok(container.set_mac(link.index, mac)?),
-        _ => Ok(()),
+    if let (Some(mac), true) = (link.mac, has_address) {
+        // Best effort, as the reference's gratuitous ARP: neighbours learn on first traffic
+        // anyway, and a driver that refuses MAC writes while up (some NICs host-device
+        // moves) must not fail the ADD.
+        let _ = container.set_mac(link.index, mac);
     }
 }
 

@@ -196,7 +196,7 @@ impl Plugin for BridgePlugin {
                 &container_veth,
                 &result,
                 CONTAINER_INTERFACE,
-            )?;
+            );
         }
         let bridge = host.link(&conf.bridge)?;
         result.interfaces = vec![

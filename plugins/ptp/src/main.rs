@@ -161,7 +161,7 @@ impl Plugin for Ptp {
             &container_veth,
             &result,
             CONTAINER_INTERFACE,
-        )?;
+        );
         if let Some(firewall) = masquerade {
             attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
         }
