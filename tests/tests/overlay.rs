@@ -357,3 +357,37 @@ fn a_deleted_vxlan_device_is_set_up_again() {
     );
     assert!(a.ns.ping(&b.ip) && b.ns.ping(&a.ip));
 }
+
+#[test]
+fn ip_masq_hides_pods_leaving_the_cluster_but_not_pod_to_pod_traffic() {
+    require_root!();
+    let lab = Lab::new(2);
+    let pod = NetnsGuard::new("fop");
+    let mut config = lab.plugin_config(0);
+    config["ipMasq"] = serde_json::json!(true);
+    let call = |command: &str, config: &serde_json::Value| {
+        ferrocni_tests::Call::binary(&ferrocni_tests::our_bin_dir().join("vxlan"), command)
+            .env(
+                "CNI_PATH",
+                &ferrocni_tests::our_bin_dir().display().to_string(),
+            )
+            .attachment("masq", &pod.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&lab.nodes[0].ns)
+    };
+    let added = call("ADD", &config).success();
+    // The underlay has no route back to pod addresses: only a masqueraded ping returns.
+    assert!(pod.ping("198.18.0.254"), "masqueraded to the underlay");
+    // Pod-to-pod stays unmasqueraded: the rule exempts the whole cluster network.
+    let ruleset = lab.nodes[0].ns.nft_ruleset();
+    assert!(ruleset.contains("10.244.0.0/16"), "{ruleset}");
+    let other = lab.pod(1);
+    assert!(pod.ping(&other.ip));
+    let with_previous = ferrocni_tests::with_previous(&config, &added);
+    call("CHECK", &with_previous).success();
+    call("DEL", &with_previous).success();
+    assert!(
+        !lab.nodes[0].ns.nft_ruleset().contains("10.244.0.0/16"),
+        "DEL removed the masquerade rule"
+    );
+}

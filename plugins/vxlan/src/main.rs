@@ -132,18 +132,17 @@ impl Vxlan {
             .map(|node| self.bridge_config(request, &node)))
     }
 
-    /// The masquerade rules exempt the whole cluster network, not only the node's subnet.
-    fn masquerade_addresses(result: &CniResult, cluster: Option<IpNetwork>) -> Vec<IpNetwork> {
-        result
-            .ips
-            .iter()
-            .map(|ip| match cluster {
-                Some(network) if network.contains(ip.address.ip()) => {
-                    IpNetwork::new(ip.address.ip(), network.prefix()).unwrap_or(ip.address)
-                }
-                _ => ip.address,
-            })
-            .collect()
+    /// `result` with each address given the cluster network's prefix: masquerade rules
+    /// exempt a container's own network, and here that is the whole cluster.
+    fn masquerade_view(result: &CniResult, cluster: Option<IpNetwork>) -> CniResult {
+        let mut view = result.clone();
+        for ip in &mut view.ips {
+            if let Some(network) = cluster.filter(|n| n.contains(ip.address.ip())) {
+                ip.address =
+                    IpNetwork::new(ip.address.ip(), network.prefix()).unwrap_or(ip.address);
+            }
+        }
+        view
     }
 }
 
@@ -189,11 +188,7 @@ impl Plugin for VxlanPlugin {
             BridgePlugin.del(&inner, attachment)
         });
         if let Some(firewall) = vxlan.masquerade {
-            let mut exempt = result.clone();
-            let addresses = Vxlan::masquerade_addresses(&result, Some(node.network.into()));
-            for (ip, address) in exempt.ips.iter_mut().zip(addresses) {
-                ip.address = address;
-            }
+            let exempt = Vxlan::masquerade_view(&result, Some(node.network.into()));
             attachment::masquerade(request, attachment, firewall, &exempt, &mut undo)?;
         }
         undo.commit();
@@ -232,7 +227,8 @@ impl Plugin for VxlanPlugin {
         BridgePlugin.check(&inner, attachment)?;
         if let Some(firewall) = vxlan.masquerade {
             let previous = request.prev_result()?.unwrap_or_default();
-            let addresses = Vxlan::masquerade_addresses(&previous, cluster);
+            let view = Vxlan::masquerade_view(&previous, cluster);
+            let addresses: Vec<IpNetwork> = view.ips.iter().map(|ip| ip.address).collect();
             attachment::check_masquerade(request, attachment, firewall, &addresses)?;
         }
         Ok(())
