@@ -28,8 +28,23 @@ pub fn write(level: Level, message: std::fmt::Arguments) {
             Level::Info => "INFO",
             Level::Debug => "DEBUG",
         };
-        eprintln!("ferrocni-agent {name}: {message}");
+        eprintln!("{} ferrocni-agent {name}: {message}", clock());
     }
+}
+
+/// UTC time of day with milliseconds: enough to line the log up with etcd's and a test's.
+fn clock() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since_epoch.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60,
+        since_epoch.subsec_millis()
+    )
 }
 
 macro_rules! error { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($arg)*)) } }

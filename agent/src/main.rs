@@ -251,6 +251,10 @@ impl Agent {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stopped(&mut terminate, &mut interrupt) => break,
             }
+            if let Err(e) = store.recover().await {
+                // The next session fails on the same cause and backs off further.
+                warning!("{}", log::causes(&e));
+            }
         }
         info!("stopping; the lease and the kernel entries stay until the lease expires");
         Ok(())

@@ -75,6 +75,10 @@ pub trait LeaseStore {
 
     /// Waits for the next changes after the last list.
     fn next_changes(&mut self) -> impl Future<Output = Result<Vec<Change>, StoreError>>;
+
+    /// Called after a failed session, before the next: drop whatever state the failure may
+    /// have left broken.
+    fn recover(&mut self) -> impl Future<Output = Result<(), StoreError>>;
 }
 
 async fn bounded<T>(
@@ -89,6 +93,7 @@ async fn bounded<T>(
 /// The etcd-backed store.
 pub struct EtcdStore {
     client: Client,
+    endpoints: Vec<String>,
     prefix: String,
     ttl: i64,
     held: Option<HeldLease>,
@@ -109,17 +114,25 @@ impl EtcdStore {
         prefix: &str,
         ttl: Duration,
     ) -> Result<EtcdStore, StoreError> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(CALL_LIMIT);
-        let client = bounded(Client::connect(endpoints, Some(options))).await?;
         Ok(EtcdStore {
-            client,
+            client: Self::client(endpoints).await?,
+            endpoints: endpoints.to_vec(),
             prefix: prefix.trim_end_matches('/').to_string(),
             ttl: i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX),
             held: None,
             watch: None,
         })
+    }
+
+    /// HTTP/2 pings find a connection that went silent (etcd frozen, a path dropped) in
+    /// seconds, where TCP alone could wait for minutes.
+    async fn client(endpoints: &[String]) -> Result<Client, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(CALL_LIMIT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        bounded(Client::connect(endpoints, Some(options))).await
     }
 
     fn config_key(&self) -> String {
@@ -365,6 +378,16 @@ impl LeaseStore for EtcdStore {
             }
         }
     }
+
+    /// A new client: a call that timed out may have left the old connection stuck, and a
+    /// stuck connection would fail every retry the same way. The held lease stays in etcd
+    /// until its TTL, so the next session re-attaches the node's key to a new one.
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        self.watch = None;
+        self.held = None;
+        self.client = Self::client(&self.endpoints).await?;
+        Ok(())
+    }
 }
 
 /// Static mode: the node's subnet and its peers come from the config file; nothing changes.
@@ -401,5 +424,9 @@ impl LeaseStore for StaticStore {
 
     async fn next_changes(&mut self) -> Result<Vec<Change>, StoreError> {
         std::future::pending().await
+    }
+
+    async fn recover(&mut self) -> Result<(), StoreError> {
+        Ok(())
     }
 }

@@ -25,6 +25,7 @@ pub struct LabNode {
 
 pub struct Lab {
     pub dir: TempDir,
+    etcd_data: TempDir,
     pub underlay: NetnsGuard,
     pub nodes: Vec<LabNode>,
     etcd: Option<Child>,
@@ -72,7 +73,9 @@ impl Lab {
         for i in 0..count {
             lab.wait_leased(i);
         }
-        let converged = wait_for(Duration::from_secs(10), || {
+        // Generous: ten labs at once on a 2-core CI machine can delay a first session by a
+        // store call's timeout or two; the tests that time convergence do so themselves.
+        let converged = wait_for(Duration::from_secs(30), || {
             (0..count).all(|i| lab.overlay_routes(i).len() == count - 1)
         });
         assert!(converged.is_some(), "the lab converged:\n{}", lab.logs());
@@ -91,6 +94,7 @@ impl Lab {
         std::fs::write(dir.path().join("cluster.json"), cluster.to_string()).expect("write");
         Lab {
             dir,
+            etcd_data: TempDir::in_memory("etcd"),
             underlay,
             nodes: Vec::new(),
             etcd: None,
@@ -107,7 +111,7 @@ impl Lab {
     }
 
     pub fn start_etcd(&mut self) {
-        let data = self.dir.path().join("etcd");
+        let data = self.etcd_data.path().join("etcd");
         let child = self
             .underlay
             .command("etcd")
@@ -137,6 +141,15 @@ impl Lab {
             signal(&etcd, libc::SIGTERM);
             let _ = etcd.wait();
         }
+    }
+
+    /// Stops etcd's process for `pause` without closing its sockets: connections stay up but
+    /// nothing answers, the way a hung or partitioned server looks to a client.
+    pub fn freeze_etcd(&self, pause: Duration) {
+        let etcd = self.etcd.as_ref().expect("etcd runs");
+        signal(etcd, libc::SIGSTOP);
+        std::thread::sleep(pause);
+        signal(etcd, libc::SIGCONT);
     }
 
     /// `etcdctl ARGS` against the lab's etcd; its stdout, or `None` when it fails.

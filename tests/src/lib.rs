@@ -270,7 +270,22 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(prefix: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("ferrocni-{}", unique(prefix)));
+        Self::under(&std::env::temp_dir(), prefix)
+    }
+
+    /// In tmpfs when there is one: for data a test's process fsyncs often (etcd's WAL), so
+    /// many tests at once do not queue on the disk.
+    pub fn in_memory(prefix: &str) -> Self {
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            Self::under(shm, prefix)
+        } else {
+            Self::new(prefix)
+        }
+    }
+
+    fn under(parent: &Path, prefix: &str) -> Self {
+        let path = parent.join(format!("ferrocni-{}", unique(prefix)));
         std::fs::create_dir_all(&path).expect("temp dir");
         TempDir { path }
     }

@@ -204,6 +204,31 @@ fn an_etcd_outage_loses_no_connectivity_and_agents_resync_after_it() {
 }
 
 #[test]
+fn agents_recover_from_an_etcd_that_hangs_with_connections_open() {
+    require_root!();
+    let mut lab = Lab::new(2);
+    // Longer than a store call's 5 s limit and the HTTP/2 ping timeout: the agents must give
+    // up on the silent connection rather than wait behind it.
+    lab.freeze_etcd(Duration::from_secs(7));
+    let joined = lab.add_node();
+    lab.wait_leased(joined);
+    let subnet = lab.subnet(joined);
+    let seen = wait_for(Duration::from_secs(20), || {
+        (0..2).all(|i| lab.overlay_routes(i).contains(&subnet))
+    });
+    assert!(
+        seen.is_some(),
+        "agents follow leases again after etcd hung:\n{}",
+        lab.logs()
+    );
+    let logs = lab.logs();
+    assert!(logs.contains("WARN: etcd"), "the freeze was seen:\n{logs}");
+    let (a, c) = (lab.pod(0), lab.pod(joined));
+    assert!(a.ns.ping(&c.ip) && c.ns.ping(&a.ip));
+    assert_ne!(lab.subnet(0), lab.subnet(1));
+}
+
+#[test]
 fn a_malformed_lease_is_skipped_and_valid_ones_still_apply() {
     require_root!();
     let mut lab = Lab::new(2);
