@@ -50,7 +50,7 @@ fn neighbour_address(ip: IpAddr) -> NeighbourAddress {
 
 fn mac_of(attributes: &[NeighbourAttribute]) -> Option<MacAddr> {
     attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLocalAddress(bytes) => {
+        NeighbourAttribute::LinkLayerAddress(bytes) => {
             <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr)
         }
         _ => None,
@@ -125,7 +125,7 @@ impl Netlink {
         request.header.kind = RouteType::Unicast;
         request.attributes = vec![
             NeighbourAttribute::Destination(neighbour_address(neighbour.ip)),
-            NeighbourAttribute::LinkLocalAddress(neighbour.mac.0.to_vec()),
+            NeighbourAttribute::LinkLayerAddress(neighbour.mac.0.to_vec()),
         ];
         self.request(
             "set neighbour",
@@ -169,7 +169,7 @@ impl Netlink {
         request.header.state = NeighbourState::Permanent;
         request.header.flags = NeighbourFlags::Own;
         request.attributes = vec![
-            NeighbourAttribute::LinkLocalAddress(entry.mac.0.to_vec()),
+            NeighbourAttribute::LinkLayerAddress(entry.mac.0.to_vec()),
             NeighbourAttribute::Destination(neighbour_address(entry.remote)),
         ];
         request
