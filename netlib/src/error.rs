@@ -105,6 +105,7 @@ impl Error {
                 FirewallError::NoTool | FirewallError::Spawn { .. } => ErrorCode::Io,
                 FirewallError::Failed { .. }
                 | FirewallError::Parse { .. }
+                | FirewallError::Kernel(_)
                 | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
             Error::State { .. } => ErrorCode::Io,

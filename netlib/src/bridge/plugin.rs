@@ -10,7 +10,7 @@ use crate::bridge;
 use crate::cni::{AttachmentKey, CniResult, ProtocolError, Route};
 use crate::error::{Error, Result};
 use crate::firewall::spoofcheck;
-use crate::netlink::{Link, Netlink};
+use crate::netlink::{Link, Netlink, NetlinkError};
 use crate::netns::Netns;
 use crate::skel::{Attachment, Command, Plugin, Request};
 use crate::undo::Undo;
@@ -144,11 +144,11 @@ impl Plugin for BridgePlugin {
         configure_vlans(&mut host, &conf, host_veth.index)?;
         if conf.macspoofchk {
             let owner = attachment::owner(request, attachment);
-            let mac = container_veth
-                .mac
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            spoofcheck::add(owner, &host_veth.name, &mac)?;
+            let mac = container_veth.mac.ok_or(NetlinkError::Decode {
+                op: "get link",
+                reason: "the container's veth has no MAC address".into(),
+            })?;
+            spoofcheck::add(owner, &host_veth.name, mac)?;
             let port = host_veth.name.clone();
             undo.push("the MAC spoof check", move || {
                 Ok(spoofcheck::del(owner, Some(&port))?)

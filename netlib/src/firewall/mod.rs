@@ -41,6 +41,8 @@ pub enum FirewallError {
     PortTaken(String),
     #[error("cannot read {tool} output: {reason}")]
     Parse { tool: &'static str, reason: String },
+    #[error("nftables")]
+    Kernel(#[from] crate::netlink::NetlinkError),
 }
 
 /// Which attachment rules belong to.
@@ -150,13 +152,28 @@ pub enum Protocol {
     Sctp,
 }
 
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
             Protocol::Sctp => "sctp",
-        })
+        }
+    }
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => 132,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -289,8 +306,9 @@ impl Backend {
 pub mod spoofcheck {
     use super::{nftables, FirewallError, Owner};
     use crate::cni::AttachmentKey;
+    use crate::netlink::MacAddr;
 
-    pub fn add(owner: Owner, port: &str, mac: &str) -> Result<(), FirewallError> {
+    pub fn add(owner: Owner, port: &str, mac: MacAddr) -> Result<(), FirewallError> {
         nftables::add_spoofcheck(owner, port, mac)
     }
 

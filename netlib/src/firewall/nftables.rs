@@ -2,7 +2,9 @@
 //! a key of the packet up in a verdict map whose element for an attachment jumps to that
 //! attachment's own chain, and elements carry their owner as a comment. ADD and DEL
 //! therefore touch one element and one chain whatever the number of containers, and every
-//! change is one atomic `nft -f` batch.
+//! change is one atomic transaction: a netlink batch (see [`crate::netlink::nftables`] for
+//! why not `nft`), or an `nft -f` one for the rare and the reading paths (declaring the
+//! base, rules with an admin's nft tokens, listing for CHECK, GC and DEL without keys).
 //!
 //! - masquerade, table `inet ferrocni`: `postrouting` maps the source address (`masq4`,
 //!   `masq6`) to `masq-<hash>`, which returns for the container's own subnet and
@@ -13,12 +15,15 @@
 use ipnetwork::IpNetwork;
 use serde_json::Value;
 use std::fmt::Write;
+use std::net::IpAddr;
 
 use super::{digest, run, FirewallError, Owner, PortmapRules};
 use crate::cni::AttachmentKey;
+use crate::netlink::nftables::{Batch, Family, Key, Stmt, Verdict};
+use crate::netlink::MacAddr;
 
 struct Scheme {
-    family: &'static str,
+    family: Family,
     table: &'static str,
     chain_prefix: &'static str,
     /// The table, maps and base chain, declared idempotently. The base chain is flushed and
@@ -33,7 +38,7 @@ struct Scheme {
 }
 
 const MASQUERADE: Scheme = Scheme {
-    family: "inet",
+    family: Family::Inet,
     table: "ferrocni",
     chain_prefix: "masq-",
     base: "add table inet ferrocni\n\
@@ -48,7 +53,7 @@ const MASQUERADE: Scheme = Scheme {
 };
 
 const SPOOFCHECK: Scheme = Scheme {
-    family: "bridge",
+    family: Family::Bridge,
     table: "ferrocni",
     chain_prefix: "mac-",
     base: "add table bridge ferrocni\n\
@@ -65,7 +70,7 @@ const SPOOFCHECK: Scheme = Scheme {
 /// traffic to the container's chain `pm-<hash>`, which marks hairpin and localhost traffic
 /// for masquerading and DNATs. `postrouting` masquerades marked packets.
 const PORTMAP: Scheme = Scheme {
-    family: "inet",
+    family: Family::Inet,
     table: "ferrocni_portmap",
     chain_prefix: "pm-",
     base: "add table inet ferrocni_portmap\n\
@@ -93,7 +98,7 @@ const PORTMAP: Scheme = Scheme {
 /// drop in another table (nftables runs every base chain on a hook), so against an
 /// iptables FORWARD policy the iptables backend is the one that helps.
 const FORWARD: Scheme = Scheme {
-    family: "inet",
+    family: Family::Inet,
     table: "ferrocni_firewall",
     chain_prefix: "fw-",
     base: "add table inet ferrocni_firewall\n\
@@ -115,7 +120,30 @@ const FORWARD: Scheme = Scheme {
 };
 
 /// The mark that asks `postrouting` to masquerade (the reference's default bit 13).
-const MASQ_MARK: &str = "0x2000";
+const MASQ_MARK: u32 = 0x2000;
+
+/// One rule of an attachment's chain: an admin's own match tokens in nft syntax (portmap's
+/// conditions; usually none), then statements.
+struct Rule {
+    tokens: String,
+    statements: Vec<Stmt>,
+}
+
+impl Rule {
+    fn new(statements: Vec<Stmt>) -> Rule {
+        Rule {
+            tokens: String::new(),
+            statements,
+        }
+    }
+
+    fn text(&self) -> String {
+        let statements: Vec<String> = self.statements.iter().map(Stmt::to_string).collect();
+        format!("{} {}", self.tokens, statements.join(" "))
+            .trim()
+            .to_string()
+    }
+}
 
 /// One element of a scheme's maps: the key in `map` for `owner`, jumping to `chain`.
 struct Element {
@@ -127,7 +155,11 @@ struct Element {
 
 impl Scheme {
     fn table(&self) -> String {
-        format!("{} {}", self.family, self.table)
+        let family = match self.family {
+            Family::Inet => "inet",
+            Family::Bridge => "bridge",
+        };
+        format!("{family} {}", self.table)
     }
 
     fn chain(&self, owner: Owner) -> String {
@@ -142,7 +174,6 @@ impl Scheme {
         }
     }
 
-    /// Declares the attachment's chain with `rules` and points `keys` (map, key) at it.
     /// Applies `batch`, declaring the base first only when it is missing: the base's hooked
     /// chain makes nft fetch and rebuild far more (about 11 ms a run here, against 2 ms for
     /// a batch of elements and plain chains), and it is there after the first ADD.
@@ -157,11 +188,42 @@ impl Scheme {
         }
     }
 
-    fn add(
+    /// Commits a netlink batch, declaring the base (with nft) when the table or a map is
+    /// missing (ENOENT), then once more.
+    fn commit_on_base(&self, batch: &Batch) -> Result<(), FirewallError> {
+        match batch.commit() {
+            Err(e) if e.errno() == Some(libc::ENOENT) => {
+                apply(self.base)?;
+                Ok(batch.commit()?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Declares the attachment's chain with `rules` and points `keys` (map, key) at it.
+    fn add(&self, owner: Owner, rules: &[Rule], keys: &[(&str, Key)]) -> Result<(), FirewallError> {
+        let chain = self.chain(owner);
+        if rules.iter().any(|rule| !rule.tokens.is_empty()) {
+            return self.add_with_nft(owner, rules, keys);
+        }
+        let mut batch = Batch::new(self.family, self.table);
+        batch.add_chain(&chain);
+        batch.flush_chain(&chain);
+        for rule in rules {
+            batch.add_rule(&chain, &rule.statements);
+        }
+        for (map, key) in keys {
+            batch.add_element(map, key, &chain, &comment(owner), self.exclusive_keys);
+        }
+        self.commit_on_base(&batch)
+    }
+
+    /// [`Scheme::add`] for rules only nft can compile (they carry an admin's nft tokens).
+    fn add_with_nft(
         &self,
         owner: Owner,
-        rules: &[String],
-        keys: &[(&str, String)],
+        rules: &[Rule],
+        keys: &[(&str, Key)],
     ) -> Result<(), FirewallError> {
         let (table, chain) = (self.table(), self.chain(owner));
         let mut batch = String::new();
@@ -170,14 +232,14 @@ impl Scheme {
             "add chain {table} {chain}\nflush chain {table} {chain}"
         );
         for rule in rules {
-            let _ = writeln!(batch, "add rule {table} {chain} {rule}");
+            let _ = writeln!(batch, "add rule {table} {chain} {}", rule.text());
         }
         let verb = if self.exclusive_keys { "create" } else { "add" };
         for (map, key) in keys {
             let _ = writeln!(
                 batch,
                 "{verb} element {table} {map} {{ {} comment \"{}\" : jump {chain} }}",
-                self.key(key),
+                self.key(&key.to_string()),
                 comment(owner)
             );
         }
@@ -186,7 +248,9 @@ impl Scheme {
 
     /// Every element of this scheme's maps, and the chains of its table.
     fn list(&self) -> Result<(Vec<Element>, Vec<String>), FirewallError> {
-        let text = match run("nft", &["-j", "list", "table", self.family, self.table], "") {
+        let table = self.table();
+        let (family, name) = table.split_once(' ').unwrap_or_default();
+        let text = match run("nft", &["-j", "list", "table", family, name], "") {
             Ok(text) => text,
             // No table yet: nothing of ours exists.
             Err(FirewallError::Failed { stderr, .. }) if stderr.contains("No such file") => {
@@ -267,27 +331,21 @@ impl Scheme {
     }
 
     /// Removes an attachment's elements and chain. With `keys` known (from prevResult) this
-    /// is one process that lists nothing: declaring first makes deleting idempotent, and a
-    /// key held by another attachment (its element jumps elsewhere) makes the kernel refuse
-    /// the whole batch (EBUSY). Then, as without keys, the elements are found by owner.
-    fn delete(&self, owner: Owner, keys: &[(&str, String)]) -> Result<(), FirewallError> {
+    /// is one netlink batch that lists nothing: declaring first makes deleting idempotent,
+    /// and a key held by another attachment (its element jumps elsewhere) makes the kernel
+    /// refuse the whole batch. Then, as without keys, the elements are found by owner.
+    fn delete(&self, owner: Owner, keys: &[(&str, Key)]) -> Result<(), FirewallError> {
         let (table, chain) = (self.table(), self.chain(owner));
         if !keys.is_empty() {
-            let mut batch = format!("add chain {table} {chain}\n");
+            let mut batch = Batch::new(self.family, self.table);
+            batch.add_chain(&chain);
             for (map, key) in keys {
-                let _ = writeln!(
-                    batch,
-                    "add element {table} {map} {{ {0} comment \"{1}\" : jump {chain} }}\n\
-                     delete element {table} {map} {{ {0} }}",
-                    self.key(key),
-                    comment(owner)
-                );
+                batch.add_element(map, key, &chain, &comment(owner), false);
+                batch.delete_element(map, key);
             }
-            let _ = writeln!(
-                batch,
-                "flush chain {table} {chain}\ndelete chain {table} {chain}"
-            );
-            if self.apply_on_base(&batch).is_ok() {
+            batch.flush_chain(&chain);
+            batch.delete_chain(&chain);
+            if self.commit_on_base(&batch).is_ok() {
                 return Ok(());
             }
         }
@@ -303,14 +361,15 @@ impl Scheme {
         Ok(())
     }
 
-    fn has(&self, owner: Owner, keys: &[(&str, String)]) -> Result<bool, FirewallError> {
+    fn has(&self, owner: Owner, keys: &[(&str, Key)]) -> Result<bool, FirewallError> {
         let (elements, chains) = self.list()?;
         let chain = self.chain(owner);
         Ok(chains.contains(&chain)
             && keys.iter().all(|(map, key)| {
+                let key = key.to_string();
                 elements
                     .iter()
-                    .any(|e| e.chain == chain && e.map == *map && e.key == *key)
+                    .any(|e| e.chain == chain && e.map == *map && e.key == key)
             }))
     }
 
@@ -367,30 +426,38 @@ fn apply(batch: &str) -> Result<(), FirewallError> {
     run("nft", &["-f", "-"], batch).map(drop)
 }
 
-fn masquerade_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, String)> {
+fn masquerade_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, Key)> {
     addresses
         .iter()
         .map(|a| {
             (
                 if a.is_ipv4() { "masq4" } else { "masq6" },
-                a.ip().to_string(),
+                Key::Addr(a.ip()),
             )
         })
         .collect()
 }
 
+fn network(text: &str) -> IpNetwork {
+    text.parse().expect("a valid constant network")
+}
+
 pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
-    let mut rules = Vec::new();
-    for address in addresses {
-        let family = if address.is_ipv4() { "ip" } else { "ip6" };
-        let subnet = IpNetwork::new(address.network(), address.prefix()).unwrap_or(*address);
-        rules.push(format!("{family} daddr {subnet} return"));
-    }
+    let mut rules: Vec<Rule> = addresses
+        .iter()
+        .map(|address| Rule::new(vec![Stmt::daddr(*address), Stmt::Verdict(Verdict::Return)]))
+        .collect();
     if addresses.iter().any(IpNetwork::is_ipv4) {
-        rules.push("ip daddr != 224.0.0.0/4 masquerade".to_string());
+        rules.push(Rule::new(vec![
+            Stmt::daddr_not(network("224.0.0.0/4")),
+            Stmt::Masquerade,
+        ]));
     }
     if addresses.iter().any(IpNetwork::is_ipv6) {
-        rules.push("ip6 daddr != ff00::/8 masquerade".to_string());
+        rules.push(Rule::new(vec![
+            Stmt::daddr_not(network("ff00::/8")),
+            Stmt::Masquerade,
+        ]));
     }
     MASQUERADE.add(owner, &rules, &masquerade_keys(addresses))
 }
@@ -407,96 +474,116 @@ pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<()
     MASQUERADE.gc(network, valid)
 }
 
-pub(super) fn add_spoofcheck(owner: Owner, port: &str, mac: &str) -> Result<(), FirewallError> {
-    let rules = [format!("ether saddr {mac} return"), "drop".to_string()];
-    SPOOFCHECK.add(owner, &rules, &[("spoof", port.to_string())])
+pub(super) fn add_spoofcheck(owner: Owner, port: &str, mac: MacAddr) -> Result<(), FirewallError> {
+    let rules = [
+        Rule::new(vec![
+            Stmt::EtherSource(mac.0),
+            Stmt::Verdict(Verdict::Return),
+        ]),
+        Rule::new(vec![Stmt::Verdict(Verdict::Drop)]),
+    ];
+    SPOOFCHECK.add(owner, &rules, &[("spoof", Key::Ifname(port.to_string()))])
 }
 
 pub(super) fn del_spoofcheck(owner: Owner, port: Option<&str>) -> Result<(), FirewallError> {
-    let keys: Vec<(&str, String)> = port.map(|p| ("spoof", p.to_string())).into_iter().collect();
+    let keys: Vec<(&str, Key)> = port
+        .map(|p| ("spoof", Key::Ifname(p.to_string())))
+        .into_iter()
+        .collect();
     SPOOFCHECK.delete(owner, &keys)
 }
 
 pub(super) fn has_spoofcheck(owner: Owner, port: &str) -> Result<bool, FirewallError> {
-    SPOOFCHECK.has(owner, &[("spoof", port.to_string())])
+    SPOOFCHECK.has(owner, &[("spoof", Key::Ifname(port.to_string()))])
 }
 
 pub(super) fn gc_spoofcheck(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
     SPOOFCHECK.gc(network, valid)
 }
 
-fn portmap_keys(rules: &PortmapRules) -> Vec<(&'static str, String)> {
+fn portmap_keys(rules: &PortmapRules) -> Vec<(&'static str, Key)> {
     let mut keys = Vec::new();
     for mapping in rules.mappings {
         for target in rules.targets_for(mapping) {
-            let (map, any) = if target.is_ipv4() {
-                ("ports4", "0.0.0.0/0")
-            } else {
-                ("ports6", "::/0")
-            };
-            let host = mapping.host_ip.map_or(any.to_string(), |ip| ip.to_string());
             keys.push((
-                map,
-                format!("{host} . {} . {}", mapping.protocol, mapping.host_port),
+                if target.is_ipv4() { "ports4" } else { "ports6" },
+                Key::HostPort {
+                    host: mapping.host_ip,
+                    ipv6: target.is_ipv6(),
+                    protocol: mapping.protocol.number(),
+                    protocol_name: mapping.protocol.name(),
+                    port: mapping.host_port,
+                },
             ));
         }
     }
     keys
 }
 
+fn host(address: IpAddr) -> IpNetwork {
+    IpNetwork::from(address)
+}
+
 pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
     let mut chain_rules = Vec::new();
     for mapping in rules.mappings {
         for target in rules.targets_for(mapping) {
-            let (family, conditions) = if target.is_ipv4() {
-                ("ip", rules.conditions_v4.join(" "))
+            let tokens = if target.is_ipv4() {
+                rules.conditions_v4.join(" ")
             } else {
-                ("ip6", rules.conditions_v6.join(" "))
+                rules.conditions_v6.join(" ")
             };
-            let mut matches = format!(
-                "{conditions} meta l4proto {} th dport {}",
-                mapping.protocol, mapping.host_port
-            );
+            let mut matches = vec![
+                Stmt::L4Proto(mapping.protocol.number()),
+                Stmt::DestinationPort(mapping.host_port),
+            ];
             if let Some(host_ip) = mapping.host_ip {
-                let _ = write!(matches, " {family} daddr {host_ip}");
+                matches.push(Stmt::daddr(host(host_ip)));
             }
             if rules.snat {
-                // One rule per source, never an anonymous set (`ip saddr { a, b }`): every
-                // `nft` run loads all sets of the table with their elements, so a set per
-                // container made each ADD slower as containers accumulated (11 ms → 63 ms at
-                // 1000 here, against 7 → 11 ms with plain rules).
+                // One rule per source, never an anonymous set (`ip saddr { a, b }`): sets
+                // made every listing and every nft run slower as containers accumulated.
                 let sources = match (rules.masq_all, target.is_ipv4()) {
-                    (true, _) => vec![String::new()],
+                    (true, _) => vec![None],
                     (false, true) => vec![
-                        format!(" ip saddr {}", subnet_of(target)),
-                        " ip saddr 127.0.0.1".to_string(),
+                        Some(Stmt::saddr(*target)),
+                        Some(Stmt::saddr(network("127.0.0.1/32"))),
                     ],
-                    (false, false) => vec![format!(" ip6 saddr {}", subnet_of(target))],
+                    (false, false) => vec![Some(Stmt::saddr(*target))],
                 };
                 for source in sources {
-                    chain_rules.push(format!(
-                        "{matches}{source} meta mark set meta mark | {MASQ_MARK}"
-                    ));
+                    let mut statements = matches.clone();
+                    statements.extend(source);
+                    statements.push(Stmt::SetMarkBits(MASQ_MARK));
+                    chain_rules.push(Rule {
+                        tokens: tokens.clone(),
+                        statements,
+                    });
                 }
             }
-            let destination = match target.ip() {
-                std::net::IpAddr::V4(ip) => format!("{ip}:{}", mapping.container_port),
-                std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", mapping.container_port),
-            };
-            chain_rules.push(format!("{matches} dnat {family} to {destination}"));
+            let mut statements = matches;
+            statements.push(Stmt::Dnat(target.ip(), mapping.container_port));
+            chain_rules.push(Rule { tokens, statements });
         }
     }
     let keys = portmap_keys(rules);
     match PORTMAP.add(owner, &chain_rules, &keys) {
-        Err(FirewallError::Failed { stderr, .. }) if stderr.contains("File exists") => {
-            Err(FirewallError::PortTaken(
-                keys.iter()
-                    .map(|(_, k)| k.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ))
-        }
+        Err(e) if key_taken(&e) => Err(FirewallError::PortTaken(
+            keys.iter()
+                .map(|(_, k)| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
         other => other,
+    }
+}
+
+/// Whether adding failed because an exclusive key exists, as the kernel or nft says it.
+fn key_taken(error: &FirewallError) -> bool {
+    match error {
+        FirewallError::Kernel(e) => e.already_exists(),
+        FirewallError::Failed { stderr, .. } => stderr.contains("File exists"),
+        _ => false,
     }
 }
 
@@ -512,11 +599,7 @@ pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), F
     PORTMAP.gc(network, valid)
 }
 
-fn subnet_of(address: &IpNetwork) -> IpNetwork {
-    IpNetwork::new(address.network(), address.prefix()).unwrap_or(*address)
-}
-
-fn forward_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, String)> {
+fn forward_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, Key)> {
     addresses
         .iter()
         .flat_map(|a| {
@@ -525,21 +608,27 @@ fn forward_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, String)> {
             } else {
                 ("from6", "to6")
             };
-            [(from, a.ip().to_string()), (to, a.ip().to_string())]
+            [(from, Key::Addr(a.ip())), (to, Key::Addr(a.ip()))]
         })
         .collect()
 }
 
 pub(super) fn allow_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    let accept = Stmt::Verdict(Verdict::Accept);
     let mut rules = Vec::new();
     for address in addresses {
-        let family = if address.is_ipv4() { "ip" } else { "ip6" };
-        let ip = address.ip();
-        rules.push(format!("{family} saddr {ip} accept"));
-        rules.push(format!(
-            "{family} daddr {ip} ct state established,related accept"
-        ));
-        rules.push(format!("{family} daddr {ip} ct status dnat accept"));
+        let ip = host(address.ip());
+        rules.push(Rule::new(vec![Stmt::saddr(ip), accept.clone()]));
+        rules.push(Rule::new(vec![
+            Stmt::daddr(ip),
+            Stmt::CtEstablishedOrRelated,
+            accept.clone(),
+        ]));
+        rules.push(Rule::new(vec![
+            Stmt::daddr(ip),
+            Stmt::CtDnat,
+            accept.clone(),
+        ]));
     }
     FORWARD.add(owner, &rules, &forward_keys(addresses))
 }

@@ -1,5 +1,6 @@
 //! The one door to the kernel's routing netlink: links ([`link`]), bridge ports and VLANs,
-//! addresses and routes ([`addr`]), neighbour and forwarding entries ([`neigh`]).
+//! addresses and routes ([`addr`]), neighbour and forwarding entries ([`neigh`]); and
+//! nf_tables' netfilter netlink for the firewall's hot path ([`nftables`]).
 //!
 //! A thin synchronous layer over `netlink-packet-route` and `netlink-sys` rather than
 //! `rtnetlink`: a plugin process lives a few milliseconds and makes a handful of requests,
@@ -21,6 +22,7 @@ use crate::netns::{Netns, NetnsError};
 pub mod addr;
 pub mod link;
 pub mod neigh;
+pub mod nftables;
 
 pub use addr::RouteSpec;
 pub use link::{Link, MacAddr, VxlanSpec};
@@ -50,6 +52,19 @@ fn set_receive_timeout(socket: &Socket, timeout: std::time::Duration) -> Result<
         return Err(NetlinkError::Socket(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// A netlink socket of `protocol`, talking to the kernel, in the calling thread's namespace.
+fn connect(protocol: isize) -> Result<Socket, NetlinkError> {
+    let mut socket = Socket::new(protocol).map_err(NetlinkError::Socket)?;
+    socket.bind_auto().map_err(NetlinkError::Socket)?;
+    socket
+        .connect(&SocketAddr::new(0, 0))
+        .map_err(NetlinkError::Socket)?;
+    // Extended acks make the kernel say which attribute it refused; best effort.
+    let _ = socket.set_ext_ack(true);
+    set_receive_timeout(&socket, RECEIVE_TIMEOUT)?;
+    Ok(socket)
 }
 
 /// How often an interrupted dump is retried before giving up.
@@ -104,16 +119,8 @@ pub struct Netlink {
 impl Netlink {
     /// A socket in the calling thread's namespace.
     pub fn open() -> Result<Self, NetlinkError> {
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(NetlinkError::Socket)?;
-        socket.bind_auto().map_err(NetlinkError::Socket)?;
-        socket
-            .connect(&SocketAddr::new(0, 0))
-            .map_err(NetlinkError::Socket)?;
-        // Extended acks make the kernel say which attribute it refused; best effort.
-        let _ = socket.set_ext_ack(true);
-        set_receive_timeout(&socket, RECEIVE_TIMEOUT)?;
         Ok(Netlink {
-            socket,
+            socket: connect(NETLINK_ROUTE)?,
             sequence: 0,
         })
     }

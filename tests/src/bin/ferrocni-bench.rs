@@ -494,6 +494,19 @@ fn main() {
         for kind in only.split(',') {
             if kind == "overlay" {
                 println!("{}", overlay(quick).report());
+            } else if kind == "scale" {
+                // Ours only: the quick loop for work on growth.
+                let (latencies, del) = bench.scale(ours.clone(), "so", scale_count);
+                for (at, chunk) in latencies.chunks(50).enumerate().step_by(4) {
+                    println!(
+                        "ADD {:>4}-{:<4} median {:>6.1} ms",
+                        at * 50 + 1,
+                        at * 50 + 50,
+                        median(chunk)
+                    );
+                }
+                let growth = median(&latencies[latencies.len() - 50..]) / median(&latencies[..50]);
+                println!("growth {growth:.2}, DEL of all {:.1} s", del / 1000.0);
             } else {
                 bench.add_del(kind, n, &mut rows, &mut costs);
             }
