@@ -70,9 +70,16 @@ fn namespace_paths_are_checked() {
     let b = Netns::open(container.path()).expect("opens twice");
     assert!(a.same_as(&b).expect("stat"));
     assert!(!a.same_as(&Netns::current().expect("own")).expect("stat"));
-    // The calling thread is never moved: after run() it is still in its own namespace.
+    // The calling thread is inside during run() and back in its own namespace after it,
+    // also when the code inside panics.
     let own = Netns::current().expect("own");
-    a.run(|| ()).expect("entered");
+    let inside = a
+        .run(|| Netns::current().expect("inside").same_as(&b).expect("stat"))
+        .expect("entered");
+    assert!(inside);
+    assert!(Netns::current().expect("own").same_as(&own).expect("stat"));
+    let panicked = std::panic::catch_unwind(|| a.run(|| panic!("inside")));
+    assert!(panicked.is_err());
     assert!(Netns::current().expect("own").same_as(&own).expect("stat"));
 }
 
