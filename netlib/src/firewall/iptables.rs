@@ -102,19 +102,23 @@ fn rule_container<'a>(line: &'a str, network: &str) -> Option<&'a str> {
     rest.find(r#"\""#).map(|end| &rest[..end])
 }
 
+/// Both families, for removals that cannot know which ones hold rules.
+const BOTH_FAMILIES: [bool; 2] = [false, true];
+
 /// Removes the rules of `parent` in `table` owned by containers of `network` for which
 /// `stale` says so, and the per-container chains (named with `prefix`) they jump to, in one
-/// restore per family.
+/// restore per family of `families` (`true` for IPv6).
 fn remove_where(
     table: &str,
     parent: &str,
     prefix: Option<&str>,
     network: &str,
+    families: &[bool],
     stale: impl Fn(&str) -> bool,
 ) -> Result<(), FirewallError> {
     let rule_prefix = format!("-A {parent} ");
     let header = format!("*{table}\n");
-    for v6 in [false, true] {
+    for &v6 in families {
         let saved = match save(v6, table) {
             Ok(saved) => saved,
             // No ip6tables support on this kernel: nothing of ours can be there.
@@ -162,6 +166,7 @@ pub(super) fn del_masquerade(owner: Owner) -> Result<(), FirewallError> {
         "POSTROUTING",
         Some("CNI-"),
         owner.network,
+        &BOTH_FAMILIES,
         |container_id| container_id == owner.container_id,
     )
 }
@@ -198,6 +203,7 @@ pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<()
         "POSTROUTING",
         Some("CNI-"),
         network,
+        &BOTH_FAMILIES,
         |container_id| !valid.iter().any(|k| k.container_id == container_id),
     )
 }
@@ -349,6 +355,7 @@ pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
         HOSTPORT_DNAT,
         Some("CNI-DN-"),
         owner.network,
+        &BOTH_FAMILIES,
         |container_id| container_id == owner.container_id,
     )
 }
@@ -376,6 +383,7 @@ pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), F
         HOSTPORT_DNAT,
         Some("CNI-DN-"),
         network,
+        &BOTH_FAMILIES,
         |container_id| !valid.iter().any(|k| k.container_id == container_id),
     )
 }
@@ -439,12 +447,23 @@ pub(super) fn allow_forward(
     Ok(())
 }
 
-pub(super) fn del_forward(owner: Owner) -> Result<(), FirewallError> {
+/// `addresses` (from prevResult) name the families ADD wrote rules for, which saves the
+/// other family's save; without them both are read.
+pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    let families: Vec<bool> = if addresses.is_empty() {
+        BOTH_FAMILIES.to_vec()
+    } else {
+        BOTH_FAMILIES
+            .into_iter()
+            .filter(|&v6| addresses.iter().any(|a| a.is_ipv6() == v6))
+            .collect()
+    };
     remove_where(
         "filter",
         FORWARD_CHAIN,
         None,
         owner.network,
+        &families,
         |container_id| container_id == owner.container_id,
     )
 }
@@ -472,9 +491,14 @@ pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool,
 }
 
 pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    remove_where("filter", FORWARD_CHAIN, None, network, |container_id| {
-        !valid.iter().any(|k| k.container_id == container_id)
-    })
+    remove_where(
+        "filter",
+        FORWARD_CHAIN,
+        None,
+        network,
+        &BOTH_FAMILIES,
+        |container_id| !valid.iter().any(|k| k.container_id == container_id),
+    )
 }
 
 /// Traffic entering from `bridge` may not leave into another isolated bridge (the

@@ -274,7 +274,7 @@ impl Backend {
     pub fn del_forward(self, owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
         match self {
             Backend::Nftables => nftables::del_forward(owner, addresses),
-            Backend::Iptables => iptables::del_forward(owner),
+            Backend::Iptables => iptables::del_forward(owner, addresses),
         }
     }
 
