@@ -84,10 +84,13 @@ pub fn configure(
         .map(|ip| ip.address)
         .collect();
     let name = link.name.clone();
+    if addresses.iter().any(IpNetwork::is_ipv4) {
+        netlink.set_arp_notify(link.index)?;
+    }
     let has_v6 = addresses.iter().any(IpNetwork::is_ipv6);
-    netns.run(|| -> Result<()> {
-        set_if_present(&format!("net.ipv4.conf.{name}.arp_notify"), "1")?;
-        if has_v6 {
+    if has_v6 {
+        // The kernel takes no IPv6 device settings over netlink: these go through /proc.
+        netns.run(|| -> Result<()> {
             set_if_present(&format!("net.ipv6.conf.{name}.disable_ipv6"), "0")?;
             // Unsolicited neighbour advertisements: IPv6's gratuitous ARP.
             set_if_present(&format!("net.ipv6.conf.{name}.ndisc_notify"), "1")?;
@@ -97,9 +100,9 @@ pub fn configure(
             } else {
                 set_if_present(&format!("net.ipv6.conf.{name}.accept_dad"), "0")?;
             }
-        }
-        Ok(())
-    })??;
+            Ok(())
+        })??;
+    }
     for address in &addresses {
         netlink.add_address(link.index, *address, !enable_dad)?;
     }

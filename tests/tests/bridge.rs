@@ -648,6 +648,8 @@ fn a_new_container_announces_itself_with_gratuitous_arp() {
     ]);
     let container = NetnsGuard::new("fbc");
     let result = host.add("garp", &container, &config);
+    let arp_notify = container.exec(&["sysctl", "-n", "net.ipv4.conf.eth0.arp_notify"]);
+    assert_eq!(String::from_utf8_lossy(&arp_notify.stdout).trim(), "1");
     let ip = address(&result, 0);
     let mut learned = false;
     for _ in 0..40 {

@@ -3,9 +3,9 @@
 use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
 pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
-    AfSpecBridge, BridgeVlanInfo, BridgeVlanInfoFlags, InfoBridge, InfoBridgePort, InfoData,
-    InfoKind, InfoMacVlan, InfoPortData, InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute,
-    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
+    AfSpecBridge, AfSpecInet, AfSpecUnspec, BridgeVlanInfo, BridgeVlanInfoFlags, InetDevConf,
+    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind,
+    InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::fmt;
@@ -279,6 +279,22 @@ impl Netlink {
             .attributes
             .push(LinkAttribute::Address(mac.0.to_vec()));
         self.set_link("set mac", message)
+    }
+
+    /// Turns on the link's `arp_notify` (gratuitous ARP when it comes up or changes MAC)
+    /// through netlink rather than `/proc/sys/net/ipv4/conf/<name>/arp_notify`: the kernel
+    /// keeps one sysctl dentry per namespace for a name like `eth0`, and a path lookup walks
+    /// them all, so with 1000 containers each open cost more than the whole request.
+    pub fn set_arp_notify(&mut self, index: u32) -> Result<(), NetlinkError> {
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        let mut message = by_index(index);
+        message
+            .attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![
+                AfSpecInet::DevConfRequest(conf),
+            ])]));
+        self.set_link("set arp_notify", message)
     }
 
     pub fn set_master(&mut self, index: u32, master: u32) -> Result<(), NetlinkError> {
