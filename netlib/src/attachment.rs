@@ -153,6 +153,12 @@ pub fn teardown(
     let previous = request.prev_result().ok().flatten().unwrap_or_default();
     let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
     let mut failures: Vec<Error> = Vec::new();
+    // Rules first: the kernel frees them after a grace period, which then passes while the
+    // link's deletion waits for its own (see `netlink::nftables`).
+    if let Some(firewall) = masquerade {
+        let removed = firewall.del_masquerade(owner(request, attachment), &addresses);
+        failures.extend(removed.err().map(Error::from));
+    }
     if let Some(path) = &attachment.netns {
         let removed = match Netns::open(path) {
             Err(NetnsError::NotFound(_)) => Ok(()),
@@ -163,10 +169,6 @@ pub fn teardown(
     }
     if let Some(ipam) = ipam_type(request) {
         failures.extend(request.delegate(ipam, Command::Del).err());
-    }
-    if let Some(firewall) = masquerade {
-        let removed = firewall.del_masquerade(owner(request, attachment), &addresses);
-        failures.extend(removed.err().map(Error::from));
     }
     failures.into_iter().next().map_or(Ok(()), Err)
 }

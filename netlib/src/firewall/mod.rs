@@ -41,7 +41,7 @@ pub enum FirewallError {
     PortTaken(String),
     #[error("cannot read {tool} output: {reason}")]
     Parse { tool: &'static str, reason: String },
-    #[error("nftables")]
+    #[error("nftables refused the change")]
     Kernel(#[from] crate::netlink::NetlinkError),
 }
 

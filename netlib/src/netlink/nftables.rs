@@ -12,9 +12,11 @@
 
 use ipnetwork::IpNetwork;
 use netlink_sys::protocols::NETLINK_NETFILTER;
+use netlink_sys::Socket;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
+use std::sync::Mutex;
 
 use super::NetlinkError;
 
@@ -351,6 +353,12 @@ impl fmt::Display for Key {
     }
 }
 
+/// The socket of the last committed batch, closed when the next batch commits or the process
+/// ends. Closing a netfilter socket makes the kernel first finish freeing what transactions
+/// deleted, which waits for an RCU grace period (about 20 ms here); left open, that happens
+/// in the background while the plugin does other work (deleting a veth waits for one too).
+static LINGERING: Mutex<Option<Socket>> = Mutex::new(None);
+
 /// One transaction on one table: everything in it applies, or nothing does.
 pub struct Batch {
     buffer: Vec<u8>,
@@ -497,6 +505,9 @@ impl Batch {
                 }
                 offset += (length + 3) & !3;
             }
+        }
+        if let Ok(mut lingering) = LINGERING.lock() {
+            *lingering = Some(socket);
         }
         Ok(())
     }

@@ -494,6 +494,13 @@ fn main() {
         for kind in only.split(',') {
             if kind == "overlay" {
                 println!("{}", overlay(quick).report());
+            } else if kind == "concurrent" {
+                let (wall, errors, distinct) = bench.concurrent(ours.clone(), "co");
+                let (wall_ref, _, _) = bench.concurrent(reference.clone(), "cr");
+                println!(
+                    "64 ADDs: ours {wall:.0} ms ({errors} errors, {distinct} addresses), reference {wall_ref:.0} ms, {:.2}x",
+                    wall_ref / wall
+                );
             } else if kind == "scale" {
                 // Ours only: the quick loop for work on growth.
                 let (latencies, del) = bench.scale(ours.clone(), "so", scale_count);
