@@ -339,24 +339,32 @@ impl Netlink {
         message
             .attributes
             .push(LinkAttribute::LinkInfo(info.clone()));
-        let created = self.request(
-            "create bridge",
-            RouteNetlinkMessage::NewLink(message),
-            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        );
-        let made_here = created.is_ok();
-        match created {
-            Err(e) if e.already_exists() => {}
-            Err(e) if vlan_filtering && e.errno() == Some(libc::EOPNOTSUPP) => {
-                return Err(NetlinkError::KernelLacks(
-                    "bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
-                ))
+        // Look first: a lookup needs no RTNL lock, a refused creation holds it, and all but
+        // the first ADD on a node find the bridge there.
+        let (bridge, made_here) = match self.link_by_name(name)? {
+            Some(existing) => (existing, false),
+            None => {
+                let created = self.request(
+                    "create bridge",
+                    RouteNetlinkMessage::NewLink(message),
+                    NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                );
+                let made_here = created.is_ok();
+                match created {
+                    // Another plugin made it in between.
+                    Err(e) if e.already_exists() => {}
+                    Err(e) if vlan_filtering && e.errno() == Some(libc::EOPNOTSUPP) => {
+                        return Err(NetlinkError::KernelLacks(
+                            "bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
+                        ))
+                    }
+                    other => {
+                        other?;
+                    }
+                }
+                (self.link(name)?, made_here)
             }
-            other => {
-                other?;
-            }
-        }
-        let bridge = self.link(name)?;
+        };
         if made_here {
             // A bridge takes the lowest MAC of its ports unless one was set: pin its own now,
             // once, so the gateway's MAC never changes as containers come and go. (Setting a
