@@ -105,3 +105,99 @@ fn a_panicking_plugin_still_answers_with_error_json() {
         "{error}"
     );
 }
+
+/// What `netlink::nftables` writes is what nft itself would have: `nft list` reads every
+/// statement back in the syntax the rule was meant as, exclusive keys refuse a second owner,
+/// and the keyed delete leaves nothing.
+#[test]
+fn nftables_batches_read_back_in_nft_syntax() {
+    use netlib::netlink::nftables::{Batch, Family, Key, Stmt, Verdict};
+    require_root!();
+    let container = NetnsGuard::new("fkn");
+    container.exec_ok(&[
+        "nft",
+        "add table inet t; add map inet t ports { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; }",
+    ]);
+    let netns = Netns::open(container.path()).expect("opens");
+    let net = |text: &str| text.parse().expect("a valid network");
+    let key = Key::HostPort {
+        host: None,
+        ipv6: false,
+        protocol: 6,
+        protocol_name: "tcp",
+        port: 8080,
+    };
+    let mut add = Batch::new(Family::Inet, "t");
+    add.add_chain("c");
+    add.flush_chain("c");
+    let published = [Stmt::L4Proto(6), Stmt::DestinationPort(8080)];
+    let mut mark = published.to_vec();
+    mark.extend([
+        Stmt::daddr(net("10.1.2.3/32")),
+        Stmt::saddr(net("10.88.0.7/16")),
+        Stmt::SetMarkBits(0x2000),
+    ]);
+    add.add_rule("c", &mark);
+    let mut dnat = published.to_vec();
+    dnat.push(Stmt::Dnat("10.88.0.5".parse().expect("ip"), 80));
+    add.add_rule("c", &dnat);
+    add.add_rule(
+        "c",
+        &[Stmt::daddr_not(net("224.0.0.0/4")), Stmt::Masquerade],
+    );
+    add.add_rule(
+        "c",
+        &[
+            Stmt::daddr(net("fd00::1/128")),
+            Stmt::CtEstablishedOrRelated,
+            Stmt::Verdict(Verdict::Accept),
+        ],
+    );
+    add.add_rule(
+        "c",
+        &[
+            Stmt::daddr(net("10.0.0.1/32")),
+            Stmt::CtDnat,
+            Stmt::Verdict(Verdict::Return),
+        ],
+    );
+    add.add_element("ports", &key, "c", "net/id/eth0", true);
+    netns
+        .run(|| add.commit())
+        .expect("entered")
+        .expect("commits");
+
+    let listed = container.exec(&["nft", "list", "table", "inet", "t"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for expected in [
+        "tcp dport 8080 ip daddr 10.1.2.3 ip saddr 10.88.0.0/16 meta mark set meta mark | 0x00002000",
+        "tcp dport 8080 dnat ip to 10.88.0.5:80",
+        "ip daddr != 224.0.0.0/4 masquerade",
+        "ip6 daddr fd00::1 ct state established,related accept",
+        "ip daddr 10.0.0.1 ct status dnat return",
+        "0.0.0.0/0 . tcp . 8080 comment \"net/id/eth0\" : jump c",
+    ] {
+        assert!(listed.contains(expected), "{expected:?} not in:\n{listed}");
+    }
+
+    let taken = netns
+        .run(|| add.commit())
+        .expect("entered")
+        .expect_err("an exclusive key held by another owner is refused");
+    assert!(taken.already_exists(), "{taken}");
+
+    let mut delete = Batch::new(Family::Inet, "t");
+    delete.add_chain("c");
+    delete.add_element("ports", &key, "c", "net/id/eth0", false);
+    delete.delete_element("ports", &key);
+    delete.flush_chain("c");
+    delete.delete_chain("c");
+    netns
+        .run(|| delete.commit())
+        .expect("entered")
+        .expect("deletes");
+    let listed = container.exec(&["nft", "list", "table", "inet", "t"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(!listed.contains("chain c"), "{listed}");
+    assert!(!listed.contains("8080"), "{listed}");
+}
