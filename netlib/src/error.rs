@@ -106,6 +106,7 @@ impl Error {
                 FirewallError::Failed { .. }
                 | FirewallError::Parse { .. }
                 | FirewallError::Kernel(_)
+                | FirewallError::OwnerTooLong { .. }
                 | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
             Error::State { .. } => ErrorCode::Io,

@@ -390,6 +390,16 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
     no_previous.as_object_mut().map(|c| c.remove("prevResult"));
     node.portmap("ADD", "bad", &container, &no_previous)
         .assert_error(7, "prevResult");
+    // An owner nft could not read back from an element's comment is refused, not truncated.
+    let long_id = "c".repeat(150);
+    let config = Node::portmap_conf(
+        "1.0.0",
+        &result,
+        json!([{"hostPort": 8080, "containerPort": 80}]),
+        json!({}),
+    );
+    node.portmap("ADD", &long_id, &container, &config)
+        .assert_error(999, "nftables comment");
     node.assert_no_portmap_rules();
     node.detach("bad", &container, &result);
 }

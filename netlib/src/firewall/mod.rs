@@ -41,6 +41,8 @@ pub enum FirewallError {
     PortTaken(String),
     #[error("cannot read {tool} output: {reason}")]
     Parse { tool: &'static str, reason: String },
+    #[error("network name, container ID and interface name together ({owner:?}) exceed the {max} bytes an nftables comment holds")]
+    OwnerTooLong { owner: String, max: usize },
     #[error("nftables refused the change")]
     Kernel(#[from] crate::netlink::NetlinkError),
 }

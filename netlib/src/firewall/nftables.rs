@@ -203,6 +203,13 @@ impl Scheme {
     /// Declares the attachment's chain with `rules` and points `keys` (map, key) at it.
     fn add(&self, owner: Owner, rules: &[Rule], keys: &[(&str, Key)]) -> Result<(), FirewallError> {
         let chain = self.chain(owner);
+        let comment = comment(owner);
+        if comment.len() > COMMENT_MAX {
+            return Err(FirewallError::OwnerTooLong {
+                owner: comment,
+                max: COMMENT_MAX,
+            });
+        }
         if rules.iter().any(|rule| !rule.tokens.is_empty()) {
             return self.add_with_nft(owner, rules, keys);
         }
@@ -213,7 +220,7 @@ impl Scheme {
             batch.add_rule(&chain, &rule.statements);
         }
         for (map, key) in keys {
-            batch.add_element(map, key, &chain, &comment(owner), self.exclusive_keys);
+            batch.add_element(map, key, &chain, &comment, self.exclusive_keys);
         }
         self.commit_on_base(&batch)
     }
@@ -417,6 +424,9 @@ fn key_text(value: &Value) -> String {
         other => other.to_string(),
     }
 }
+
+/// The longest comment nft accepts and reads back; elements carry their owner in it.
+const COMMENT_MAX: usize = 128;
 
 fn comment(owner: Owner) -> String {
     format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname)
