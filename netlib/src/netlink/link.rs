@@ -5,7 +5,7 @@ pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
     AfSpecBridge, AfSpecInet, AfSpecUnspec, BridgeVlanInfo, BridgeVlanInfoFlags, InetDevConf,
     InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind,
-    InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, State,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::fmt;
@@ -167,15 +167,6 @@ pub fn random_name(prefix: &str) -> String {
     )
 }
 
-/// A link query without counters: we never read them, and skipping them roughly halves
-/// every answer the kernel builds and we parse (a bridge ADD reads links a dozen times).
-fn link_query(mut message: LinkMessage) -> RouteNetlinkMessage {
-    message
-        .attributes
-        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-    RouteNetlinkMessage::GetLink(message)
-}
-
 impl Netlink {
     /// Looks a link up by name; `None` when there is no such link.
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, NetlinkError> {
@@ -191,7 +182,7 @@ impl Netlink {
     }
 
     fn get_link(&mut self, message: LinkMessage) -> Result<Option<Link>, NetlinkError> {
-        match self.request("get link", link_query(message), NLM_F_ACK) {
+        match self.request("get link", RouteNetlinkMessage::GetLink(message), NLM_F_ACK) {
             Ok(answers) => Ok(answers.iter().find_map(|answer| match answer {
                 RouteNetlinkMessage::NewLink(link) => Some(Link::from_message(link)),
                 _ => None,
@@ -208,7 +199,11 @@ impl Netlink {
     }
 
     pub fn links(&mut self) -> Result<Vec<Link>, NetlinkError> {
-        let answers = self.request("list links", link_query(LinkMessage::default()), NLM_F_DUMP)?;
+        let answers = self.request(
+            "list links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
         Ok(answers
             .iter()
             .filter_map(|answer| match answer {
@@ -510,10 +505,11 @@ impl Netlink {
         request
             .attributes
             .push(LinkAttribute::IfName(name.to_string()));
-        let answers = match self.request("get link", link_query(request), NLM_F_ACK) {
-            Err(e) if e.errno() == Some(libc::ENODEV) => return Ok(None),
-            other => other?,
-        };
+        let answers =
+            match self.request("get link", RouteNetlinkMessage::GetLink(request), NLM_F_ACK) {
+                Err(e) if e.errno() == Some(libc::ENODEV) => return Ok(None),
+                other => other?,
+            };
         let infos = answers.iter().find_map(|answer| match answer {
             RouteNetlinkMessage::NewLink(link) => link.attributes.iter().find_map(|a| match a {
                 LinkAttribute::LinkInfo(infos) => Some(infos.clone()),
