@@ -83,13 +83,13 @@ pub fn configure(
         .filter(|ip| ip.interface == Some(index))
         .map(|ip| ip.address)
         .collect();
-    let name = link.name.clone();
     if addresses.iter().any(IpNetwork::is_ipv4) {
         netlink.set_arp_notify(link.index)?;
     }
     let has_v6 = addresses.iter().any(IpNetwork::is_ipv6);
     if has_v6 {
         // The kernel takes no IPv6 device settings over netlink: these go through /proc.
+        let name = &link.name;
         netns.run(|| -> Result<()> {
             set_if_present(&format!("net.ipv6.conf.{name}.disable_ipv6"), "0")?;
             // Unsolicited neighbour advertisements: IPv6's gratuitous ARP.

@@ -124,7 +124,6 @@ fn nftables_batches_read_back_in_nft_syntax() {
         host: None,
         ipv6: false,
         protocol: 6,
-        protocol_name: "tcp",
         port: 8080,
     };
     let mut add = Batch::new(Family::Inet, "t");

@@ -320,6 +320,19 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
     let node = Node::new();
     let container = NetnsGuard::new("fpc");
     let result = node.attach("bad", &container);
+    // A DEL before any ADD finds nothing and declares nothing.
+    let config = Node::portmap_conf(
+        "1.0.0",
+        &result,
+        json!([{"hostPort": 8080, "containerPort": 80}]),
+        json!({}),
+    );
+    node.portmap("DEL", "bad", &container, &config).success();
+    let listed = node
+        .sandbox
+        .ns
+        .exec(&["nft", "list", "table", "inet", "ferrocni_portmap"]);
+    assert!(!listed.status.success(), "DEL declared the portmap table");
     let cases = [
         (
             json!([{"hostPort": 0, "containerPort": 80}]),

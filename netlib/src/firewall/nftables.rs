@@ -155,11 +155,7 @@ struct Element {
 
 impl Scheme {
     fn table(&self) -> String {
-        let family = match self.family {
-            Family::Inet => "inet",
-            Family::Bridge => "bridge",
-        };
-        format!("{family} {}", self.table)
+        format!("{} {}", self.family.name(), self.table)
     }
 
     fn chain(&self, owner: Owner) -> String {
@@ -211,7 +207,7 @@ impl Scheme {
             });
         }
         if rules.iter().any(|rule| !rule.tokens.is_empty()) {
-            return self.add_with_nft(owner, rules, keys);
+            return self.add_with_nft(&chain, &comment, rules, keys);
         }
         let mut batch = Batch::new(self.family, self.table);
         batch.add_chain(&chain);
@@ -228,11 +224,12 @@ impl Scheme {
     /// [`Scheme::add`] for rules only nft can compile (they carry an admin's nft tokens).
     fn add_with_nft(
         &self,
-        owner: Owner,
+        chain: &str,
+        comment: &str,
         rules: &[Rule],
         keys: &[(&str, Key)],
     ) -> Result<(), FirewallError> {
-        let (table, chain) = (self.table(), self.chain(owner));
+        let table = self.table();
         let mut batch = String::new();
         let _ = writeln!(
             batch,
@@ -245,9 +242,8 @@ impl Scheme {
         for (map, key) in keys {
             let _ = writeln!(
                 batch,
-                "{verb} element {table} {map} {{ {} comment \"{}\" : jump {chain} }}",
+                "{verb} element {table} {map} {{ {} comment \"{comment}\" : jump {chain} }}",
                 self.key(&key.to_string()),
-                comment(owner)
             );
         }
         self.apply_on_base(&batch)
@@ -255,9 +251,8 @@ impl Scheme {
 
     /// Every element of this scheme's maps, and the chains of its table.
     fn list(&self) -> Result<(Vec<Element>, Vec<String>), FirewallError> {
-        let table = self.table();
-        let (family, name) = table.split_once(' ').unwrap_or_default();
-        let text = match run("nft", &["-j", "list", "table", family, name], "") {
+        let args = ["-j", "list", "table", self.family.name(), self.table];
+        let text = match run("nft", &args, "") {
             Ok(text) => text,
             // No table yet: nothing of ours exists.
             Err(FirewallError::Failed { stderr, .. }) if stderr.contains("No such file") => {
@@ -340,19 +335,21 @@ impl Scheme {
     /// Removes an attachment's elements and chain. With `keys` known (from prevResult) this
     /// is one netlink batch that lists nothing: declaring first makes deleting idempotent,
     /// and a key held by another attachment (its element jumps elsewhere) makes the kernel
-    /// refuse the whole batch. Then, as without keys, the elements are found by owner.
+    /// refuse the whole batch, as does a missing table (never declared for a DEL). Then, as
+    /// without keys, the elements are found by owner.
     fn delete(&self, owner: Owner, keys: &[(&str, Key)]) -> Result<(), FirewallError> {
         let (table, chain) = (self.table(), self.chain(owner));
         if !keys.is_empty() {
+            let comment = comment(owner);
             let mut batch = Batch::new(self.family, self.table);
             batch.add_chain(&chain);
             for (map, key) in keys {
-                batch.add_element(map, key, &chain, &comment(owner), false);
+                batch.add_element(map, key, &chain, &comment, false);
                 batch.delete_element(map, key);
             }
             batch.flush_chain(&chain);
             batch.delete_chain(&chain);
-            if self.commit_on_base(&batch).is_ok() {
+            if batch.commit().is_ok() {
                 return Ok(());
             }
         }
@@ -521,7 +518,6 @@ fn portmap_keys(rules: &PortmapRules) -> Vec<(&'static str, Key)> {
                     host: mapping.host_ip,
                     ipv6: target.is_ipv6(),
                     protocol: mapping.protocol.number(),
-                    protocol_name: mapping.protocol.name(),
                     port: mapping.host_port,
                 },
             ));

@@ -93,6 +93,16 @@ pub enum Family {
     Bridge = 7,
 }
 
+impl Family {
+    /// As nft names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Bridge => "bridge",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
@@ -287,7 +297,6 @@ pub enum Key {
         host: Option<IpAddr>,
         ipv6: bool,
         protocol: u8,
-        protocol_name: &'static str,
         port: u16,
     },
 }
@@ -338,16 +347,21 @@ impl fmt::Display for Key {
             Key::HostPort {
                 host,
                 ipv6,
-                protocol_name,
+                protocol,
                 port,
-                ..
             } => {
                 match (host, ipv6) {
                     (Some(address), _) => write!(f, "{address}")?,
                     (None, false) => f.write_str("0.0.0.0/0")?,
                     (None, true) => f.write_str("::/0")?,
                 }
-                write!(f, " . {protocol_name} . {port}")
+                // nft names the protocols it knows and prints the rest as numbers.
+                match protocol {
+                    6 => write!(f, " . tcp . {port}"),
+                    17 => write!(f, " . udp . {port}"),
+                    132 => write!(f, " . sctp . {port}"),
+                    other => write!(f, " . {other} . {port}"),
+                }
             }
         }
     }
@@ -666,7 +680,6 @@ mod tests {
             host: None,
             ipv6: false,
             protocol: 6,
-            protocol_name: "tcp",
             port: 8080,
         };
         let (start, end) = key.bytes();
