@@ -22,14 +22,16 @@ struct Exec {
     max_rss_kib: i64,
 }
 
+/// Runs from a thread inside the sandbox host, so the child inherits its namespace and std
+/// can spawn with vfork as Go runtimes do: a `pre_exec` setns would force a full fork of the
+/// bench, a cost no runtime pays.
 fn run_plugin(
-    host: &Netns,
     plugin: &Path,
     command: &str,
     env: &[(&str, String)],
     stdin: &Value,
 ) -> (Exec, Result<Value, String>) {
-    let mut child = host.command(plugin).expect("netns fd");
+    let mut child = Command::new(plugin);
     child
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -110,7 +112,6 @@ impl Chain {
     /// ADD through the chain: total wall time, the first exec's cost, and the result.
     fn add(
         &self,
-        host: &Netns,
         id: &str,
         netns: &str,
         port: Option<u16>,
@@ -121,7 +122,6 @@ impl Chain {
         for plugin in &self.plugins {
             let path = self.dir.join(plugin["type"].as_str().unwrap_or_default());
             let (exec, result) = run_plugin(
-                host,
                 &path,
                 "ADD",
                 &self.env(id, netns),
@@ -139,7 +139,6 @@ impl Chain {
 
     fn del(
         &self,
-        host: &Netns,
         id: &str,
         netns: &str,
         port: Option<u16>,
@@ -149,7 +148,6 @@ impl Chain {
         for plugin in self.plugins.iter().rev() {
             let path = self.dir.join(plugin["type"].as_str().unwrap_or_default());
             run_plugin(
-                host,
                 &path,
                 "DEL",
                 &self.env(id, netns),
@@ -260,12 +258,12 @@ impl Bench {
                 let (name, path) = self.container();
                 let port = Some(20000 + u16::try_from(i % 20000).unwrap_or(0));
                 let (took, first, result) = chain
-                    .add(&self.host, &name, &path, port)
+                    .add(&name, &path, port)
                     .unwrap_or_else(|e| panic!("{kind}: {e}"));
                 adds.push(ms(took));
                 cost.push(first);
                 dels.push(ms(chain
-                    .del(&self.host, &name, &path, port, &result)
+                    .del(&name, &path, port, &result)
                     .unwrap_or_else(|e| panic!("{kind} DEL: {e}"))));
                 let _ = Netns::delete(&name);
             }
@@ -314,7 +312,7 @@ impl Bench {
             let (name, path) = self.container();
             let port = Some(30000 + u16::try_from(i).unwrap_or(0));
             let (took, _, result) = chain
-                .add(&self.host, &name, &path, port)
+                .add(&name, &path, port)
                 .unwrap_or_else(|e| panic!("scale {tag}: {e}"));
             latencies.push(ms(took));
             attached.push((name, path, port, result));
@@ -322,7 +320,7 @@ impl Bench {
         let start = Instant::now();
         for (name, path, port, result) in attached {
             chain
-                .del(&self.host, &name, &path, port, &result)
+                .del(&name, &path, port, &result)
                 .unwrap_or_else(|e| panic!("scale DEL {tag}: {e}"));
             let _ = Netns::delete(&name);
         }
@@ -333,12 +331,11 @@ impl Bench {
     fn concurrent(&mut self, dir: PathBuf, tag: &str) -> (f64, usize, usize) {
         let chain = self.chain(&dir, "bridge", tag);
         let containers: Vec<(String, String)> = (0..64).map(|_| self.container()).collect();
-        let host = &self.host;
         let start = Instant::now();
         let results: Vec<Result<(Duration, Exec, Value), String>> = std::thread::scope(|scope| {
             let workers: Vec<_> = containers
                 .iter()
-                .map(|(n, p)| scope.spawn(|| chain.add(host, n, p, None)))
+                .map(|(n, p)| scope.spawn(|| chain.add(n, p, None)))
                 .collect();
             workers
                 .into_iter()
@@ -354,7 +351,7 @@ impl Bench {
             .collect();
         for ((name, path), result) in containers.iter().zip(&results) {
             if let Ok((_, _, v)) = result {
-                let _ = chain.del(host, name, path, None, v);
+                let _ = chain.del(name, path, None, v);
             }
             let _ = Netns::delete(name);
         }
@@ -382,7 +379,7 @@ impl Bench {
                 "port_mappings": [{"host_ip": "", "container_port": 80, "host_port": 21000 + i, "range": 1, "protocol": "tcp"}]
             });
             for (verb, times) in [("setup", &mut setup), ("teardown", &mut teardown)] {
-                let mut command = self.host.command(netavark).ok()?;
+                let mut command = Command::new(netavark);
                 command
                     .args(["--config", &config.display().to_string(), verb, &path])
                     .stdin(Stdio::piped())
@@ -451,18 +448,50 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
+const USAGE: &str = "usage: ferrocni-bench [--ours DIR] [--reference DIR] [--out DIR] [--quick] [--only loopback,bridge,podman,macvlan,scale,concurrent,overlay]";
+
+/// The command line; anything unknown (`--help` included) prints the usage instead of
+/// starting a 20-minute run that rewrites `docs/`.
+struct Flags {
+    values: std::collections::HashMap<String, String>,
+    quick: bool,
+}
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Flags, String> {
+        let mut flags = Flags {
+            values: Default::default(),
+            quick: false,
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            match flag.as_str() {
+                "--quick" => flags.quick = true,
+                "--ours" | "--reference" | "--out" | "--only" => {
+                    let value = args.next().ok_or(format!("{flag} needs a value"))?;
+                    flags.values.insert(flag.clone(), value.clone());
+                }
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        Ok(flags)
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+    let flags = match Flags::parse(&args[1..]) {
+        Ok(flags) => flags,
+        Err(problem) => {
+            eprintln!("{problem}\n{USAGE}");
+            std::process::exit(2);
+        }
     };
+    let value = |flag: &str| flags.values.get(flag).cloned();
     let ours = PathBuf::from(value("--ours").unwrap_or_else(|| "target/release".into()));
     let reference = PathBuf::from(value("--reference").unwrap_or_else(|| "/usr/lib/cni".into()));
     let out = PathBuf::from(value("--out").unwrap_or_else(|| "docs".into()));
-    let quick = args.iter().any(|a| a == "--quick");
+    let quick = flags.quick;
     let (n, scale_count) = if quick { (20, 200) } else { (100, 1000) };
 
     let host_name = format!("fbench{}", std::process::id());
@@ -475,13 +504,14 @@ fn main() {
         store: std::env::temp_dir().join(format!("ferrocni-bench-{}", std::process::id())),
         serial: 0,
     };
+    // Plugins run from this thread inside the sandbox (see run_plugin).
+    let sandbox =
+        Netns::open(format!("{}/{}", netlib::netns::NETNS_DIR, bench.host_name)).expect("host");
     // The macvlan master: one end of a veth pair inside the sandbox host.
     {
         let mut netlink = Netlink::open_in(&bench.host).expect("netlink");
-        let own =
-            Netns::open(format!("{}/{}", netlib::netns::NETNS_DIR, bench.host_name)).expect("host");
         let lan = netlink
-            .create_veth("benchlan0", "benchlan1", &own, None, None)
+            .create_veth("benchlan0", "benchlan1", &sandbox, None, None)
             .expect("lan");
         netlink.set_link_up(lan.index, true).expect("up");
         let lo = netlink.link("lo").expect("lo");
@@ -494,7 +524,10 @@ fn main() {
         for kind in only.split(',') {
             if kind == "overlay" {
                 println!("{}", overlay(quick).report());
-            } else if kind == "concurrent" {
+                continue;
+            }
+            let in_sandbox = sandbox.run(|| {
+            if kind == "concurrent" {
                 let (wall, errors, distinct) = bench.concurrent(ours.clone(), "co");
                 let (wall_ref, _, _) = bench.concurrent(reference.clone(), "cr");
                 println!(
@@ -517,6 +550,8 @@ fn main() {
             } else {
                 bench.add_del(kind, n, &mut rows, &mut costs);
             }
+            });
+            in_sandbox.expect("enter the sandbox host");
         }
         for row in &rows {
             println!(
@@ -529,20 +564,45 @@ fn main() {
         }
         return;
     }
-    for kind in ["loopback", "bridge", "podman", "macvlan"] {
-        eprintln!("== {kind} ADD/DEL x{n}");
-        bench.add_del(kind, n, &mut rows, &mut costs);
-    }
-    eprintln!("== kernel floor x{n}");
-    let (floor_create, floor_delete) = bench.kernel_floor(n);
-    eprintln!("== scale: {scale_count} containers with a port mapping each");
-    let (scale_ours, scale_del_ours) = bench.scale(ours.clone(), "so", scale_count);
-    let (scale_ref, scale_del_ref) = bench.scale(reference.clone(), "sr", scale_count);
-    eprintln!("== 64 concurrent ADDs");
-    let conc_ours = bench.concurrent(ours.clone(), "co");
-    let conc_ref = bench.concurrent(reference.clone(), "cr");
-    eprintln!("== netavark");
-    let netavark = bench.netavark(n / 2);
+    let in_sandbox = sandbox.run(|| {
+        for kind in ["loopback", "bridge", "podman", "macvlan"] {
+            eprintln!("== {kind} ADD/DEL x{n}");
+            bench.add_del(kind, n, &mut rows, &mut costs);
+        }
+        eprintln!("== kernel floor x{n}");
+        let (floor_create, floor_delete) = bench.kernel_floor(n);
+        eprintln!("== scale: {scale_count} containers with a port mapping each");
+        let (scale_ours, scale_del_ours) = bench.scale(ours.clone(), "so", scale_count);
+        let (scale_ref, scale_del_ref) = bench.scale(reference.clone(), "sr", scale_count);
+        eprintln!("== 64 concurrent ADDs");
+        let conc_ours = bench.concurrent(ours.clone(), "co");
+        let conc_ref = bench.concurrent(reference.clone(), "cr");
+        eprintln!("== netavark");
+        let netavark = bench.netavark(n / 2);
+        (
+            floor_create,
+            floor_delete,
+            scale_ours,
+            scale_del_ours,
+            scale_ref,
+            scale_del_ref,
+            conc_ours,
+            conc_ref,
+            netavark,
+        )
+    });
+    let (
+        floor_create,
+        floor_delete,
+        scale_ours,
+        scale_del_ours,
+        scale_ref,
+        scale_del_ref,
+        conc_ours,
+        conc_ref,
+        netavark,
+    ) = in_sandbox.expect("enter the sandbox host");
+    drop(sandbox);
     drop(bench);
     eprintln!("== overlay: throughput across nodes, convergence after a join");
     let overlay = overlay(quick);
