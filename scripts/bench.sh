@@ -17,5 +17,7 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
 fi
 [ "$(id -u)" -eq 0 ] || { echo "bench.sh needs root (network namespaces)" >&2; exit 1; }
 
-cargo build --release --workspace --bins --quiet
-exec target/release/ferrocni-bench --ours target/release --reference /usr/lib/cni --out docs "$@"
+# Ours as shipped (static musl plugins where possible, see scripts/build.sh).
+built="$(scripts/build.sh | tail -n 1)"
+cargo build --release --quiet -p ferrocni-tests --bin ferrocni-bench
+FERROCNI_BIN_DIR="$built" exec target/release/ferrocni-bench --ours "$built" --reference /usr/lib/cni --out docs "$@"

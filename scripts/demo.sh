@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: on a fresh Debian machine (as root) it installs what the demo
-# uses, builds every binary (release), installs them into a directory (default ./dist/bin, or
-# the first argument) and runs `cnictl demo` from there. The demo works inside namespaces it
-# makes itself and removes, so this machine's own network is never touched.
+# uses, builds every binary (release, scripts/build.sh), installs them into a directory
+# (default ./dist/bin, or the first argument) and runs `cnictl demo` from there. The demo
+# works inside namespaces it makes itself and removes, so this machine's own network is
+# never touched.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest="${1:-dist/bin}"
@@ -22,12 +23,12 @@ if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
 fi
 
 echo "== building (release)"
-cargo build --release --workspace --bins --quiet
+built="$(scripts/build.sh | tail -n 1)"
 mkdir -p "$dest"
 binaries=(cnictl ferrocni-agent bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static)
 for binary in "${binaries[@]}"; do
   # Copy then rename: a runtime exec'ing the old binary never sees a half-written file.
-  install -m 0755 "target/release/$binary" "$dest/.$binary.new"
+  install -m 0755 "$built/$binary" "$dest/.$binary.new"
   mv -f "$dest/.$binary.new" "$dest/$binary"
 done
 echo "== installed into $dest: ${binaries[*]}"

@@ -2,6 +2,7 @@
 //! in [`cni`] and [`skel`], every kernel call in [`netlink`], [`netns`] and [`sysctl`].
 //! Dependencies point one way: plugins use netlib, netlib's modules use the kernel.
 
+pub mod arena;
 pub mod attachment;
 pub mod bridge;
 pub mod cni;

@@ -312,20 +312,28 @@ pub enum Impl {
     Reference,
 }
 
-/// The directory holding our built binaries (`target/debug` beside this test binary).
+/// The directory holding our built binaries: `FERROCNI_BIN_DIR` (the shipped build that
+/// `scripts/build.sh` assembles), else [`profile_dir`].
 pub fn our_bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    // Test binaries live in target/<profile>/deps, the bench binary beside the plugins.
-    let beside = exe.parent().filter(|dir| dir.join("loopback").is_file());
-    let dir = beside
-        .or_else(|| exe.parent().and_then(Path::parent))
-        .expect("binaries live in target/<profile>")
-        .to_path_buf();
+    let dir = std::env::var_os("FERROCNI_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(profile_dir);
     assert!(
         dir.join("loopback").is_file(),
         "no plugin binaries in {dir:?}: run `cargo build --workspace` before the tests (scripts/test.sh does)"
     );
     dir
+}
+
+/// `target/<profile>`, where cargo put this binary (test fixtures live in its `examples`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // Test binaries live in target/<profile>/deps, the bench binary beside the plugins.
+    let beside = exe.parent().filter(|dir| dir.join("loopback").is_file());
+    beside
+        .or_else(|| exe.parent().and_then(Path::parent))
+        .expect("binaries live in target/<profile>")
+        .to_path_buf()
 }
 
 impl Impl {

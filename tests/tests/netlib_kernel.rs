@@ -1,7 +1,7 @@
 //! netlib's kernel layer used directly: namespaces, netlink and sysctls stay inside the
 //! namespace they are aimed at; and the skeleton's last line of defence against panics.
 
-use ferrocni_tests::{our_bin_dir, require_root, Call, NetnsGuard};
+use ferrocni_tests::{profile_dir, require_root, Call, NetnsGuard};
 use netlib::netlink::Netlink;
 use netlib::netns::{Netns, NetnsError};
 use netlib::sysctl;
@@ -86,7 +86,7 @@ fn namespace_paths_are_checked() {
 #[test]
 fn a_panicking_plugin_still_answers_with_error_json() {
     require_root!();
-    let fixture = our_bin_dir().join("examples").join("panicking_plugin");
+    let fixture = profile_dir().join("examples").join("panicking_plugin");
     assert!(fixture.is_file(), "cargo test builds examples: {fixture:?}");
     let host = NetnsGuard::new("fkx");
     let container = NetnsGuard::new("fkc");

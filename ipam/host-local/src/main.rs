@@ -5,6 +5,10 @@ use netlib::ipam::host_local::HostLocalPlugin;
 
 netlib::identity!("host-local");
 
+/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+#[global_allocator]
+static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+
 fn main() {
     netlib::skel::run(&HostLocalPlugin)
 }

@@ -171,6 +171,10 @@ impl Plugin for Macvlan {
     }
 }
 
+/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+#[global_allocator]
+static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+
 fn main() {
     skel::run(&Macvlan)
 }

@@ -203,6 +203,10 @@ impl Plugin for Tuning {
     }
 }
 
+/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+#[global_allocator]
+static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+
 fn main() {
     skel::run(&Tuning)
 }
