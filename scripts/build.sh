@@ -19,15 +19,19 @@ have_musl() {
   timeout 300 rustup target add "$musl" >/dev/null 2>&1
 }
 
-if have_musl; then
-  cargo build --release --quiet -p cnictl -p ferrocni-agent
-  cargo build --release --quiet --target "$musl" $(printf -- '-p %s ' "${plugins[@]}")
+build_static() {
+  cargo build --release --quiet -p cnictl -p ferrocni-agent &&
+    cargo build --release --quiet --target "$musl" $(printf -- '-p %s ' "${plugins[@]}")
+}
+
+# A failed musl build (a linker that cannot do it) falls back too, rather than failing the demo.
+if have_musl && build_static; then
   out=target/ship
   mkdir -p "$out"
   for binary in cnictl ferrocni-agent; do cp -f "target/release/$binary" "$out/"; done
   for binary in "${plugins[@]}"; do cp -f "target/$musl/release/$binary" "$out/"; done
 else
-  echo "== no $musl target: plugins are built against glibc" >&2
+  echo "== no static $musl build: plugins are built against glibc" >&2
   cargo build --release --quiet --workspace --bins
   out=target/release
 fi
