@@ -83,9 +83,6 @@ pub fn configure(
         .filter(|ip| ip.interface == Some(index))
         .map(|ip| ip.address)
         .collect();
-    if addresses.iter().any(IpNetwork::is_ipv4) {
-        netlink.set_arp_notify(link.index)?;
-    }
     let has_v6 = addresses.iter().any(IpNetwork::is_ipv6);
     if has_v6 {
         // The kernel takes no IPv6 device settings over netlink: these go through /proc.
@@ -106,7 +103,7 @@ pub fn configure(
     for address in &addresses {
         netlink.add_address(link.index, *address, !enable_dad)?;
     }
-    netlink.set_link_up(link.index, true)?;
+    netlink.set_up_notifying(link.index, addresses.iter().any(IpNetwork::is_ipv4))?;
     if enable_dad && has_v6 {
         settle_dad(netlink, link.index)?;
     }

@@ -83,7 +83,7 @@ fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Re
     }
     let own = Netns::current()?;
     let port_name = crate::netlink::link::random_name("vgw");
-    let gateway = match host.create_veth(&name, &port_name, &own, conf.mtu, None) {
+    let gateway = match host.create_veth(&name, &port_name, &own, conf.mtu, None, None) {
         Err(e) if e.already_exists() => return Ok(host.link(&name)?),
         other => other?,
     };
@@ -133,11 +133,13 @@ impl Plugin for BridgePlugin {
             &mut host,
             &mut container,
             &netns,
-            &attachment.ifname,
-            conf.mtu,
-            mac,
+            &veth::PairSpec {
+                ifname: &attachment.ifname,
+                mtu: conf.mtu,
+                mac,
+                bridge: Some(bridge.index),
+            },
         )?;
-        host.set_master(host_veth.index, bridge.index)?;
         if conf.hairpin_mode || conf.port_isolation {
             host.set_bridge_port(host_veth.index, conf.hairpin_mode, conf.port_isolation)?;
         }
@@ -154,7 +156,6 @@ impl Plugin for BridgePlugin {
                 Ok(spoofcheck::del(owner, Some(&port))?)
             });
         }
-        host.set_link_up(host_veth.index, true)?;
 
         let mut result = attachment::ipam_add(request, &mut undo)?;
         let gateways = assign_gateways(&conf, &mut result);

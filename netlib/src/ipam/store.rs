@@ -183,11 +183,26 @@ impl Store {
             .and_then(|text| text.trim().parse().ok())
     }
 
+    /// Overwrites the hint in place rather than renaming a new file over it: ext4 flushes
+    /// a file's data to disk when it replaces another by rename (its `auto_da_alloc`
+    /// safeguard), a cost paid on every ADD. A torn hint after a crash is harmless: an
+    /// unreadable one means "start over" (see [`Store::last_reserved`]).
     pub fn set_last_reserved(&self, index: usize, ip: IpAddr) -> Result<(), IpamError> {
-        let name = format!("{LAST_RESERVED_PREFIX}{index}");
-        let temp = self.write_temp(&name, ip.to_string().as_bytes())?;
-        let target = self.dir.join(name);
-        fs::rename(&temp, &target).map_err(io_error(&target))
+        let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{index}"));
+        let text = ip.to_string();
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                // Shrinking to a non-zero length: ext4 flushes on close after a truncation
+                // to zero only.
+                file.set_len(text.len() as u64)
+            })
+            .map_err(io_error(&path))
     }
 
     /// Removes temporaries a crashed process left behind.

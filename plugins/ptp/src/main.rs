@@ -111,9 +111,12 @@ impl Plugin for Ptp {
             &mut host,
             &mut container,
             &netns,
-            &attachment.ifname,
-            conf.mtu,
-            None,
+            &veth::PairSpec {
+                ifname: &attachment.ifname,
+                mtu: conf.mtu,
+                mac: None,
+                bridge: None,
+            },
         )?;
         let mut result = attachment::ipam_add(request, &mut undo)?;
 

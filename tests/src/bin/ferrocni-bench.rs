@@ -291,7 +291,7 @@ impl Bench {
             let netns = Netns::open(&path).expect("open");
             let start = Instant::now();
             let veth = host
-                .create_veth("floor0", "eth0", &netns, None, None)
+                .create_veth("floor0", "eth0", &netns, None, None, None)
                 .expect("veth");
             create.push(ms(start.elapsed()));
             let start = Instant::now();
@@ -511,7 +511,7 @@ fn main() {
     {
         let mut netlink = Netlink::open_in(&bench.host).expect("netlink");
         let lan = netlink
-            .create_veth("benchlan0", "benchlan1", &sandbox, None, None)
+            .create_veth("benchlan0", "benchlan1", &sandbox, None, None, None)
             .expect("lan");
         netlink.set_link_up(lan.index, true).expect("up");
         let lo = netlink.link("lo").expect("lo");
