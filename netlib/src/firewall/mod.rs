@@ -64,7 +64,7 @@ impl Owner<'_> {
 }
 
 /// The first `len` hex digits of SHA-512 over `text`: short, stable names for chains.
-fn digest(text: &str, len: usize) -> String {
+pub(crate) fn digest(text: &str, len: usize) -> String {
     let hash = Sha512::digest(text.as_bytes());
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     hex[..len].to_string()

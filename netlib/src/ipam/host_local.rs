@@ -145,10 +145,9 @@ impl HostLocal {
             None => Default::default(),
         };
         let store = self.store()?;
-        let reservations = store.reservations()?;
+        let held = store.held_by(container_id, ifname)?;
         let mut claimed = Vec::new();
-        let outcome =
-            self.allocate_locked(&store, &reservations, container_id, ifname, &mut claimed);
+        let outcome = self.allocate_locked(&store, &held, container_id, ifname, &mut claimed);
         match outcome {
             Ok(ips) => Ok(CniResult {
                 ips,
@@ -159,7 +158,11 @@ impl HostLocal {
             Err(error) => {
                 for ip in claimed {
                     // Best effort: the original failure is what the caller needs to see.
-                    let _ = store.release(ip);
+                    let _ = store.release(&Reservation {
+                        ip,
+                        container_id: container_id.to_string(),
+                        ifname: Some(ifname.to_string()),
+                    });
                 }
                 Err(error)
             }
@@ -169,12 +172,11 @@ impl HostLocal {
     fn allocate_locked(
         &self,
         store: &Store,
-        reservations: &[Reservation],
+        held: &[Reservation],
         container_id: &str,
         ifname: &str,
         claimed: &mut Vec<IpAddr>,
     ) -> Result<Vec<IpConfig>> {
-        let taken: HashSet<IpAddr> = reservations.iter().map(|r| r.ip).collect();
         let mut unfulfilled = self.requested.clone();
         let mut ips = Vec::with_capacity(self.sets.len());
         for (index, set) in self.sets.iter().enumerate() {
@@ -201,26 +203,23 @@ impl HostLocal {
                     (ip, range)
                 }
                 None => {
-                    if let Some(held) = reservations.iter().find(|r| {
-                        (r.held_by(container_id, ifname) || r.held_by_legacy(container_id))
-                            && set.contains(r.ip)
-                    }) {
+                    if let Some(held) = held.iter().find(|r| set.contains(r.ip)) {
                         return Err(IpamError::Duplicate {
                             ip: held.ip,
                             container_id: container_id.to_string(),
                         }
                         .into());
                     }
-                    let mut chosen = None;
-                    for (ip, range) in set.candidates(store.last_reserved(index)) {
-                        if !taken.contains(&ip) && store.reserve(ip, container_id, ifname)? {
-                            chosen = Some((ip, range));
-                            break;
-                        }
-                    }
-                    chosen.ok_or_else(|| IpamError::Exhausted {
+                    let candidates = set.candidates(store.last_reserved(index));
+                    let ip = store
+                        .reserve_first(candidates.map(|(ip, _)| ip), container_id, ifname)?
+                        .ok_or_else(|| IpamError::Exhausted {
+                            range_set: set.to_string(),
+                        })?;
+                    let range = set.range_for(ip).ok_or(IpamError::Exhausted {
                         range_set: set.to_string(),
-                    })?
+                    })?;
+                    (ip, range)
                 }
             };
             claimed.push(ip);
@@ -243,7 +242,7 @@ impl HostLocal {
     pub fn release(&self, container_id: &str, ifname: &str) -> Result<()> {
         let store = self.store()?;
         for reservation in store.held_by(container_id, ifname)? {
-            store.release(reservation.ip)?;
+            store.release(&reservation)?;
         }
         Ok(())
     }
@@ -274,7 +273,7 @@ impl HostLocal {
                 None => valid_ids.contains(reservation.container_id.as_str()),
             };
             if !keep {
-                if let Err(e) = store.release(reservation.ip) {
+                if let Err(e) = store.release(&reservation) {
                     first_error.get_or_insert(e);
                 }
             }

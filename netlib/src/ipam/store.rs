@@ -9,11 +9,24 @@
 //! place, which is atomic and fails if the address is taken: a process killed half-way can
 //! never leave a half-written reservation, only a stray temporary that GC removes. There is
 //! no fsync: after a power loss every reservation is stale anyway, and GC is the remedy.
+//!
+//! The reference finds an attachment's reservations by reading every reservation file, on
+//! every ADD and DEL: a thousand opens on a node with a thousand containers, most of such
+//! an ADD's time. ferrocni keeps an owner index beside them, `.ferrocni-owners/<digest of
+//! container ID and ifname>`, listing the addresses of one attachment, and in
+//! `.ferrocni-owners/stamp` the directory's modification time and entry count as of its own
+//! last change. While they still match, nobody else changed the store and the index is
+//! complete; otherwise (the reference plugin or an admin was there, or ferrocni died
+//! half-way) the index is rebuilt from a full read. Each listed address is checked against
+//! its reservation file, so a stale entry can neither hide nor invent a reservation. The
+//! reference ignores the directory: its names are no addresses and its contents no owners.
 
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::IpamError;
@@ -21,6 +34,8 @@ use crate::lock::FileLock;
 
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const TEMP_PREFIX: &str = ".tmp-";
+const INDEX_DIR: &str = ".ferrocni-owners";
+const STAMP: &str = "stamp";
 
 /// Who holds an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +54,37 @@ impl Reservation {
     pub(crate) fn held_by_legacy(&self, container_id: &str) -> bool {
         self.ifname.is_none() && self.container_id == container_id
     }
+
+    /// The name of its owner's index file.
+    fn owner_key(&self) -> String {
+        owner_key(&self.container_id, self.ifname.as_deref())
+    }
+}
+
+/// An attachment's index file name; `None` for legacy files that name no interface.
+fn owner_key(container_id: &str, ifname: Option<&str>) -> String {
+    let owner = match ifname {
+        Some(ifname) => format!("{}\r\n{ifname}", container_id.trim()),
+        None => container_id.trim().to_string(),
+    };
+    crate::firewall::digest(&owner, 32)
 }
 
 /// One network's store, locked for as long as the value lives.
 pub struct Store {
     dir: PathBuf,
+    /// Set by every change; the stamp is written when the store is dropped, still locked.
+    changed: Cell<bool>,
     _lock: FileLock,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.changed.get() {
+            // Best effort: a stamp that fails to match only costs the next caller a rebuild.
+            let _ = self.write_stamp();
+        }
+    }
 }
 
 /// A small file in `dir`, read with as few syscalls as a file that fits one buffer allows.
@@ -65,6 +105,20 @@ fn read_small(dir: &fs::File, name: &std::ffi::OsStr) -> io::Result<String> {
         }
     }
     String::from_utf8(content).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// A reservation file's content: `<containerID>\r\n<ifname>`, or the ID alone (legacy).
+fn parse_reservation(ip: IpAddr, content: &str) -> Reservation {
+    let content = content.trim();
+    let (container_id, ifname) = match content.split_once("\r\n") {
+        Some((id, ifname)) => (id.trim().to_string(), Some(ifname.trim().to_string())),
+        None => (content.to_string(), None),
+    };
+    Reservation {
+        ip,
+        container_id,
+        ifname,
+    }
 }
 
 fn io_error(path: &Path) -> impl Fn(io::Error) -> IpamError + '_ {
@@ -91,7 +145,11 @@ impl Store {
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         let lock_path = dir.join("lock");
         let lock = FileLock::exclusive(&lock_path).map_err(io_error(&lock_path))?;
-        Ok(Store { dir, _lock: lock })
+        Ok(Store {
+            dir,
+            changed: Cell::new(false),
+            _lock: lock,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -120,60 +178,99 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_error(&entry.path())(e)),
             };
-            let content = content.trim();
-            let (container_id, ifname) = match content.split_once("\r\n") {
-                Some((id, ifname)) => (id.trim().to_string(), Some(ifname.trim().to_string())),
-                None => (content.to_string(), None),
-            };
-            found.push(Reservation {
-                ip,
-                container_id,
-                ifname,
-            });
+            found.push(parse_reservation(ip, &content));
         }
         Ok(found)
     }
 
     /// The reservations of one attachment; legacy files (no ifname) count when no file
-    /// names the interface, as the reference matches them.
+    /// names the interface, as the reference matches them. From the owner index when it is
+    /// complete, else from a full read that rebuilds it.
     pub fn held_by(&self, container_id: &str, ifname: &str) -> Result<Vec<Reservation>, IpamError> {
-        let all = self.reservations()?;
-        let exact: Vec<Reservation> = all
-            .iter()
-            .filter(|r| r.held_by(container_id, ifname))
-            .cloned()
-            .collect();
+        if !self.index_is_complete() {
+            let all = self.reservations()?;
+            self.rebuild_index(&all)?;
+            let exact: Vec<Reservation> = all
+                .iter()
+                .filter(|r| r.held_by(container_id, ifname))
+                .cloned()
+                .collect();
+            if !exact.is_empty() {
+                return Ok(exact);
+            }
+            return Ok(all
+                .into_iter()
+                .filter(|r| r.held_by_legacy(container_id))
+                .collect());
+        }
+        let exact = self.indexed(&owner_key(container_id, Some(ifname)), |r| {
+            r.held_by(container_id, ifname)
+        })?;
         if !exact.is_empty() {
             return Ok(exact);
         }
-        Ok(all
-            .into_iter()
-            .filter(|r| r.held_by_legacy(container_id))
-            .collect())
+        self.indexed(&owner_key(container_id, None), |r| {
+            r.held_by_legacy(container_id)
+        })
     }
 
     /// Claims `ip` for the attachment; `false` when someone already holds it.
     pub fn reserve(&self, ip: IpAddr, container_id: &str, ifname: &str) -> Result<bool, IpamError> {
-        let target = self.dir.join(ip.to_string());
-        let temp = self.write_temp(
-            &ip.to_string(),
-            format!("{}\r\n{ifname}", container_id.trim()).as_bytes(),
-        )?;
-        let linked = fs::hard_link(&temp, &target);
-        let _ = fs::remove_file(&temp);
-        match linked {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io_error(&target)(e)),
-        }
+        Ok(self
+            .reserve_first(std::iter::once(ip), container_id, ifname)?
+            .is_some())
     }
 
-    pub fn release(&self, ip: IpAddr) -> Result<(), IpamError> {
-        let path = self.dir.join(ip.to_string());
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&path)(e)),
-            _ => Ok(()),
+    /// Claims the first free address of `candidates` for the attachment; `None` when all
+    /// are taken. One temporary serves every attempt: a taken address costs one link(2).
+    pub fn reserve_first(
+        &self,
+        candidates: impl IntoIterator<Item = IpAddr>,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Option<IpAddr>, IpamError> {
+        let temp = self.write_temp(
+            "reservation",
+            format!("{}\r\n{ifname}", container_id.trim()).as_bytes(),
+        )?;
+        let mut claimed = None;
+        let mut failure = None;
+        for ip in candidates {
+            let target = self.dir.join(ip.to_string());
+            match fs::hard_link(&temp, &target) {
+                Ok(()) => {
+                    claimed = Some(ip);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    failure = Some(io_error(&target)(e));
+                    break;
+                }
+            }
         }
+        let _ = fs::remove_file(&temp);
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if let Some(ip) = claimed {
+            self.changed.set(true);
+            self.update_owner(&owner_key(container_id, Some(ifname)), |ips| ips.push(ip))?;
+        }
+        Ok(claimed)
+    }
+
+    /// Releases a reservation (as read from the store or just made).
+    pub fn release(&self, reservation: &Reservation) -> Result<(), IpamError> {
+        let path = self.dir.join(reservation.ip.to_string());
+        self.changed.set(true);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&path)(e)),
+            _ => {}
+        }
+        self.update_owner(&reservation.owner_key(), |ips| {
+            ips.retain(|ip| *ip != reservation.ip)
+        })
     }
 
     /// Where round-robin allocation in range set `index` resumes. Unreadable means "start over".
@@ -188,6 +285,8 @@ impl Store {
     /// safeguard), a cost paid on every ADD. A torn hint after a crash is harmless: an
     /// unreadable one means "start over" (see [`Store::last_reserved`]).
     pub fn set_last_reserved(&self, index: usize, ip: IpAddr) -> Result<(), IpamError> {
+        // Creating the file changes the directory.
+        self.changed.set(true);
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{index}"));
         let text = ip.to_string();
         OpenOptions::new()
@@ -218,6 +317,126 @@ impl Store {
         Ok(())
     }
 
+    fn index_dir(&self) -> PathBuf {
+        self.dir.join(INDEX_DIR)
+    }
+
+    /// The directory's modification time and entry count, as the stamp records them.
+    fn directory_state(&self) -> io::Result<String> {
+        let metadata = fs::metadata(&self.dir)?;
+        let entries = fs::read_dir(&self.dir)?.count();
+        Ok(format!(
+            "{}.{:09} {entries}",
+            metadata.mtime(),
+            metadata.mtime_nsec()
+        ))
+    }
+
+    /// Whether the index describes every reservation: nobody but ferrocni, and ferrocni
+    /// only to the end, changed the directory since the stamp was written.
+    fn index_is_complete(&self) -> bool {
+        let stamp = fs::read_to_string(self.index_dir().join(STAMP));
+        match (stamp, self.directory_state()) {
+            (Ok(stamp), Ok(state)) => stamp == state,
+            _ => false,
+        }
+    }
+
+    fn write_stamp(&self) -> io::Result<()> {
+        fs::create_dir_all(self.index_dir())?;
+        // Created first, so the count the stamp records includes the index directory.
+        let state = self.directory_state()?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.index_dir().join(STAMP))?;
+        file.write_all(state.as_bytes())?;
+        file.set_len(state.len() as u64)
+    }
+
+    /// The reservations an index file lists that `owns` still holds.
+    fn indexed(
+        &self,
+        key: &str,
+        owns: impl Fn(&Reservation) -> bool,
+    ) -> Result<Vec<Reservation>, IpamError> {
+        let mut held = Vec::new();
+        for ip in self.owner_entries(key)? {
+            if let Some(reservation) = self.reservation(ip)? {
+                if owns(&reservation) {
+                    held.push(reservation);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    fn owner_entries(&self, key: &str) -> Result<Vec<IpAddr>, IpamError> {
+        let path = self.index_dir().join(key);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().filter_map(|l| l.parse().ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
+    /// Rewrites one index file through `change`; an empty list removes it.
+    fn update_owner(
+        &self,
+        key: &str,
+        change: impl FnOnce(&mut Vec<IpAddr>),
+    ) -> Result<(), IpamError> {
+        let mut ips = self.owner_entries(key)?;
+        change(&mut ips);
+        self.write_owner(key, &ips)
+    }
+
+    fn write_owner(&self, key: &str, ips: &[IpAddr]) -> Result<(), IpamError> {
+        let path = self.index_dir().join(key);
+        if ips.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let text: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
+        fs::create_dir_all(self.index_dir()).map_err(io_error(&path))?;
+        fs::write(&path, text).map_err(io_error(&path))
+    }
+
+    /// Replaces the index with one made from `all`, the store's every reservation.
+    fn rebuild_index(&self, all: &[Reservation]) -> Result<(), IpamError> {
+        let dir = self.index_dir();
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&dir)(e)),
+            _ => {}
+        }
+        let mut owners: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        for reservation in all {
+            owners
+                .entry(reservation.owner_key())
+                .or_default()
+                .push(reservation.ip);
+        }
+        for (key, ips) in &owners {
+            self.write_owner(key, ips)?;
+        }
+        self.changed.set(true);
+        Ok(())
+    }
+
+    /// The reservation of `ip`, if someone holds it.
+    fn reservation(&self, ip: IpAddr) -> Result<Option<Reservation>, IpamError> {
+        let path = self.dir.join(ip.to_string());
+        match fs::read_to_string(&path) {
+            Ok(content) => Ok(Some(parse_reservation(ip, &content))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path)(e)),
+        }
+    }
+
     fn write_temp(&self, name: &str, content: &[u8]) -> Result<PathBuf, IpamError> {
         let path = self
             .dir
@@ -234,5 +453,128 @@ impl Store {
             return Err(io_error(&path)(e));
         }
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TempStore(PathBuf);
+
+    impl TempStore {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "ferrocni-store-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            TempStore(dir)
+        }
+
+        fn open(&self) -> Store {
+            Store::open(&self.0, "net").expect("store")
+        }
+
+        /// Writes a reservation the way the reference plugin does, behind ferrocni's back.
+        fn foreign(&self, ip: &str, content: &str) {
+            fs::write(self.0.join("net").join(ip), content).expect("write");
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("ip")
+    }
+
+    fn ips(reservations: &[Reservation]) -> Vec<IpAddr> {
+        reservations.iter().map(|r| r.ip).collect()
+    }
+
+    #[test]
+    fn the_index_finds_own_reservations_and_stays_complete() {
+        let temp = TempStore::new("own");
+        {
+            let store = temp.open();
+            assert!(store
+                .reserve(ip("10.0.0.2"), "alpha", "eth0")
+                .expect("store operation"));
+            assert!(store
+                .reserve(ip("10.0.0.3"), "beta", "eth0")
+                .expect("store operation"));
+            assert!(!store
+                .reserve(ip("10.0.0.3"), "alpha", "eth1")
+                .expect("store operation"));
+        }
+        let store = temp.open();
+        assert!(store.index_is_complete(), "only ferrocni changed the store");
+        assert_eq!(
+            ips(&store.held_by("alpha", "eth0").expect("store operation")),
+            [ip("10.0.0.2")]
+        );
+        let beta = store.held_by("beta", "eth0").expect("store operation");
+        assert_eq!(ips(&beta), [ip("10.0.0.3")]);
+        store.release(&beta[0]).expect("store operation");
+        drop(store);
+        let store = temp.open();
+        assert!(store.index_is_complete());
+        assert!(store
+            .held_by("beta", "eth0")
+            .expect("store operation")
+            .is_empty());
+    }
+
+    #[test]
+    fn a_foreign_change_is_seen_and_rebuilds_the_index() {
+        let temp = TempStore::new("foreign");
+        drop(temp.open().reserve(ip("10.0.0.2"), "alpha", "eth0"));
+        temp.foreign("10.0.0.7", "gamma\r\neth0");
+        temp.foreign("10.0.0.8", "legacy");
+        let store = temp.open();
+        assert!(!store.index_is_complete());
+        assert_eq!(
+            ips(&store.held_by("gamma", "eth0").expect("store operation")),
+            [ip("10.0.0.7")]
+        );
+        drop(store);
+        let store = temp.open();
+        assert!(store.index_is_complete(), "rebuilt and stamped");
+        assert_eq!(
+            ips(&store.held_by("legacy", "eth0").expect("store operation")),
+            [ip("10.0.0.8")]
+        );
+        assert_eq!(
+            ips(&store.held_by("alpha", "eth0").expect("store operation")),
+            [ip("10.0.0.2")]
+        );
+    }
+
+    #[test]
+    fn a_stale_index_entry_does_not_invent_a_reservation() {
+        let temp = TempStore::new("stale");
+        {
+            let store = temp.open();
+            assert!(store
+                .reserve(ip("10.0.0.2"), "alpha", "eth0")
+                .expect("store operation"));
+        }
+        // Someone rewrote the file in place (the reference never does: it creates with
+        // O_EXCL), which changes no entry of the directory.
+        fs::write(temp.0.join("net").join("10.0.0.2"), "beta\r\neth0").expect("store operation");
+        let store = temp.open();
+        assert!(
+            store.index_is_complete(),
+            "an in-place rewrite changes no entry"
+        );
+        assert!(store
+            .held_by("alpha", "eth0")
+            .expect("store operation")
+            .is_empty());
     }
 }
