@@ -14,8 +14,8 @@
 //! every ADD and DEL: a thousand opens on a node with a thousand containers, most of such
 //! an ADD's time. ferrocni keeps an owner index beside them, `.ferrocni-owners/<digest of
 //! container ID and ifname>`, listing the addresses of one attachment, and in
-//! `.ferrocni-owners/stamp` the directory's modification time and entry count as of its own
-//! last change. While they still match, nobody else changed the store and the index is
+//! `.ferrocni-owners/stamp` a modification time it gave the directory after its own last
+//! change. While the directory still has it, nobody else changed the store and the index is
 //! complete; otherwise (the reference plugin or an admin was there, or ferrocni died
 //! half-way) the index is rebuilt from a full read. Each listed address is checked against
 //! its reservation file, so a stale entry can neither hide nor invent a reservation. The
@@ -321,15 +321,10 @@ impl Store {
         self.dir.join(INDEX_DIR)
     }
 
-    /// The directory's modification time and entry count, as the stamp records them.
+    /// The directory's modification time, as the stamp records it.
     fn directory_state(&self) -> io::Result<String> {
         let metadata = fs::metadata(&self.dir)?;
-        let entries = fs::read_dir(&self.dir)?.count();
-        Ok(format!(
-            "{}.{:09} {entries}",
-            metadata.mtime(),
-            metadata.mtime_nsec()
-        ))
+        Ok(format!("{}.{:09}", metadata.mtime(), metadata.mtime_nsec()))
     }
 
     /// Whether the index describes every reservation: nobody but ferrocni, and ferrocni
@@ -342,9 +337,32 @@ impl Store {
         }
     }
 
+    /// Marks the directory with a modification time of its own, a random nanosecond within
+    /// the current second, and records it. Any later entry made or removed by anyone sets
+    /// the kernel's clock time instead, which is the mark by a one in a billion chance. The
+    /// clock itself would not do: where it ticks every few milliseconds (kernels before
+    /// 6.13's multigrain timestamps), a change right after ours would keep our time.
     fn write_stamp(&self) -> io::Result<()> {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
         fs::create_dir_all(self.index_dir())?;
-        // Created first, so the count the stamp records includes the index directory.
+        let mut random = [0u8; 4];
+        // SAFETY: the kernel writes at most `random.len()` bytes into `random`.
+        let _ = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mark = TimeSpec::new(
+            libc::time_t::try_from(now.as_secs()).unwrap_or(libc::time_t::MAX),
+            (u32::from_ne_bytes(random) % 1_000_000_000).into(),
+        );
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &self.dir,
+            &TimeSpec::UTIME_OMIT,
+            &mark,
+            UtimensatFlags::FollowSymlink,
+        )?;
         let state = self.directory_state()?;
         let mut file = OpenOptions::new()
             .write(true)
