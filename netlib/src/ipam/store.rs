@@ -73,14 +73,16 @@ fn owner_key(container_id: &str, ifname: Option<&str>) -> String {
 /// One network's store, locked for as long as the value lives.
 pub struct Store {
     dir: PathBuf,
-    /// Set by every change; the stamp is written when the store is dropped, still locked.
+    /// Set by every change; the stamp is written when the store is dropped, still locked,
+    /// unless updating the index failed: then the next caller rebuilds it.
     changed: Cell<bool>,
+    index_failed: Cell<bool>,
     _lock: FileLock,
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if self.changed.get() {
+        if self.changed.get() && !self.index_failed.get() {
             // Best effort: a stamp that fails to match only costs the next caller a rebuild.
             let _ = self.write_stamp();
         }
@@ -105,6 +107,20 @@ fn read_small(dir: &fs::File, name: &std::ffi::OsStr) -> io::Result<String> {
         }
     }
     String::from_utf8(content).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// The reservations of one attachment among `all`: those naming it, or else legacy ones
+/// (no ifname) of its container, as the reference matches them.
+fn select_owner(all: Vec<Reservation>, container_id: &str, ifname: &str) -> Vec<Reservation> {
+    let (exact, rest): (Vec<Reservation>, Vec<Reservation>) = all
+        .into_iter()
+        .partition(|r| r.held_by(container_id, ifname));
+    if !exact.is_empty() {
+        return exact;
+    }
+    rest.into_iter()
+        .filter(|r| r.held_by_legacy(container_id))
+        .collect()
 }
 
 /// A reservation file's content: `<containerID>\r\n<ifname>`, or the ID alone (legacy).
@@ -148,6 +164,7 @@ impl Store {
         Ok(Store {
             dir,
             changed: Cell::new(false),
+            index_failed: Cell::new(false),
             _lock: lock,
         })
     }
@@ -159,9 +176,9 @@ impl Store {
     /// Every reservation in the store. Files that are not addresses are ignored.
     pub fn reservations(&self) -> Result<Vec<Reservation>, IpamError> {
         let mut found = Vec::new();
-        // Every ADD reads every reservation (as the reference does, to find the attachment's
-        // own): open them relative to the directory, with one read each, so a thousand cost
-        // 2 syscalls apiece instead of a path walk, a stat and two reads.
+        // GC, STATUS and rebuilding the owner index read every reservation: open them
+        // relative to the directory, with one read each, so a thousand cost 2 syscalls
+        // apiece instead of a path walk, a stat and two reads.
         let dir = fs::File::open(&self.dir).map_err(io_error(&self.dir))?;
         for entry in fs::read_dir(&self.dir).map_err(io_error(&self.dir))? {
             let entry = entry.map_err(io_error(&self.dir))?;
@@ -189,19 +206,10 @@ impl Store {
     pub fn held_by(&self, container_id: &str, ifname: &str) -> Result<Vec<Reservation>, IpamError> {
         if !self.index_is_complete() {
             let all = self.reservations()?;
-            self.rebuild_index(&all)?;
-            let exact: Vec<Reservation> = all
-                .iter()
-                .filter(|r| r.held_by(container_id, ifname))
-                .cloned()
-                .collect();
-            if !exact.is_empty() {
-                return Ok(exact);
+            self.rebuild_index(&all);
+            if self.index_failed.get() {
+                return Ok(select_owner(all, container_id, ifname));
             }
-            return Ok(all
-                .into_iter()
-                .filter(|r| r.held_by_legacy(container_id))
-                .collect());
         }
         let exact = self.indexed(&owner_key(container_id, Some(ifname)), |r| {
             r.held_by(container_id, ifname)
@@ -255,7 +263,7 @@ impl Store {
         }
         if let Some(ip) = claimed {
             self.changed.set(true);
-            self.update_owner(&owner_key(container_id, Some(ifname)), |ips| ips.push(ip))?;
+            self.update_owner(&owner_key(container_id, Some(ifname)), |ips| ips.push(ip));
         }
         Ok(claimed)
     }
@@ -270,7 +278,8 @@ impl Store {
         }
         self.update_owner(&reservation.owner_key(), |ips| {
             ips.retain(|ip| *ip != reservation.ip)
-        })
+        });
+        Ok(())
     }
 
     /// Where round-robin allocation in range set `index` resumes. Unreadable means "start over".
@@ -353,7 +362,7 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let mark = TimeSpec::new(
-            libc::time_t::try_from(now.as_secs()).unwrap_or(libc::time_t::MAX),
+            now.as_secs().try_into().unwrap_or_default(),
             (u32::from_ne_bytes(random) % 1_000_000_000).into(),
         );
         utimensat(
@@ -400,15 +409,15 @@ impl Store {
         }
     }
 
-    /// Rewrites one index file through `change`; an empty list removes it.
-    fn update_owner(
-        &self,
-        key: &str,
-        change: impl FnOnce(&mut Vec<IpAddr>),
-    ) -> Result<(), IpamError> {
-        let mut ips = self.owner_entries(key)?;
-        change(&mut ips);
-        self.write_owner(key, &ips)
+    /// Rewrites one index file through `change`; an empty list removes it. The index is a
+    /// cache: failing to update it fails nothing but the stamp.
+    fn update_owner(&self, key: &str, change: impl FnOnce(&mut Vec<IpAddr>)) {
+        let updated = self.owner_entries(key).and_then(|mut ips| {
+            change(&mut ips);
+            self.write_owner(key, &ips)
+        });
+        self.index_failed
+            .set(self.index_failed.get() || updated.is_err());
     }
 
     fn write_owner(&self, key: &str, ips: &[IpAddr]) -> Result<(), IpamError> {
@@ -425,7 +434,14 @@ impl Store {
     }
 
     /// Replaces the index with one made from `all`, the store's every reservation.
-    fn rebuild_index(&self, all: &[Reservation]) -> Result<(), IpamError> {
+    fn rebuild_index(&self, all: &[Reservation]) {
+        self.changed.set(true);
+        let rebuilt = self.write_index(all);
+        self.index_failed
+            .set(self.index_failed.get() || rebuilt.is_err());
+    }
+
+    fn write_index(&self, all: &[Reservation]) -> Result<(), IpamError> {
         let dir = self.index_dir();
         match fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&dir)(e)),
@@ -441,7 +457,6 @@ impl Store {
         for (key, ips) in &owners {
             self.write_owner(key, ips)?;
         }
-        self.changed.set(true);
         Ok(())
     }
 
@@ -571,6 +586,32 @@ mod tests {
             ips(&store.held_by("alpha", "eth0").expect("store operation")),
             [ip("10.0.0.2")]
         );
+    }
+
+    #[test]
+    fn an_index_that_cannot_be_written_fails_nothing() {
+        let temp = TempStore::new("unwritable");
+        drop(temp.open());
+        // A file where the index directory belongs.
+        fs::write(temp.0.join("net").join(INDEX_DIR), "").expect("write");
+        {
+            let store = temp.open();
+            assert!(store
+                .reserve(ip("10.0.0.2"), "alpha", "eth0")
+                .expect("store operation"));
+        }
+        let store = temp.open();
+        assert!(!store.index_is_complete(), "no stamp without an index");
+        assert_eq!(
+            ips(&store.held_by("alpha", "eth0").expect("store operation")),
+            [ip("10.0.0.2")]
+        );
+        let alpha = store.held_by("alpha", "eth0").expect("store operation");
+        store.release(&alpha[0]).expect("store operation");
+        assert!(store
+            .held_by("alpha", "eth0")
+            .expect("store operation")
+            .is_empty());
     }
 
     #[test]
