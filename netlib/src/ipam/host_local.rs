@@ -211,15 +211,11 @@ impl HostLocal {
                         .into());
                     }
                     let candidates = set.candidates(store.last_reserved(index));
-                    let ip = store
-                        .reserve_first(candidates.map(|(ip, _)| ip), container_id, ifname)?
+                    store
+                        .reserve_first(candidates, container_id, ifname)?
                         .ok_or_else(|| IpamError::Exhausted {
                             range_set: set.to_string(),
-                        })?;
-                    let range = set.range_for(ip).ok_or(IpamError::Exhausted {
-                        range_set: set.to_string(),
-                    })?;
-                    (ip, range)
+                        })?
                 }
             };
             claimed.push(ip);

@@ -137,6 +137,21 @@ fn parse_reservation(ip: IpAddr, content: &str) -> Reservation {
     }
 }
 
+/// Replaces a small file's content in place: open without truncating, write, shrink to
+/// length. Truncating to zero, or renaming a new file over the old, makes ext4 flush the
+/// data to disk on close (its `auto_da_alloc` safeguard), a cost on every ADD. A write torn
+/// by a crash is harmless for the files written so: hints and caches that are checked.
+fn overwrite(path: &Path, content: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content)?;
+    file.set_len(content.len() as u64)
+}
+
 fn io_error(path: &Path) -> impl Fn(io::Error) -> IpamError + '_ {
     move |source| IpamError::Store {
         path: path.to_path_buf(),
@@ -167,10 +182,6 @@ impl Store {
             index_failed: Cell::new(false),
             _lock: lock,
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Every reservation in the store. Files that are not addresses are ignored.
@@ -225,29 +236,30 @@ impl Store {
     /// Claims `ip` for the attachment; `false` when someone already holds it.
     pub fn reserve(&self, ip: IpAddr, container_id: &str, ifname: &str) -> Result<bool, IpamError> {
         Ok(self
-            .reserve_first(std::iter::once(ip), container_id, ifname)?
+            .reserve_first([(ip, ())], container_id, ifname)?
             .is_some())
     }
 
-    /// Claims the first free address of `candidates` for the attachment; `None` when all
-    /// are taken. One temporary serves every attempt: a taken address costs one link(2).
-    pub fn reserve_first(
+    /// Claims the first free address of `candidates` (each with what the caller wants back
+    /// with it) for the attachment; `None` when all are taken. One temporary serves every
+    /// attempt: a taken address costs one link(2).
+    pub fn reserve_first<T>(
         &self,
-        candidates: impl IntoIterator<Item = IpAddr>,
+        candidates: impl IntoIterator<Item = (IpAddr, T)>,
         container_id: &str,
         ifname: &str,
-    ) -> Result<Option<IpAddr>, IpamError> {
+    ) -> Result<Option<(IpAddr, T)>, IpamError> {
         let temp = self.write_temp(
             "reservation",
             format!("{}\r\n{ifname}", container_id.trim()).as_bytes(),
         )?;
         let mut claimed = None;
         let mut failure = None;
-        for ip in candidates {
+        for (ip, with) in candidates {
             let target = self.dir.join(ip.to_string());
             match fs::hard_link(&temp, &target) {
                 Ok(()) => {
-                    claimed = Some(ip);
+                    claimed = Some((ip, with));
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -261,9 +273,9 @@ impl Store {
         if let Some(failure) = failure {
             return Err(failure);
         }
-        if let Some(ip) = claimed {
+        if let Some((ip, _)) = &claimed {
             self.changed.set(true);
-            self.update_owner(&owner_key(container_id, Some(ifname)), |ips| ips.push(ip));
+            self.update_owner(&owner_key(container_id, Some(ifname)), |ips| ips.push(*ip));
         }
         Ok(claimed)
     }
@@ -289,28 +301,13 @@ impl Store {
             .and_then(|text| text.trim().parse().ok())
     }
 
-    /// Overwrites the hint in place rather than renaming a new file over it: ext4 flushes
-    /// a file's data to disk when it replaces another by rename (its `auto_da_alloc`
-    /// safeguard), a cost paid on every ADD. A torn hint after a crash is harmless: an
-    /// unreadable one means "start over" (see [`Store::last_reserved`]).
+    /// The hint is overwritten in place (see [`overwrite`]); an unreadable one means "start
+    /// over" (see [`Store::last_reserved`]).
     pub fn set_last_reserved(&self, index: usize, ip: IpAddr) -> Result<(), IpamError> {
         // Creating the file changes the directory.
         self.changed.set(true);
         let path = self.dir.join(format!("{LAST_RESERVED_PREFIX}{index}"));
-        let text = ip.to_string();
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut file| {
-                file.write_all(text.as_bytes())?;
-                // Shrinking to a non-zero length: ext4 flushes on close after a truncation
-                // to zero only.
-                file.set_len(text.len() as u64)
-            })
-            .map_err(io_error(&path))
+        overwrite(&path, ip.to_string().as_bytes()).map_err(io_error(&path))
     }
 
     /// Removes temporaries a crashed process left behind.
@@ -354,16 +351,12 @@ impl Store {
     fn write_stamp(&self) -> io::Result<()> {
         use nix::sys::stat::{utimensat, UtimensatFlags};
         use nix::sys::time::TimeSpec;
-        fs::create_dir_all(self.index_dir())?;
-        let mut random = [0u8; 4];
-        // SAFETY: the kernel writes at most `random.len()` bytes into `random`.
-        let _ = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let mark = TimeSpec::new(
             now.as_secs().try_into().unwrap_or_default(),
-            (u32::from_ne_bytes(random) % 1_000_000_000).into(),
+            (crate::random_u32() % 1_000_000_000).into(),
         );
         utimensat(
             nix::fcntl::AT_FDCWD,
@@ -373,14 +366,20 @@ impl Store {
             UtimensatFlags::FollowSymlink,
         )?;
         let state = self.directory_state()?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(self.index_dir().join(STAMP))?;
-        file.write_all(state.as_bytes())?;
-        file.set_len(state.len() as u64)
+        self.write_in_index(STAMP, state.as_bytes())
+    }
+
+    /// Writes a file of the index (see [`overwrite`]), making the index directory only the
+    /// first time: it is there for every change but the first.
+    fn write_in_index(&self, name: &str, content: &[u8]) -> io::Result<()> {
+        let path = self.index_dir().join(name);
+        match overwrite(&path, content) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(self.index_dir())?;
+                overwrite(&path, content)
+            }
+            other => other,
+        }
     }
 
     /// The reservations an index file lists that `owns` still holds.
@@ -429,8 +428,8 @@ impl Store {
             };
         }
         let text: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
-        fs::create_dir_all(self.index_dir()).map_err(io_error(&path))?;
-        fs::write(&path, text).map_err(io_error(&path))
+        self.write_in_index(key, text.as_bytes())
+            .map_err(io_error(&path))
     }
 
     /// Replaces the index with one made from `all`, the store's every reservation.

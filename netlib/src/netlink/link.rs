@@ -157,15 +157,8 @@ fn by_index(index: u32) -> LinkMessage {
 
 /// A fresh name like `veth1a2b3c4d` for the host end of a veth pair.
 pub fn random_name(prefix: &str) -> String {
-    let mut bytes = [0u8; 4];
-    // Only uniqueness matters here; on the unlikely failure the pid and the EEXIST retry
-    // cover us. getrandom(2) rather than opening /dev/urandom: one syscall instead of four.
-    // SAFETY: the kernel writes at most `bytes.len()` bytes into `bytes`, which outlives the call.
-    let _ = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    format!(
-        "{prefix}{:08x}",
-        u32::from_ne_bytes(bytes) ^ std::process::id()
-    )
+    // Only uniqueness matters here; the pid and the EEXIST retry cover a collision.
+    format!("{prefix}{:08x}", crate::random_u32() ^ std::process::id())
 }
 
 /// A link lookup or listing without counters: the plugins never read them, and filling and
