@@ -104,7 +104,10 @@ fn containers_reach_each_other_and_the_gateway_dual_stack() {
 /// A "remote" namespace routed through the host knows no route back to the containers, so
 /// only masquerading lets a container reach it.
 fn masquerade_case(backend: &str) {
-    let host = Host::new();
+    masquerade_case_in(&Host::new(), backend);
+}
+
+fn masquerade_case_in(host: &Host, backend: &str) {
     let remote = NetnsGuard::new("fbr");
     wire(&host.ns, "172.31.81.1/30", &remote, "172.31.81.2/30");
     let masq = host.conf(
@@ -143,7 +146,16 @@ fn masquerade_case(backend: &str) {
 #[test]
 fn masquerade_with_nftables() {
     require_root!();
-    masquerade_case("nftables");
+    // An element another attachment left for the address ADD is about to get (a crash
+    // before its DEL) is stale: ADD takes it over, and DEL leaves nothing of either.
+    let host = Host::new();
+    host.ns.exec_ok(&[
+        "nft",
+        "add table inet ferrocni; \
+         add map inet ferrocni snat4 { type ipv4_addr : mark; }; \
+         add element inet ferrocni snat4 { 10.82.0.2 comment \"brnet/gone/eth0\" : 0x1 }",
+    ]);
+    masquerade_case_in(&host, "nftables");
 }
 
 #[test]
@@ -591,11 +603,6 @@ fn mac_spoof_check_drops_frames_from_a_changed_mac() {
         .run_in(&host.ns)
         .success();
     host.assert_clean(&[]);
-    assert!(
-        !host.ns.nft_ruleset().contains("chain mac-"),
-        "{}",
-        host.ns.nft_ruleset()
-    );
 }
 
 #[test]

@@ -112,7 +112,7 @@ fn a_network_from_add_to_gc() {
     let result: Value = serde_json::from_str(&added).expect("result JSON");
     assert_eq!(result["ips"][0]["address"], "10.150.0.2/24");
     assert!(
-        setup.host.nft_ruleset().contains("dport 8080"),
+        setup.host.nft_ruleset().contains(". tcp . 8080 comment"),
         "the port mapping came from --port"
     );
     setup.ok(&["add", "ctlnet", &two.path_str(), "--id", "second"]);
@@ -122,7 +122,7 @@ fn a_network_from_add_to_gc() {
     assert!(setup.ok(&["ls"]).contains("10.150.0.3/24"));
     setup.ok(&["del", "ctlnet", &one.path_str()]);
     assert!(
-        !setup.host.nft_ruleset().contains("dport 8080"),
+        !setup.host.nft_ruleset().contains(". tcp . 8080 comment"),
         "DEL got the cached port mappings"
     );
     assert_eq!(setup.listed().len(), 1);

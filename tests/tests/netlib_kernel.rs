@@ -107,60 +107,74 @@ fn a_panicking_plugin_still_answers_with_error_json() {
 }
 
 /// What `netlink::nftables` writes is what nft itself would have: `nft list` reads every
-/// statement back in the syntax the rule was meant as, exclusive keys refuse a second owner,
-/// and the keyed delete leaves nothing.
+/// element back in nft syntax, exclusive keys refuse a second owner, a key mapped to another
+/// value refuses too until destroyed, and the keyed delete leaves nothing.
 #[test]
 fn nftables_batches_read_back_in_nft_syntax() {
-    use netlib::netlink::nftables::{Batch, Family, Key, Stmt, Verdict};
+    use netlib::netlink::nftables::{Batch, Data, Family, Field, Key};
     require_root!();
     let container = NetnsGuard::new("fkn");
     container.exec_ok(&[
         "nft",
-        "add table inet t; add map inet t ports { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; }",
+        "add table inet t; \
+         add chain inet t c; \
+         add map inet t targets { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval; }; \
+         add map inet t hairpins { type ipv6_addr . inet_proto . inet_service . ipv6_addr : mark; flags interval; }; \
+         add map inet t locals { type ipv4_addr . ipv4_addr : mark; flags interval; }; \
+         add map inet t ports { type ifname . ether_addr : mark; }; \
+         add map inet t jumps { type ipv4_addr : verdict; }",
     ]);
     let netns = Netns::open(container.path()).expect("opens");
-    let net = |text: &str| text.parse().expect("a valid network");
-    let key = Key::HostPort {
-        host: None,
-        ipv6: false,
-        protocol: 6,
-        port: 8080,
+    let net = |text: &str| Field::Net(text.parse().expect("a valid network"));
+    let ip = |text: &str| text.parse().expect("a valid address");
+    let interval = |fields| Key {
+        fields,
+        interval: true,
     };
+    let exact = |fields| Key {
+        fields,
+        interval: false,
+    };
+    let published = interval(vec![net("0.0.0.0/0"), Field::Proto(6), Field::Port(8080)]);
+    let elements = [
+        (
+            "targets",
+            published.clone(),
+            Data::Target(ip("10.88.0.5"), 80),
+        ),
+        (
+            "hairpins",
+            interval(vec![
+                net("::/0"),
+                Field::Proto(17),
+                Field::Port(53),
+                net("fd00::7/64"),
+            ]),
+            Data::Mark(7),
+        ),
+        (
+            "locals",
+            interval(vec![Field::Addr(ip("10.88.0.5")), net("10.88.0.0/16")]),
+            Data::Mark(7),
+        ),
+        (
+            "ports",
+            exact(vec![
+                Field::Ifname("veth1".into()),
+                Field::Mac([2, 0, 0, 0, 0, 1]),
+            ]),
+            Data::Mark(7),
+        ),
+        (
+            "jumps",
+            exact(vec![Field::Addr(ip("10.0.0.1"))]),
+            Data::Jump("c".into()),
+        ),
+    ];
     let mut add = Batch::new(Family::Inet, "t");
-    add.add_chain("c");
-    add.flush_chain("c");
-    let published = [Stmt::L4Proto(6), Stmt::DestinationPort(8080)];
-    let mut mark = published.to_vec();
-    mark.extend([
-        Stmt::daddr(net("10.1.2.3/32")),
-        Stmt::saddr(net("10.88.0.7/16")),
-        Stmt::SetMarkBits(0x2000),
-    ]);
-    add.add_rule("c", &mark);
-    let mut dnat = published.to_vec();
-    dnat.push(Stmt::Dnat("10.88.0.5".parse().expect("ip"), 80));
-    add.add_rule("c", &dnat);
-    add.add_rule(
-        "c",
-        &[Stmt::daddr_not(net("224.0.0.0/4")), Stmt::Masquerade],
-    );
-    add.add_rule(
-        "c",
-        &[
-            Stmt::daddr(net("fd00::1/128")),
-            Stmt::CtEstablishedOrRelated,
-            Stmt::Verdict(Verdict::Accept),
-        ],
-    );
-    add.add_rule(
-        "c",
-        &[
-            Stmt::daddr(net("10.0.0.1/32")),
-            Stmt::CtDnat,
-            Stmt::Verdict(Verdict::Return),
-        ],
-    );
-    add.add_element("ports", &key, "c", "net/id/eth0", true);
+    for (map, key, data) in &elements {
+        add.add_element(map, key, data, "net/id/eth0", *map == "targets");
+    }
     netns
         .run(|| add.commit())
         .expect("entered")
@@ -168,35 +182,49 @@ fn nftables_batches_read_back_in_nft_syntax() {
 
     let listed = container.exec(&["nft", "list", "table", "inet", "t"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
-    for expected in [
-        "tcp dport 8080 ip daddr 10.1.2.3 ip saddr 10.88.0.0/16 meta mark set meta mark | 0x00002000",
-        "tcp dport 8080 dnat ip to 10.88.0.5:80",
-        "ip daddr != 224.0.0.0/4 masquerade",
-        "ip6 daddr fd00::1 ct state established,related accept",
-        "ip daddr 10.0.0.1 ct status dnat return",
-        "0.0.0.0/0 . tcp . 8080 comment \"net/id/eth0\" : jump c",
-    ] {
-        assert!(listed.contains(expected), "{expected:?} not in:\n{listed}");
+    for (_, key, data) in &elements {
+        // Keys read as `nft -j` gives them; the text listing quotes interface names.
+        let expected =
+            format!("{key} comment \"net/id/eth0\" : {data}").replace("veth1", "\"veth1\"");
+        assert!(listed.contains(&expected), "{expected:?} not in:\n{listed}");
     }
 
     let taken = netns
         .run(|| add.commit())
         .expect("entered")
-        .expect_err("an exclusive key held by another owner is refused");
+        .expect_err("an exclusive key is refused");
     assert!(taken.already_exists(), "{taken}");
+    let (map, key, _) = &elements[2];
+    let mut other = Batch::new(Family::Inet, "t");
+    other.add_element(map, key, &Data::Mark(8), "net/other/eth0", false);
+    let refused = netns
+        .run(|| other.commit())
+        .expect("entered")
+        .expect_err("a key mapped to another owner's tag is refused");
+    assert!(refused.already_exists(), "{refused}");
+    let mut take_over = Batch::new(Family::Inet, "t");
+    take_over.destroy_element(map, key);
+    take_over.add_element(map, key, &Data::Mark(8), "net/other/eth0", false);
+    netns
+        .run(|| take_over.commit())
+        .expect("entered")
+        .expect("a destroyed key can be added again in the same batch");
 
     let mut delete = Batch::new(Family::Inet, "t");
-    delete.add_chain("c");
-    delete.add_element("ports", &key, "c", "net/id/eth0", false);
-    delete.delete_element("ports", &key);
-    delete.flush_chain("c");
-    delete.delete_chain("c");
+    for (map, key, data) in &elements {
+        let data = if *map == "locals" {
+            &Data::Mark(8)
+        } else {
+            data
+        };
+        delete.add_element(map, key, data, "net/id/eth0", false);
+        delete.delete_element(map, key);
+    }
     netns
         .run(|| delete.commit())
         .expect("entered")
         .expect("deletes");
     let listed = container.exec(&["nft", "list", "table", "inet", "t"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
-    assert!(!listed.contains("chain c"), "{listed}");
-    assert!(!listed.contains("8080"), "{listed}");
+    assert!(!listed.contains("comment"), "{listed}");
 }

@@ -10,7 +10,7 @@ use crate::bridge;
 use crate::cni::{AttachmentKey, CniResult, ProtocolError, Route};
 use crate::error::{Error, Result};
 use crate::firewall::spoofcheck;
-use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::netlink::{Link, MacAddr, Netlink, NetlinkError};
 use crate::netns::Netns;
 use crate::skel::{Attachment, Command, Plugin, Request};
 use crate::undo::Undo;
@@ -98,14 +98,14 @@ fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Re
     Ok(gateway)
 }
 
-/// The container's port on the bridge, as prevResult names it: the host-side link that is
-/// not the bridge.
-fn host_port<'a>(conf: &BridgeConf, previous: &'a CniResult) -> Option<&'a str> {
-    previous
+/// The container's port on the bridge and the container's MAC, as prevResult names them.
+fn spoofcheck_port<'a>(conf: &BridgeConf, previous: &'a CniResult) -> Option<(&'a str, MacAddr)> {
+    let port = previous
         .interfaces
         .iter()
-        .find(|i| i.sandbox.is_empty() && i.name != conf.bridge)
-        .map(|i| i.name.as_str())
+        .find(|i| i.sandbox.is_empty() && i.name != conf.bridge)?;
+    let container = previous.interfaces.iter().find(|i| !i.sandbox.is_empty())?;
+    Some((port.name.as_str(), container.mac.parse().ok()?))
 }
 
 pub struct BridgePlugin;
@@ -153,7 +153,7 @@ impl Plugin for BridgePlugin {
             spoofcheck::add(owner, &host_veth.name, mac)?;
             let port = host_veth.name.clone();
             undo.push("the MAC spoof check", move || {
-                Ok(spoofcheck::del(owner, Some(&port))?)
+                Ok(spoofcheck::del(owner, Some((&port, mac)))?)
             });
         }
 
@@ -216,7 +216,7 @@ impl Plugin for BridgePlugin {
         let torn_down = attachment::teardown(request, attachment, conf.masquerade);
         if conf.macspoofchk {
             let previous = request.prev_result().ok().flatten().unwrap_or_default();
-            let port = host_port(&conf, &previous);
+            let port = spoofcheck_port(&conf, &previous);
             spoofcheck::del(attachment::owner(request, attachment), port)?;
         }
         torn_down
@@ -253,10 +253,16 @@ impl Plugin for BridgePlugin {
             iface::verify(&mut container, &link, &previous, index)?;
         }
         if conf.macspoofchk {
-            let port = host_port(&conf, &previous).unwrap_or_default();
-            if !spoofcheck::has(attachment::owner(request, attachment), port)? {
+            let owner = attachment::owner(request, attachment);
+            let port = spoofcheck_port(&conf, &previous);
+            let present = match port {
+                Some((name, mac)) => spoofcheck::has(owner, name, mac)?,
+                None => false,
+            };
+            if !present {
                 return Err(Error::Check(format!(
-                    "MAC spoof check on {port:?} is missing"
+                    "MAC spoof check on {:?} is missing",
+                    port.map(|(name, _)| name).unwrap_or_default()
                 )));
             }
         }

@@ -310,13 +310,14 @@ pub mod spoofcheck {
         nftables::add_spoofcheck(owner, port, mac)
     }
 
-    /// `port` (from prevResult) saves a listing; without it the rules are found by owner.
-    pub fn del(owner: Owner, port: Option<&str>) -> Result<(), FirewallError> {
+    /// `port` and its MAC (from prevResult) save a listing; without them the rules are found
+    /// by owner.
+    pub fn del(owner: Owner, port: Option<(&str, MacAddr)>) -> Result<(), FirewallError> {
         nftables::del_spoofcheck(owner, port)
     }
 
-    pub fn has(owner: Owner, port: &str) -> Result<bool, FirewallError> {
-        nftables::has_spoofcheck(owner, port)
+    pub fn has(owner: Owner, port: &str, mac: MacAddr) -> Result<bool, FirewallError> {
+        nftables::has_spoofcheck(owner, port, mac)
     }
 
     pub fn gc(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {

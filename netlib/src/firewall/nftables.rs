@@ -1,156 +1,174 @@
-//! The nftables backend. Both kinds of rules it owns follow one scheme: a base chain looks
-//! a key of the packet up in a verdict map whose element for an attachment jumps to that
-//! attachment's own chain, and elements carry their owner as a comment. ADD and DEL
-//! therefore touch one element and one chain whatever the number of containers, and every
-//! change is one atomic transaction: a netlink batch (see [`crate::netlink::nftables`] for
-//! why not `nft`), or an `nft -f` one for the rare and the reading paths (declaring the
-//! base, rules with an admin's nft tokens, listing for CHECK, GC and DEL without keys).
+//! The nftables backend. Every table follows one scheme: base chains look a key of the packet
+//! up in maps, and an attachment owns elements of those maps, each carrying its owner as a
+//! comment. ADD and DEL touch a few elements whatever the number of containers, and every
+//! change is one atomic transaction: a netlink batch (see [`crate::netlink::nftables`] for why
+//! not `nft`), or an `nft -f` one for the rare and the reading paths (declaring the base,
+//! rules with an admin's nft tokens, listing for CHECK, GC and DEL without keys).
 //!
-//! - masquerade, table `inet ferrocni`: `postrouting` maps the source address (`masq4`,
-//!   `masq6`) to `masq-<hash>`, which returns for the container's own subnet and
-//!   masquerades the rest (multicast excepted).
-//! - MAC spoof checking, table `bridge ferrocni`: `prerouting` maps the input port (the host
-//!   veth, `spoof`) to `mac-<hash>`, which lets the container's MAC through and drops the rest.
+//! Elements map to values, not to a chain per attachment: a jump element makes each commit
+//! validate every chain the base reaches, and every netdev event walk every chain, which at
+//! 1,000 containers was half of a bridge ADD's CPU time. Where a map only serves as a set, its
+//! value is a tag of the owner, so a DEL that names a key never deletes another's element.
+//!
+//! - masquerade, table `inet ferrocni`: `masquerading` masquerades sources in `snat4`/`snat6`, except
+//!   to multicast and to the container's own subnet (`local4`/`local6`: address . subnet).
+//! - MAC spoof checking, table `bridge ferrocni`: `source-macs` drops frames entering a port in
+//!   `spoofing` unless `sources` holds that port . source MAC.
+//!
+//! Tables of earlier versions (verdict maps jumping to per-attachment chains) keep working
+//! beside these; their elements are found by owner like any other and removed with their
+//! chains.
 
 use ipnetwork::IpNetwork;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::fmt::Write;
 use std::net::IpAddr;
 
 use super::{digest, run, FirewallError, Owner, PortmapRules};
 use crate::cni::AttachmentKey;
-use crate::netlink::nftables::{Batch, Family, Key, Stmt, Verdict};
+use crate::netlink::nftables::{Batch, Data, Family, Field, Key};
 use crate::netlink::MacAddr;
 
 struct Scheme {
     family: Family,
     table: &'static str,
-    chain_prefix: &'static str,
-    /// The table, maps and base chain, declared idempotently. The base chain is flushed and
-    /// refilled in the same transaction, so concurrent plugins never see it empty or doubled.
-    base: &'static str,
-    /// Whether keys are strings (interface names), quoted in nft syntax.
-    quoted_keys: bool,
-    /// Whether a key can belong to one attachment only (a host port): ADD then fails on a
-    /// taken key instead of silently keeping the other's, and DEL only ever deletes
-    /// elements it finds under its own owner.
-    exclusive_keys: bool,
+    /// The table, maps and base chains, declared idempotently.
+    declarations: &'static str,
+    /// The rules of each base chain, flushed and refilled in the same transaction as the
+    /// declarations, so concurrent plugins never see them empty or doubled.
+    rules: &'static [(&'static str, &'static [&'static str])],
 }
 
 const MASQUERADE: Scheme = Scheme {
     family: Family::Inet,
     table: "ferrocni",
-    chain_prefix: "masq-",
-    base: "add table inet ferrocni\n\
-           add map inet ferrocni masq4 { type ipv4_addr : verdict; }\n\
-           add map inet ferrocni masq6 { type ipv6_addr : verdict; }\n\
-           add chain inet ferrocni postrouting { type nat hook postrouting priority srcnat; policy accept; }\n\
-           flush chain inet ferrocni postrouting\n\
-           add rule inet ferrocni postrouting ip saddr vmap @masq4\n\
-           add rule inet ferrocni postrouting ip6 saddr vmap @masq6\n",
-    quoted_keys: false,
-    exclusive_keys: false,
+    declarations: "add table inet ferrocni\n\
+           add map inet ferrocni snat4 { type ipv4_addr : mark; }\n\
+           add map inet ferrocni snat6 { type ipv6_addr : mark; }\n\
+           add map inet ferrocni local4 { type ipv4_addr . ipv4_addr : mark; flags interval; }\n\
+           add map inet ferrocni local6 { type ipv6_addr . ipv6_addr : mark; flags interval; }\n\
+           add chain inet ferrocni masquerading { type nat hook postrouting priority srcnat; policy accept; }\n",
+    rules: &[(
+        "masquerading",
+        &[
+            "ip saddr . ip daddr @local4 return",
+            "ip6 saddr . ip6 daddr @local6 return",
+            "ip daddr 224.0.0.0/4 return",
+            "ip6 daddr ff00::/8 return",
+            "ip saddr @snat4 masquerade",
+            "ip6 saddr @snat6 masquerade",
+        ],
+    )],
 };
 
 const SPOOFCHECK: Scheme = Scheme {
     family: Family::Bridge,
     table: "ferrocni",
-    chain_prefix: "mac-",
-    base: "add table bridge ferrocni\n\
-           add map bridge ferrocni spoof { type ifname : verdict; }\n\
-           add chain bridge ferrocni prerouting { type filter hook prerouting priority -300; policy accept; }\n\
-           flush chain bridge ferrocni prerouting\n\
-           add rule bridge ferrocni prerouting iifname vmap @spoof\n",
-    quoted_keys: true,
-    exclusive_keys: false,
+    declarations: "add table bridge ferrocni\n\
+           add map bridge ferrocni spoofing { type ifname : mark; }\n\
+           add map bridge ferrocni sources { type ifname . ether_addr : mark; }\n\
+           add chain bridge ferrocni source-macs { type filter hook prerouting priority -300; policy accept; }\n",
+    rules: &[(
+        "source-macs",
+        &[
+            "iifname . ether saddr @sources return",
+            "iifname @spoofing drop",
+        ],
+    )],
 };
 
-/// Host ports, table `inet ferrocni_portmap`: `prerouting` (traffic from outside) and
-/// `output` (from the host itself) map destination address . protocol . port of local
-/// traffic to the container's chain `pm-<hash>`, which marks hairpin and localhost traffic
-/// for masquerading and DNATs. `postrouting` masquerades marked packets.
+/// Host ports, table `inet ferrocni_portmap`: `published` (traffic from outside) and
+/// `published-local` (from the host itself) look destination address . protocol . port of
+/// local traffic up: `hairpin4`/`hairpin6` (with the source) marks hairpin and localhost
+/// traffic for masquerading, `dnat4`/`dnat6` hold the container's address and port, and
+/// `hairpin-masq` masquerades marked packets. A mapping with an admin's conditions jumps from
+/// `filtered4`/`filtered6` to its own chain, which ends in accept, and claims its key in
+/// `dnat4`/`dnat6` all the same.
 const PORTMAP: Scheme = Scheme {
     family: Family::Inet,
     table: "ferrocni_portmap",
-    chain_prefix: "pm-",
-    base: "add table inet ferrocni_portmap\n\
-           add map inet ferrocni_portmap ports4 { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; }\n\
-           add map inet ferrocni_portmap ports6 { type ipv6_addr . inet_proto . inet_service : verdict; flags interval; }\n\
-           add chain inet ferrocni_portmap prerouting { type nat hook prerouting priority dstnat; policy accept; }\n\
-           flush chain inet ferrocni_portmap prerouting\n\
-           add rule inet ferrocni_portmap prerouting fib daddr type local ip daddr . meta l4proto . th dport vmap @ports4\n\
-           add rule inet ferrocni_portmap prerouting fib daddr type local ip6 daddr . meta l4proto . th dport vmap @ports6\n\
-           add chain inet ferrocni_portmap output { type nat hook output priority -100; policy accept; }\n\
-           flush chain inet ferrocni_portmap output\n\
-           add rule inet ferrocni_portmap output fib daddr type local ip daddr . meta l4proto . th dport vmap @ports4\n\
-           add rule inet ferrocni_portmap output fib daddr type local ip6 daddr . meta l4proto . th dport vmap @ports6\n\
-           add chain inet ferrocni_portmap postrouting { type nat hook postrouting priority srcnat; policy accept; }\n\
-           flush chain inet ferrocni_portmap postrouting\n\
-           add rule inet ferrocni_portmap postrouting meta mark & 0x2000 == 0x2000 masquerade\n",
-    quoted_keys: false,
-    exclusive_keys: true,
+    declarations: "add table inet ferrocni_portmap\n\
+           add map inet ferrocni_portmap dnat4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval; }\n\
+           add map inet ferrocni_portmap dnat6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; flags interval; }\n\
+           add map inet ferrocni_portmap hairpin4 { type ipv4_addr . inet_proto . inet_service . ipv4_addr : mark; flags interval; }\n\
+           add map inet ferrocni_portmap hairpin6 { type ipv6_addr . inet_proto . inet_service . ipv6_addr : mark; flags interval; }\n\
+           add map inet ferrocni_portmap filtered4 { type ipv4_addr . inet_proto . inet_service : verdict; flags interval; }\n\
+           add map inet ferrocni_portmap filtered6 { type ipv6_addr . inet_proto . inet_service : verdict; flags interval; }\n\
+           add chain inet ferrocni_portmap published { type nat hook prerouting priority dstnat; policy accept; }\n\
+           add chain inet ferrocni_portmap published-local { type nat hook output priority -100; policy accept; }\n\
+           add chain inet ferrocni_portmap hairpin-masq { type nat hook postrouting priority srcnat; policy accept; }\n",
+    rules: &[
+        ("published", &PORTMAP_LOOKUPS),
+        ("published-local", &PORTMAP_LOOKUPS),
+        ("hairpin-masq", &["meta mark & 0x2000 == 0x2000 masquerade"]),
+    ],
 };
 
-/// The firewall plugin's table `inet ferrocni_firewall`: `forward` sends packets from and
-/// to a container (maps `from4`/`from6`, `to4`/`to6`) to its chain `fw-<hash>`, which
-/// accepts its outgoing traffic and replies and DNATed connections to it. Bridges in
+/// The rules of `published` and `published-local`.
+const PORTMAP_LOOKUPS: [&str; 6] = [
+    "fib daddr type local ip daddr . meta l4proto . th dport vmap @filtered4",
+    "fib daddr type local ip6 daddr . meta l4proto . th dport vmap @filtered6",
+    "fib daddr type local ip daddr . meta l4proto . th dport . ip saddr @hairpin4 meta mark set meta mark | 0x2000",
+    "fib daddr type local ip6 daddr . meta l4proto . th dport . ip6 saddr @hairpin6 meta mark set meta mark | 0x2000",
+    "fib daddr type local meta l4proto { tcp, udp, sctp } dnat ip to ip daddr . meta l4proto . th dport map @dnat4",
+    "fib daddr type local meta l4proto { tcp, udp, sctp } dnat ip6 to ip6 daddr . meta l4proto . th dport map @dnat6",
+];
+
+/// The firewall plugin's table `inet ferrocni_firewall`: `forwarding` accepts what containers in
+/// `allowed4`/`allowed6` send, replies to them and DNATed connections to them. Bridges in
 /// `isolated` are cut off from each other first. Note that an accept here cannot override a
-/// drop in another table (nftables runs every base chain on a hook), so against an
-/// iptables FORWARD policy the iptables backend is the one that helps.
+/// drop in another table (nftables runs every base chain on a hook), so against an iptables
+/// FORWARD policy the iptables backend is the one that helps.
 const FORWARD: Scheme = Scheme {
     family: Family::Inet,
     table: "ferrocni_firewall",
-    chain_prefix: "fw-",
-    base: "add table inet ferrocni_firewall\n\
-           add map inet ferrocni_firewall from4 { type ipv4_addr : verdict; }\n\
-           add map inet ferrocni_firewall from6 { type ipv6_addr : verdict; }\n\
-           add map inet ferrocni_firewall to4 { type ipv4_addr : verdict; }\n\
-           add map inet ferrocni_firewall to6 { type ipv6_addr : verdict; }\n\
+    declarations: "add table inet ferrocni_firewall\n\
+           add map inet ferrocni_firewall allowed4 { type ipv4_addr : mark; }\n\
+           add map inet ferrocni_firewall allowed6 { type ipv6_addr : mark; }\n\
            add set inet ferrocni_firewall isolated { type ifname; }\n\
            add map inet ferrocni_firewall isolation { type ifname : verdict; }\n\
-           add chain inet ferrocni_firewall forward { type filter hook forward priority filter; policy accept; }\n\
-           flush chain inet ferrocni_firewall forward\n\
-           add rule inet ferrocni_firewall forward iifname vmap @isolation\n\
-           add rule inet ferrocni_firewall forward ip saddr vmap @from4\n\
-           add rule inet ferrocni_firewall forward ip6 saddr vmap @from6\n\
-           add rule inet ferrocni_firewall forward ip daddr vmap @to4\n\
-           add rule inet ferrocni_firewall forward ip6 daddr vmap @to6\n",
-    quoted_keys: false,
-    exclusive_keys: false,
+           add chain inet ferrocni_firewall forwarding { type filter hook forward priority filter; policy accept; }\n",
+    rules: &[(
+        "forwarding",
+        &[
+            "iifname vmap @isolation",
+            "ip saddr @allowed4 accept",
+            "ip6 saddr @allowed6 accept",
+            "ip daddr @allowed4 ct state established,related accept",
+            "ip6 daddr @allowed6 ct state established,related accept",
+            "ip daddr @allowed4 ct status dnat accept",
+            "ip6 daddr @allowed6 ct status dnat accept",
+        ],
+    )],
 };
 
-/// The mark that asks `postrouting` to masquerade (the reference's default bit 13).
+/// The mark that asks `hairpin-masq` to masquerade (the reference's default bit 13).
 const MASQ_MARK: u32 = 0x2000;
 
-/// One rule of an attachment's chain: an admin's own match tokens in nft syntax (portmap's
-/// conditions; usually none), then statements.
-struct Rule {
-    tokens: String,
-    statements: Vec<Stmt>,
+/// One element an attachment owns: `key` in `map`, mapping to `data`.
+struct Entry {
+    map: &'static str,
+    key: Key,
+    data: Data,
+    /// Whether the key can belong to one attachment only (a host port): ADD then fails on
+    /// a taken key instead of taking it over.
+    exclusive: bool,
 }
 
-impl Rule {
-    fn new(statements: Vec<Stmt>) -> Rule {
-        Rule {
-            tokens: String::new(),
-            statements,
-        }
-    }
-
-    fn text(&self) -> String {
-        let statements: Vec<String> = self.statements.iter().map(Stmt::to_string).collect();
-        format!("{} {}", self.tokens, statements.join(" "))
-            .trim()
-            .to_string()
-    }
-}
-
-/// One element of a scheme's maps: the key in `map` for `owner`, jumping to `chain`.
+/// An element as listed.
 struct Element {
     map: String,
-    key: String,
+    /// As nft's JSON gives it, to delete it by.
+    key: Value,
     comment: String,
-    chain: String,
+    /// The chain it jumps to, if any.
+    chain: Option<String>,
+}
+
+impl Element {
+    fn matches(&self, entry: &Entry) -> bool {
+        self.map == entry.map && key_text(&self.key) == entry.key.to_string()
+    }
 }
 
 impl Scheme {
@@ -158,30 +176,31 @@ impl Scheme {
         format!("{} {}", self.family.name(), self.table)
     }
 
-    fn chain(&self, owner: Owner) -> String {
-        format!("{}{}", self.chain_prefix, digest(&comment(owner), 16))
-    }
-
-    fn key(&self, key: &str) -> String {
-        if self.quoted_keys {
-            format!("\"{key}\"")
-        } else {
-            key.to_string()
-        }
-    }
-
     /// Applies `batch`, declaring the base first only when it is missing: the base's hooked
-    /// chain makes nft fetch and rebuild far more (about 11 ms a run here, against 2 ms for
+    /// chains make nft fetch and rebuild far more (about 11 ms a run here, against 2 ms for
     /// a batch of elements and plain chains), and it is there after the first ADD.
     fn apply_on_base(&self, batch: &str) -> Result<(), FirewallError> {
         match apply(batch) {
             Err(FirewallError::Failed { stderr, .. })
                 if stderr.contains("No such file or directory") =>
             {
-                apply(&format!("{}{batch}", self.base))
+                self.declare()?;
+                apply(batch)
             }
             other => other,
         }
+    }
+
+    fn declare(&self) -> Result<(), FirewallError> {
+        let mut batch = self.declarations.to_string();
+        let table = self.table();
+        for (chain, rules) in self.rules {
+            let _ = writeln!(batch, "flush chain {table} {chain}");
+            for rule in *rules {
+                let _ = writeln!(batch, "add rule {table} {chain} {rule}");
+            }
+        }
+        apply(&batch)
     }
 
     /// Commits a netlink batch, declaring the base (with nft) when the table or a map is
@@ -189,67 +208,73 @@ impl Scheme {
     fn commit_on_base(&self, batch: &Batch) -> Result<(), FirewallError> {
         match batch.commit() {
             Err(e) if e.errno() == Some(libc::ENOENT) => {
-                apply(self.base)?;
+                self.declare()?;
                 Ok(batch.commit()?)
             }
             other => Ok(other?),
         }
     }
 
-    /// Declares the attachment's chain with `rules` and points `keys` (map, key) at it.
-    fn add(&self, owner: Owner, rules: &[Rule], keys: &[(&str, Key)]) -> Result<(), FirewallError> {
-        let chain = self.chain(owner);
-        let comment = comment(owner);
-        if comment.len() > COMMENT_MAX {
-            return Err(FirewallError::OwnerTooLong {
-                owner: comment,
-                max: COMMENT_MAX,
-            });
+    /// Adds the attachment's elements. A non-exclusive key another attachment holds is
+    /// stale (keys are the attachment's own addresses and ports): it is taken over.
+    fn add(&self, owner: Owner, entries: &[Entry]) -> Result<(), FirewallError> {
+        let comment = owned_comment(owner)?;
+        let batch = |take_over: bool| {
+            let mut batch = Batch::new(self.family, self.table);
+            // Exclusive keys first: a taken one is then the error the kernel reports.
+            let (exclusive, shared): (Vec<&Entry>, Vec<&Entry>) =
+                entries.iter().partition(|e| e.exclusive);
+            for entry in exclusive.into_iter().chain(shared) {
+                if take_over && !entry.exclusive {
+                    batch.destroy_element(entry.map, &entry.key);
+                }
+                batch.add_element(
+                    entry.map,
+                    &entry.key,
+                    &entry.data,
+                    &comment,
+                    entry.exclusive,
+                );
+            }
+            batch
+        };
+        match self.commit_on_base(&batch(false)) {
+            Err(FirewallError::Kernel(e))
+                if e.already_exists() && entries.iter().any(|e| !e.exclusive) =>
+            {
+                self.commit_on_base(&batch(true))
+            }
+            other => other,
         }
-        if rules.iter().any(|rule| !rule.tokens.is_empty()) {
-            return self.add_with_nft(&chain, &comment, rules, keys);
-        }
-        let mut batch = Batch::new(self.family, self.table);
-        batch.add_chain(&chain);
-        batch.flush_chain(&chain);
-        for rule in rules {
-            batch.add_rule(&chain, &rule.statements);
-        }
-        for (map, key) in keys {
-            batch.add_element(map, key, &chain, &comment, self.exclusive_keys);
-        }
-        self.commit_on_base(&batch)
     }
 
-    /// [`Scheme::add`] for rules only nft can compile (they carry an admin's nft tokens).
-    fn add_with_nft(
+    /// [`Scheme::add`] for a chain of rules only nft can compile (they carry an admin's nft
+    /// tokens), with entries that jump to it.
+    fn add_with_chain(
         &self,
+        owner: Owner,
         chain: &str,
-        comment: &str,
-        rules: &[Rule],
-        keys: &[(&str, Key)],
+        rules: &[String],
+        entries: &[Entry],
     ) -> Result<(), FirewallError> {
+        let comment = owned_comment(owner)?;
         let table = self.table();
-        let mut batch = String::new();
-        let _ = writeln!(
-            batch,
-            "add chain {table} {chain}\nflush chain {table} {chain}"
-        );
+        let mut batch = format!("add chain {table} {chain}\nflush chain {table} {chain}\n");
         for rule in rules {
-            let _ = writeln!(batch, "add rule {table} {chain} {}", rule.text());
+            let _ = writeln!(batch, "add rule {table} {chain} {rule}");
         }
-        let verb = if self.exclusive_keys { "create" } else { "add" };
-        for (map, key) in keys {
+        for entry in entries {
+            let verb = if entry.exclusive { "create" } else { "add" };
             let _ = writeln!(
                 batch,
-                "{verb} element {table} {map} {{ {} comment \"{comment}\" : jump {chain} }}",
-                self.key(&key.to_string()),
+                "{verb} element {table} {} {{ {} comment \"{comment}\" : {} }}",
+                entry.map, entry.key, entry.data
             );
         }
         self.apply_on_base(&batch)
     }
 
-    /// Every element of this scheme's maps, and the chains of its table.
+    /// Every element of this scheme's maps and sets, and the chains of its table.
     fn list(&self) -> Result<(Vec<Element>, Vec<String>), FirewallError> {
         let args = ["-j", "list", "table", self.family.name(), self.table];
         let text = match run("nft", &args, "") {
@@ -275,26 +300,34 @@ impl Scheme {
             if let Some(chain) = object["chain"]["name"].as_str() {
                 chains.push(chain.to_string());
             }
-            let Some(map) = object["map"]["name"].as_str() else {
+            let Some(holder) = ["map", "set"]
+                .iter()
+                .map(|k| &object[k])
+                .find(|h| h.is_object())
+            else {
                 continue;
             };
-            for pair in object["map"]["elem"].as_array().into_iter().flatten() {
-                let (key, verdict) = (&pair[0], &pair[1]);
+            let Some(map) = holder["name"].as_str() else {
+                continue;
+            };
+            for item in holder["elem"].as_array().into_iter().flatten() {
+                // Map elements are [key, value]; set elements are keys.
+                let (key, value) = match item.as_array() {
+                    Some(pair) if pair.len() == 2 => (&pair[0], &pair[1]),
+                    _ => (item, &Value::Null),
+                };
                 let (key, comment) = match &key["elem"] {
                     Value::Object(elem) => (
-                        key_text(&elem["val"]),
+                        elem["val"].clone(),
                         elem["comment"].as_str().unwrap_or_default().to_string(),
                     ),
-                    _ => (key_text(key), String::new()),
+                    _ => (key.clone(), String::new()),
                 };
                 elements.push(Element {
                     map: map.to_string(),
                     key,
                     comment,
-                    chain: verdict["jump"]["target"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
+                    chain: value["jump"]["target"].as_str().map(str::to_string),
                 });
             }
         }
@@ -303,52 +336,59 @@ impl Scheme {
 
     /// Deletes elements and the chains they jump to, in one batch.
     fn remove(&self, elements: &[&Element], chains: &[String]) -> Result<(), FirewallError> {
-        let table = self.table();
-        let mut batch = String::new();
-        for element in elements {
-            let _ = writeln!(
-                batch,
-                "delete element {table} {} {{ {} }}",
-                element.map,
-                self.key(&element.key)
-            );
-        }
+        let (family, table) = (self.family.name(), self.table);
+        let mut commands: Vec<Value> = elements
+            .iter()
+            .map(|e| {
+                json!({"delete": {"element": {
+                    "family": family, "table": table, "name": e.map, "elem": [e.key],
+                }}})
+            })
+            .collect();
         let mut targets: Vec<&String> = elements
             .iter()
-            .map(|e| &e.chain)
+            .filter_map(|e| e.chain.as_ref())
             .filter(|c| chains.contains(c))
             .collect();
         targets.sort();
         targets.dedup();
         for chain in targets {
-            let _ = writeln!(
-                batch,
-                "flush chain {table} {chain}\ndelete chain {table} {chain}"
-            );
+            let chain = json!({"family": family, "table": table, "name": chain});
+            commands.push(json!({"flush": {"chain": chain}}));
+            commands.push(json!({"delete": {"chain": chain}}));
         }
-        if batch.is_empty() {
+        if commands.is_empty() {
             return Ok(());
         }
-        apply(&batch)
+        let document = json!({ "nftables": commands }).to_string();
+        run("nft", &["-j", "-f", "-"], &document).map(drop)
     }
 
-    /// Removes an attachment's elements and chain. With `keys` known (from prevResult) this
-    /// is one netlink batch that lists nothing: declaring first makes deleting idempotent,
-    /// and a key held by another attachment (its element jumps elsewhere) makes the kernel
-    /// refuse the whole batch, as does a missing table (never declared for a DEL). Then, as
-    /// without keys, the elements are found by owner.
-    fn delete(&self, owner: Owner, keys: &[(&str, Key)]) -> Result<(), FirewallError> {
-        let (table, chain) = (self.table(), self.chain(owner));
-        if !keys.is_empty() {
+    /// Removes an attachment's elements (and `chain`, when it has one). With `entries` known
+    /// (from prevResult) this is one netlink batch that lists nothing: adding each first
+    /// makes deleting idempotent, and a key another attachment holds (it maps elsewhere)
+    /// makes the kernel refuse the whole batch, as does a missing table (never declared
+    /// for a DEL). Then, as without entries, the elements are found by owner.
+    fn delete(
+        &self,
+        owner: Owner,
+        entries: &[Entry],
+        chain: Option<&str>,
+    ) -> Result<(), FirewallError> {
+        if !entries.is_empty() {
             let comment = comment(owner);
             let mut batch = Batch::new(self.family, self.table);
-            batch.add_chain(&chain);
-            for (map, key) in keys {
-                batch.add_element(map, key, &chain, &comment, false);
-                batch.delete_element(map, key);
+            if let Some(chain) = chain {
+                batch.add_chain(chain);
             }
-            batch.flush_chain(&chain);
-            batch.delete_chain(&chain);
+            for entry in entries {
+                batch.add_element(entry.map, &entry.key, &entry.data, &comment, false);
+                batch.delete_element(entry.map, &entry.key);
+            }
+            if let Some(chain) = chain {
+                batch.flush_chain(chain);
+                batch.delete_chain(chain);
+            }
             if batch.commit().is_ok() {
                 return Ok(());
             }
@@ -356,25 +396,17 @@ impl Scheme {
         let (elements, chains) = self.list()?;
         let ours = comment(owner);
         let mine: Vec<&Element> = elements.iter().filter(|e| e.comment == ours).collect();
-        self.remove(&mine, &chains)?;
-        if mine.is_empty() && chains.contains(&chain) {
-            apply(&format!(
-                "flush chain {table} {chain}\ndelete chain {table} {chain}\n"
-            ))?;
-        }
-        Ok(())
+        self.remove(&mine, &chains)
     }
 
-    fn has(&self, owner: Owner, keys: &[(&str, Key)]) -> Result<bool, FirewallError> {
-        let (elements, chains) = self.list()?;
-        let chain = self.chain(owner);
-        Ok(chains.contains(&chain)
-            && keys.iter().all(|(map, key)| {
-                let key = key.to_string();
-                elements
-                    .iter()
-                    .any(|e| e.chain == chain && e.map == *map && e.key == key)
-            }))
+    fn has(&self, owner: Owner, entries: &[Entry]) -> Result<bool, FirewallError> {
+        let (elements, _) = self.list()?;
+        let ours = comment(owner);
+        Ok(entries.iter().all(|entry| {
+            elements
+                .iter()
+                .any(|e| e.comment == ours && e.matches(entry))
+        }))
     }
 
     fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -402,7 +434,7 @@ impl Scheme {
     }
 }
 
-/// A key as nft's JSON gives it, written back in nft syntax (`0.0.0.0/0 . tcp . 8080`).
+/// A key as nft's JSON gives it, written in nft syntax (`0.0.0.0/0 . tcp . 8080`).
 fn key_text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
@@ -429,154 +461,255 @@ fn comment(owner: Owner) -> String {
     format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname)
 }
 
+/// The owner's comment, refused when nft could not read it back.
+fn owned_comment(owner: Owner) -> Result<String, FirewallError> {
+    let comment = comment(owner);
+    if comment.len() > COMMENT_MAX {
+        return Err(FirewallError::OwnerTooLong {
+            owner: comment,
+            max: COMMENT_MAX,
+        });
+    }
+    Ok(comment)
+}
+
+/// The value of an owner's elements in maps that serve as sets.
+fn tag(owner: Owner) -> Data {
+    Data::Mark(u32::from_str_radix(&digest(&comment(owner), 8), 16).unwrap_or_default())
+}
+
 fn apply(batch: &str) -> Result<(), FirewallError> {
     run("nft", &["-f", "-"], batch).map(drop)
 }
 
-fn masquerade_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, Key)> {
-    addresses
-        .iter()
-        .map(|a| {
-            (
-                if a.is_ipv4() { "masq4" } else { "masq6" },
-                Key::Addr(a.ip()),
-            )
-        })
-        .collect()
-}
-
-fn network(text: &str) -> IpNetwork {
+fn any_address(ipv6: bool) -> IpNetwork {
+    let text = if ipv6 { "::/0" } else { "0.0.0.0/0" };
     text.parse().expect("a valid constant network")
 }
 
+/// The map of a family: `name4` or `name6`.
+fn per_family(ipv6: bool, v4: &'static str, v6: &'static str) -> &'static str {
+    if ipv6 {
+        v6
+    } else {
+        v4
+    }
+}
+
+fn masquerade_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    for address in addresses {
+        let ipv6 = address.is_ipv6();
+        entries.push(Entry {
+            map: per_family(ipv6, "snat4", "snat6"),
+            key: Key {
+                fields: vec![Field::Addr(address.ip())],
+                interval: false,
+            },
+            data: tag(owner),
+            exclusive: false,
+        });
+        entries.push(Entry {
+            map: per_family(ipv6, "local4", "local6"),
+            key: Key {
+                fields: vec![Field::Addr(address.ip()), Field::Net(*address)],
+                interval: true,
+            },
+            data: tag(owner),
+            exclusive: false,
+        });
+    }
+    entries
+}
+
 pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
-    let mut rules: Vec<Rule> = addresses
-        .iter()
-        .map(|address| Rule::new(vec![Stmt::daddr(*address), Stmt::Verdict(Verdict::Return)]))
-        .collect();
-    if addresses.iter().any(IpNetwork::is_ipv4) {
-        rules.push(Rule::new(vec![
-            Stmt::daddr_not(network("224.0.0.0/4")),
-            Stmt::Masquerade,
-        ]));
-    }
-    if addresses.iter().any(IpNetwork::is_ipv6) {
-        rules.push(Rule::new(vec![
-            Stmt::daddr_not(network("ff00::/8")),
-            Stmt::Masquerade,
-        ]));
-    }
-    MASQUERADE.add(owner, &rules, &masquerade_keys(addresses))
+    MASQUERADE.add(owner, &masquerade_entries(owner, addresses))
 }
 
 pub(super) fn del_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
-    MASQUERADE.delete(owner, &masquerade_keys(addresses))
+    MASQUERADE.delete(owner, &masquerade_entries(owner, addresses), None)
 }
 
 pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
-    MASQUERADE.has(owner, &masquerade_keys(addresses))
+    MASQUERADE.has(owner, &masquerade_entries(owner, addresses))
 }
 
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
     MASQUERADE.gc(network, valid)
 }
 
+fn spoofcheck_entries(owner: Owner, port: &str, mac: MacAddr) -> [Entry; 2] {
+    let port = Field::Ifname(port.to_string());
+    [
+        Entry {
+            map: "spoofing",
+            key: Key {
+                fields: vec![port.clone()],
+                interval: false,
+            },
+            data: tag(owner),
+            exclusive: false,
+        },
+        Entry {
+            map: "sources",
+            key: Key {
+                fields: vec![port, Field::Mac(mac.0)],
+                interval: false,
+            },
+            data: tag(owner),
+            exclusive: false,
+        },
+    ]
+}
+
 pub(super) fn add_spoofcheck(owner: Owner, port: &str, mac: MacAddr) -> Result<(), FirewallError> {
-    let rules = [
-        Rule::new(vec![
-            Stmt::EtherSource(mac.0),
-            Stmt::Verdict(Verdict::Return),
-        ]),
-        Rule::new(vec![Stmt::Verdict(Verdict::Drop)]),
-    ];
-    SPOOFCHECK.add(owner, &rules, &[("spoof", Key::Ifname(port.to_string()))])
+    SPOOFCHECK.add(owner, &spoofcheck_entries(owner, port, mac))
 }
 
-pub(super) fn del_spoofcheck(owner: Owner, port: Option<&str>) -> Result<(), FirewallError> {
-    let keys: Vec<(&str, Key)> = port
-        .map(|p| ("spoof", Key::Ifname(p.to_string())))
-        .into_iter()
-        .collect();
-    SPOOFCHECK.delete(owner, &keys)
+pub(super) fn del_spoofcheck(
+    owner: Owner,
+    port: Option<(&str, MacAddr)>,
+) -> Result<(), FirewallError> {
+    let entries = port.map(|(port, mac)| spoofcheck_entries(owner, port, mac));
+    SPOOFCHECK.delete(owner, entries.as_ref().map_or(&[], |e| &e[..]), None)
 }
 
-pub(super) fn has_spoofcheck(owner: Owner, port: &str) -> Result<bool, FirewallError> {
-    SPOOFCHECK.has(owner, &[("spoof", Key::Ifname(port.to_string()))])
+pub(super) fn has_spoofcheck(
+    owner: Owner,
+    port: &str,
+    mac: MacAddr,
+) -> Result<bool, FirewallError> {
+    SPOOFCHECK.has(owner, &spoofcheck_entries(owner, port, mac))
 }
 
 pub(super) fn gc_spoofcheck(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
     SPOOFCHECK.gc(network, valid)
 }
 
-fn portmap_keys(rules: &PortmapRules) -> Vec<(&'static str, Key)> {
-    let mut keys = Vec::new();
+/// The chain of a port mapping with an admin's conditions.
+fn portmap_chain(owner: Owner) -> String {
+    format!("pm-{}", digest(&comment(owner), 16))
+}
+
+fn portmap_conditions(rules: &PortmapRules, ipv6: bool) -> String {
+    let conditions = if ipv6 {
+        rules.conditions_v6
+    } else {
+        rules.conditions_v4
+    };
+    conditions.join(" ")
+}
+
+fn has_conditions(rules: &PortmapRules) -> bool {
+    !rules.conditions_v4.is_empty() || !rules.conditions_v6.is_empty()
+}
+
+/// The sources whose traffic to a mapping is masqueraded: the container's subnet (hairpin)
+/// and, for IPv4, localhost; or any, with `masq_all`.
+fn masqueraded_sources(rules: &PortmapRules, target: &IpNetwork) -> Vec<IpNetwork> {
+    match (rules.snat, rules.masq_all, target.is_ipv4()) {
+        (false, _, _) => Vec::new(),
+        (true, true, _) => vec![any_address(target.is_ipv6())],
+        (true, false, true) => vec![*target, "127.0.0.1/32".parse().expect("a valid constant")],
+        (true, false, false) => vec![*target],
+    }
+}
+
+fn portmap_entries(owner: Owner, rules: &PortmapRules) -> Vec<Entry> {
+    let chain = has_conditions(rules).then(|| portmap_chain(owner));
+    let mut entries = Vec::new();
     for mapping in rules.mappings {
         for target in rules.targets_for(mapping) {
-            keys.push((
-                if target.is_ipv4() { "ports4" } else { "ports6" },
-                Key::HostPort {
-                    host: mapping.host_ip,
-                    ipv6: target.is_ipv6(),
-                    protocol: mapping.protocol.number(),
-                    port: mapping.host_port,
-                },
-            ));
+            let ipv6 = target.is_ipv6();
+            let host = mapping
+                .host_ip
+                .map_or(Field::Net(any_address(ipv6)), Field::Addr);
+            let port = vec![
+                host,
+                Field::Proto(mapping.protocol.number()),
+                Field::Port(mapping.host_port),
+            ];
+            let key = |fields: Vec<Field>| Key {
+                fields,
+                interval: true,
+            };
+            entries.push(Entry {
+                map: per_family(ipv6, "dnat4", "dnat6"),
+                key: key(port.clone()),
+                data: Data::Target(target.ip(), mapping.container_port),
+                exclusive: true,
+            });
+            if let Some(chain) = &chain {
+                entries.push(Entry {
+                    map: per_family(ipv6, "filtered4", "filtered6"),
+                    key: key(port),
+                    data: Data::Jump(chain.clone()),
+                    exclusive: true,
+                });
+                continue;
+            }
+            for source in masqueraded_sources(rules, target) {
+                let mut fields = port.clone();
+                fields.push(Field::Net(source));
+                entries.push(Entry {
+                    map: per_family(ipv6, "hairpin4", "hairpin6"),
+                    key: key(fields),
+                    data: tag(owner),
+                    exclusive: false,
+                });
+            }
         }
     }
-    keys
+    entries
 }
 
-fn host(address: IpAddr) -> IpNetwork {
-    IpNetwork::from(address)
-}
-
-pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+/// The rules of a mapping's chain when the admin gave conditions: the same marks and DNAT
+/// as the maps, behind the conditions, then accept so that the maps do not DNAT the rest.
+fn conditional_rules(rules: &PortmapRules) -> Vec<String> {
     let mut chain_rules = Vec::new();
     for mapping in rules.mappings {
         for target in rules.targets_for(mapping) {
-            let tokens = if target.is_ipv4() {
-                rules.conditions_v4.join(" ")
-            } else {
-                rules.conditions_v6.join(" ")
-            };
-            let mut matches = vec![
-                Stmt::L4Proto(mapping.protocol.number()),
-                Stmt::DestinationPort(mapping.host_port),
-            ];
+            let family = if target.is_ipv4() { "ip" } else { "ip6" };
+            let mut matches = format!(
+                "{} meta l4proto {} th dport {}",
+                portmap_conditions(rules, target.is_ipv6()),
+                mapping.protocol.number(),
+                mapping.host_port
+            );
             if let Some(host_ip) = mapping.host_ip {
-                matches.push(Stmt::daddr(host(host_ip)));
+                let _ = write!(matches, " {family} daddr {host_ip}");
             }
-            if rules.snat {
-                // One rule per source, never an anonymous set (`ip saddr { a, b }`): sets
-                // made every listing and every nft run slower as containers accumulated.
-                let sources = match (rules.masq_all, target.is_ipv4()) {
-                    (true, _) => vec![None],
-                    (false, true) => vec![
-                        Some(Stmt::saddr(*target)),
-                        Some(Stmt::saddr(network("127.0.0.1/32"))),
-                    ],
-                    (false, false) => vec![Some(Stmt::saddr(*target))],
-                };
-                for source in sources {
-                    let mut statements = matches.clone();
-                    statements.extend(source);
-                    statements.push(Stmt::SetMarkBits(MASQ_MARK));
-                    chain_rules.push(Rule {
-                        tokens: tokens.clone(),
-                        statements,
-                    });
-                }
+            for source in masqueraded_sources(rules, target) {
+                let source = Field::Net(source);
+                chain_rules.push(format!(
+                    "{matches} {family} saddr {source} meta mark set meta mark | {MASQ_MARK:#x}"
+                ));
             }
-            let mut statements = matches;
-            statements.push(Stmt::Dnat(target.ip(), mapping.container_port));
-            chain_rules.push(Rule { tokens, statements });
+            let destination = match target.ip() {
+                IpAddr::V4(a) => format!("{a}:{}", mapping.container_port),
+                IpAddr::V6(a) => format!("[{a}]:{}", mapping.container_port),
+            };
+            chain_rules.push(format!("{matches} dnat {family} to {destination}"));
         }
     }
-    let keys = portmap_keys(rules);
-    match PORTMAP.add(owner, &chain_rules, &keys) {
+    chain_rules.push("accept".to_string());
+    chain_rules
+}
+
+pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+    let entries = portmap_entries(owner, rules);
+    let added = if has_conditions(rules) {
+        let chain = portmap_chain(owner);
+        PORTMAP.add_with_chain(owner, &chain, &conditional_rules(rules), &entries)
+    } else {
+        PORTMAP.add(owner, &entries)
+    };
+    match added {
         Err(e) if key_taken(&e) => Err(FirewallError::PortTaken(
-            keys.iter()
-                .map(|(_, k)| k.to_string())
+            entries
+                .iter()
+                .filter(|e| e.exclusive)
+                .map(|e| e.key.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         )),
@@ -594,57 +727,46 @@ fn key_taken(error: &FirewallError) -> bool {
 }
 
 pub(super) fn del_portmap(owner: Owner, rules: Option<&PortmapRules>) -> Result<(), FirewallError> {
-    PORTMAP.delete(owner, &rules.map(portmap_keys).unwrap_or_default())
+    let entries = rules.map(|r| portmap_entries(owner, r)).unwrap_or_default();
+    let chain = rules
+        .filter(|r| has_conditions(r))
+        .map(|_| portmap_chain(owner));
+    PORTMAP.delete(owner, &entries, chain.as_deref())
 }
 
 pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
-    PORTMAP.has(owner, &portmap_keys(rules))
+    PORTMAP.has(owner, &portmap_entries(owner, rules))
 }
 
 pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
     PORTMAP.gc(network, valid)
 }
 
-fn forward_keys(addresses: &[IpNetwork]) -> Vec<(&'static str, Key)> {
+fn forward_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
     addresses
         .iter()
-        .flat_map(|a| {
-            let (from, to) = if a.is_ipv4() {
-                ("from4", "to4")
-            } else {
-                ("from6", "to6")
-            };
-            [(from, Key::Addr(a.ip())), (to, Key::Addr(a.ip()))]
+        .map(|a| Entry {
+            map: per_family(a.is_ipv6(), "allowed4", "allowed6"),
+            key: Key {
+                fields: vec![Field::Addr(a.ip())],
+                interval: false,
+            },
+            data: tag(owner),
+            exclusive: false,
         })
         .collect()
 }
 
 pub(super) fn allow_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
-    let accept = Stmt::Verdict(Verdict::Accept);
-    let mut rules = Vec::new();
-    for address in addresses {
-        let ip = host(address.ip());
-        rules.push(Rule::new(vec![Stmt::saddr(ip), accept.clone()]));
-        rules.push(Rule::new(vec![
-            Stmt::daddr(ip),
-            Stmt::CtEstablishedOrRelated,
-            accept.clone(),
-        ]));
-        rules.push(Rule::new(vec![
-            Stmt::daddr(ip),
-            Stmt::CtDnat,
-            accept.clone(),
-        ]));
-    }
-    FORWARD.add(owner, &rules, &forward_keys(addresses))
+    FORWARD.add(owner, &forward_entries(owner, addresses))
 }
 
 pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
-    FORWARD.delete(owner, &forward_keys(addresses))
+    FORWARD.delete(owner, &forward_entries(owner, addresses), None)
 }
 
 pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
-    FORWARD.has(owner, &forward_keys(addresses))
+    FORWARD.has(owner, &forward_entries(owner, addresses))
 }
 
 pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {

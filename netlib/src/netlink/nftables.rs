@@ -1,5 +1,5 @@
-//! nf_tables over netlink, encode-only: the chains, rules and map elements a plugin's ADD and
-//! DEL write, as one atomic batch.
+//! nf_tables over netlink, encode-only: the map elements a plugin's ADD and DEL write, as one
+//! atomic batch.
 //!
 //! Why not `nft -f` for these: every `nft` run first loads the table's chains and rules (and
 //! an interval map's elements) into its cache, so with 1,000 containers adding one element
@@ -7,8 +7,9 @@
 //! with the node's container count. The kernel does the same batch in constant time. `nft`
 //! stays for what is rare or reads: declaring the base (hooked chains, maps) and listing.
 //!
-//! Rules are built from [`Stmt`]s that mirror nft statements; each encodes to the expressions
-//! nft itself generates for it (`nft --debug=netlink`), so `nft list` shows them as written.
+//! Elements map keys to values (an owner tag, a DNAT target), never to a jump: committing an
+//! element that jumps makes the kernel validate every chain the table's base chains reach,
+//! which with a chain per container was half of a bridge ADD's CPU time at 1,000 containers.
 
 use ipnetwork::IpNetwork;
 use netlink_sys::protocols::NETLINK_NETFILTER;
@@ -27,16 +28,16 @@ const NLMSG_ERROR: u16 = 2;
 
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+/// Deletes an element if it exists (Linux 6.3+).
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
 
 // Attribute numbers from linux/netfilter/nf_tables.h.
@@ -44,10 +45,7 @@ const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
-const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_EXPR_NAME: u16 = 1;
-const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -61,29 +59,7 @@ const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_SET_ELEM_KEY_END: u16 = 10;
 /// nftnl's user-data type for an element comment, which `nft list` shows.
 const UDATA_SET_ELEM_COMMENT: u8 = 0;
-
-const NFT_REG_VERDICT: u32 = 0;
-const NFT_REG_1: u32 = 1;
-const NFT_REG_2: u32 = 2;
-const NFT_META_MARK: u32 = 3;
-const NFT_META_NFPROTO: u32 = 15;
-const NFT_META_L4PROTO: u32 = 16;
-const NFT_PAYLOAD_LL_HEADER: u32 = 0;
-const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
-const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
-const NFT_CMP_EQ: u32 = 0;
-const NFT_CMP_NEQ: u32 = 1;
-const NFT_CT_STATE: u32 = 0;
-const NFT_CT_STATUS: u32 = 2;
-const NFT_NAT_DNAT: u32 = 1;
-/// NF_NAT_RANGE_PROTO_SPECIFIED: the DNAT carries a port.
-const NAT_PROTO_SPECIFIED: u32 = 2;
-const NFPROTO_IPV4: u8 = 2;
-const NFPROTO_IPV6: u8 = 10;
-/// ct state bits of established and related connections (NF_CT_STATE_BIT).
-const CT_ESTABLISHED_RELATED: u32 = 2 | 4;
-/// ct status bit IPS_DST_NAT.
-const CT_STATUS_DNAT: u32 = 1 << 5;
+const NFT_JUMP: i32 = -3;
 /// Interface names are keys of IFNAMSIZ bytes.
 const IFNAMSIZ: usize = 16;
 
@@ -103,266 +79,153 @@ impl Family {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Accept,
-    Drop,
-    Return,
-}
-
-impl Verdict {
-    fn code(self) -> i32 {
-        match self {
-            Verdict::Accept => 1,
-            Verdict::Drop => 0,
-            Verdict::Return => -5,
-        }
-    }
-}
-
-const NFT_JUMP: i32 = -3;
-
-/// One statement of a rule, as written in nft syntax.
+/// One field of a key, as nft types it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stmt {
-    /// `ip saddr 10.0.0.0/16`, `ip6 daddr != ff00::/8`, ...
-    Addr {
-        source: bool,
-        network: IpNetwork,
-        negated: bool,
-    },
-    /// `meta l4proto 6`
-    L4Proto(u8),
-    /// `th dport 8080`
-    DestinationPort(u16),
-    /// `ether saddr 02:00:00:00:00:01`
-    EtherSource([u8; 6]),
-    /// `ct state established,related`
-    CtEstablishedOrRelated,
-    /// `ct status dnat`
-    CtDnat,
-    /// `meta mark set meta mark | 0x2000`
-    SetMarkBits(u32),
-    /// `masquerade`
-    Masquerade,
-    /// `dnat ip to 10.0.0.2:80`
-    Dnat(IpAddr, u16),
-    Verdict(Verdict),
+pub enum Field {
+    /// `ipv4_addr`/`ipv6_addr`: one address.
+    Addr(IpAddr),
+    /// Every address of a network, as an interval (`0.0.0.0/0`: any).
+    Net(IpNetwork),
+    /// `inet_proto`
+    Proto(u8),
+    /// `inet_service`
+    Port(u16),
+    /// `ifname`
+    Ifname(String),
+    /// `ether_addr`
+    Mac([u8; 6]),
 }
 
-impl Stmt {
-    pub fn saddr(network: IpNetwork) -> Stmt {
-        Stmt::Addr {
-            source: true,
-            network,
-            negated: false,
-        }
-    }
-
-    pub fn daddr(network: IpNetwork) -> Stmt {
-        Stmt::Addr {
-            source: false,
-            network,
-            negated: false,
-        }
-    }
-
-    pub fn daddr_not(network: IpNetwork) -> Stmt {
-        Stmt::Addr {
-            source: false,
-            network,
-            negated: true,
-        }
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) {
+impl Field {
+    /// The first and last value the field matches.
+    fn bytes(&self) -> (Vec<u8>, Vec<u8>) {
         match self {
-            Stmt::Addr {
-                source,
-                network,
-                negated,
-            } => {
-                let (nfproto, offset, address, mask) = match network {
-                    IpNetwork::V4(n) => (
-                        NFPROTO_IPV4,
-                        if *source { 12 } else { 16 },
-                        n.network().octets().to_vec(),
-                        n.mask().octets().to_vec(),
-                    ),
-                    IpNetwork::V6(n) => (
-                        NFPROTO_IPV6,
-                        if *source { 8 } else { 24 },
-                        n.network().octets().to_vec(),
-                        n.mask().octets().to_vec(),
-                    ),
-                };
-                meta_load(out, NFT_META_NFPROTO);
-                cmp(out, NFT_CMP_EQ, &[nfproto]);
-                payload(out, NFT_PAYLOAD_NETWORK_HEADER, offset, address.len());
-                if mask.iter().any(|byte| *byte != 0xff) {
-                    bitwise(out, &mask, &vec![0; mask.len()]);
-                }
-                let op = if *negated { NFT_CMP_NEQ } else { NFT_CMP_EQ };
-                cmp(out, op, &address);
+            Field::Addr(address) => {
+                let octets = octets(*address);
+                (octets.clone(), octets)
             }
-            Stmt::L4Proto(protocol) => {
-                meta_load(out, NFT_META_L4PROTO);
-                cmp(out, NFT_CMP_EQ, &[*protocol]);
+            Field::Net(network) => {
+                let first = octets(network.network());
+                let last = first
+                    .iter()
+                    .zip(octets(network.mask()))
+                    .map(|(byte, mask)| byte | !mask)
+                    .collect();
+                (first, last)
             }
-            Stmt::DestinationPort(port) => {
-                payload(out, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
-                cmp(out, NFT_CMP_EQ, &port.to_be_bytes());
+            Field::Proto(protocol) => (vec![*protocol], vec![*protocol]),
+            Field::Port(port) => (port.to_be_bytes().to_vec(), port.to_be_bytes().to_vec()),
+            Field::Ifname(name) => {
+                let mut bytes = name.as_bytes().to_vec();
+                bytes.resize(IFNAMSIZ, 0);
+                (bytes.clone(), bytes)
             }
-            Stmt::EtherSource(mac) => {
-                payload(out, NFT_PAYLOAD_LL_HEADER, 6, 6);
-                cmp(out, NFT_CMP_EQ, mac);
-            }
-            Stmt::CtEstablishedOrRelated => ct_bits(out, NFT_CT_STATE, CT_ESTABLISHED_RELATED),
-            Stmt::CtDnat => ct_bits(out, NFT_CT_STATUS, CT_STATUS_DNAT),
-            Stmt::SetMarkBits(bits) => {
-                meta_load(out, NFT_META_MARK);
-                bitwise(out, &(!bits).to_ne_bytes(), &bits.to_ne_bytes());
-                expression(out, "meta", |out| {
-                    attr_u32(out, 2, NFT_META_MARK); // NFTA_META_KEY
-                    attr_u32(out, 3, NFT_REG_1); // NFTA_META_SREG
-                });
-            }
-            Stmt::Masquerade => expression(out, "masq", |_| {}),
-            Stmt::Dnat(address, port) => {
-                let (family, octets) = match address {
-                    IpAddr::V4(a) => (NFPROTO_IPV4, a.octets().to_vec()),
-                    IpAddr::V6(a) => (NFPROTO_IPV6, a.octets().to_vec()),
-                };
-                immediate_value(out, NFT_REG_1, &octets);
-                immediate_value(out, NFT_REG_2, &port.to_be_bytes());
-                expression(out, "nat", |out| {
-                    attr_u32(out, 1, NFT_NAT_DNAT); // NFTA_NAT_TYPE
-                    attr_u32(out, 2, u32::from(family)); // NFTA_NAT_FAMILY
-                    attr_u32(out, 3, NFT_REG_1); // NFTA_NAT_REG_ADDR_MIN
-                    attr_u32(out, 5, NFT_REG_2); // NFTA_NAT_REG_PROTO_MIN
-                    attr_u32(out, 7, NAT_PROTO_SPECIFIED); // NFTA_NAT_FLAGS
-                });
-            }
-            Stmt::Verdict(verdict) => expression(out, "immediate", |out| {
-                attr_u32(out, 1, NFT_REG_VERDICT); // NFTA_IMMEDIATE_DREG
-                nested(out, 2, |out| verdict_data(out, verdict.code(), None)); // NFTA_IMMEDIATE_DATA
-            }),
+            Field::Mac(mac) => (mac.to_vec(), mac.to_vec()),
         }
     }
 }
 
-/// nft syntax, for rules that go through `nft -f` (those with an admin's own match tokens).
-impl fmt::Display for Stmt {
+fn octets(address: IpAddr) -> Vec<u8> {
+    match address {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// nft syntax, as `nft -j list` gives fields back.
+impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Stmt::Addr {
-                source,
-                network,
-                negated,
-            } => {
-                let family = if network.is_ipv4() { "ip" } else { "ip6" };
-                let field = if *source { "saddr" } else { "daddr" };
-                let op = if *negated { "!= " } else { "" };
-                let network =
-                    IpNetwork::new(network.network(), network.prefix()).unwrap_or(*network);
-                write!(f, "{family} {field} {op}{network}")
+            Field::Addr(address) => write!(f, "{address}"),
+            Field::Net(network) if network.prefix() == IpNetwork::from(network.ip()).prefix() => {
+                write!(f, "{}", network.ip())
             }
-            Stmt::L4Proto(protocol) => write!(f, "meta l4proto {protocol}"),
-            Stmt::DestinationPort(port) => write!(f, "th dport {port}"),
-            Stmt::EtherSource(mac) => {
+            Field::Net(network) => write!(f, "{}/{}", network.network(), network.prefix()),
+            // nft names the protocols it knows and prints the rest as numbers.
+            Field::Proto(6) => f.write_str("tcp"),
+            Field::Proto(17) => f.write_str("udp"),
+            Field::Proto(132) => f.write_str("sctp"),
+            Field::Proto(other) => write!(f, "{other}"),
+            Field::Port(port) => write!(f, "{port}"),
+            Field::Ifname(name) => f.write_str(name),
+            Field::Mac(mac) => {
                 let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-                write!(f, "ether saddr {}", hex.join(":"))
+                f.write_str(&hex.join(":"))
             }
-            Stmt::CtEstablishedOrRelated => f.write_str("ct state established,related"),
-            Stmt::CtDnat => f.write_str("ct status dnat"),
-            Stmt::SetMarkBits(bits) => write!(f, "meta mark set meta mark | {bits:#x}"),
-            Stmt::Masquerade => f.write_str("masquerade"),
-            Stmt::Dnat(IpAddr::V4(a), port) => write!(f, "dnat ip to {a}:{port}"),
-            Stmt::Dnat(IpAddr::V6(a), port) => write!(f, "dnat ip6 to [{a}]:{port}"),
-            Stmt::Verdict(Verdict::Accept) => f.write_str("accept"),
-            Stmt::Verdict(Verdict::Drop) => f.write_str("drop"),
-            Stmt::Verdict(Verdict::Return) => f.write_str("return"),
         }
     }
 }
 
-/// A map key: one field, or nft's concatenation of an address (any, or one), a layer-4
-/// protocol and a port in an interval map.
+/// A map key: one field, or a concatenation (`0.0.0.0/0 . tcp . 8080`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Key {
-    Addr(IpAddr),
-    Ifname(String),
-    HostPort {
-        /// `None`: any address of the family (the interval 0.0.0.0/0 or ::/0).
-        host: Option<IpAddr>,
-        ipv6: bool,
-        protocol: u8,
-        port: u16,
-    },
+pub struct Key {
+    pub fields: Vec<Field>,
+    /// Whether the map has `flags interval`: its elements then carry where they end.
+    pub interval: bool,
 }
 
 impl Key {
     /// The key, and for interval maps its end.
     fn bytes(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let (mut start, mut end) = (Vec::new(), Vec::new());
+        for field in &self.fields {
+            let (first, last) = field.bytes();
+            start.extend_from_slice(&first);
+            end.extend_from_slice(&last);
+            // Each field of a concatenation takes whole 32-bit registers.
+            if self.fields.len() > 1 {
+                start.resize(start.len().next_multiple_of(4), 0);
+                end.resize(end.len().next_multiple_of(4), 0);
+            }
+        }
+        (start, self.interval.then_some(end))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fields: Vec<String> = self.fields.iter().map(Field::to_string).collect();
+        f.write_str(&fields.join(" . "))
+    }
+}
+
+/// What an element maps its key to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data {
+    /// A `mark`-typed value: the owner's tag, where the map only serves as a set. Adding a
+    /// key that exists with another value fails, so a DEL never takes another's element.
+    Mark(u32),
+    /// `ipv4_addr . inet_service`: where to DNAT.
+    Target(IpAddr, u16),
+    /// A verdict jumping to a chain (rare: rules only nft can compile).
+    Jump(String),
+}
+
+impl Data {
+    fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Key::Addr(IpAddr::V4(a)) => (a.octets().to_vec(), None),
-            Key::Addr(IpAddr::V6(a)) => (a.octets().to_vec(), None),
-            Key::Ifname(name) => {
-                let mut bytes = name.as_bytes().to_vec();
-                bytes.resize(IFNAMSIZ, 0);
-                (bytes, None)
+            Data::Mark(mark) => attr(out, NFTA_DATA_VALUE, &mark.to_ne_bytes()),
+            Data::Target(address, port) => {
+                let mut value = octets(*address);
+                value.extend_from_slice(&port.to_be_bytes());
+                value.extend_from_slice(&[0, 0]);
+                attr(out, NFTA_DATA_VALUE, &value);
             }
-            Key::HostPort {
-                host,
-                ipv6,
-                protocol,
-                port,
-                ..
-            } => {
-                let width = if *ipv6 { 16 } else { 4 };
-                let (start, end) = match host {
-                    Some(IpAddr::V4(a)) => (a.octets().to_vec(), a.octets().to_vec()),
-                    Some(IpAddr::V6(a)) => (a.octets().to_vec(), a.octets().to_vec()),
-                    None => (vec![0; width], vec![0xff; width]),
-                };
-                // Each field of a concatenation takes whole 32-bit registers.
-                let tail = |mut bytes: Vec<u8>| {
-                    bytes.extend_from_slice(&[*protocol, 0, 0, 0]);
-                    bytes.extend_from_slice(&port.to_be_bytes());
-                    bytes.extend_from_slice(&[0, 0]);
-                    bytes
-                };
-                (tail(start), Some(tail(end)))
-            }
+            Data::Jump(chain) => nested(out, NFTA_DATA_VERDICT, |out| {
+                attr(out, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+                attr_str(out, NFTA_VERDICT_CHAIN, chain);
+            }),
         }
     }
 }
 
-/// nft syntax, as `nft -j list` gives keys back.
-impl fmt::Display for Key {
+/// nft syntax, for elements that go through `nft -f`.
+impl fmt::Display for Data {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Key::Addr(address) => write!(f, "{address}"),
-            Key::Ifname(name) => f.write_str(name),
-            Key::HostPort {
-                host,
-                ipv6,
-                protocol,
-                port,
-            } => {
-                match (host, ipv6) {
-                    (Some(address), _) => write!(f, "{address}")?,
-                    (None, false) => f.write_str("0.0.0.0/0")?,
-                    (None, true) => f.write_str("::/0")?,
-                }
-                // nft names the protocols it knows and prints the rest as numbers.
-                match protocol {
-                    6 => write!(f, " . tcp . {port}"),
-                    17 => write!(f, " . udp . {port}"),
-                    132 => write!(f, " . sctp . {port}"),
-                    other => write!(f, " . {other} . {port}"),
-                }
-            }
+            Data::Mark(mark) => write!(f, "{mark:#010x}"),
+            Data::Target(address, port) => write!(f, "{address} . {port}"),
+            Data::Jump(chain) => write!(f, "jump {chain}"),
         }
     }
 }
@@ -415,37 +278,19 @@ impl Batch {
         });
     }
 
-    pub fn add_rule(&mut self, chain: &str, statements: &[Stmt]) {
-        self.message(
-            NFT_MSG_NEWRULE,
-            NLM_F_CREATE | NLM_F_APPEND,
-            |out, table| {
-                attr_str(out, NFTA_RULE_TABLE, table);
-                attr_str(out, NFTA_RULE_CHAIN, chain);
-                nested(out, NFTA_RULE_EXPRESSIONS, |out| {
-                    for statement in statements {
-                        statement.encode(out);
-                    }
-                });
-            },
-        );
-    }
-
-    /// Points `key` of map `map` at `chain`. `exclusive`: fail (EEXIST) when the key exists,
-    /// instead of keeping it when it already jumps there.
+    /// Maps `key` of map `map` to `data`. `exclusive`: fail (EEXIST) when the key exists,
+    /// instead of keeping it when it already maps to `data`.
     pub fn add_element(
         &mut self,
         map: &str,
         key: &Key,
-        chain: &str,
+        data: &Data,
         comment: &str,
         exclusive: bool,
     ) {
         let flags = NLM_F_CREATE | if exclusive { NLM_F_EXCL } else { 0 };
         self.element(NFT_MSG_NEWSETELEM, flags, map, key, |out| {
-            nested(out, NFTA_SET_ELEM_DATA, |out| {
-                verdict_data(out, NFT_JUMP, Some(chain))
-            });
+            nested(out, NFTA_SET_ELEM_DATA, |out| data.encode(out));
             let mut user_data = vec![UDATA_SET_ELEM_COMMENT, 0];
             user_data.extend_from_slice(comment.as_bytes());
             user_data.push(0);
@@ -456,6 +301,11 @@ impl Batch {
 
     pub fn delete_element(&mut self, map: &str, key: &Key) {
         self.element(NFT_MSG_DELSETELEM, 0, map, key, |_| {});
+    }
+
+    /// Deletes the element of `key` if there is one (Linux 6.3+; older kernels refuse).
+    pub fn destroy_element(&mut self, map: &str, key: &Key) {
+        self.element(NFT_MSG_DESTROYSETELEM, 0, map, key, |_| {});
     }
 
     fn element(
@@ -588,11 +438,6 @@ fn attr_str(out: &mut Vec<u8>, kind: u16, value: &str) {
     attr(out, kind, &bytes);
 }
 
-/// nf_tables integers travel in network byte order.
-fn attr_u32(out: &mut Vec<u8>, kind: u16, value: u32) {
-    attr(out, kind, &value.to_be_bytes());
-}
-
 fn nested(out: &mut Vec<u8>, kind: u16, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0, 0]);
@@ -602,116 +447,61 @@ fn nested(out: &mut Vec<u8>, kind: u16, body: impl FnOnce(&mut Vec<u8>)) {
     out[start..start + 2].copy_from_slice(&length.to_ne_bytes());
 }
 
-fn expression(out: &mut Vec<u8>, name: &str, data: impl FnOnce(&mut Vec<u8>)) {
-    nested(out, NFTA_LIST_ELEM, |out| {
-        attr_str(out, NFTA_EXPR_NAME, name);
-        nested(out, NFTA_EXPR_DATA, data);
-    });
-}
-
-fn verdict_data(out: &mut Vec<u8>, code: i32, chain: Option<&str>) {
-    nested(out, NFTA_DATA_VERDICT, |out| {
-        attr(out, NFTA_VERDICT_CODE, &code.to_be_bytes());
-        if let Some(chain) = chain {
-            attr_str(out, NFTA_VERDICT_CHAIN, chain);
-        }
-    });
-}
-
-fn meta_load(out: &mut Vec<u8>, key: u32) {
-    expression(out, "meta", |out| {
-        attr_u32(out, 2, key); // NFTA_META_KEY
-        attr_u32(out, 1, NFT_REG_1); // NFTA_META_DREG
-    });
-}
-
-fn payload(out: &mut Vec<u8>, base: u32, offset: u32, length: usize) {
-    expression(out, "payload", |out| {
-        attr_u32(out, 1, NFT_REG_1); // NFTA_PAYLOAD_DREG
-        attr_u32(out, 2, base); // NFTA_PAYLOAD_BASE
-        attr_u32(out, 3, offset); // NFTA_PAYLOAD_OFFSET
-        attr_u32(out, 4, u32::try_from(length).unwrap_or(0)); // NFTA_PAYLOAD_LEN
-    });
-}
-
-fn cmp(out: &mut Vec<u8>, op: u32, value: &[u8]) {
-    expression(out, "cmp", |out| {
-        attr_u32(out, 1, NFT_REG_1); // NFTA_CMP_SREG
-        attr_u32(out, 2, op); // NFTA_CMP_OP
-        nested(out, 3, |out| attr(out, NFTA_DATA_VALUE, value)); // NFTA_CMP_DATA
-    });
-}
-
-/// reg1 = (reg1 & mask) ^ xor
-fn bitwise(out: &mut Vec<u8>, mask: &[u8], xor: &[u8]) {
-    expression(out, "bitwise", |out| {
-        attr_u32(out, 1, NFT_REG_1); // NFTA_BITWISE_SREG
-        attr_u32(out, 2, NFT_REG_1); // NFTA_BITWISE_DREG
-        attr_u32(out, 3, u32::try_from(mask.len()).unwrap_or(0)); // NFTA_BITWISE_LEN
-        nested(out, 4, |out| attr(out, NFTA_DATA_VALUE, mask)); // NFTA_BITWISE_MASK
-        nested(out, 5, |out| attr(out, NFTA_DATA_VALUE, xor)); // NFTA_BITWISE_XOR
-    });
-}
-
-/// Whether any of `bits` is set in a conntrack field (host byte order, as the kernel keeps it).
-fn ct_bits(out: &mut Vec<u8>, key: u32, bits: u32) {
-    expression(out, "ct", |out| {
-        attr_u32(out, 1, NFT_REG_1); // NFTA_CT_DREG
-        attr_u32(out, 2, key); // NFTA_CT_KEY
-    });
-    bitwise(out, &bits.to_ne_bytes(), &[0; 4]);
-    cmp(out, NFT_CMP_NEQ, &[0; 4]);
-}
-
-fn immediate_value(out: &mut Vec<u8>, register: u32, value: &[u8]) {
-    expression(out, "immediate", |out| {
-        attr_u32(out, 1, register); // NFTA_IMMEDIATE_DREG
-        nested(out, 2, |out| attr(out, NFTA_DATA_VALUE, value)); // NFTA_IMMEDIATE_DATA
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_pad_each_concatenated_field_to_a_register() {
-        let key = Key::HostPort {
-            host: None,
-            ipv6: false,
-            protocol: 6,
-            port: 8080,
-        };
-        let (start, end) = key.bytes();
-        assert_eq!(start, [0, 0, 0, 0, 6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
-        assert_eq!(end.expect("an interval end")[..4], [0xff; 4]);
-        assert_eq!(key.to_string(), "0.0.0.0/0 . tcp . 8080");
-        assert_eq!(Key::Ifname("veth1".into()).bytes().0.len(), IFNAMSIZ);
+    fn net(text: &str) -> IpNetwork {
+        text.parse().expect("a valid literal")
     }
 
     #[test]
-    fn statements_read_as_nft_syntax() {
-        let subnet: IpNetwork = "10.88.0.5/16".parse().expect("a valid literal");
-        assert_eq!(Stmt::daddr(subnet).to_string(), "ip daddr 10.88.0.0/16");
+    fn keys_pad_each_concatenated_field_to_a_register() {
+        let key = Key {
+            fields: vec![
+                Field::Net(net("0.0.0.0/0")),
+                Field::Proto(6),
+                Field::Port(8080),
+                Field::Net(net("10.88.0.5/16")),
+            ],
+            interval: true,
+        };
+        let (start, end) = key.bytes();
         assert_eq!(
-            Stmt::daddr_not("ff00::/8".parse().expect("a valid literal")).to_string(),
-            "ip6 daddr != ff00::/8"
+            start,
+            [0, 0, 0, 0, 6, 0, 0, 0, 0x1f, 0x90, 0, 0, 10, 88, 0, 0]
         );
-        assert_eq!(
-            Stmt::Dnat("fd00::2".parse().expect("a valid literal"), 80).to_string(),
-            "dnat ip6 to [fd00::2]:80"
-        );
-        assert_eq!(
-            Stmt::SetMarkBits(0x2000).to_string(),
-            "meta mark set meta mark | 0x2000"
-        );
+        let end = end.expect("an interval end");
+        assert_eq!(end[..4], [0xff; 4]);
+        assert_eq!(end[12..], [10, 88, 0xff, 0xff]);
+        assert_eq!(key.to_string(), "0.0.0.0/0 . tcp . 8080 . 10.88.0.0/16");
+        let port = Key {
+            fields: vec![
+                Field::Ifname("veth1".into()),
+                Field::Mac([2, 0, 0, 0, 0, 1]),
+            ],
+            interval: false,
+        };
+        let (start, end) = port.bytes();
+        assert_eq!((start.len(), end), (IFNAMSIZ + 8, None));
+        assert_eq!(port.to_string(), "veth1 . 02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn fields_and_data_read_as_nft_lists_them() {
+        assert_eq!(Field::Net(net("127.0.0.1/32")).to_string(), "127.0.0.1");
+        assert_eq!(Field::Net(net("fd00::5/64")).to_string(), "fd00::/64");
+        assert_eq!(Field::Proto(47).to_string(), "47");
+        let target = Data::Target("fd00::2".parse().expect("a valid literal"), 80);
+        assert_eq!(target.to_string(), "fd00::2 . 80");
+        assert_eq!(Data::Mark(0x2000).to_string(), "0x00002000");
     }
 
     #[test]
     fn a_batch_frames_every_message_and_counts_those_answered() {
         let mut batch = Batch::new(Family::Inet, "t");
         batch.add_chain("c");
-        batch.add_rule("c", &[Stmt::Masquerade, Stmt::Verdict(Verdict::Accept)]);
+        batch.delete_chain("c");
         assert_eq!(batch.messages, 2);
         // Begin (20 bytes), then the chain message, each length-prefixed and aligned.
         assert_eq!(u32_at(&batch.buffer, 0), 20);
