@@ -1,7 +1,7 @@
 //! Firewall rules the plugins own, behind one interface with two backends.
 //!
-//! nftables (the default where `nft` exists) keeps everything in one table of its own and
-//! applies each change as one atomic `nft -f` batch. iptables writes the same chains the
+//! nftables (the default where `nft` exists) keeps everything in tables of its own and
+//! applies each change as one atomic transaction. iptables writes the same chains the
 //! reference plugins write, with one `iptables-restore --noflush` per change, so rules made by
 //! either implementation can be found and removed by the other. There is no process per rule
 //! anywhere: the `iptables` crate's approach costs about 1 ms of exec per rule, and the

@@ -15,9 +15,9 @@
 //! - MAC spoof checking, table `bridge ferrocni`: `source-macs` drops frames entering a port in
 //!   `spoofing` unless `sources` holds that port . source MAC.
 //!
-//! Tables of earlier versions (verdict maps jumping to per-attachment chains) keep working
-//! beside these; their elements are found by owner like any other and removed with their
-//! chains.
+//! Listings read every map and set of a table, so elements of earlier development versions
+//! (verdict maps jumping to per-attachment chains) are found by owner like any other (GC,
+//! DEL without prevResult) and removed with their chains.
 
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
