@@ -315,6 +315,45 @@ fn a_taken_host_port_is_refused_and_the_first_mapping_survives() {
 }
 
 #[test]
+fn a_del_removes_only_what_its_own_add_made() {
+    require_root!();
+    let node = Node::new();
+    let a = NetnsGuard::new("fpc");
+    let ra = node.attach("a", &a);
+    let docroot = TempDir::new("www");
+    let _server = a.http_server(80, "from a", &docroot);
+    let url = format!("http://{HOST_ADDRESS}:8089/");
+    // Same port, same target: what a container that inherits a's address would ask for
+    // (without snat, so that only the DNAT itself is at stake).
+    let config = Node::portmap_conf(
+        "1.0.0",
+        &ra,
+        json!([{"hostPort": 8089, "containerPort": 80}]),
+        json!({"snat": false}),
+    );
+    node.portmap("ADD", "a", &a, &config).success();
+    node.portmap("DEL", "a", &a, &config).success();
+    node.portmap("ADD", "heir", &a, &config).success();
+    node.portmap("DEL", "a", &a, &config).success();
+    assert_eq!(
+        node.outside.curl(&url).as_deref(),
+        Some("from a"),
+        "a repeated DEL leaves the next owner's mapping alone"
+    );
+    // A DEL whose mappings differ from its ADD's still removes what the ADD made.
+    let other = Node::portmap_conf(
+        "1.0.0",
+        &ra,
+        json!([{"hostPort": 8090, "containerPort": 80}]),
+        json!({}),
+    );
+    node.portmap("DEL", "heir", &a, &other).success();
+    assert_eq!(node.outside.curl(&url), None);
+    node.assert_no_portmap_rules();
+    node.detach("a", &a, &ra);
+}
+
+#[test]
 fn bad_inputs_are_clear_errors_and_change_nothing() {
     require_root!();
     let node = Node::new();

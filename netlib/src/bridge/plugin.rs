@@ -98,13 +98,20 @@ fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Re
     Ok(gateway)
 }
 
-/// The container's port on the bridge and the container's MAC, as prevResult names them.
-fn spoofcheck_port<'a>(conf: &BridgeConf, previous: &'a CniResult) -> Option<(&'a str, MacAddr)> {
+/// The container's port on the bridge and the MAC of `ifname`, as prevResult names them.
+fn spoofcheck_port<'a>(
+    conf: &BridgeConf,
+    previous: &'a CniResult,
+    ifname: &str,
+) -> Option<(&'a str, MacAddr)> {
     let port = previous
         .interfaces
         .iter()
         .find(|i| i.sandbox.is_empty() && i.name != conf.bridge)?;
-    let container = previous.interfaces.iter().find(|i| !i.sandbox.is_empty())?;
+    let container = previous
+        .interfaces
+        .iter()
+        .find(|i| !i.sandbox.is_empty() && i.name == ifname)?;
     Some((port.name.as_str(), container.mac.parse().ok()?))
 }
 
@@ -216,7 +223,7 @@ impl Plugin for BridgePlugin {
         let torn_down = attachment::teardown(request, attachment, conf.masquerade);
         if conf.macspoofchk {
             let previous = request.prev_result().ok().flatten().unwrap_or_default();
-            let port = spoofcheck_port(&conf, &previous);
+            let port = spoofcheck_port(&conf, &previous, &attachment.ifname);
             spoofcheck::del(attachment::owner(request, attachment), port)?;
         }
         torn_down
@@ -254,7 +261,7 @@ impl Plugin for BridgePlugin {
         }
         if conf.macspoofchk {
             let owner = attachment::owner(request, attachment);
-            let port = spoofcheck_port(&conf, &previous);
+            let port = spoofcheck_port(&conf, &previous, &attachment.ifname);
             let present = match port {
                 Some((name, mac)) => spoofcheck::has(owner, name, mac)?,
                 None => false,

@@ -9,6 +9,11 @@
 //! validate every chain the base reaches, and every netdev event walk every chain, which at
 //! 1,000 containers was half of a bridge ADD's CPU time. Where a map only serves as a set, its
 //! value is a tag of the owner, so a DEL that names a key never deletes another's element.
+//! Each attachment also owns a manifest, `manifests` { owner tag . digest of its elements },
+//! which a DEL by keys deletes first: when it is missing (DEL repeated, ADD by another
+//! version) or names other elements (the DEL's keys differ from the ADD's), the kernel refuses
+//! the whole batch and the elements are found by owner instead, so a DEL never leaves its own
+//! elements behind nor takes those of a container that reuses its address or port.
 //!
 //! - masquerade, table `inet ferrocni`: `masquerading` masquerades sources in `snat4`/`snat6`, except
 //!   to multicast and to the container's own subnet (`local4`/`local6`: address . subnet).
@@ -43,6 +48,7 @@ const MASQUERADE: Scheme = Scheme {
     family: Family::Inet,
     table: "ferrocni",
     declarations: "add table inet ferrocni\n\
+           add map inet ferrocni manifests { type mark . mark : mark; }\n\
            add map inet ferrocni snat4 { type ipv4_addr : mark; }\n\
            add map inet ferrocni snat6 { type ipv6_addr : mark; }\n\
            add map inet ferrocni local4 { type ipv4_addr . ipv4_addr : mark; flags interval; }\n\
@@ -65,6 +71,7 @@ const SPOOFCHECK: Scheme = Scheme {
     family: Family::Bridge,
     table: "ferrocni",
     declarations: "add table bridge ferrocni\n\
+           add map bridge ferrocni manifests { type mark . mark : mark; }\n\
            add map bridge ferrocni spoofing { type ifname : mark; }\n\
            add map bridge ferrocni sources { type ifname . ether_addr : mark; }\n\
            add chain bridge ferrocni source-macs { type filter hook prerouting priority -300; policy accept; }\n",
@@ -88,6 +95,7 @@ const PORTMAP: Scheme = Scheme {
     family: Family::Inet,
     table: "ferrocni_portmap",
     declarations: "add table inet ferrocni_portmap\n\
+           add map inet ferrocni_portmap manifests { type mark . mark : mark; }\n\
            add map inet ferrocni_portmap dnat4 { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; flags interval; }\n\
            add map inet ferrocni_portmap dnat6 { type ipv6_addr . inet_proto . inet_service : ipv6_addr . inet_service; flags interval; }\n\
            add map inet ferrocni_portmap hairpin4 { type ipv4_addr . inet_proto . inet_service . ipv4_addr : mark; flags interval; }\n\
@@ -123,6 +131,7 @@ const FORWARD: Scheme = Scheme {
     family: Family::Inet,
     table: "ferrocni_firewall",
     declarations: "add table inet ferrocni_firewall\n\
+           add map inet ferrocni_firewall manifests { type mark . mark : mark; }\n\
            add map inet ferrocni_firewall allowed4 { type ipv4_addr : mark; }\n\
            add map inet ferrocni_firewall allowed6 { type ipv6_addr : mark; }\n\
            add set inet ferrocni_firewall isolated { type ifname; }\n\
@@ -215,15 +224,16 @@ impl Scheme {
         }
     }
 
-    /// Adds the attachment's elements. A non-exclusive key another attachment holds is
-    /// stale (keys are the attachment's own addresses and ports): it is taken over.
+    /// Adds the attachment's elements and manifest. A non-exclusive key another attachment
+    /// holds is stale (keys are the attachment's own addresses and ports): it is taken over.
     fn add(&self, owner: Owner, entries: &[Entry]) -> Result<(), FirewallError> {
         let comment = owned_comment(owner)?;
+        let manifest = manifest(owner, entries);
         let batch = |take_over: bool| {
             let mut batch = Batch::new(self.family, self.table);
             // Exclusive keys first: a taken one is then the error the kernel reports.
             let (exclusive, shared): (Vec<&Entry>, Vec<&Entry>) =
-                entries.iter().partition(|e| e.exclusive);
+                entries.iter().chain([&manifest]).partition(|e| e.exclusive);
             for entry in exclusive.into_iter().chain(shared) {
                 if take_over && !entry.exclusive {
                     batch.destroy_element(entry.map, &entry.key);
@@ -263,7 +273,7 @@ impl Scheme {
         for rule in rules {
             let _ = writeln!(batch, "add rule {table} {chain} {rule}");
         }
-        for entry in entries {
+        for entry in entries.iter().chain([&manifest(owner, entries)]) {
             let verb = if entry.exclusive { "create" } else { "add" };
             let _ = writeln!(
                 batch,
@@ -365,10 +375,11 @@ impl Scheme {
     }
 
     /// Removes an attachment's elements (and `chain`, when it has one). With `entries` known
-    /// (from prevResult) this is one netlink batch that lists nothing: adding each first
-    /// makes deleting idempotent, and a key another attachment holds (it maps elsewhere)
-    /// makes the kernel refuse the whole batch, as does a missing table (never declared
-    /// for a DEL). Then, as without entries, the elements are found by owner.
+    /// (from prevResult) this is one netlink batch that lists nothing: the manifest of
+    /// exactly these entries goes first, and the kernel refuses the whole batch when it is
+    /// missing, as when a key another attachment holds maps elsewhere (each entry is added
+    /// before it is deleted) or the table is missing (never declared for a DEL). Then, as
+    /// without entries, the elements are found by owner.
     fn delete(
         &self,
         owner: Owner,
@@ -378,6 +389,8 @@ impl Scheme {
         if !entries.is_empty() {
             let comment = comment(owner);
             let mut batch = Batch::new(self.family, self.table);
+            let manifest = manifest(owner, entries);
+            batch.delete_element(manifest.map, &manifest.key);
             if let Some(chain) = chain {
                 batch.add_chain(chain);
             }
@@ -399,14 +412,23 @@ impl Scheme {
         self.remove(&mine, &chains)
     }
 
-    fn has(&self, owner: Owner, entries: &[Entry]) -> Result<bool, FirewallError> {
-        let (elements, _) = self.list()?;
+    /// Whether every entry is there under the owner's name (and `chain`, when it has one).
+    fn has(
+        &self,
+        owner: Owner,
+        entries: &[Entry],
+        chain: Option<&str>,
+    ) -> Result<bool, FirewallError> {
+        let (elements, chains) = self.list()?;
         let ours = comment(owner);
-        Ok(entries.iter().all(|entry| {
-            elements
-                .iter()
-                .any(|e| e.comment == ours && e.matches(entry))
-        }))
+        Ok(
+            chain.is_none_or(|c| chains.iter().any(|listed| listed == c))
+                && entries.iter().all(|entry| {
+                    elements
+                        .iter()
+                        .any(|e| e.comment == ours && e.matches(entry))
+                }),
+        )
     }
 
     fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -473,9 +495,34 @@ fn owned_comment(owner: Owner) -> Result<String, FirewallError> {
     Ok(comment)
 }
 
+/// The first 32 bits of SHA-512 over `text`.
+fn digest32(text: &str) -> u32 {
+    u32::from_str_radix(&digest(text, 8), 16).unwrap_or_default()
+}
+
 /// The value of an owner's elements in maps that serve as sets.
 fn tag(owner: Owner) -> Data {
-    Data::Mark(u32::from_str_radix(&digest(&comment(owner), 8), 16).unwrap_or_default())
+    Data::Mark(digest32(&comment(owner)))
+}
+
+/// The element that says which entries an attachment owns: owner tag . digest of them.
+fn manifest(owner: Owner, entries: &[Entry]) -> Entry {
+    let listed: String = entries
+        .iter()
+        .map(|e| format!("{} {} {}\n", e.map, e.key, e.data))
+        .collect();
+    Entry {
+        map: "manifests",
+        key: Key {
+            fields: vec![
+                Field::Mark(digest32(&comment(owner))),
+                Field::Mark(digest32(&listed)),
+            ],
+            interval: false,
+        },
+        data: tag(owner),
+        exclusive: false,
+    }
 }
 
 fn apply(batch: &str) -> Result<(), FirewallError> {
@@ -531,7 +578,7 @@ pub(super) fn del_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<()
 }
 
 pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
-    MASQUERADE.has(owner, &masquerade_entries(owner, addresses))
+    MASQUERADE.has(owner, &masquerade_entries(owner, addresses), None)
 }
 
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -579,7 +626,7 @@ pub(super) fn has_spoofcheck(
     port: &str,
     mac: MacAddr,
 ) -> Result<bool, FirewallError> {
-    SPOOFCHECK.has(owner, &spoofcheck_entries(owner, port, mac))
+    SPOOFCHECK.has(owner, &spoofcheck_entries(owner, port, mac), None)
 }
 
 pub(super) fn gc_spoofcheck(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -735,7 +782,8 @@ pub(super) fn del_portmap(owner: Owner, rules: Option<&PortmapRules>) -> Result<
 }
 
 pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
-    PORTMAP.has(owner, &portmap_entries(owner, rules))
+    let chain = has_conditions(rules).then(|| portmap_chain(owner));
+    PORTMAP.has(owner, &portmap_entries(owner, rules), chain.as_deref())
 }
 
 pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -766,7 +814,7 @@ pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), F
 }
 
 pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
-    FORWARD.has(owner, &forward_entries(owner, addresses))
+    FORWARD.has(owner, &forward_entries(owner, addresses), None)
 }
 
 pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
