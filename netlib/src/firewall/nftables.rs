@@ -170,8 +170,15 @@ struct Element {
     /// As nft's JSON gives it, to delete it by.
     key: Value,
     comment: String,
+    /// What it maps to, as nft's JSON gives it (null for a set's element).
+    value: Value,
+}
+
+impl Element {
     /// The chain it jumps to, if any.
-    chain: Option<String>,
+    fn chain(&self) -> Option<&str> {
+        self.value["jump"]["target"].as_str()
+    }
 }
 
 impl Element {
@@ -337,30 +344,51 @@ impl Scheme {
                     map: map.to_string(),
                     key,
                     comment,
-                    chain: value["jump"]["target"].as_str().map(str::to_string),
+                    value: value.clone(),
                 });
             }
         }
         Ok((elements, chains))
     }
 
-    /// Deletes elements and the chains they jump to, in one batch.
+    /// Deletes the listed elements `select` picks and the chains they jump to, in one batch.
+    /// Each is first added again with the value listed: an element another attachment took
+    /// over since the listing (ADD takes stale keys over) then makes nft refuse the batch,
+    /// and a second listing no longer picks it.
+    fn remove_where(&self, select: impl Fn(&Element) -> bool) -> Result<(), FirewallError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (elements, chains) = self.list()?;
+            let picked: Vec<&Element> = elements.iter().filter(|e| select(e)).collect();
+            match self.remove(&picked, &chains) {
+                Err(FirewallError::Failed { stderr, .. })
+                    if attempts == 1 && stderr.contains("File exists") => {}
+                other => return other,
+            }
+        }
+    }
+
     fn remove(&self, elements: &[&Element], chains: &[String]) -> Result<(), FirewallError> {
         let (family, table) = (self.family.name(), self.table);
-        let mut commands: Vec<Value> = elements
+        let mut commands = Vec::new();
+        for e in elements {
+            let map = json!({"family": family, "table": table, "name": e.map});
+            if !e.value.is_null() {
+                let mut add = map.clone();
+                add["elem"] = json!([[e.key, e.value]]);
+                commands.push(json!({ "add": { "element": add } }));
+            }
+            let mut delete = map;
+            delete["elem"] = json!([e.key]);
+            commands.push(json!({ "delete": { "element": delete } }));
+        }
+        let mut targets: Vec<&str> = elements
             .iter()
-            .map(|e| {
-                json!({"delete": {"element": {
-                    "family": family, "table": table, "name": e.map, "elem": [e.key],
-                }}})
-            })
+            .filter_map(|e| e.chain())
+            .filter(|c| chains.iter().any(|listed| listed == c))
             .collect();
-        let mut targets: Vec<&String> = elements
-            .iter()
-            .filter_map(|e| e.chain.as_ref())
-            .filter(|c| chains.contains(c))
-            .collect();
-        targets.sort();
+        targets.sort_unstable();
         targets.dedup();
         for chain in targets {
             let chain = json!({"family": family, "table": table, "name": chain});
@@ -406,10 +434,8 @@ impl Scheme {
                 return Ok(());
             }
         }
-        let (elements, chains) = self.list()?;
         let ours = comment(owner);
-        let mine: Vec<&Element> = elements.iter().filter(|e| e.comment == ours).collect();
-        self.remove(&mine, &chains)
+        self.remove_where(|e| e.comment == ours)
     }
 
     /// Whether every entry is there under the owner's name (and `chain`, when it has one).
@@ -432,27 +458,22 @@ impl Scheme {
     }
 
     fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-        let (elements, chains) = self.list()?;
         let prefix = format!("{network}/");
-        let stale: Vec<&Element> = elements
-            .iter()
-            .filter(|e| {
-                let Some((container_id, ifname)) = e
-                    .comment
-                    .strip_prefix(&prefix)
-                    .and_then(|r| r.split_once('/'))
-                else {
-                    return false;
-                };
-                !Owner {
-                    network,
-                    container_id,
-                    ifname,
-                }
-                .is_valid(valid)
-            })
-            .collect();
-        self.remove(&stale, &chains)
+        self.remove_where(|e| {
+            let Some((container_id, ifname)) = e
+                .comment
+                .strip_prefix(&prefix)
+                .and_then(|r| r.split_once('/'))
+            else {
+                return false;
+            };
+            !Owner {
+                network,
+                container_id,
+                ifname,
+            }
+            .is_valid(valid)
+        })
     }
 }
 
