@@ -127,15 +127,7 @@ fn nftables_batches_read_back_in_nft_syntax() {
     let netns = Netns::open(container.path()).expect("opens");
     let net = |text: &str| Field::Net(text.parse().expect("a valid network"));
     let ip = |text: &str| text.parse().expect("a valid address");
-    let interval = |fields| Key {
-        fields,
-        interval: true,
-    };
-    let exact = |fields| Key {
-        fields,
-        interval: false,
-    };
-    let published = interval(vec![net("0.0.0.0/0"), Field::Proto(6), Field::Port(8080)]);
+    let published = Key::interval(vec![net("0.0.0.0/0"), Field::Proto(6), Field::Port(8080)]);
     let elements = [
         (
             "targets",
@@ -144,7 +136,7 @@ fn nftables_batches_read_back_in_nft_syntax() {
         ),
         (
             "hairpins",
-            interval(vec![
+            Key::interval(vec![
                 net("::/0"),
                 Field::Proto(17),
                 Field::Port(53),
@@ -154,12 +146,12 @@ fn nftables_batches_read_back_in_nft_syntax() {
         ),
         (
             "locals",
-            interval(vec![Field::Addr(ip("10.88.0.5")), net("10.88.0.0/16")]),
+            Key::interval(vec![Field::Addr(ip("10.88.0.5")), net("10.88.0.0/16")]),
             Data::Mark(7),
         ),
         (
             "ports",
-            exact(vec![
+            Key::exact(vec![
                 Field::Ifname("veth1".into()),
                 Field::Mac([2, 0, 0, 0, 0, 1]),
             ]),
@@ -167,7 +159,7 @@ fn nftables_batches_read_back_in_nft_syntax() {
         ),
         (
             "jumps",
-            exact(vec![Field::Addr(ip("10.0.0.1"))]),
+            Key::exact(vec![Field::Addr(ip("10.0.0.1"))]),
             Data::Jump("c".into()),
         ),
     ];

@@ -15,10 +15,11 @@
 //! the whole batch and the elements are found by owner instead, so a DEL never leaves its own
 //! elements behind nor takes those of a container that reuses its address or port.
 //!
-//! - masquerade, table `inet ferrocni`: `masquerading` masquerades sources in `snat4`/`snat6`, except
-//!   to multicast and to the container's own subnet (`local4`/`local6`: address . subnet).
-//! - MAC spoof checking, table `bridge ferrocni`: `source-macs` drops frames entering a port in
-//!   `spoofing` unless `sources` holds that port . source MAC.
+//! - masquerade, table `inet ferrocni`: `masquerading` masquerades sources in `snat4` and
+//!   `snat6`, except to multicast and to the container's own subnet (`local4`/`local6`:
+//!   address . subnet).
+//! - MAC spoof checking, table `bridge ferrocni`: `source-macs` drops frames entering a port
+//!   in `spoofing` unless `sources` holds that port . source MAC.
 //!
 //! Listings read every map and set of a table, so elements of earlier development versions
 //! (verdict maps jumping to per-attachment chains) are found by owner like any other (GC,
@@ -164,6 +165,18 @@ struct Entry {
     exclusive: bool,
 }
 
+impl Entry {
+    /// An element of a map that serves as a set: its value is the owner's tag.
+    fn tagged(map: &'static str, key: Key, tag: u32) -> Entry {
+        Entry {
+            map,
+            key,
+            data: Data::Mark(tag),
+            exclusive: false,
+        }
+    }
+}
+
 /// An element as listed.
 struct Element {
     map: String,
@@ -179,9 +192,7 @@ impl Element {
     fn chain(&self) -> Option<&str> {
         self.value["jump"]["target"].as_str()
     }
-}
 
-impl Element {
     fn matches(&self, entry: &Entry) -> bool {
         self.map == entry.map && key_text(&self.key) == entry.key.to_string()
     }
@@ -200,14 +211,14 @@ impl Scheme {
             Err(FirewallError::Failed { stderr, .. })
                 if stderr.contains("No such file or directory") =>
             {
-                self.declare()?;
-                apply(batch)
+                apply(&format!("{}{batch}", self.base()))
             }
             other => other,
         }
     }
 
-    fn declare(&self) -> Result<(), FirewallError> {
+    /// The declarations, then each base chain flushed and refilled.
+    fn base(&self) -> String {
         let mut batch = self.declarations.to_string();
         let table = self.table();
         for (chain, rules) in self.rules {
@@ -216,7 +227,7 @@ impl Scheme {
                 let _ = writeln!(batch, "add rule {table} {chain} {rule}");
             }
         }
-        apply(&batch)
+        batch
     }
 
     /// Commits a netlink batch, declaring the base (with nft) when the table or a map is
@@ -224,7 +235,7 @@ impl Scheme {
     fn commit_on_base(&self, batch: &Batch) -> Result<(), FirewallError> {
         match batch.commit() {
             Err(e) if e.errno() == Some(libc::ENOENT) => {
-                self.declare()?;
+                apply(&self.base())?;
                 Ok(batch.commit()?)
             }
             other => Ok(other?),
@@ -522,8 +533,8 @@ fn digest32(text: &str) -> u32 {
 }
 
 /// The value of an owner's elements in maps that serve as sets.
-fn tag(owner: Owner) -> Data {
-    Data::Mark(digest32(&comment(owner)))
+fn owner_tag(owner: Owner) -> u32 {
+    digest32(&comment(owner))
 }
 
 /// The element that says which entries an attachment owns: owner tag . digest of them.
@@ -532,18 +543,9 @@ fn manifest(owner: Owner, entries: &[Entry]) -> Entry {
         .iter()
         .map(|e| format!("{} {} {}\n", e.map, e.key, e.data))
         .collect();
-    Entry {
-        map: "manifests",
-        key: Key {
-            fields: vec![
-                Field::Mark(digest32(&comment(owner))),
-                Field::Mark(digest32(&listed)),
-            ],
-            interval: false,
-        },
-        data: tag(owner),
-        exclusive: false,
-    }
+    let tag = owner_tag(owner);
+    let key = Key::exact(vec![Field::Mark(tag), Field::Mark(digest32(&listed))]);
+    Entry::tagged("manifests", key, tag)
 }
 
 fn apply(batch: &str) -> Result<(), FirewallError> {
@@ -565,27 +567,21 @@ fn per_family(ipv6: bool, v4: &'static str, v6: &'static str) -> &'static str {
 }
 
 fn masquerade_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
+    let tag = owner_tag(owner);
     let mut entries = Vec::new();
     for address in addresses {
-        let ipv6 = address.is_ipv6();
-        entries.push(Entry {
-            map: per_family(ipv6, "snat4", "snat6"),
-            key: Key {
-                fields: vec![Field::Addr(address.ip())],
-                interval: false,
-            },
-            data: tag(owner),
-            exclusive: false,
-        });
-        entries.push(Entry {
-            map: per_family(ipv6, "local4", "local6"),
-            key: Key {
-                fields: vec![Field::Addr(address.ip()), Field::Net(*address)],
-                interval: true,
-            },
-            data: tag(owner),
-            exclusive: false,
-        });
+        let (ipv6, ip) = (address.is_ipv6(), Field::Addr(address.ip()));
+        let local = Key::interval(vec![ip.clone(), Field::Net(*address)]);
+        entries.push(Entry::tagged(
+            per_family(ipv6, "snat4", "snat6"),
+            Key::exact(vec![ip]),
+            tag,
+        ));
+        entries.push(Entry::tagged(
+            per_family(ipv6, "local4", "local6"),
+            local,
+            tag,
+        ));
     }
     entries
 }
@@ -607,26 +603,10 @@ pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<()
 }
 
 fn spoofcheck_entries(owner: Owner, port: &str, mac: MacAddr) -> [Entry; 2] {
-    let port = Field::Ifname(port.to_string());
+    let (tag, port) = (owner_tag(owner), Field::Ifname(port.to_string()));
     [
-        Entry {
-            map: "spoofing",
-            key: Key {
-                fields: vec![port.clone()],
-                interval: false,
-            },
-            data: tag(owner),
-            exclusive: false,
-        },
-        Entry {
-            map: "sources",
-            key: Key {
-                fields: vec![port, Field::Mac(mac.0)],
-                interval: false,
-            },
-            data: tag(owner),
-            exclusive: false,
-        },
+        Entry::tagged("spoofing", Key::exact(vec![port.clone()]), tag),
+        Entry::tagged("sources", Key::exact(vec![port, Field::Mac(mac.0)]), tag),
     ]
 }
 
@@ -685,6 +665,7 @@ fn masqueraded_sources(rules: &PortmapRules, target: &IpNetwork) -> Vec<IpNetwor
 
 fn portmap_entries(owner: Owner, rules: &PortmapRules) -> Vec<Entry> {
     let chain = has_conditions(rules).then(|| portmap_chain(owner));
+    let tag = owner_tag(owner);
     let mut entries = Vec::new();
     for mapping in rules.mappings {
         for target in rules.targets_for(mapping) {
@@ -697,20 +678,16 @@ fn portmap_entries(owner: Owner, rules: &PortmapRules) -> Vec<Entry> {
                 Field::Proto(mapping.protocol.number()),
                 Field::Port(mapping.host_port),
             ];
-            let key = |fields: Vec<Field>| Key {
-                fields,
-                interval: true,
-            };
             entries.push(Entry {
                 map: per_family(ipv6, "dnat4", "dnat6"),
-                key: key(port.clone()),
+                key: Key::interval(port.clone()),
                 data: Data::Target(target.ip(), mapping.container_port),
                 exclusive: true,
             });
             if let Some(chain) = &chain {
                 entries.push(Entry {
                     map: per_family(ipv6, "filtered4", "filtered6"),
-                    key: key(port),
+                    key: Key::interval(port),
                     data: Data::Jump(chain.clone()),
                     exclusive: true,
                 });
@@ -719,12 +696,8 @@ fn portmap_entries(owner: Owner, rules: &PortmapRules) -> Vec<Entry> {
             for source in masqueraded_sources(rules, target) {
                 let mut fields = port.clone();
                 fields.push(Field::Net(source));
-                entries.push(Entry {
-                    map: per_family(ipv6, "hairpin4", "hairpin6"),
-                    key: key(fields),
-                    data: tag(owner),
-                    exclusive: false,
-                });
+                let map = per_family(ipv6, "hairpin4", "hairpin6");
+                entries.push(Entry::tagged(map, Key::interval(fields), tag));
             }
         }
     }
@@ -812,16 +785,12 @@ pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), F
 }
 
 fn forward_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
+    let tag = owner_tag(owner);
     addresses
         .iter()
-        .map(|a| Entry {
-            map: per_family(a.is_ipv6(), "allowed4", "allowed6"),
-            key: Key {
-                fields: vec![Field::Addr(a.ip())],
-                interval: false,
-            },
-            data: tag(owner),
-            exclusive: false,
+        .map(|a| {
+            let map = per_family(a.is_ipv6(), "allowed4", "allowed6");
+            Entry::tagged(map, Key::exact(vec![Field::Addr(a.ip())]), tag)
         })
         .collect()
 }

@@ -172,6 +172,22 @@ pub struct Key {
 }
 
 impl Key {
+    /// A key of a map without `flags interval`.
+    pub fn exact(fields: Vec<Field>) -> Key {
+        Key {
+            fields,
+            interval: false,
+        }
+    }
+
+    /// A key of a map with `flags interval` (a concatenation).
+    pub fn interval(fields: Vec<Field>) -> Key {
+        Key {
+            fields,
+            interval: true,
+        }
+    }
+
     /// The key, and for interval maps its end.
     fn bytes(&self) -> (Vec<u8>, Option<Vec<u8>>) {
         let (mut start, mut end) = (Vec::new(), Vec::new());
@@ -464,15 +480,12 @@ mod tests {
 
     #[test]
     fn keys_pad_each_concatenated_field_to_a_register() {
-        let key = Key {
-            fields: vec![
-                Field::Net(net("0.0.0.0/0")),
-                Field::Proto(6),
-                Field::Port(8080),
-                Field::Net(net("10.88.0.5/16")),
-            ],
-            interval: true,
-        };
+        let key = Key::interval(vec![
+            Field::Net(net("0.0.0.0/0")),
+            Field::Proto(6),
+            Field::Port(8080),
+            Field::Net(net("10.88.0.5/16")),
+        ]);
         let (start, end) = key.bytes();
         assert_eq!(
             start,
