@@ -9,6 +9,7 @@ missing=()
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 [ -x /usr/lib/podman/netavark ] || missing+=(netavark)
 command -v gnuplot >/dev/null 2>&1 || missing+=(gnuplot-nox)
+[ -x /usr/bin/time ] || missing+=(time)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
