@@ -482,6 +482,42 @@ fn gnuplot(script: &str) {
     }
 }
 
+/// Waits until the kernel has finished destroying the namespaces of earlier scenarios: it
+/// does so asynchronously, in kworkers holding the RTNL lock, so a scenario measured while
+/// 2,000 of them are still being torn down mostly measures that. There is no counter of
+/// namespaces still alive (the `net_namespace` slab keeps counting freed objects), so the
+/// sign is the machine going idle: under 5% busy over half a second, or two minutes.
+fn settle() {
+    // (busy, total) jiffies of all CPUs since boot, from the first line of /proc/stat.
+    let ticks = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        let idle = fields.get(3)? + fields.get(4)?;
+        let total: u64 = fields.iter().sum();
+        Some((total - idle, total))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let Some(mut last) = ticks() else {
+        std::thread::sleep(Duration::from_secs(10));
+        return;
+    };
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let Some(now) = ticks() else { return };
+        let (busy, total) = (now.0 - last.0, now.1 - last.1);
+        last = now;
+        if busy * 20 < total {
+            return;
+        }
+    }
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -578,7 +614,9 @@ fn main() {
             }
             let in_sandbox = sandbox.run(|| {
             if kind == "concurrent" {
+                settle();
                 let (wall, errors, distinct) = bench.concurrent(ours.clone(), "co");
+                settle();
                 let (wall_ref, _, _) = bench.concurrent(reference.clone(), "cr");
                 println!(
                     "64 ADDs: ours {wall:.0} ms ({errors} errors, {distinct} addresses), reference {wall_ref:.0} ms, {:.2}x",
@@ -586,6 +624,7 @@ fn main() {
                 );
             } else if kind == "scale" {
                 // Ours only: the quick loop for work on growth.
+                settle();
                 let (latencies, del) = bench.scale(ours.clone(), "so", scale_count);
                 for (at, chunk) in latencies.chunks(50).enumerate().step_by(4) {
                     println!(
@@ -633,10 +672,14 @@ fn main() {
         eprintln!("== kernel floor x{n}");
         let (floor_create, floor_delete) = bench.kernel_floor(n);
         eprintln!("== scale: {scale_count} containers with a port mapping each");
+        settle();
         let (scale_ours, scale_del_ours) = bench.scale(ours.clone(), "so", scale_count);
+        settle();
         let (scale_ref, scale_del_ref) = bench.scale(reference.clone(), "sr", scale_count);
         eprintln!("== 64 concurrent ADDs");
+        settle();
         let conc_ours = bench.concurrent(ours.clone(), "co");
+        settle();
         let conc_ref = bench.concurrent(reference.clone(), "cr");
         eprintln!("== netavark");
         let netavark = bench.netavark(n / 2);
