@@ -34,6 +34,48 @@ fn netlink_opened_in_a_namespace_acts_only_there() {
 }
 
 #[test]
+fn an_address_dump_names_one_link_and_leaves_the_socket_as_it_was() {
+    require_root!();
+    let container = NetnsGuard::new("fka");
+    let netns = Netns::open(container.path()).expect("opens");
+    let mut netlink = Netlink::open_in(&netns).expect("socket inside");
+    let mut bridge = |name: &str, address: &str| {
+        let link = netlink.ensure_bridge(name, None, false).expect("bridge");
+        netlink
+            .add_address(link.index, address.parse().expect("address"), true)
+            .expect("add address");
+        link.index
+    };
+    let (first, second) = (
+        bridge("fka0", "10.81.0.1/24"),
+        bridge("fka1", "10.82.0.1/24"),
+    );
+    let v4 = |addresses: Vec<ipnetwork::IpNetwork>| -> Vec<String> {
+        addresses
+            .iter()
+            .filter(|a| a.is_ipv4())
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(
+        v4(netlink.addresses(first).expect("dump")),
+        ["10.81.0.1/24"]
+    );
+    assert_eq!(
+        v4(netlink.addresses(second).expect("dump")),
+        ["10.82.0.1/24"]
+    );
+    // The dump turns strict checking on for itself only: a route lookup, which the strict
+    // parser refuses, still works on the same socket.
+    let via = netlink
+        .output_link("10.82.0.9".parse().expect("address"))
+        .expect("route lookup after a dump");
+    assert_eq!(via, Some(second));
+    netlink.delete_link(second).expect("delete");
+    assert!(netlink.addresses(second).expect("gone link").is_empty());
+}
+
+#[test]
 fn sysctls_inside_a_namespace_do_not_touch_the_host() {
     require_root!();
     let container = NetnsGuard::new("fks");
