@@ -215,8 +215,8 @@ impl Row {
     }
 
     /// The 95% bootstrap interval of [`Row::ratio`]: both sides resampled with replacement a
-    /// thousand times. It says how much of a ratio is the noise of this machine: the same
-    /// binaries gave bridge ADD 4.80x in one full run and 5.07x in the next.
+    /// thousand times. It covers the sampling noise of one run only; whole runs drift more
+    /// (bridge ADD gave 4.80x, 5.07x and 4.52x in three full runs on this machine).
     fn ratio_interval(&self) -> (f64, f64) {
         const RESAMPLES: usize = 1000;
         if self.ours.is_empty() || self.reference.is_empty() {
@@ -779,7 +779,7 @@ fn main() {
                 row.ratio()
             );
         }
-        let _ = writeln!(md, "\nThe interval is a bootstrap of the ratio (both sides resampled a thousand times): a target whose interval straddles it is met or missed by this machine's noise.");
+        let _ = writeln!(md, "\nThe interval is a bootstrap of the ratio (both sides resampled a thousand times). It covers this run's sampling noise only: whole runs drift more, mostly with the reference's own times.");
         let _ = writeln!(md, "\n![medians per scenario](bench-medians.png)\n");
         let _ = writeln!(md, "## Kernel floor\n\nCreating a veth pair into a namespace: {:.2} ms median; deleting it: {:.2} ms median (in-process netlink, no exec). bridge DEL (ours) is {:.1} ms, {:.2}x the floor of create + delete.\n", median(&floor_create), median(&floor_delete), bridge_del, bridge_del / floor.max(f64::MIN_POSITIVE));
         let _ = writeln!(md, "## Scale: {scale_count} containers, one port mapping each\n\n| | ADD 1-50 median | ADD last 50 median | growth | DEL of all (s) |\n|---|---|---|---|---|");
