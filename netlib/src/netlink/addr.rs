@@ -202,10 +202,10 @@ impl Netlink {
     ///
     /// Under strict checking the kernel honours the filter, so asking for one bridge's
     /// addresses on a host with a thousand veths returns the bridge's, not a thousand
-    /// link-local ones to parse and throw away on every ADD. Strict
-    /// checking is on for this request only: it also rejects requests the lax parser takes,
-    /// such as our route lookups. Kernels before 4.20 refuse the option and dump everything,
-    /// so callers still check the index of every answer.
+    /// link-local ones to parse and throw away on every ADD. Strict checking is on for this
+    /// request only: it also rejects requests the lax parser takes, such as our route
+    /// lookups. Kernels before 4.20 refuse the option and dump everything, so callers still
+    /// check the index of every answer.
     fn addresses_of(
         &mut self,
         index: u32,
