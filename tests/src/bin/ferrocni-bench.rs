@@ -264,7 +264,7 @@ struct Bench {
 impl Bench {
     fn container(&mut self) -> (String, String) {
         self.serial += 1;
-        let name = format!("fb{}x{}", std::process::id() % 10000, self.serial);
+        let name = format!("fb{}x{}", std::process::id(), self.serial);
         Netns::create(&name).expect("container netns");
         let path = format!("{}/{name}", netlib::netns::NETNS_DIR);
         (name, path)
@@ -519,6 +519,29 @@ fn gnuplot(script: &str) {
     }
 }
 
+/// Removes what a bench that died left behind: its sandbox host and container namespaces
+/// (named after its pid) and its IPAM store. The bench is built with `panic = "abort"`, so
+/// a failed run never unwinds to clean up after itself; the next run does it instead.
+fn sweep_leftovers() {
+    let pid_of = |name: &str| -> Option<u32> {
+        let rest = name.strip_prefix("fbench").or_else(|| {
+            name.strip_prefix("fb")
+                .and_then(|rest| rest.split_once('x'))
+                .map(|(pid, _)| pid)
+        })?;
+        rest.parse().ok()
+    };
+    for name in Netns::list() {
+        let Some(pid) = pid_of(&name) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        eprintln!("== removing {name}, left by bench process {pid}");
+        let _ = Netns::delete(&name);
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("ferrocni-bench-{pid}")));
+    }
+}
+
 /// Waits until the kernel has finished destroying the namespaces of earlier scenarios: it
 /// does so asynchronously, in kworkers holding the RTNL lock, so a scenario measured while
 /// 2,000 of them are still being torn down mostly measures that. There is no counter of
@@ -617,6 +640,7 @@ fn main() {
     let quick = flags.quick;
     let (n, scale_count) = if quick { (20, 200) } else { (100, 1000) };
 
+    sweep_leftovers();
     let host_name = format!("fbench{}", std::process::id());
     let host = Netns::create(&host_name).expect("sandbox host");
     let mut bench = Bench {
