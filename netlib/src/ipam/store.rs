@@ -20,6 +20,12 @@
 //! half-way) the index is rebuilt from a full read. Each listed address is checked against
 //! its reservation file, so a stale entry can neither hide nor invent a reservation. The
 //! reference ignores the directory: its names are no addresses and its contents no owners.
+//!
+//! Released files are not unlinked but kept in `.ferrocni-owners/spare/` (up to
+//! [`SPARE_LIMIT`]) and renamed into place by the next ADD: allocating an inode costs ext4
+//! 0.2-0.25 ms here (it searches past recently deleted ones), two of them a tenth of a
+//! bridge ADD, where a rename costs 0.02 ms. A spare's name is no address, so the reference,
+//! which reads every file under the directory, never takes one for a reservation.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -36,6 +42,13 @@ const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const TEMP_PREFIX: &str = ".tmp-";
 const INDEX_DIR: &str = ".ferrocni-owners";
 const STAMP: &str = "stamp";
+const SPARE_DIR: &str = "spare";
+/// Released files kept for reuse; past this many they are removed.
+const SPARE_LIMIT: usize = 64;
+/// Spare name prefixes: a reservation file, an owner index file (reused for their own kind,
+/// whose contents have about the same length, so rewriting one seldom shrinks it).
+const SPARE_RESERVATION: &str = "r";
+const SPARE_OWNER: &str = "o";
 
 /// Who holds an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +172,44 @@ fn overwrite(path: &Path, content: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Moves `from` to `to` unless `to` exists, atomically (rename(2) with RENAME_NOREPLACE).
+/// A filesystem that cannot do that gets a hard link and the removal of `from`, which
+/// claims `to` as atomically.
+fn place(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = |path: &Path| {
+        CString::new(path.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let (c_from, c_to) = (c_path(from)?, c_path(to)?);
+    // A raw system call: nix wraps renameat2 for glibc only, and plugins link musl.
+    // SAFETY: both pointers are NUL-terminated strings that outlive the call; the kernel
+    // only reads them.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            fs::hard_link(from, to)?;
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
+        _ => Err(error),
+    }
+}
+
 fn io_error(path: &Path) -> impl Fn(io::Error) -> IpamError + '_ {
     move |source| IpamError::Store {
         path: path.to_path_buf(),
@@ -248,23 +299,27 @@ impl Store {
     }
 
     /// Claims the first free address of `candidates` (each with what the caller wants back
-    /// with it) for the attachment; `None` when all are taken. One temporary serves every
-    /// attempt: a taken address costs one link(2).
+    /// with it) for the attachment; `None` when all are taken. One file, written before any
+    /// attempt, serves them all: a taken address costs one rename(2) that refuses to replace.
     pub fn reserve_first<T>(
         &self,
         candidates: impl IntoIterator<Item = (IpAddr, T)>,
         container_id: &str,
         ifname: &str,
     ) -> Result<Option<(IpAddr, T)>, IpamError> {
-        let temp = self.write_temp(
-            "reservation",
-            format!("{}\r\n{ifname}", container_id.trim()).as_bytes(),
-        )?;
+        let content = format!("{}\r\n{ifname}", container_id.trim());
+        let spare = self
+            .take_spare(SPARE_RESERVATION)
+            .filter(|spare| overwrite(spare, content.as_bytes()).is_ok());
+        let temp = match &spare {
+            Some(spare) => spare.clone(),
+            None => self.write_temp("reservation", content.as_bytes())?,
+        };
         let mut claimed = None;
         let mut failure = None;
         for (ip, with) in candidates {
             let target = self.dir.join(ip.to_string());
-            match fs::hard_link(&temp, &target) {
+            match place(&temp, &target) {
                 Ok(()) => {
                     claimed = Some((ip, with));
                     break;
@@ -276,7 +331,10 @@ impl Store {
                 }
             }
         }
-        let _ = fs::remove_file(&temp);
+        // A spare nobody claimed stays one; a new temporary goes.
+        if claimed.is_none() && spare.is_none() {
+            let _ = fs::remove_file(&temp);
+        }
         if let Some(failure) = failure {
             return Err(failure);
         }
@@ -291,7 +349,8 @@ impl Store {
     pub fn release(&self, reservation: &Reservation) -> Result<(), IpamError> {
         let path = self.dir.join(reservation.ip.to_string());
         self.changed.set(true);
-        match fs::remove_file(&path) {
+        let spare_name = format!("{SPARE_RESERVATION}{}", reservation.ip);
+        match self.retire(&path, &spare_name) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&path)(e)),
             _ => {}
         }
@@ -429,10 +488,16 @@ impl Store {
     fn write_owner(&self, key: &str, ips: &[IpAddr]) -> Result<(), IpamError> {
         let path = self.index_dir().join(key);
         if ips.is_empty() {
-            return match fs::remove_file(&path) {
+            return match self.retire(&path, &format!("{SPARE_OWNER}{key}")) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&path)(e)),
                 _ => Ok(()),
             };
+        }
+        if !path.exists() {
+            if let Some(spare) = self.take_spare(SPARE_OWNER) {
+                // Best effort: without it the file is simply made anew below.
+                let _ = fs::rename(spare, &path);
+            }
         }
         let text: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
         self.write_in_index(key, text.as_bytes())
@@ -474,6 +539,38 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error(&path)(e)),
         }
+    }
+
+    fn spare_dir(&self) -> PathBuf {
+        self.index_dir().join(SPARE_DIR)
+    }
+
+    /// A released file of one kind (its name starts with `kind`) to reuse, if there is one.
+    fn take_spare(&self, kind: &str) -> Option<PathBuf> {
+        fs::read_dir(self.spare_dir())
+            .ok()?
+            .flatten()
+            .find(|entry| entry.file_name().to_string_lossy().starts_with(kind))
+            .map(|entry| entry.path())
+    }
+
+    /// Takes `path` out of use: among the spares as `name` (replacing an older spare of
+    /// that name), or removed when there are enough spares already or they cannot be kept.
+    fn retire(&self, path: &Path, name: &str) -> io::Result<()> {
+        let dir = self.spare_dir();
+        let keep = || -> io::Result<()> {
+            if fs::read_dir(&dir).map_or(0, Iterator::count) >= SPARE_LIMIT {
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            match fs::rename(path, dir.join(name)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+                    fs::create_dir_all(&dir)?;
+                    fs::rename(path, dir.join(name))
+                }
+                other => other,
+            }
+        };
+        keep().or_else(|_| fs::remove_file(path))
     }
 
     fn write_temp(&self, name: &str, content: &[u8]) -> Result<PathBuf, IpamError> {
@@ -641,6 +738,81 @@ mod tests {
             .held_by("alpha", "eth0")
             .expect("store operation")
             .is_empty());
+    }
+
+    #[test]
+    fn released_files_are_reused_instead_of_made() {
+        let temp = TempStore::new("spares");
+        let inode = |path: PathBuf| fs::metadata(path).expect("metadata").ino();
+        let net = temp.0.join("net");
+        // One store per step, as one plugin process per ADD and DEL.
+        assert!(temp
+            .open()
+            .reserve(ip("10.0.0.2"), "alpha", "eth0")
+            .expect("reserve"));
+        let (reservation, index) = (
+            inode(net.join("10.0.0.2")),
+            inode(net.join(INDEX_DIR).join(owner_key("alpha", Some("eth0")))),
+        );
+        {
+            let store = temp.open();
+            let alpha = store.held_by("alpha", "eth0").expect("held");
+            store.release(&alpha[0]).expect("release");
+        }
+        assert!(temp
+            .open()
+            .reserve(ip("10.0.0.3"), "beta", "eth0")
+            .expect("reserve"));
+        assert_eq!(inode(net.join("10.0.0.3")), reservation);
+        assert_eq!(
+            inode(net.join(INDEX_DIR).join(owner_key("beta", Some("eth0")))),
+            index
+        );
+        // Reused, the files say only what they say now.
+        let store = temp.open();
+        assert!(store.index_is_complete());
+        assert_eq!(
+            store.held_by("beta", "eth0").expect("held"),
+            [Reservation {
+                ip: ip("10.0.0.3"),
+                container_id: "beta".into(),
+                ifname: Some("eth0".into()),
+            }]
+        );
+        assert!(store.held_by("alpha", "eth0").expect("held").is_empty());
+        // Taken, the address refuses a second claim.
+        assert!(!store
+            .reserve(ip("10.0.0.3"), "gamma", "eth0")
+            .expect("reserve"));
+        assert!(store.held_by("gamma", "eth0").expect("held").is_empty());
+    }
+
+    #[test]
+    fn spares_are_capped_and_never_named_as_addresses() {
+        let temp = TempStore::new("cap");
+        let store = temp.open();
+        let count = SPARE_LIMIT + 6;
+        for n in 0..count {
+            let address = ip(&format!("10.0.1.{}", n + 2));
+            assert!(store
+                .reserve(address, &format!("c{n}"), "eth0")
+                .expect("reserve"));
+        }
+        for reservation in store.reservations().expect("all") {
+            store.release(&reservation).expect("release");
+        }
+        let spares: Vec<String> = fs::read_dir(store.spare_dir())
+            .expect("spares")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(spares.len(), SPARE_LIMIT);
+        // The reference takes any file whose name is an address for a reservation.
+        assert!(
+            spares.iter().all(|name| name.parse::<IpAddr>().is_err()),
+            "{spares:?}"
+        );
+        assert!(store.reservations().expect("all").is_empty());
     }
 
     #[test]
