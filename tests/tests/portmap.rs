@@ -489,11 +489,11 @@ fn two_hundred_mappings_all_answer_and_all_go() {
     std::fs::write(docroot.path().join("index.html"), "ok").expect("write");
     for (i, _) in attached.iter().enumerate() {
         let url = format!("http://{HOST_ADDRESS}:{}/", 20000 + i);
-        assert_eq!(
-            node.outside.curl(&url).as_deref(),
-            Some("ok"),
-            "mapping {i}"
-        );
+        // Up to three tries, as a client would: once in six CI runs one request got no
+        // answer within its 3 s while the bridge floods 200 containers' IPv6 chatter. A
+        // mapping that is missing never answers.
+        let answer = (0..3).find_map(|_| node.outside.curl(&url));
+        assert_eq!(answer.as_deref(), Some("ok"), "mapping {i}");
     }
     for (id, container, result, config, server) in attached {
         node.portmap("DEL", &id, &container, &config).success();
