@@ -333,14 +333,16 @@ impl Bench {
             ours: del_o,
             reference: del_r,
         });
-        // CPU time from the middle iteration; peak RSS from one more ADD under GNU time, kept
-        // out of the timed iterations because GNU time's own exec would be in them.
+        // The median CPU time of the timed iterations; peak RSS from one more ADD under GNU
+        // time, kept out of the timed iterations because GNU time's own exec would be in them.
         let mut cost = |chain: &Chain, timed: &[Exec]| {
             let _ = std::fs::create_dir_all(&self.store);
             let report = self.store.join(format!("rss-{kind}"));
             let (_, measured, _) = self.attach_once(chain, kind, n, Some(&report));
+            let mut cpu: Vec<Duration> = timed.iter().map(|e| e.cpu).collect();
+            cpu.sort();
             Exec {
-                cpu: timed.get(timed.len() / 2).map_or(Duration::ZERO, |e| e.cpu),
+                cpu: cpu.get(cpu.len() / 2).copied().unwrap_or_default(),
                 max_rss_kib: measured.max_rss_kib,
             }
         };
