@@ -579,11 +579,6 @@ fn sweep_leftovers() {
     }
 }
 
-/// Waits until the kernel has finished destroying the namespaces of earlier scenarios: it
-/// does so asynchronously, in kworkers holding the RTNL lock, so a scenario measured while
-/// 2,000 of them are still being torn down mostly measures that. There is no counter of
-/// namespaces still alive (the `net_namespace` slab keeps counting freed objects), so the
-/// sign is the machine going idle: under 5% busy over half a second, or two minutes.
 /// Jiffies of all CPUs since boot by state (user, nice, system, idle, iowait, irq, softirq,
 /// ...), from the first line of /proc/stat.
 fn cpu_ticks() -> Option<Vec<u64>> {
@@ -608,6 +603,11 @@ fn softirq_seconds() -> f64 {
         .map_or(0.0, |ticks| ticks as f64 / per_second)
 }
 
+/// Waits until the kernel has finished destroying the namespaces of earlier scenarios: it
+/// does so asynchronously, in kworkers holding the RTNL lock, so a scenario measured while
+/// 2,000 of them are still being torn down mostly measures that. There is no counter of
+/// namespaces still alive (the `net_namespace` slab keeps counting freed objects), so the
+/// sign is the machine going idle: under 5% busy over half a second, or two minutes.
 fn settle() {
     // (busy, total) jiffies of all CPUs since boot.
     let ticks = || -> Option<(u64, u64)> {
@@ -888,7 +888,7 @@ fn main() {
                 run.del / 1000.0
             );
         }
-        let _ = writeln!(md, "\nSoftirq is the CPU time all CPUs spent handling packets while the containers were added. Every new container's interface sends link-local IPv6 (duplicate address detection, multicast listener reports, router solicitations) and a gratuitous ARP; the bridge floods each to every port, so each ADD costs work in proportion to the containers already there, in the reference as in ours. The diagnostic row repeats our run with IPv6 disabled inside the containers (nothing else changed) to show that share: compare its last 50 and its softirq time with ours. Its growth is not comparable: it runs right after our first run's teardown of 1,000 containers, and the ADDs that follow such a teardown start slower (in separate runs of `--only scale-quiet`, its first 50 took 3.7 ms in a fresh sandbox and 5.0 ms right after a teardown, with the same last 50; compare this run's first 50 with ours).");
+        let _ = writeln!(md, "\nSoftirq is the CPU time all CPUs spent handling packets while the containers were added. Every new container's interface sends link-local IPv6 (duplicate address detection, multicast listener reports, router solicitations) and a gratuitous ARP; the bridge floods each to every port, so each ADD costs work in proportion to the containers already there, in the reference as in ours. The diagnostic row repeats our run with IPv6 disabled inside the containers (nothing else changed) to show that share: compare its last 50 and its softirq time with ours. Its growth is not comparable: it runs right after our first run's teardown of {scale_count} containers, and the ADDs that follow such a teardown start slower (in separate runs of `--only scale-quiet`, its first 50 took 3.7 ms in a fresh sandbox and 5.0 ms right after a teardown, with the same last 50; compare this run's first 50 with ours).");
         let _ = writeln!(md, "\n![ADD latency vs container count](bench-scale.png)\n");
         let _ = writeln!(md, "## 64 concurrent ADDs on one bridge\n\n| | wall (ms) | errors | distinct addresses |\n|---|---|---|---|\n| ours | {:.0} | {} | {} |\n| reference | {:.0} | {} | {} |\n", conc_ours.0, conc_ours.1, conc_ours.2, conc_ref.0, conc_ref.1, conc_ref.2);
         let _ = writeln!(md, "## Cost of one bridge ADD (the bridge binary itself)\n\n| | peak RSS | CPU time |\n|---|---|---|\n| ours | {} | {:.1} ms |\n| reference | {} | {:.1} ms |\n", kib(bridge_cost.max_rss_kib), ms(bridge_cost.cpu), kib(costs.iter().find(|c| c.0 == "bridge").and_then(|c| c.2.max_rss_kib)), costs.iter().find(|c| c.0 == "bridge").map_or(0.0, |c| ms(c.2.cpu)));
