@@ -130,8 +130,8 @@ impl Netlink {
         })
     }
 
-    /// A socket inside `netns`, usable from the calling thread: one namespace switch, on a
-    /// throwaway thread, for any number of requests.
+    /// A socket inside `netns`, usable from the calling thread: one namespace switch there and
+    /// back (see [`Netns::run`]), for any number of requests.
     pub fn open_in(netns: &Netns) -> Result<Self, NetlinkError> {
         netns.run(Netlink::open)?
     }
