@@ -22,7 +22,7 @@
 //! reference ignores the directory: its names are no addresses and its contents no owners.
 //!
 //! Released files are not unlinked but kept in `.ferrocni-owners/spare/` (up to
-//! [`SPARE_LIMIT`]) and renamed into place by the next ADD: creating a file costs ext4 0.2 ms
+//! `SPARE_LIMIT`) and renamed into place by the next ADD: creating a file costs ext4 0.2 ms
 //! on the machines we measure on (an `open(O_CREAT)` in a fresh directory), two of them a
 //! tenth of a bridge ADD, where a rename costs 0.02 ms. A spare's name is no address, so the
 //! reference, which reads every file under the directory, never takes one for a reservation.
@@ -367,7 +367,7 @@ impl Store {
             .and_then(|text| text.trim().parse().ok())
     }
 
-    /// The hint is overwritten in place (see [`overwrite`]); an unreadable one means "start
+    /// The hint is overwritten in place (see `overwrite`); an unreadable one means "start
     /// over" (see [`Store::last_reserved`]).
     pub fn set_last_reserved(&self, index: usize, ip: IpAddr) -> Result<(), IpamError> {
         // Creating the file changes the directory.
