@@ -216,7 +216,7 @@ impl Row {
 
     /// The 95% bootstrap interval of [`Row::ratio`]: both sides resampled with replacement a
     /// thousand times. It covers the sampling noise of one run only; whole runs drift more
-    /// (bridge ADD gave 4.80x, 5.07x and 4.52x in three full runs on this machine).
+    /// (bridge ADD gave 4.52x to 5.34x in seven full runs on this machine).
     fn ratio_interval(&self) -> (f64, f64) {
         const RESAMPLES: usize = 1000;
         if self.ours.is_empty() || self.reference.is_empty() {
@@ -603,11 +603,13 @@ fn softirq_seconds() -> f64 {
         .map_or(0.0, |ticks| ticks as f64 / per_second)
 }
 
-/// Waits until the kernel has finished destroying the namespaces of earlier scenarios: it
+/// Waits for the kernel to get through destroying the namespaces of earlier scenarios: it
 /// does so asynchronously, in kworkers holding the RTNL lock, so a scenario measured while
 /// 2,000 of them are still being torn down mostly measures that. There is no counter of
 /// namespaces still alive (the `net_namespace` slab keeps counting freed objects), so the
-/// sign is the machine going idle: under 5% busy over half a second, or two minutes.
+/// sign is the machine going idle: under 5% busy over half a second, or two minutes. It is
+/// only a sign: ADDs right after a 1,000-container teardown still start slower here, for a
+/// reason not found (see the scale diagnostic's text in the report).
 fn settle() {
     // (busy, total) jiffies of all CPUs since boot.
     let ticks = || -> Option<(u64, u64)> {
