@@ -46,6 +46,10 @@ pub enum Error {
     /// STATUS: the network cannot take ADDs now.
     #[error("{0}")]
     Unavailable(String),
+    /// The kernel numbers bridge ports in 10 bits and answers the 1024th with a bare EXFULL,
+    /// which musl cannot even name.
+    #[error("bridge {0:?} is full: a Linux bridge takes at most 1023 ports")]
+    BridgeFull(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -112,7 +116,7 @@ impl Error {
             Error::State { .. } => ErrorCode::Io,
             Error::Shaping(crate::shaping::ShapingError::Spawn(_)) => ErrorCode::Io,
             Error::Shaping(crate::shaping::ShapingError::Failed(_)) => ErrorCode::Internal,
-            Error::AlreadyExists(_) | Error::Check(_) => ErrorCode::Internal,
+            Error::AlreadyExists(_) | Error::Check(_) | Error::BridgeFull(_) => ErrorCode::Internal,
             Error::NotReadyYet(_) => ErrorCode::TryAgainLater,
             Error::Unavailable(_) => ErrorCode::NotAvailable,
         }

@@ -345,6 +345,54 @@ fn a_failed_add_leaves_nothing_behind() {
 }
 
 #[test]
+fn a_full_bridge_is_named_in_the_error() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf("1.0.0", "10.88.0.0/16", None, json!({}));
+    let first = NetnsGuard::new("fbf");
+    let result = host.add("first", &first, &config);
+    // The kernel numbers ports 1..=1023; fill the rest in one `ip` process, with veths
+    // because kernels without the dummy module are common in VMs.
+    let fill: String = (1..1023)
+        .map(|i| {
+            format!(
+                "link add fill{i} master {} type veth peer fillp{i}\n",
+                host.bridge
+            )
+        })
+        .collect();
+    let mut ip = host
+        .ns
+        .command("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip starts");
+    std::io::Write::write_all(&mut ip.stdin.take().expect("stdin"), fill.as_bytes())
+        .expect("batch written");
+    assert!(ip.wait().expect("ip ran").success(), "1022 ports added");
+    let before = host.ns.links();
+
+    let second = NetnsGuard::new("fbf");
+    let refused = host.call(Impl::Ours, "ADD", "second", &second, &config);
+    refused.assert_error(999, "is full: a Linux bridge takes at most 1023 ports");
+    let message = refused.error()["msg"].to_string();
+    assert!(
+        message.contains(&host.bridge),
+        "names the bridge: {message}"
+    );
+    assert_eq!(host.ns.links(), before, "no veth left behind");
+    assert!(second.links().is_empty());
+    assert_eq!(
+        host.reserved(),
+        [address(&result, 0)],
+        "the second reservation was released"
+    );
+    host.del("first", &first, &config, &result);
+    host.assert_clean(&["fill"]);
+}
+
+#[test]
 fn concurrent_adds_on_one_bridge() {
     require_root!();
     let host = Host::new();

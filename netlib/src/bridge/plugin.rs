@@ -146,7 +146,13 @@ impl Plugin for BridgePlugin {
                 mac,
                 bridge: Some(bridge.index),
             },
-        )?;
+        )
+        .map_err(|e| match e {
+            Error::Netlink(ref failed) if failed.errno() == Some(libc::EXFULL) => {
+                Error::BridgeFull(conf.bridge.clone())
+            }
+            other => other,
+        })?;
         if conf.hairpin_mode || conf.port_isolation {
             host.set_bridge_port(host_veth.index, conf.hairpin_mode, conf.port_isolation)?;
         }
