@@ -322,6 +322,18 @@ fn a_failed_add_leaves_nothing_behind() {
         .assert_error(7, "no-such-ipam");
     assert_eq!(host.ns.links(), before);
 
+    // A gateway on no link of the container: refused late, once veth and address exist.
+    let mut unreachable = tiny.clone();
+    unreachable["ipam"]["ranges"] =
+        json!([[{"subnet": "10.87.0.0/24", "rangeStart": "10.87.0.9"}]]);
+    unreachable["ipam"]["routes"] = json!([{"dst": "10.1.0.0/16", "gw": "10.8.9.9"}]);
+    let refused = host.call(Impl::Ours, "ADD", "second", &second, &unreachable);
+    refused.assert_error(999, "cannot add route 10.1.0.0/16 via 10.8.9.9");
+    refused.assert_error(999, "Nexthop has invalid gateway");
+    assert_eq!(host.ns.links(), before);
+    assert!(second.links().is_empty());
+    assert_eq!(host.reserved(), ["10.87.0.2"]);
+
     let mut bad_gateway = host.conf("1.0.0", "10.87.0.0/24", None, json!({"isGateway": true}));
     bad_gateway["ipam"]["ranges"] =
         json!([[{"subnet": "10.87.0.0/24", "gateway": "10.87.0.254", "rangeStart": "10.87.0.9"}]]);

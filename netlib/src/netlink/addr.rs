@@ -33,6 +33,26 @@ pub struct RouteSpec {
     pub onlink: bool,
 }
 
+/// As `ip route` prints one, without the device (the error names the attachment anyway).
+impl std::fmt::Display for RouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.dst {
+            Some(dst) => write!(f, "{dst}")?,
+            None => f.write_str("default")?,
+        }
+        if let Some(gateway) = self.gateway {
+            write!(f, " via {gateway}")?;
+        }
+        if let Some(table) = self.table {
+            write!(f, " table {table}")?;
+        }
+        if let Some(metric) = self.priority {
+            write!(f, " metric {metric}")?;
+        }
+        Ok(())
+    }
+}
+
 fn family(ip: IpAddr) -> AddressFamily {
     if ip.is_ipv4() {
         AddressFamily::Inet
@@ -285,12 +305,18 @@ impl Netlink {
     }
 
     /// Adds a route; EEXIST is returned to the caller, who knows whether a twin is fine.
+    /// Fails naming the route: a config's routes are many, and the errno alone ("Network
+    /// unreachable") does not say which gateway was wrong.
     pub fn add_route(&mut self, route: &RouteSpec) -> Result<(), NetlinkError> {
         self.request(
             "add route",
             RouteNetlinkMessage::NewRoute(route.to_message(false)),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-        )?;
+        )
+        .map_err(|e| NetlinkError::Route {
+            route: route.to_string(),
+            source: Box::new(e),
+        })?;
         Ok(())
     }
 

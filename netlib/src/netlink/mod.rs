@@ -10,8 +10,8 @@
 //! as interrupted (`NLM_F_DUMP_INTR`, the reference's issue #1121) is retried.
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator, NLA_TYPE_MASK,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -76,11 +76,20 @@ pub enum NetlinkError {
     Socket(#[source] io::Error),
     #[error("cannot open a netlink socket inside the namespace")]
     Netns(#[from] NetnsError),
-    #[error("netlink {op} failed")]
+    #[error("netlink {op} failed{}", explained(kernel))]
     Request {
         op: &'static str,
         #[source]
         source: io::Error,
+        /// The kernel's own words (extended ack), which name what it refused far better
+        /// than the errno: "Nexthop has invalid gateway" beside "Network unreachable".
+        kernel: Option<String>,
+    },
+    #[error("cannot add route {route}")]
+    Route {
+        route: String,
+        #[source]
+        source: Box<NetlinkError>,
     },
     #[error("netlink {op}: cannot decode the kernel's answer: {reason}")]
     Decode { op: &'static str, reason: String },
@@ -100,6 +109,7 @@ impl NetlinkError {
     pub fn errno(&self) -> Option<i32> {
         match self {
             NetlinkError::Request { source, .. } => source.raw_os_error(),
+            NetlinkError::Route { source, .. } => source.errno(),
             _ => None,
         }
     }
@@ -108,6 +118,47 @@ impl NetlinkError {
     pub fn already_exists(&self) -> bool {
         self.errno() == Some(libc::EEXIST)
     }
+}
+
+fn explained(kernel: &Option<String>) -> String {
+    kernel
+        .as_deref()
+        .map(|message| format!(": {message}"))
+        .unwrap_or_default()
+}
+
+/// An error without the kernel's words: interrupted dumps, failed sends and receives.
+fn bare(op: &'static str, source: io::Error) -> NetlinkError {
+    NetlinkError::Request {
+        op,
+        source,
+        kernel: None,
+    }
+}
+
+/// The message of an extended ack (`NLMSGERR_ATTR_MSG`) in what follows an error's code:
+/// the request echoed back (only its header when `NLM_F_CAPPED`), then attributes when
+/// `NLM_F_ACK_TLVS`.
+fn kernel_message(flags: u16, after_code: &[u8]) -> Option<String> {
+    const NLMSGERR_ATTR_MSG: u16 = 1;
+    const HEADER: usize = 16;
+    if flags & NLM_F_ACK_TLVS == 0 || after_code.len() < HEADER {
+        return None;
+    }
+    let echoed = if flags & NLM_F_CAPPED != 0 {
+        HEADER
+    } else {
+        let length = u32::from_ne_bytes(after_code[..4].try_into().ok()?) as usize;
+        (length + 3) & !3
+    };
+    NlasIterator::new(after_code.get(echoed..)?)
+        .filter_map(Result::ok)
+        .find(|nla: &NlaBuffer<&[u8]>| nla.kind() & NLA_TYPE_MASK == NLMSGERR_ATTR_MSG)
+        .and_then(|nla| {
+            let text = nla.value().split(|byte| *byte == 0).next()?;
+            let text = String::from_utf8_lossy(text).trim().to_string();
+            (!text.is_empty()).then_some(text)
+        })
 }
 
 /// A routing-netlink socket bound to the namespace it was opened in.
@@ -152,17 +203,11 @@ impl Netlink {
             match self.exchange(op, message.clone(), flags)? {
                 Exchange::Complete(answers) => return Ok(answers),
                 Exchange::Interrupted => {
-                    last_error = Some(NetlinkError::Request {
-                        op,
-                        source: io::Error::from_raw_os_error(libc::EINTR),
-                    })
+                    last_error = Some(bare(op, io::Error::from_raw_os_error(libc::EINTR)))
                 }
             }
         }
-        Err(last_error.unwrap_or(NetlinkError::Request {
-            op,
-            source: io::Error::from_raw_os_error(libc::EINTR),
-        }))
+        Err(last_error.unwrap_or_else(|| bare(op, io::Error::from_raw_os_error(libc::EINTR))))
     }
 
     fn exchange(
@@ -179,7 +224,7 @@ impl Netlink {
         packet.finalize();
         let mut buffer = vec![0; packet.buffer_len()];
         packet.serialize(&mut buffer);
-        let request_error = |source| NetlinkError::Request { op, source };
+        let request_error = |source| bare(op, source);
         self.socket.send(&buffer, 0).map_err(request_error)?;
 
         let mut answers = Vec::new();
@@ -214,7 +259,11 @@ impl Netlink {
                     NetlinkPayload::Error(error) => match error.code {
                         None => return Ok(finish(answers, interrupted)),
                         Some(code) => {
-                            return Err(request_error(io::Error::from_raw_os_error(-code.get())))
+                            return Err(NetlinkError::Request {
+                                op,
+                                source: io::Error::from_raw_os_error(-code.get()),
+                                kernel: kernel_message(reply.header.flags, &error.header),
+                            })
                         }
                     },
                     NetlinkPayload::InnerMessage(inner) => answers.push(inner),
@@ -235,5 +284,50 @@ fn finish(answers: Vec<RouteNetlinkMessage>, interrupted: bool) -> Exchange {
         Exchange::Interrupted
     } else {
         Exchange::Complete(answers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An echoed request whose header says it is `length` bytes, then a MSG attribute.
+    fn error_payload(length: u32, echoed: usize, message: &str) -> Vec<u8> {
+        let mut payload = length.to_ne_bytes().to_vec();
+        payload.resize(echoed, 0);
+        let value = [message.as_bytes(), b"\0"].concat();
+        let attribute_length = u16::try_from(4 + value.len()).expect("short message");
+        payload.extend_from_slice(&attribute_length.to_ne_bytes());
+        payload.extend_from_slice(&1u16.to_ne_bytes());
+        payload.extend_from_slice(&value);
+        payload.resize(payload.len().next_multiple_of(4), 0);
+        payload
+    }
+
+    #[test]
+    fn the_kernels_message_is_found_after_a_capped_or_whole_echo() {
+        let capped = error_payload(60, 16, "Nexthop has invalid gateway");
+        assert_eq!(
+            kernel_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &capped).as_deref(),
+            Some("Nexthop has invalid gateway")
+        );
+        let whole = error_payload(22, 24, "mtu greater than device maximum");
+        assert_eq!(
+            kernel_message(NLM_F_ACK_TLVS, &whole).as_deref(),
+            Some("mtu greater than device maximum")
+        );
+    }
+
+    #[test]
+    fn no_message_without_attributes_or_with_a_short_payload() {
+        let capped = error_payload(60, 16, "ignored");
+        assert_eq!(kernel_message(NLM_F_CAPPED, &capped), None);
+        assert_eq!(kernel_message(NLM_F_ACK_TLVS, &[0; 8]), None);
+        let beyond = error_payload(4000, 16, "unreachable");
+        assert_eq!(kernel_message(NLM_F_ACK_TLVS, &beyond), None);
+        assert_eq!(
+            kernel_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &[0; 16]),
+            None
+        );
     }
 }

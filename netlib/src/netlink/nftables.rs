@@ -366,7 +366,7 @@ impl Batch {
         let mut buffer = self.buffer.clone();
         control(&mut buffer, NFNL_MSG_BATCH_END);
         let socket = super::connect(NETLINK_NETFILTER)?;
-        let failed = |source| NetlinkError::Request { op: OP, source };
+        let failed = |source| super::bare(OP, source);
         socket.send(&buffer, 0).map_err(failed)?;
         let mut answered = 0;
         let mut receive = Vec::with_capacity(8192);
@@ -386,7 +386,13 @@ impl Batch {
                 if kind == NLMSG_ERROR && offset + 20 <= receive.len() {
                     let code = u32_at(&receive, offset + 16) as i32;
                     if code != 0 {
-                        return Err(failed(io::Error::from_raw_os_error(-code)));
+                        let flags = u16::from_ne_bytes([receive[offset + 6], receive[offset + 7]]);
+                        let end = (offset + length).min(receive.len());
+                        return Err(NetlinkError::Request {
+                            op: OP,
+                            source: io::Error::from_raw_os_error(-code),
+                            kernel: super::kernel_message(flags, &receive[offset + 20..end]),
+                        });
                     }
                     answered += 1;
                 }
