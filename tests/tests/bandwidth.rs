@@ -223,6 +223,15 @@ fn bad_inputs_are_refused_before_anything_changes() {
         .stdin(Node::conf("1.0.0", &main, limits()))
         .run_in(&node.sandbox.ns);
     lo.assert_error(7, "not a veth");
+    // A veth whose both ends are in the container: nothing on the host to shape.
+    container.exec_ok(&[
+        "ip", "link", "add", "inner0", "type", "veth", "peer", "inner1",
+    ]);
+    Call::new(Impl::Ours, "bandwidth", "ADD")
+        .attachment("bad", &container.path_str(), "inner0")
+        .stdin(Node::conf("1.0.0", &main, limits()))
+        .run_in(&node.sandbox.ns)
+        .assert_error(7, "host end of inner0's veth is not in this namespace");
     assert!(node.ifbs().is_empty());
     let runtime = {
         let mut c = Node::conf("1.0.0", &main, json!({}));

@@ -98,8 +98,11 @@ pub struct Link {
     pub promisc: bool,
     pub allmulti: bool,
     pub txqlen: u32,
-    /// For a veth end: the other end's index (in the namespace the pair was made across).
+    /// For a veth end: the other end's index, in the other end's namespace.
     pub peer: Option<u32>,
+    /// The other end lives in another namespace (IFLA_LINK_NETNSID); without it `peer` is an
+    /// index of this link's own namespace.
+    pub peer_elsewhere: bool,
     /// IFLA_IFALIAS: a free-form label, used to record who made a link.
     pub alias: Option<String>,
     /// RFC 2863 operational state "up": carrier seen and processed by the kernel.
@@ -120,6 +123,7 @@ impl Link {
             allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
             txqlen: 0,
             peer: None,
+            peer_elsewhere: false,
             alias: None,
             oper_up: false,
         };
@@ -132,6 +136,7 @@ impl Link {
                 LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
                 LinkAttribute::TxQueueLen(len) => link.txqlen = *len,
                 LinkAttribute::Link(peer) => link.peer = Some(*peer),
+                LinkAttribute::LinkNetNsId(_) => link.peer_elsewhere = true,
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
                 LinkAttribute::OperState(state) => link.oper_up = *state == State::Up,
                 LinkAttribute::Controller(master) => link.master = Some(*master),

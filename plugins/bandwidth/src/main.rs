@@ -106,12 +106,33 @@ fn host_veth(attachment: &Attachment, host: &mut Netlink) -> Result<Link> {
                 ),
             )
         })?;
-    host.link_by_index(peer)?.ok_or_else(|| {
-        Error::Check(format!(
-            "the host end of {} is not in this namespace",
-            attachment.ifname
-        ))
-    })
+    // A config error like the one above, in ADD as in CHECK: the chain's main plugin put
+    // the pair elsewhere, and no retry will find it.
+    let elsewhere = || {
+        ProtocolError::config(
+            "type",
+            format!(
+                "the host end of {}'s veth is not in this namespace: bandwidth needs a main \
+                 plugin that leaves it on the host",
+                attachment.ifname
+            ),
+        )
+    };
+    // The index is the peer's in its own namespace: the host's only if the pair crosses
+    // namespaces, and then the host link by that index must point back at the container end
+    // (every container's eth0 has a low index, so numbers alone collide).
+    if !container.peer_elsewhere {
+        return Err(elsewhere().into());
+    }
+    let host_end = host
+        .link_by_index(peer)?
+        .filter(|link| {
+            link.kind.as_deref() == Some("veth")
+                && link.peer_elsewhere
+                && link.peer == Some(container.index)
+        })
+        .ok_or_else(elsewhere)?;
+    Ok(host_end)
 }
 
 struct Bandwidth;
