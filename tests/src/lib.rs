@@ -421,7 +421,12 @@ impl Outcome {
     pub fn assert_error(&self, code: u64, needle: &str) {
         let error = self.error();
         assert_eq!(error["code"], code, "wrong code: {error}");
-        let text = format!("{} {}", error["msg"], error["details"]);
+        // The strings themselves, not their JSON form: a needle may quote a name.
+        let text = format!(
+            "{} {}",
+            error["msg"].as_str().unwrap_or_default(),
+            error["details"].as_str().unwrap_or_default()
+        );
         assert!(
             text.contains(needle),
             "message should mention {needle:?}: {error}"

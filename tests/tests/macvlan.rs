@@ -212,6 +212,10 @@ fn bad_inputs_are_clear_and_leave_nothing() {
     let container = NetnsGuard::new("fmc");
     for (extra, needle) in [
         (json!({"master": "nosuch0"}), "master"),
+        (
+            json!({"master": "lo"}),
+            "master: \"lo\" is not an Ethernet device",
+        ),
         (json!({"mode": "source"}), "mode"),
         (json!({"mtu": 9000}), "mtu"),
         (json!({"runtimeConfig": {"mac": "zz"}}), "runtimeConfig.mac"),

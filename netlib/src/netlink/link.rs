@@ -5,7 +5,8 @@ pub use netlink_packet_route::link::MacVlanMode;
 use netlink_packet_route::link::{
     AfSpecBridge, AfSpecInet, AfSpecUnspec, BridgeVlanInfo, BridgeVlanInfoFlags, InetDevConf,
     InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoPortKind,
-    InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
+    InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkLayerType,
+    LinkMessage, State,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::fmt;
@@ -107,6 +108,8 @@ pub struct Link {
     pub alias: Option<String>,
     /// RFC 2863 operational state "up": carrier seen and processed by the kernel.
     pub oper_up: bool,
+    /// An Ethernet device (ARPHRD_ETHER), the only kind macvlan can sit on.
+    pub ethernet: bool,
 }
 
 impl Link {
@@ -126,6 +129,7 @@ impl Link {
             peer_elsewhere: false,
             alias: None,
             oper_up: false,
+            ethernet: msg.header.link_layer_type == LinkLayerType::Ether,
         };
         for attribute in &msg.attributes {
             match attribute {

@@ -93,6 +93,14 @@ impl Plugin for Macvlan {
                 ProtocolError::config("master", format!("no link named {name:?}"))
             })?,
         };
+        if !master.ethernet {
+            // The kernel would only say "Invalid argument".
+            return Err(ProtocolError::config(
+                "master",
+                format!("{:?} is not an Ethernet device", master.name),
+            )
+            .into());
+        }
         if let Some(mtu) = conf.mtu {
             if mtu < 68 || mtu > master.mtu {
                 return Err(ProtocolError::config(
