@@ -230,6 +230,19 @@ fn bad_inputs_are_refused_before_anything_changes() {
                 json!({"mtu": 1400, "sysctl": {"net.ipv4.no_such_key": "1"}}),
             ),
         )
-        .assert_error(999, "net.ipv4.no_such_key");
+        .assert_error(999, "no sysctl net.ipv4.no_such_key in this namespace");
+    // One the kernel refuses the value of: named with the value, and also taken back.
+    setup
+        .call(
+            "ADD",
+            &setup.conf(
+                "1.0.0",
+                json!({"mtu": 1400, "sysctl": {"net.ipv4.conf.eth0.forwarding": "banana"}}),
+            ),
+        )
+        .assert_error(
+            999,
+            "cannot set sysctl net.ipv4.conf.eth0.forwarding to \"banana\"",
+        );
     assert_eq!(setup.state("eth0"), before, "nothing changed");
 }
