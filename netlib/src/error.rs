@@ -82,10 +82,11 @@ impl Error {
             },
             Error::Netns(e) => match e {
                 NetnsError::NotFound(_) | NetnsError::NotANetns(_) => ErrorCode::InvalidNetns,
-                NetnsError::Open { .. } | NetnsError::Enter { .. } | NetnsError::Create { .. } => {
-                    ErrorCode::Io
-                }
-                NetnsError::Exists(_) => ErrorCode::InvalidNetns,
+                NetnsError::Open { .. }
+                | NetnsError::Enter { .. }
+                | NetnsError::Create { .. }
+                | NetnsError::Delete { .. } => ErrorCode::Io,
+                NetnsError::Exists(_) | NetnsError::BadName(_) => ErrorCode::InvalidNetns,
             },
             Error::Netlink(NetlinkError::Netns(_)) => ErrorCode::InvalidNetns,
             Error::Netlink(NetlinkError::KernelLacks(_)) => ErrorCode::UnsupportedField,

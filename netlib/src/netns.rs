@@ -32,6 +32,15 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot delete network namespace {path:?}")]
+    Delete {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A name is joined to /run/netns: "../x" would create, or delete, a file elsewhere.
+    #[error("{0:?} is not a namespace name: use a plain file name (no '/', not '.' or '..')")]
+    BadName(String),
     #[error("network namespace {0:?} does not exist")]
     NotFound(PathBuf),
     #[error("{0:?} is not a network namespace (not on nsfs)")]
@@ -48,6 +57,14 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+}
+
+/// `name` if it stays inside /run/netns when joined to it, as `ip netns` requires.
+fn plain_name(name: &str) -> Result<&str, NetnsError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(NetnsError::BadName(name.to_string()));
+    }
+    Ok(name)
 }
 
 /// An open handle on a network namespace; holding it keeps the namespace alive.
@@ -88,7 +105,7 @@ impl Netns {
     /// namespace from a throwaway thread, bind-mounted onto a file so it outlives the thread.
     pub fn create(name: &str) -> Result<Netns, NetnsError> {
         let dir = Path::new(NETNS_DIR);
-        let path = dir.join(name);
+        let path = dir.join(plain_name(name)?);
         let failed = |source: io::Error| NetnsError::Create {
             path: path.clone(),
             source,
@@ -129,12 +146,12 @@ impl Netns {
 
     /// Removes a named namespace; processes still inside keep it alive until they exit.
     pub fn delete(name: &str) -> Result<(), NetnsError> {
-        let path = Path::new(NETNS_DIR).join(name);
+        let path = Path::new(NETNS_DIR).join(plain_name(name)?);
         if !path.exists() {
             return Err(NetnsError::NotFound(path));
         }
         let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
-        std::fs::remove_file(&path).map_err(|source| NetnsError::Create { path, source })
+        std::fs::remove_file(&path).map_err(|source| NetnsError::Delete { path, source })
     }
 
     /// Names of the namespaces in `/run/netns`.

@@ -187,4 +187,23 @@ fn netns_add_ls_del() {
     );
     assert!(cnictl(&["netns", "del", &name]).status.success());
     assert!(!text(&cnictl(&["netns", "ls"])).contains(&name));
+
+    // Names are joined to /run/netns: one that climbs out must touch nothing out there.
+    let scratch = ferrocni_tests::TempDir::new("fkn");
+    let victim = scratch.path().join("victim");
+    std::fs::write(&victim, "keep").expect("victim file");
+    let climbing = format!("../..{}", victim.display());
+    for verb in ["del", "add"] {
+        let refused = cnictl(&["netns", verb, &climbing]);
+        assert!(!refused.status.success(), "netns {verb} {climbing} refused");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("is not a namespace name"),
+            "says why: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("still there"),
+        "keep"
+    );
 }
