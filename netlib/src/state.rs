@@ -23,6 +23,23 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// A plugin's state directory from its config (`field`, e.g. `dataDir`), or `default` when
+/// unset or empty. A relative path would be relative to whatever directory the runtime runs
+/// plugins in, and a DEL run from another would look in another store and leak what ADD made.
+pub fn data_dir(field: &str, configured: Option<PathBuf>, default: &str) -> Result<PathBuf> {
+    let dir = configured
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from(default));
+    if dir.is_relative() {
+        return Err(crate::cni::ProtocolError::config(
+            field,
+            format!("{dir:?} is relative: give an absolute path"),
+        )
+        .into());
+    }
+    Ok(dir)
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |source| Error::State {
         path: path.to_path_buf(),
@@ -52,6 +69,11 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Store { dir: dir.into() }
+    }
+
+    /// The store a meta plugin's `dataDir` key names (see [`data_dir`]).
+    pub fn configured(data_dir_key: Option<PathBuf>, default: &str) -> Result<Self> {
+        Ok(Store::new(data_dir("dataDir", data_dir_key, default)?))
     }
 
     fn path(&self, key: Key) -> PathBuf {

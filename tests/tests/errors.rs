@@ -148,6 +148,9 @@ fn ipam_config_errors_name_the_field() {
     ))
     .assert_error(7, "subnet is required");
     add(host_local_conf(&data_dir, json!([]))).assert_error(7, "no IP ranges specified");
+    let mut relative = host_local_conf(&data_dir, json!([[{"subnet": "10.77.0.0/24"}]]));
+    relative["ipam"]["dataDir"] = json!("store/here");
+    add(relative).assert_error(7, "ipam.dataDir: \"store/here\" is relative");
     add(host_local_conf(&data_dir, json!("10.77.0.0/24"))).assert_error(6, "ipam.ranges");
     add(json!({"cniVersion": "1.0.0", "name": "errnet", "type": "x"})).assert_error(7, "'ipam'");
     let mut requested = host_local_conf(&data_dir, json!([[{"subnet": "10.77.0.0/24"}]]));

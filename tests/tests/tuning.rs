@@ -210,6 +210,11 @@ fn bad_inputs_are_refused_before_anything_changes() {
         (json!({"mtu": 10}), 7, "mtu"),
         (json!({"ifName": "a/b"}), 7, "ifName"),
         (json!({"mtu": "big"}), 6, "mtu"),
+        (
+            json!({"mtu": 1400, "dataDir": "rel/dir"}),
+            7,
+            "dataDir: \"rel/dir\" is relative",
+        ),
     ];
     for (extra, code, needle) in cases {
         setup

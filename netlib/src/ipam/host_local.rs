@@ -120,12 +120,11 @@ impl HostLocal {
         let mut seen = HashSet::new();
         requested.retain(|ip| seen.insert(*ip));
 
+        let data_dir = crate::state::data_dir("ipam.dataDir", ipam.data_dir, DEFAULT_DATA_DIR)?;
+
         Ok(HostLocal {
             network: request.conf.name.clone(),
-            data_dir: ipam
-                .data_dir
-                .filter(|dir| !dir.as_os_str().is_empty())
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir,
             sets,
             routes: ipam.routes,
             resolv_conf: ipam.resolv_conf.filter(|path| !path.as_os_str().is_empty()),

@@ -12,7 +12,7 @@ use netlib::state::{Key, Store};
 use netlib::undo::Undo;
 use netlib::{attachment, iface, Error, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const DEFAULT_DATA_DIR: &str = "/run/cni/host-device";
 
@@ -25,7 +25,7 @@ struct Raw {
     #[serde(rename = "pciBusID")]
     pci_bus_id: Option<String>,
     #[serde(rename = "dataDir")]
-    data_dir: Option<String>,
+    data_dir: Option<PathBuf>,
     #[serde(rename = "runtimeConfig")]
     runtime_config: RuntimeConfig,
 }
@@ -90,11 +90,10 @@ fn load(request: &Request) -> Result<(Selector, Store)> {
         )
         .into());
     }
-    let dir = raw
-        .data_dir
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-    Ok((given.remove(0), Store::new(dir)))
+    Ok((
+        given.remove(0),
+        Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?,
+    ))
 }
 
 fn find(host: &mut Netlink, selector: &Selector) -> Result<Link> {

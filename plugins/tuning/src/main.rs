@@ -11,6 +11,7 @@ use netlib::undo::Undo;
 use netlib::{attachment, Error, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";
 
@@ -33,7 +34,7 @@ struct Tunables {
 #[serde(default)]
 struct Raw {
     #[serde(rename = "dataDir")]
-    data_dir: Option<String>,
+    data_dir: Option<PathBuf>,
     #[serde(rename = "runtimeConfig")]
     runtime_config: MacOnly,
     args: ArgsHolder,
@@ -81,11 +82,7 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
             .map_err(|e| ProtocolError::config("ifName", e.to_string()))?;
         settings.name = Some(name);
     }
-    let dir = raw
-        .data_dir
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-    Ok((settings, Store::new(dir)))
+    Ok((settings, Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?))
 }
 
 fn state_key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
@@ -190,11 +187,7 @@ impl Plugin for Tuning {
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
         let raw: Raw = request.plugin_config()?;
-        let dir = raw
-            .data_dir
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
-        Store::new(dir).gc(&request.conf.name, valid)
+        Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?.gc(&request.conf.name, valid)
     }
 
     /// Needs no daemon and allocates nothing.

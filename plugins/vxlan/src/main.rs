@@ -56,11 +56,11 @@ impl Vxlan {
         } else {
             None
         };
-        let records = Store::new(
-            conf.state_dir
-                .clone()
-                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
-        );
+        let records = Store::new(netlib::state::data_dir(
+            "stateDir",
+            conf.state_dir.clone(),
+            DEFAULT_STATE_DIR,
+        )?);
         Ok(Vxlan {
             conf,
             masquerade,
