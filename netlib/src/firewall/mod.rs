@@ -343,16 +343,31 @@ fn run(tool: &'static str, args: &[&str], input: &str) -> Result<String, Firewal
         .wait_with_output()
         .map_err(|source| FirewallError::Spawn { tool, source })?;
     if !output.status.success() {
-        return Err(FirewallError::Failed {
-            tool,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
+        let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        // A tool killed (the OOM killer, a runtime's timeout) says nothing: say how it ended.
+        let stderr = if said.is_empty() {
+            format!("{} and no message", output.status)
+        } else {
+            said
+        };
+        return Err(FirewallError::Failed { tool, stderr });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_tool_that_dies_silently_is_reported_by_how_it_ended() {
+        let failed = super::run("sh", &["-c", "kill -9 $$"], "").expect_err("killed");
+        assert!(
+            failed.to_string().contains("signal: 9"),
+            "names the signal: {failed}"
+        );
+        let failed = super::run("sh", &["-c", "echo refused >&2; exit 3"], "").expect_err("fails");
+        assert_eq!(failed.to_string(), "sh failed: refused");
+    }
+
     #[test]
     fn digest_matches_the_reference_chain_names() {
         // The reference names a masquerade chain "CNI-" + sha512(name + containerID)[:24].
