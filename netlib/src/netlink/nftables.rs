@@ -391,7 +391,10 @@ impl Batch {
                         return Err(NetlinkError::Request {
                             op: OP,
                             source: io::Error::from_raw_os_error(-code),
-                            kernel: super::kernel_message(flags, &receive[offset + 20..end]),
+                            kernel: super::kernel_message(
+                                flags,
+                                receive.get(offset + 20..end).unwrap_or_default(),
+                            ),
                         });
                     }
                     answered += 1;
