@@ -189,6 +189,25 @@ fn firewall_opens_forwarding_only_while_attached() {
             container.ping("172.31.121.2"),
             "{backend}: allowed while attached"
         );
+        let rules = |node: &Node| match backend {
+            "iptables" => node.forward_rules(),
+            _ => String::from_utf8_lossy(
+                &node
+                    .sandbox
+                    .ns
+                    .exec(&["nft", "list", "table", "inet", "ferrocni_firewall"])
+                    .stdout,
+            )
+            .into_owned(),
+        };
+        let once = rules(&node);
+        node.run(&plugins[2], "ADD", "fw", &container, Some(&main))
+            .success();
+        assert_eq!(
+            rules(&node),
+            once,
+            "{backend}: a repeated ADD adds no twins"
+        );
         node.run(&plugins[2], "CHECK", "fw", &container, Some(&result))
             .success();
         node.run(&plugins[2], "DEL", "fw", &container, Some(&result))

@@ -123,6 +123,15 @@ fn publishes_tcp(backend: Option<&str>) {
     let passed = node.portmap("ADD", "web", &web, &config).success();
     assert_eq!(passed, web_result, "portmap passes prevResult through");
     let host = &node.sandbox.ns;
+    // A runtime retrying ADD: accepted, and no second copy of anything.
+    let rules = || {
+        let listed = host.exec(&["nft", "list", "table", "inet", "ferrocni_portmap"]);
+        let nft = String::from_utf8_lossy(&listed.stdout).into_owned();
+        (nft, host.iptables_nat(false))
+    };
+    let once = rules();
+    node.portmap("ADD", "web", &web, &config).success();
+    assert_eq!(rules(), once, "{backend:?}: a repeated ADD changes nothing");
     assert_eq!(
         node.outside
             .curl(&format!("http://{HOST_ADDRESS}:8080/"))
@@ -576,4 +585,36 @@ fn publishes_over_ipv6_and_honours_conditions() {
             &with_previous(&config, &result),
         )
         .success();
+}
+
+/// The host needs no route to the container at ADD time, as with the reference (which then
+/// skips `route_localnet`): a chain may bring the route up after portmap.
+#[test]
+fn maps_a_container_the_host_has_no_route_to_yet() {
+    require_root!();
+    let host = NetnsGuard::new("fph");
+    let container = NetnsGuard::new("fpc");
+    let previous = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": container.path_str()}],
+        "ips": [{"address": "10.101.0.2/24", "interface": 0}]});
+    for backend in ["nftables", "iptables"] {
+        let config = Node::portmap_conf(
+            "1.0.0",
+            &previous,
+            json!([{"hostPort": 8091, "containerPort": 80, "protocol": "tcp"}]),
+            json!({"backend": backend}),
+        );
+        let call = |command| {
+            Call::new(Impl::Ours, "portmap", command)
+                .attachment("unrouted", &container.path_str(), "eth0")
+                .stdin(&config)
+                .run_in(&host)
+        };
+        call("ADD").success();
+        call("DEL").success();
+    }
+    let listed = host.exec(&["nft", "list", "table", "inet", "ferrocni_portmap"]);
+    let ruleset = String::from_utf8_lossy(&listed.stdout);
+    assert!(!ruleset.contains("unrouted"), "{ruleset}");
+    assert!(!host.iptables_nat(false).contains("CNI-DN-"));
 }

@@ -280,7 +280,15 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
         let saved = save(v6, "nat")?;
         let mut input = String::from("*nat\n");
         shared_chains(&saved, rules, &mark, &mut input);
+        // Declaring the container's chain empties it; a repeated ADD (a runtime's retry)
+        // also drops its old jumps, so it ends with one set, for the ports asked now.
         let _ = writeln!(input, ":{chain} - [0:0]");
+        let jump_prefix = format!("-A {HOSTPORT_DNAT} ");
+        for old_jump in saved.lines().filter_map(|l| l.strip_prefix(&jump_prefix)) {
+            if rule_container(old_jump, owner.network) == Some(owner.container_id) {
+                let _ = writeln!(input, "-D {HOSTPORT_DNAT} {old_jump}");
+            }
+        }
         let conditions = if v6 {
             rules.conditions_v6
         } else {
@@ -434,15 +442,23 @@ pub(super) fn allow_forward(
         let host = if v6 { 128 } else { 32 };
         for address in family {
             let ip = format!("{}/{host}", address.ip());
-            let _ = writeln!(
-                input,
-                "-A {FORWARD_CHAIN} -d {ip} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {comment} -j ACCEPT\n\
-                 -A {FORWARD_CHAIN} -d {ip} -m conntrack --ctstate DNAT -m comment --comment {comment} -j ACCEPT\n\
-                 -A {FORWARD_CHAIN} -s {ip} -m comment --comment {comment} -j ACCEPT"
-            );
+            // Written as iptables-save prints them, so a repeated ADD (a runtime's retry)
+            // finds its rules and adds no twins, as the reference's AppendUnique.
+            let rules = [
+                format!("-A {FORWARD_CHAIN} -d {ip} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {comment} -j ACCEPT"),
+                format!("-A {FORWARD_CHAIN} -d {ip} -m conntrack --ctstate DNAT -m comment --comment {comment} -j ACCEPT"),
+                format!("-A {FORWARD_CHAIN} -s {ip} -m comment --comment {comment} -j ACCEPT"),
+            ];
+            for rule in rules {
+                if !saved.lines().any(|line| line == rule) {
+                    let _ = writeln!(input, "{rule}");
+                }
+            }
         }
-        input.push_str("COMMIT\n");
-        restore(v6, &input)?;
+        if input.lines().count() > 1 {
+            input.push_str("COMMIT\n");
+            restore(v6, &input)?;
+        }
     }
     Ok(())
 }

@@ -746,6 +746,8 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
         PORTMAP.add(owner, &entries)
     };
     match added {
+        // A runtime retrying ADD finds its own mapping in place: nothing to add.
+        Err(e) if key_taken(&e) && has_portmap(owner, rules).unwrap_or(false) => Ok(()),
         Err(e) if key_taken(&e) => Err(FirewallError::PortTaken(
             entries
                 .iter()

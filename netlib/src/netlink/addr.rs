@@ -332,7 +332,8 @@ impl Netlink {
         }
     }
 
-    /// The link the kernel would send a packet to `destination` out of (`ip route get`).
+    /// The link the kernel would send a packet to `destination` out of (`ip route get`);
+    /// `None` when it has no route there.
     pub fn output_link(&mut self, destination: IpAddr) -> Result<Option<u32>, NetlinkError> {
         let mut request = RouteSpec {
             dst: IpNetwork::new(destination, if destination.is_ipv4() { 32 } else { 128 }).ok(),
@@ -343,11 +344,17 @@ impl Netlink {
         request
             .attributes
             .retain(|a| matches!(a, RouteAttribute::Destination(_)));
-        let answers = self.request(
+        let answers = match self.request(
             "get route",
             RouteNetlinkMessage::GetRoute(request),
             NLM_F_ACK,
-        )?;
+        ) {
+            // No route there: no link either, as for a route without one.
+            Err(e) if matches!(e.errno(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) => {
+                return Ok(None)
+            }
+            other => other?,
+        };
         Ok(answers.iter().find_map(|answer| match answer {
             RouteNetlinkMessage::NewRoute(route) => RouteSpec::from_message(route).oif,
             _ => None,
