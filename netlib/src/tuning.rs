@@ -65,6 +65,21 @@ impl Settings {
         })
     }
 
+    /// These values, completed with `fallback`'s where these have none.
+    pub fn or(self, fallback: Settings) -> Settings {
+        let mut sysctls = fallback.sysctls;
+        sysctls.extend(self.sysctls);
+        Settings {
+            mac: self.mac.or(fallback.mac),
+            mtu: self.mtu.or(fallback.mtu),
+            promisc: self.promisc.or(fallback.promisc),
+            allmulti: self.allmulti.or(fallback.allmulti),
+            txqlen: self.txqlen.or(fallback.txqlen),
+            name: self.name.or(fallback.name),
+            sysctls,
+        }
+    }
+
     /// Applies every present value to `link` inside `netns`.
     pub fn apply(&self, netns: &Netns, netlink: &mut Netlink, link: &Link) -> Result<()> {
         let sysctls = self.sysctls.clone();

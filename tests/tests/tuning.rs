@@ -89,6 +89,8 @@ fn applies_everything_and_del_restores_it() {
         .exec(&["sysctl", "-n", "net.core.somaxconn"])
         .stdout;
     let config = setup.conf("1.0.0", everything());
+    setup.call("ADD", &config).success();
+    // A runtime retrying ADD: the originals recorded by the first one must survive it.
     let result = setup.call("ADD", &config).success();
     assert_eq!(
         result["interfaces"][0]["mac"], "0a:58:0a:6e:00:02",

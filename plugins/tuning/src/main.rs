@@ -107,9 +107,19 @@ impl Plugin for Tuning {
             .ok_or(ProtocolError::MissingPrevResult)?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut netlink = Netlink::open_in(&netns)?;
-        let link = netlink.link(&attachment.ifname)?;
-        let original = Settings::current(&netns, &link, &wanted)?;
         let key = state_key(request, attachment);
+        // A repeated ADD (a runtime's retry) keeps the values from before the first: taking
+        // the tuned ones for originals would leave DEL nothing to restore.
+        let earlier: Option<Record> = records.load(key)?;
+        let name = earlier
+            .as_ref()
+            .map_or(attachment.ifname.as_str(), |r| r.current_name.as_str());
+        let link = netlink.link(name)?;
+        let current = Settings::current(&netns, &link, &wanted)?;
+        let original = match earlier {
+            Some(earlier) => earlier.original.or(current),
+            None => current,
+        };
         let record = Record {
             current_name: wanted
                 .name
