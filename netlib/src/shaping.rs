@@ -63,7 +63,8 @@ fn batch(commands: &str, force: bool) -> Result<(), ShapingError> {
 }
 
 /// Shapes traffic into the container on `host_veth` (`ingress`), and out of it through
-/// `ifb` (`egress`), in one batch.
+/// `ifb` (`egress`), in one batch. Everything is replaced, with the filter's priority and
+/// handle fixed, so a repeated ADD (a runtime's retry) ends with one set and not two.
 pub fn apply(
     host_veth: &str,
     ingress: Option<Limit>,
@@ -72,15 +73,15 @@ pub fn apply(
     let mut commands = String::new();
     if let Some(limit) = ingress {
         commands.push_str(&format!(
-            "qdisc add dev {host_veth} root handle 1: {}\n",
+            "qdisc replace dev {host_veth} root handle 1: {}\n",
             limit.tbf()
         ));
     }
     if let Some((limit, ifb)) = egress {
         commands.push_str(&format!(
-            "qdisc add dev {host_veth} handle ffff: ingress\n\
-             filter add dev {host_veth} parent ffff: protocol all u32 match u32 0 0 action mirred egress redirect dev {ifb}\n\
-             qdisc add dev {ifb} root handle 1: {}\n",
+            "qdisc replace dev {host_veth} handle ffff: ingress\n\
+             filter replace dev {host_veth} parent ffff: protocol all pref 1 handle 800::1 u32 match u32 0 0 action mirred egress redirect dev {ifb}\n\
+             qdisc replace dev {ifb} root handle 1: {}\n",
             limit.tbf()
         ));
     }

@@ -115,8 +115,23 @@ fn limits_cap_throughput_both_ways() {
     let capped = NetnsGuard::new("fbw");
     let capped_result = node.attach("capped", &capped);
     let config = Node::conf("1.0.0", &capped_result, limits());
+    node.call("ADD", "capped", &capped, &config).success();
+    // A runtime retrying ADD: the same ifb, and one redirect filter rather than two.
     let result = node.call("ADD", "capped", &capped, &config).success();
     assert_eq!(node.ifbs().len(), 1, "one ifb for egress");
+    let host_veth = result["interfaces"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find_map(|i| i["name"].as_str().filter(|n| n.starts_with("veth")))
+        })
+        .expect("the host veth in the result");
+    let filters = node
+        .sandbox
+        .ns
+        .exec(&["tc", "filter", "show", "dev", host_veth, "parent", "ffff:"]);
+    let filters = String::from_utf8_lossy(&filters.stdout);
+    assert_eq!(filters.matches("mirred").count(), 1, "{filters}");
     assert!(result["interfaces"].as_array().is_some_and(|i| i
         .iter()
         .any(|i| i["name"].as_str().is_some_and(|n| n.starts_with("bwp")))));

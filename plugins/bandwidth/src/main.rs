@@ -159,15 +159,26 @@ impl Plugin for Bandwidth {
         let mut undo = Undo::new();
         let ifb = match egress {
             Some(_) => {
-                let ifb = host.create_ifb(
-                    &ifb_name(request, attachment),
-                    veth.mtu,
-                    &owner_label(request, attachment),
-                )?;
-                let index = ifb.index;
-                undo.push("the ifb device", move || {
-                    Ok(Netlink::open()?.delete_link(index)?)
-                });
+                let (name, label) = (
+                    ifb_name(request, attachment),
+                    owner_label(request, attachment),
+                );
+                let ifb = match host.create_ifb(&name, veth.mtu, &label) {
+                    // A repeated ADD (a runtime's retry) finds the first one's ifb: keep it,
+                    // as the qdiscs below are replaced rather than added twice.
+                    Err(e) if e.already_exists() => host
+                        .link_by_name(&name)?
+                        .filter(|ifb| ifb.alias.as_deref() == Some(label.as_str()))
+                        .ok_or(e)?,
+                    created => {
+                        let ifb = created?;
+                        let index = ifb.index;
+                        undo.push("the ifb device", move || {
+                            Ok(Netlink::open()?.delete_link(index)?)
+                        });
+                        ifb
+                    }
+                };
                 host.set_link_up(ifb.index, true)?;
                 Some(ifb)
             }
