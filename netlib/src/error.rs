@@ -107,7 +107,9 @@ impl Error {
             },
             Error::Firewall(e) => match e {
                 FirewallError::UnknownBackend(_) => ErrorCode::InvalidConfig,
-                FirewallError::NoTool | FirewallError::Spawn { .. } => ErrorCode::Io,
+                FirewallError::NoTool | FirewallError::Spawn { .. } | FirewallError::Lock(_) => {
+                    ErrorCode::Io
+                }
                 FirewallError::Failed { .. }
                 | FirewallError::Parse { .. }
                 | FirewallError::Kernel(_)

@@ -13,6 +13,15 @@ pub struct FileLock {
 }
 
 impl FileLock {
+    /// Exclusive among the processes working in the calling thread's network namespace:
+    /// a lock on the namespace's own file, which nsfs gives one inode for every opener, so
+    /// there is no lock file to outlive the namespace.
+    pub fn this_netns() -> io::Result<Self> {
+        let file = File::open("/proc/thread-self/ns/net")?;
+        let held = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno)?;
+        Ok(FileLock { _held: held })
+    }
+
     /// Creates `path` if needed and blocks until the lock is ours.
     pub fn exclusive(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new()

@@ -314,3 +314,64 @@ fn firewall_gc_removes_rules_of_unlisted_attachments() {
         .success();
     assert!(node.forward_rules().is_empty(), "{}", node.forward_rules());
 }
+
+/// iptables changes are read-modify-write: ADDs and DELs at once, firewall and portmap alike,
+/// must lose none of each other's rules.
+#[test]
+fn concurrent_iptables_adds_and_dels_lose_no_rules() {
+    require_root!();
+    const COUNT: usize = 16;
+    let host = NetnsGuard::new("fch");
+    let container = NetnsGuard::new("fcc");
+    let config = |plugin: &str, i: usize| {
+        let previous = json!({"cniVersion": "1.0.0",
+            "interfaces": [{"name": "eth0", "sandbox": container.path_str()}],
+            "ips": [{"address": format!("10.124.0.{}/24", i + 2), "interface": 0}]});
+        json!({"cniVersion": "1.0.0", "name": NET, "type": plugin, "backend": "iptables",
+               "capabilities": {"portMappings": true},
+               "runtimeConfig": {"portMappings": [{"hostPort": 18000 + i, "containerPort": 80}]},
+               "prevResult": previous})
+    };
+    let all_at_once = |command: &'static str| {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..COUNT)
+                .flat_map(|i| ["firewall", "portmap"].map(|plugin| (i, plugin)))
+                .map(|(i, plugin)| {
+                    let stdin = config(plugin, i);
+                    let (host, container) = (&host, &container);
+                    scope.spawn(move || {
+                        Call::new(Impl::Ours, plugin, command)
+                            .attachment(&format!("c{i}"), &container.path_str(), "eth0")
+                            .stdin(&stdin)
+                            .run_in(host)
+                            .success();
+                    })
+                })
+                .collect();
+            for run in runs {
+                run.join().expect("no panic");
+            }
+        });
+    };
+    let rules = || {
+        let filter = host.exec(&["iptables-save", "-t", "filter"]).stdout;
+        let nat = host.exec(&["iptables-save", "-t", "nat"]).stdout;
+        String::from_utf8_lossy(&[filter, nat].concat()).into_owned()
+    };
+    all_at_once("ADD");
+    let added = rules();
+    for i in 0..COUNT {
+        assert!(
+            added.contains(&format!("-s 10.124.0.{}/32", i + 2)),
+            "firewall c{i}: {added}"
+        );
+        assert!(
+            added.contains(&format!("--dports {}", 18000 + i)),
+            "portmap c{i}: {added}"
+        );
+    }
+    all_at_once("DEL");
+    let left = rules();
+    assert!(!left.contains("10.124.0."), "{left}");
+    assert!(!left.contains("CNI-DN-"), "{left}");
+}

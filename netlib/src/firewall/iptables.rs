@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::{digest, run, FirewallError, Owner, PortmapRules};
 use crate::cni::AttachmentKey;
+use crate::lock::FileLock;
 
 /// Legacy iptables fails instead of waiting when another process holds the xtables lock.
 const LOCK_ATTEMPTS: u32 = 20;
@@ -50,6 +51,14 @@ fn restore(v6: bool, input: &str) -> Result<(), FirewallError> {
             other => return other.map(drop),
         }
     }
+}
+
+/// Changes that read the rules first (save, then restore what is missing) run one at a
+/// time per namespace: restore empties every chain it declares, so two plugins each
+/// declaring a chain they found missing would wipe each other's rules, and a rule added
+/// between another's save and restore would be missed by its DEL.
+fn serialized() -> Result<FileLock, FirewallError> {
+    FileLock::this_netns().map_err(FirewallError::Lock)
 }
 
 fn save(v6: bool, table: &str) -> Result<String, FirewallError> {
@@ -116,6 +125,7 @@ fn remove_where(
     families: &[bool],
     stale: impl Fn(&str) -> bool,
 ) -> Result<(), FirewallError> {
+    let _one_at_a_time = serialized()?;
     let rule_prefix = format!("-A {parent} ");
     let header = format!("*{table}\n");
     for &v6 in families {
@@ -260,6 +270,7 @@ fn shared_chains(saved: &str, rules: &PortmapRules, mark: &str, input: &mut Stri
 }
 
 pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+    let _one_at_a_time = serialized()?;
     let chain = dnat_chain(owner);
     let comment = format!(
         r#""dnat name: \"{}\" id: \"{}\"""#,
@@ -418,6 +429,7 @@ pub(super) fn allow_forward(
     addresses: &[IpNetwork],
     admin_chain: &str,
 ) -> Result<(), FirewallError> {
+    let _one_at_a_time = serialized()?;
     let comment = comment(owner.network, owner.container_id);
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
@@ -520,6 +532,7 @@ pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), F
 /// Traffic entering from `bridge` may not leave into another isolated bridge (the
 /// reference's two-stage isolation chains), added once per bridge.
 pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
+    let _one_at_a_time = serialized()?;
     for v6 in [false, true] {
         let saved = match save(v6, "filter") {
             Err(_) if v6 => continue,

@@ -37,6 +37,8 @@ pub enum FirewallError {
     },
     #[error("{tool} failed: {stderr}")]
     Failed { tool: &'static str, stderr: String },
+    #[error("cannot lock this namespace's iptables rules")]
+    Lock(#[source] io::Error),
     #[error("host port already mapped by another container: {0}")]
     PortTaken(String),
     #[error("cannot read {tool} output: {reason}")]
