@@ -13,6 +13,8 @@ command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# Fault injection: strace kills a plugin at a chosen system call.
+command -v strace >/dev/null 2>&1 || missing+=(strace)
 # A real runtime for the end-to-end test (crun refuses this machine's cgroup setup; runc works).
 command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)

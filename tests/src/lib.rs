@@ -439,6 +439,8 @@ pub struct Call {
     plugin: PathBuf,
     env: Vec<(String, String)>,
     stdin: String,
+    /// A program (and its arguments) that runs the plugin, such as strace injecting faults.
+    wrapper: Vec<String>,
 }
 
 impl Call {
@@ -457,7 +459,14 @@ impl Call {
                 ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             ],
             stdin: String::new(),
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the plugin as the last argument of `wrapper`.
+    pub fn under(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
+        self
     }
 
     /// Sets the usual attachment variables.
@@ -485,7 +494,14 @@ impl Call {
 
     /// Runs the plugin from inside `host`, never from the machine's own namespace.
     pub fn run_in(&self, host: &NetnsGuard) -> Outcome {
-        let mut command = host.command(&self.plugin);
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = host.command(program);
+                command.args(args).arg(&self.plugin);
+                command
+            }
+            None => host.command(&self.plugin),
+        };
         command
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))

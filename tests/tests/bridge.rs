@@ -356,6 +356,49 @@ fn a_failed_add_leaves_nothing_behind() {
     host.assert_clean(&[]);
 }
 
+/// An ADD killed at any of its kernel requests (a runtime's timeout, the OOM killer) leaves
+/// nothing that a DEL without a result to go by cannot remove: strace kills the plugin at
+/// its first, second, ... netlink send.
+#[test]
+fn an_add_killed_at_any_request_is_undone_by_del() {
+    require_root!();
+    if !std::path::Path::new("/usr/bin/strace").exists() {
+        eprintln!("SKIPPED: strace is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let host = Host::new();
+    let config = host.conf(
+        "1.0.0",
+        "10.89.0.0/24",
+        None,
+        json!({"isGateway": true, "ipMasq": true}),
+    );
+    let (mut killed, mut completed) = (0, false);
+    for request in 1..=24 {
+        let container = NetnsGuard::new("fbk");
+        let id = format!("killed{request}");
+        let inject = format!("inject=sendto:signal=KILL:when={request}");
+        let add = Call::new(Impl::Ours, "bridge", "ADD")
+            .attachment(&id, &container.path_str(), "eth0")
+            .stdin(&config)
+            .under(&["strace", "-f", "-o", "/dev/null", "-e", &inject])
+            .run_in(&host.ns);
+        host.call(Impl::Ours, "DEL", &id, &container, &config)
+            .success();
+        host.assert_clean(&[]);
+        if add.code == 0 {
+            completed = true;
+            break;
+        }
+        killed += 1;
+    }
+    assert!(completed, "some kill came after the ADD's last request");
+    assert!(
+        killed >= 5,
+        "killed at each of its requests, {killed} in all"
+    );
+}
+
 #[test]
 fn a_full_bridge_is_named_in_the_error() {
     require_root!();
