@@ -264,3 +264,46 @@ fn bad_inputs_are_clear() {
         0
     );
 }
+
+/// ADD or DEL killed at any of its netlink requests (strace fault injection): the next DEL
+/// still brings the device back as it was, even from between a move and a rename.
+#[test]
+fn a_killed_add_or_del_leaves_the_device_recoverable() {
+    require_root!();
+    if !std::path::Path::new("/usr/bin/strace").exists() {
+        eprintln!("SKIPPED: strace is not installed (scripts/test.sh installs it)");
+        return;
+    }
+    let rig = Rig::new();
+    let before = rig.host_device().expect("hdev0 on the host");
+    let config = rig.conf("1.0.0", json!({}));
+    for killed in ["ADD", "DEL"] {
+        let mut completed = false;
+        for request in 1..=24 {
+            let container = NetnsGuard::new("fdk");
+            let id = format!("k{killed}{request}");
+            if killed == "DEL" {
+                rig.call("ADD", &id, &container, &config).success();
+            }
+            let inject = format!("inject=sendto:signal=KILL:when={request}");
+            let run = Call::new(Impl::Ours, "host-device", killed)
+                .attachment(&id, &container.path_str(), "eth0")
+                .stdin(&config)
+                .under(&["strace", "-f", "-o", "/dev/null", "-e", &inject])
+                .run_in(&rig.sandbox.ns);
+            rig.call("DEL", &id, &container, &config).success();
+            assert_eq!(
+                rig.host_device(),
+                Some(before.clone()),
+                "{killed} killed at request {request}: the device is back as it was"
+            );
+            assert!(container.links().is_empty(), "{:?}", container.links());
+            assert!(rig.sandbox.reserved().is_empty());
+            if run.code == 0 {
+                completed = true;
+                break;
+            }
+        }
+        assert!(completed, "{killed}: some kill came after its last request");
+    }
+}

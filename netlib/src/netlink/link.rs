@@ -639,12 +639,17 @@ impl Netlink {
         Ok(())
     }
 
-    /// Moves a link into `netns` (it loses its addresses on the way, as the kernel does).
-    pub fn move_to(&mut self, index: u32, netns: &Netns) -> Result<(), NetlinkError> {
+    /// Moves a link into `netns` (it loses its addresses on the way, as the kernel does),
+    /// named `name` there, in the same request: a process killed between a move and a
+    /// rename would leave the link in the other namespace under a name nobody looks for.
+    pub fn move_to(&mut self, index: u32, netns: &Netns, name: &str) -> Result<(), NetlinkError> {
         let mut message = by_index(index);
         message
             .attributes
             .push(LinkAttribute::NetNsFd(netns.as_fd().as_raw_fd()));
+        message
+            .attributes
+            .push(LinkAttribute::IfName(name.to_string()));
         self.set_link("move link", message)
     }
 

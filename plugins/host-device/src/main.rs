@@ -153,27 +153,59 @@ fn restore_on_host(host: &mut Netlink, link: &Link, original: &Original) -> Resu
     Ok(())
 }
 
-/// Brings the device back from the container: a temporary name first, since its original
-/// name may be taken there and its container name on the host.
-fn bring_back(netns: &Netns, ifname: &str, original: &Original) -> Result<()> {
+/// A device on its way back takes this prefix first: its original name may be taken on the
+/// host (and its container name too).
+const RETURNING: &str = "hd";
+
+/// Brings the device back from the container, under a temporary name in the same request
+/// as the move, then restores it; `false` when it is not in the container under `ifname`.
+fn bring_back(netns: &Netns, ifname: &str, original: &Original) -> Result<bool> {
     let mut container = Netlink::open_in(netns)?;
     let Some(link) = container.link_by_name(ifname)? else {
-        return Ok(());
+        return Ok(false);
     };
-    let temporary = random_name("hd");
     container.set_link_up(link.index, false)?;
-    container.rename(
-        &Link {
-            up: false,
-            ..link.clone()
-        },
-        &temporary,
-    )?;
-    let own = Netns::current()?;
-    container.move_to(link.index, &own)?;
+    let temporary = random_name(RETURNING);
+    container.move_to(link.index, &Netns::current()?, &temporary)?;
     let mut host = Netlink::open()?;
     let back = host.link(&temporary)?;
-    restore_on_host(&mut host, &back, original)
+    restore_on_host(&mut host, &back, original)?;
+    Ok(true)
+}
+
+/// The device on the host, by its MAC, when it is not in the container: an ADD that died
+/// before the move left it under its own name, a DEL that died after the move under a
+/// temporary one, and a deleted namespace returns a physical device under any name. Links
+/// stacked on it (VLANs share its MAC) are never taken for it.
+fn restore_found_on_host(original: &Original) -> Result<()> {
+    let Some(mac) = original
+        .mac
+        .as_deref()
+        .and_then(|m| m.parse::<MacAddr>().ok())
+    else {
+        return Ok(());
+    };
+    let mut host = Netlink::open()?;
+    let candidates: Vec<Link> = host
+        .links()?
+        .into_iter()
+        .filter(|l| l.mac == Some(mac))
+        .collect();
+    let stacked = |l: &&Link| {
+        matches!(
+            l.kind.as_deref(),
+            Some("vlan" | "macvlan" | "macvtap" | "ipvlan" | "ipvtap" | "bond" | "bridge" | "team")
+        )
+    };
+    let found = candidates
+        .iter()
+        .find(|l| l.name == original.name)
+        .or_else(|| candidates.iter().find(|l| l.name.starts_with(RETURNING)))
+        .or_else(|| candidates.iter().find(|l| !stacked(l)));
+    match found {
+        Some(link) => restore_on_host(&mut host, link, original),
+        None => Ok(()),
+    }
 }
 
 struct HostDevice;
@@ -212,18 +244,9 @@ impl Plugin for HostDevice {
         let mut undo = Undo::new();
         undo.push("the device record", || store.remove(key));
         host.set_link_up(device.index, false)?;
-        host.move_to(device.index, &netns)?;
+        host.move_to(device.index, &netns, &attachment.ifname)?;
         undo.push("the device move", || {
-            bring_back(&netns, &device.name, &original)
-        });
-        let moved = container.link(&device.name)?;
-        container.rename(&moved, &attachment.ifname)?;
-        undo.push("the rename", || {
-            let mut inside = Netlink::open_in(&netns)?;
-            if let Some(link) = inside.link_by_name(&attachment.ifname)? {
-                inside.rename(&link, &device.name)?;
-            }
-            Ok(())
+            bring_back(&netns, &attachment.ifname, &original).map(drop)
         });
         let link = container.link(&attachment.ifname)?;
         let allocated = attachment::ipam_add(request, &mut undo)?;
@@ -233,9 +256,9 @@ impl Plugin for HostDevice {
     }
 
     /// Releases the reservation in every case (the reference skips it without a namespace
-    /// and leaks the address), and brings the device back to the host. When the namespace is
-    /// gone the kernel has already returned a physical device to the host: it is found by
-    /// its MAC and restored there.
+    /// and leaks the address), and brings the device back to the host. When it is not in the
+    /// container (the namespace is gone, or an ADD or DEL died half-way) it is looked for on
+    /// the host by its MAC and restored there.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let (_, store) = load(request)?;
         let mut failures: Vec<Error> = Vec::new();
@@ -246,19 +269,11 @@ impl Plugin for HostDevice {
         if let Some(original) = store.load::<Original>(key)? {
             let netns = attachment.netns.as_ref().map(Netns::open);
             let restored = match netns {
-                Some(Ok(netns)) => bring_back(&netns, &attachment.ifname, &original),
-                Some(Err(NetnsError::NotFound(_))) | None => {
-                    let mut host = Netlink::open()?;
-                    let mac: Option<MacAddr> = original.mac.as_deref().and_then(|m| m.parse().ok());
-                    let returned = host
-                        .links()?
-                        .into_iter()
-                        .find(|l| mac.is_some() && l.mac == mac);
-                    match returned {
-                        Some(link) => restore_on_host(&mut host, &link, &original),
-                        None => Ok(()),
-                    }
-                }
+                Some(Ok(netns)) => match bring_back(&netns, &attachment.ifname, &original) {
+                    Ok(false) => restore_found_on_host(&original),
+                    other => other.map(drop),
+                },
+                Some(Err(NetnsError::NotFound(_))) | None => restore_found_on_host(&original),
                 Some(Err(e)) => Err(e.into()),
             };
             match restored {
