@@ -37,6 +37,17 @@ macro_rules! require_root {
     };
 }
 
+/// Whether strace can inject faults here; says so loudly when it cannot.
+pub fn can_inject_faults() -> bool {
+    let present = Path::new(STRACE).exists();
+    if !present {
+        eprintln!("SKIPPED: {STRACE} is not installed (scripts/test.sh installs it)");
+    }
+    present
+}
+
+const STRACE: &str = "/usr/bin/strace";
+
 /// A short name unique to this process and call, usable as a netns or link name.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -439,7 +450,7 @@ pub struct Call {
     plugin: PathBuf,
     env: Vec<(String, String)>,
     stdin: String,
-    /// A program (and its arguments) that runs the plugin, such as strace injecting faults.
+    /// A program (and its arguments) that runs the plugin: strace injecting a fault.
     wrapper: Vec<String>,
 }
 
@@ -463,9 +474,13 @@ impl Call {
         }
     }
 
-    /// Runs the plugin as the last argument of `wrapper`.
-    pub fn under(mut self, wrapper: &[&str]) -> Self {
-        self.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
+    /// Has strace kill the plugin at its `request`th netlink send (its first, second, ...
+    /// kernel request), as a runtime's timeout or the OOM killer might.
+    pub fn killed_at_send(mut self, request: usize) -> Self {
+        let inject = format!("inject=sendto:signal=KILL:when={request}");
+        self.wrapper = [STRACE, "-f", "-o", "/dev/null", "-e", &inject]
+            .map(String::from)
+            .to_vec();
         self
     }
 

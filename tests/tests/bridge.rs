@@ -362,8 +362,7 @@ fn a_failed_add_leaves_nothing_behind() {
 #[test]
 fn an_add_killed_at_any_request_is_undone_by_del() {
     require_root!();
-    if !std::path::Path::new("/usr/bin/strace").exists() {
-        eprintln!("SKIPPED: strace is not installed (scripts/test.sh installs it)");
+    if !ferrocni_tests::can_inject_faults() {
         return;
     }
     let host = Host::new();
@@ -377,11 +376,10 @@ fn an_add_killed_at_any_request_is_undone_by_del() {
     for request in 1..=24 {
         let container = NetnsGuard::new("fbk");
         let id = format!("killed{request}");
-        let inject = format!("inject=sendto:signal=KILL:when={request}");
         let add = Call::new(Impl::Ours, "bridge", "ADD")
             .attachment(&id, &container.path_str(), "eth0")
             .stdin(&config)
-            .under(&["strace", "-f", "-o", "/dev/null", "-e", &inject])
+            .killed_at_send(request)
             .run_in(&host.ns);
         host.call(Impl::Ours, "DEL", &id, &container, &config)
             .success();

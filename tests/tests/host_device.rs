@@ -270,8 +270,7 @@ fn bad_inputs_are_clear() {
 #[test]
 fn a_killed_add_or_del_leaves_the_device_recoverable() {
     require_root!();
-    if !std::path::Path::new("/usr/bin/strace").exists() {
-        eprintln!("SKIPPED: strace is not installed (scripts/test.sh installs it)");
+    if !ferrocni_tests::can_inject_faults() {
         return;
     }
     let rig = Rig::new();
@@ -285,11 +284,10 @@ fn a_killed_add_or_del_leaves_the_device_recoverable() {
             if killed == "DEL" {
                 rig.call("ADD", &id, &container, &config).success();
             }
-            let inject = format!("inject=sendto:signal=KILL:when={request}");
             let run = Call::new(Impl::Ours, "host-device", killed)
                 .attachment(&id, &container.path_str(), "eth0")
                 .stdin(&config)
-                .under(&["strace", "-f", "-o", "/dev/null", "-e", &inject])
+                .killed_at_send(request)
                 .run_in(&rig.sandbox.ns);
             rig.call("DEL", &id, &container, &config).success();
             assert_eq!(
