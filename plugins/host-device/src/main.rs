@@ -53,6 +53,42 @@ struct Original {
     up: bool,
     mtu: u32,
     addresses: Vec<IpNetwork>,
+    /// The kernel's kind of link (none for a physical device): links stacked on a device
+    /// share its MAC, and only the kind tells a VLAN from its parent. Older records lack it.
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+impl Original {
+    /// Whether `link` can be this device: same kind, and the same MAC when it has one.
+    fn is(&self, link: &Link) -> bool {
+        link.kind == self.kind && link.mac.map(|m| m.to_string()) == self.mac
+    }
+}
+
+/// Kinds of link that sit on another and share its MAC.
+const STACKED: [&str; 10] = [
+    "vlan",
+    "macvlan",
+    "macvtap",
+    "ipvlan",
+    "ipvtap",
+    "macsec",
+    "bond",
+    "bridge",
+    "team",
+    "openvswitch",
+];
+
+/// Host links with `mac`, those stacked on another last.
+fn links_with_mac(host: &mut Netlink, mac: MacAddr) -> Result<Vec<Link>> {
+    let mut found: Vec<Link> = host
+        .links()?
+        .into_iter()
+        .filter(|l| l.mac == Some(mac))
+        .collect();
+    found.sort_by_key(|l| l.kind.as_deref().is_some_and(|k| STACKED.contains(&k)));
+    Ok(found)
 }
 
 fn load(request: &Request) -> Result<(Selector, Store)> {
@@ -109,10 +145,9 @@ fn find(host: &mut Netlink, selector: &Selector) -> Result<Link> {
         Selector::Name(name) => host
             .link_by_name(name)?
             .ok_or_else(|| missing(format!("device {name:?}"))),
-        Selector::Mac(mac) => host
-            .links()?
+        Selector::Mac(mac) => links_with_mac(host, *mac)?
             .into_iter()
-            .find(|l| l.mac == Some(*mac))
+            .next()
             .ok_or_else(|| missing(format!("a device with MAC {mac}"))),
         Selector::Sysfs(path) => {
             let name = std::fs::read_dir(Path::new(path).join("net"))
@@ -158,11 +193,20 @@ fn restore_on_host(host: &mut Netlink, link: &Link, original: &Original) -> Resu
 const RETURNING: &str = "hd";
 
 /// Brings the device back from the container, under a temporary name in the same request
-/// as the move, then restores it; `false` when it is not in the container under `ifname`.
+/// as the move, then restores it; `false` when it is not in the container.
 fn bring_back(netns: &Netns, ifname: &str, original: &Original) -> Result<bool> {
     let mut container = Netlink::open_in(netns)?;
-    let Some(link) = container.link_by_name(ifname)? else {
-        return Ok(false);
+    let link = match container.link_by_name(ifname)? {
+        Some(link) => link,
+        // A move whose rename failed leaves it under its host name; kind and MAC tell it
+        // from a link of the container's own.
+        None => match container
+            .link_by_name(&original.name)?
+            .filter(|l| original.is(l))
+        {
+            Some(link) => link,
+            None => return Ok(false),
+        },
     };
     container.set_link_up(link.index, false)?;
     let temporary = random_name(RETURNING);
@@ -173,39 +217,47 @@ fn bring_back(netns: &Netns, ifname: &str, original: &Original) -> Result<bool> 
     Ok(true)
 }
 
-/// The device on the host, by its MAC, when it is not in the container: an ADD that died
-/// before the move left it under its own name, a DEL that died after the move under a
-/// temporary one, and a deleted namespace returns a physical device under any name. Links
-/// stacked on it (VLANs share its MAC) are never taken for it.
+/// The device on the host, when it is not in the container: an ADD that died before the
+/// move left it under its own name, a DEL that died after the move under a temporary one,
+/// and a deleted namespace returns a physical device under any name (found by its MAC;
+/// without one only its own name identifies it).
 fn restore_found_on_host(original: &Original) -> Result<()> {
-    let Some(mac) = original
+    let mut host = Netlink::open()?;
+    let found = match original
         .mac
         .as_deref()
         .and_then(|m| m.parse::<MacAddr>().ok())
-    else {
-        return Ok(());
+    {
+        Some(mac) => {
+            let candidates: Vec<Link> = links_with_mac(&mut host, mac)?
+                .into_iter()
+                .filter(|l| original.is(l))
+                .collect();
+            candidates
+                .iter()
+                .find(|l| l.name == original.name)
+                .or_else(|| candidates.iter().find(|l| l.name.starts_with(RETURNING)))
+                .or_else(|| candidates.first())
+                .cloned()
+        }
+        None => host
+            .link_by_name(&original.name)?
+            .filter(|l| original.is(l)),
     };
-    let mut host = Netlink::open()?;
-    let candidates: Vec<Link> = host
-        .links()?
-        .into_iter()
-        .filter(|l| l.mac == Some(mac))
-        .collect();
-    let stacked = |l: &&Link| {
-        matches!(
-            l.kind.as_deref(),
-            Some("vlan" | "macvlan" | "macvtap" | "ipvlan" | "ipvtap" | "bond" | "bridge" | "team")
-        )
-    };
-    let found = candidates
-        .iter()
-        .find(|l| l.name == original.name)
-        .or_else(|| candidates.iter().find(|l| l.name.starts_with(RETURNING)))
-        .or_else(|| candidates.iter().find(|l| !stacked(l)));
     match found {
-        Some(link) => restore_on_host(&mut host, link, original),
+        Some(link) => restore_on_host(&mut host, &link, original),
         None => Ok(()),
     }
+}
+
+/// Puts the device back as it was, wherever an ADD or DEL, finished or not, left it.
+fn return_device(netns: Option<&Netns>, ifname: &str, original: &Original) -> Result<()> {
+    if let Some(netns) = netns {
+        if bring_back(netns, ifname, original)? {
+            return Ok(());
+        }
+    }
+    restore_found_on_host(original)
 }
 
 struct HostDevice;
@@ -227,27 +279,34 @@ impl Plugin for HostDevice {
         }
         let mut host = Netlink::open()?;
         let device = find(&mut host, &selector)?;
-        let original = Original {
-            name: device.name.clone(),
-            mac: device.mac.map(|m| m.to_string()),
-            up: device.up,
-            mtu: device.mtu,
-            addresses: host
-                .addresses(device.index)?
-                .into_iter()
-                .filter(|a| !(a.is_ipv6() && a.ip().to_string().starts_with("fe80")))
-                .collect(),
-        };
-        // Recorded before the move, so DEL can restore even after a crash half-way.
         let key = key(request, attachment);
+        // A retry of an ADD that died before the move keeps the first record: the device
+        // is down by now, which is not how it was.
+        let original = match store.load::<Original>(key)? {
+            Some(earlier) => earlier,
+            None => Original {
+                name: device.name.clone(),
+                mac: device.mac.map(|m| m.to_string()),
+                up: device.up,
+                mtu: device.mtu,
+                addresses: host
+                    .addresses(device.index)?
+                    .into_iter()
+                    .filter(|a| !(a.is_ipv6() && a.ip().to_string().starts_with("fe80")))
+                    .collect(),
+                kind: device.kind.clone(),
+            },
+        };
+        // Recorded before the device changes, so DEL can restore even after a crash. The
+        // record goes only once the device is back: a failed return leaves it for DEL.
         store.save(key, &original)?;
         let mut undo = Undo::new();
-        undo.push("the device record", || store.remove(key));
+        undo.push("the device", || {
+            return_device(Some(&netns), &attachment.ifname, &original)?;
+            store.remove(key)
+        });
         host.set_link_up(device.index, false)?;
         host.move_to(device.index, &netns, &attachment.ifname)?;
-        undo.push("the device move", || {
-            bring_back(&netns, &attachment.ifname, &original).map(drop)
-        });
         let link = container.link(&attachment.ifname)?;
         let allocated = attachment::ipam_add(request, &mut undo)?;
         let result = attachment::finish_single(request, &netns, &mut container, &link, allocated)?;
@@ -269,11 +328,10 @@ impl Plugin for HostDevice {
         if let Some(original) = store.load::<Original>(key)? {
             let netns = attachment.netns.as_ref().map(Netns::open);
             let restored = match netns {
-                Some(Ok(netns)) => match bring_back(&netns, &attachment.ifname, &original) {
-                    Ok(false) => restore_found_on_host(&original),
-                    other => other.map(drop),
-                },
-                Some(Err(NetnsError::NotFound(_))) | None => restore_found_on_host(&original),
+                Some(Ok(netns)) => return_device(Some(&netns), &attachment.ifname, &original),
+                Some(Err(NetnsError::NotFound(_))) | None => {
+                    return_device(None, &attachment.ifname, &original)
+                }
                 Some(Err(e)) => Err(e.into()),
             };
             match restored {
