@@ -67,6 +67,18 @@ impl Rig {
             .call(Impl::Ours, command, id, container, config)
     }
 
+    /// ADD into `container`, delete the namespace, then DEL with its path.
+    fn attach_then_lose_the_namespace(&self, id: &str, container: NetnsGuard, config: &Value) {
+        self.call("ADD", id, &container, config).success();
+        let path = container.path_str();
+        drop(container);
+        Call::new(Impl::Ours, "host-device", "DEL")
+            .attachment(id, &path, "eth0")
+            .stdin(config)
+            .run_in(&self.sandbox.ns)
+            .success();
+    }
+
     /// hdev0 as the host sees it: present, MTU, up, address.
     fn host_device(&self) -> Option<(u64, bool, Vec<String>)> {
         if !self.sandbox.ns.links().contains(&"hdev0".to_string()) {
@@ -170,14 +182,7 @@ fn del_never_takes_the_link_below_a_vanished_device_for_it() {
     ]);
     let container = NetnsGuard::new("fdc");
     let config = rig.conf("1.0.0", json!({"device": "hdmv0"}));
-    rig.call("ADD", "stacked", &container, &config).success();
-    let path = container.path_str();
-    drop(container);
-    Call::new(Impl::Ours, "host-device", "DEL")
-        .attachment("stacked", &path, "eth0")
-        .stdin(&config)
-        .run_in(&rig.sandbox.ns)
-        .success();
+    rig.attach_then_lose_the_namespace("stacked", container, &config);
     assert_eq!(
         rig.host_device(),
         Some(before),
@@ -191,14 +196,7 @@ fn del_after_the_namespace_is_gone_releases_the_address() {
     let rig = Rig::new();
     let container = NetnsGuard::new("fdc");
     let config = rig.conf("1.0.0", json!({}));
-    rig.call("ADD", "gone", &container, &config).success();
-    let path = container.path_str();
-    drop(container);
-    Call::new(Impl::Ours, "host-device", "DEL")
-        .attachment("gone", &path, "eth0")
-        .stdin(&config)
-        .run_in(&rig.sandbox.ns)
-        .success();
+    rig.attach_then_lose_the_namespace("gone", container, &config);
     assert!(
         rig.sandbox.reserved().is_empty(),
         "the reservation is released (the reference leaks it)"
