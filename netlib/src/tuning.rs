@@ -80,8 +80,20 @@ impl Settings {
         }
     }
 
-    /// Applies every present value to `link` inside `netns`.
+    /// Applies every present value to `link` inside `netns`. Per-interface sysctl keys name
+    /// the interface as the runtime does (`CNI_IFNAME`), so they are set while it has that
+    /// name: before a rename away from it (ADD), after a rename back to it (DEL).
     pub fn apply(&self, netns: &Netns, netlink: &mut Netlink, link: &Link) -> Result<()> {
+        let back_to_keys_name = self.name.as_deref().is_some_and(|name| {
+            name != link.name
+                && self
+                    .sysctls
+                    .keys()
+                    .any(|key| key.split('.').any(|part| part == name))
+        });
+        if back_to_keys_name {
+            self.rename(netlink, link)?;
+        }
         let sysctls = self.sysctls.clone();
         netns.run(|| -> Result<()> {
             for (key, value) in &sysctls {
@@ -105,11 +117,19 @@ impl Settings {
         if let Some(txqlen) = self.txqlen {
             netlink.set_txqlen(link.index, txqlen)?;
         }
+        if !back_to_keys_name {
+            self.rename(netlink, link)?;
+        }
+        Ok(())
+    }
+
+    /// Gives `link` the name these settings have, if they have one it lacks.
+    fn rename(&self, netlink: &mut Netlink, link: &Link) -> Result<()> {
         if let Some(name) = &self.name {
-            if *name != link.name {
-                let fresh = netlink
-                    .link_by_index(link.index)?
-                    .unwrap_or_else(|| link.clone());
+            let fresh = netlink
+                .link_by_index(link.index)?
+                .unwrap_or_else(|| link.clone());
+            if fresh.name != *name {
                 netlink.rename(&fresh, name)?;
             }
         }

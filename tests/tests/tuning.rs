@@ -143,10 +143,17 @@ fn applies_everything_and_del_restores_it() {
 fn renames_and_renames_back() {
     require_root!();
     let setup = Setup::new();
-    let config = setup.conf("1.0.0", json!({"ifName": "net1", "mtu": 1450}));
+    let before = setup.state("eth0");
+    // A per-interface sysctl names the interface as the runtime does, before the rename.
+    let config = setup.conf(
+        "1.0.0",
+        json!({"ifName": "net1", "mtu": 1450,
+               "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"}}),
+    );
     let result = setup.call("ADD", &config).success();
     assert_eq!(result["interfaces"][0]["name"], "net1");
     assert_eq!(setup.state("net1")["mtu"], 1450);
+    assert_eq!(setup.state("net1")["arp_filter"], "1");
     assert!(
         setup.container.link_is_up("net1"),
         "a renamed link stays up"
@@ -154,7 +161,7 @@ fn renames_and_renames_back() {
     setup
         .call("DEL", &with_previous(&config, &result))
         .success();
-    assert_eq!(setup.state("eth0")["mtu"], 1500);
+    assert_eq!(setup.state("eth0"), before, "name, MTU and sysctl are back");
     assert!(setup.container.link_is_up("eth0"));
 }
 
@@ -252,4 +259,42 @@ fn bad_inputs_are_refused_before_anything_changes() {
             "cannot set sysctl net.ipv4.conf.eth0.forwarding to \"banana\"",
         );
     assert_eq!(setup.state("eth0"), before, "nothing changed");
+}
+
+/// An ADD killed at any of its netlink requests (strace fault injection), then retried as a
+/// runtime would: the retry succeeds (even when the kill came before the rename its record
+/// announces), and DEL restores every original, name included.
+#[test]
+fn a_killed_then_retried_add_is_still_undone_by_del() {
+    require_root!();
+    if !ferrocni_tests::can_inject_faults() {
+        return;
+    }
+    let setup = Setup::new();
+    let before = setup.state("eth0");
+    let mut tuned = everything();
+    tuned["ifName"] = json!("net1");
+    let config = setup.conf("1.0.0", tuned);
+    let mut completed = false;
+    for request in 1..=24 {
+        let killed = Call::new(Impl::Ours, "tuning", "ADD")
+            .attachment("tun", &setup.container.path_str(), "eth0")
+            .stdin(&config)
+            .killed_at_send(request)
+            .run_in(&setup.host);
+        if killed.code != 0 {
+            setup.call("ADD", &config).success();
+        }
+        setup.call("DEL", &config).success();
+        assert_eq!(
+            setup.state("eth0"),
+            before,
+            "killed at request {request}, retried: DEL restored every original"
+        );
+        if killed.code == 0 {
+            completed = true;
+            break;
+        }
+    }
+    assert!(completed, "some kill came after the ADD's last request");
 }

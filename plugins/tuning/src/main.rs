@@ -2,7 +2,7 @@
 //! plugin in the chain, recording the originals so DEL restores them.
 
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::netlink::Netlink;
+use netlib::netlink::{Link, Netlink, NetlinkError};
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::state::{Key, Store};
@@ -93,6 +93,21 @@ fn state_key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
     }
 }
 
+/// The interface ADD tuned: under the name its record gives, or still under `ifname` when
+/// an ADD died before its rename (the rename comes last).
+fn tuned_link(
+    netlink: &mut Netlink,
+    record: Option<&Record>,
+    ifname: &str,
+) -> Result<Option<Link>> {
+    if let Some(record) = record {
+        if let Some(link) = netlink.link_by_name(&record.current_name)? {
+            return Ok(Some(link));
+        }
+    }
+    Ok(netlink.link_by_name(ifname)?)
+}
+
 struct Tuning;
 
 impl Plugin for Tuning {
@@ -111,10 +126,14 @@ impl Plugin for Tuning {
         // A repeated ADD (a runtime's retry) keeps the values from before the first: taking
         // the tuned ones for originals would leave DEL nothing to restore.
         let earlier: Option<Record> = records.load(key)?;
-        let name = earlier
-            .as_ref()
-            .map_or(attachment.ifname.as_str(), |r| r.current_name.as_str());
-        let link = netlink.link(name)?;
+        let mut link = tuned_link(&mut netlink, earlier.as_ref(), &attachment.ifname)?
+            .ok_or_else(|| NetlinkError::LinkNotFound(attachment.ifname.clone()))?;
+        if link.name != attachment.ifname {
+            // The first ADD got as far as its rename: take the runtime's name back, so the
+            // sysctl keys (which name the interface by it) and the rest apply as the first time.
+            netlink.rename(&link, &attachment.ifname)?;
+            link = netlink.link(&attachment.ifname)?;
+        }
         let current = Settings::current(&netns, &link, &wanted)?;
         let original = match earlier {
             Some(earlier) => earlier.original.or(current),
@@ -168,7 +187,8 @@ impl Plugin for Tuning {
                 Err(e) => return Err(e.into()),
                 Ok(netns) => {
                     let mut netlink = Netlink::open_in(&netns)?;
-                    if let Some(link) = netlink.link_by_name(&record.current_name)? {
+                    if let Some(link) = tuned_link(&mut netlink, Some(&record), &attachment.ifname)?
+                    {
                         record.original.apply(&netns, &mut netlink, &link)?;
                     }
                 }
