@@ -48,6 +48,17 @@ pub fn can_inject_faults() -> bool {
 
 const STRACE: &str = "/usr/bin/strace";
 
+/// Runs `attempt` with a plugin killed at its request 1, 2, ... (see
+/// [`Call::killed_at_send`]) until `attempt` says the plugin ran to its end; returns how many
+/// requests it was killed at. Fails if it never ran to its end.
+pub fn kill_at_each_request(mut attempt: impl FnMut(usize) -> bool) -> usize {
+    const MOST: usize = 24;
+    (1..=MOST)
+        .find(|&request| attempt(request))
+        .map(|completed_at| completed_at - 1)
+        .unwrap_or_else(|| panic!("the plugin never ran to its end within {MOST} requests"))
+}
+
 /// A short name unique to this process and call, usable as a netns or link name.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
