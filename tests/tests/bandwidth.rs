@@ -261,3 +261,36 @@ fn bad_inputs_are_refused_before_anything_changes() {
     );
     node.call("DEL", "bad", &container, &runtime).success();
 }
+
+/// An ADD killed at any of its netlink requests (strace fault injection; tc is killed at its
+/// own too), then retried as a runtime would: the retry succeeds, even with an ifb left
+/// unlabelled, and DEL leaves no ifb.
+#[test]
+fn a_killed_then_retried_add_is_still_undone_by_del() {
+    require_root!();
+    if !ferrocni_tests::can_inject_faults() {
+        return;
+    }
+    let node = Node::new();
+    let container = NetnsGuard::new("fbw");
+    let main = node.attach("killed", &container);
+    let config = Node::conf("1.0.0", &main, limits());
+    ferrocni_tests::kill_at_each_request(|request| {
+        let killed = Call::new(Impl::Ours, "bandwidth", "ADD")
+            .attachment("killed", &container.path_str(), "eth0")
+            .stdin(&config)
+            .killed_at_send(request)
+            .run_in(&node.sandbox.ns);
+        if killed.code != 0 {
+            node.call("ADD", "killed", &container, &config).success();
+        }
+        assert_eq!(node.ifbs().len(), 1, "request {request}: one ifb");
+        node.call("DEL", "killed", &container, &config).success();
+        assert!(
+            node.ifbs().is_empty(),
+            "request {request}: {:?}",
+            node.ifbs()
+        );
+        killed.code == 0
+    });
+}

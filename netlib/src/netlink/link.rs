@@ -671,12 +671,17 @@ impl Netlink {
         )?;
         let ifb = self.link(name)?;
         // The kernel ignores IFLA_IFALIAS when creating a link; set it afterwards.
-        let mut label = by_index(ifb.index);
+        self.set_alias(ifb.index, alias)?;
+        Ok(ifb)
+    }
+
+    /// Labels a link (IFLA_IFALIAS), which is how its owner finds it again.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<(), NetlinkError> {
+        let mut label = by_index(index);
         label
             .attributes
             .push(LinkAttribute::IfAlias(alias.to_string()));
-        self.set_link("set alias", label)?;
-        Ok(ifb)
+        self.set_link("set alias", label)
     }
 
     /// Sets a bridge port's hairpin mode (traffic may leave by the port it came in on) and

@@ -165,11 +165,21 @@ impl Plugin for Bandwidth {
                 );
                 let ifb = match host.create_ifb(&name, veth.mtu, &label) {
                     // A repeated ADD (a runtime's retry) finds the first one's ifb: keep it,
-                    // as the qdiscs below are replaced rather than added twice.
-                    Err(e) if e.already_exists() => host
-                        .link_by_name(&name)?
-                        .filter(|ifb| ifb.alias.as_deref() == Some(label.as_str()))
-                        .ok_or(e)?,
+                    // as the qdiscs below are replaced rather than added twice. One killed
+                    // between creating it and labelling it left it without a label.
+                    Err(e) if e.already_exists() => {
+                        let ifb = host
+                            .link_by_name(&name)?
+                            .filter(|ifb| {
+                                ifb.kind.as_deref() == Some("ifb")
+                                    && ifb.alias.as_deref().is_none_or(|alias| alias == label)
+                            })
+                            .ok_or(e)?;
+                        if ifb.alias.is_none() {
+                            host.set_alias(ifb.index, &label)?;
+                        }
+                        ifb
+                    }
                     created => {
                         let ifb = created?;
                         let index = ifb.index;
