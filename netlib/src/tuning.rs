@@ -21,6 +21,10 @@ pub struct Settings {
     pub name: Option<String>,
     /// Keys in dotted form, `IFNAME` already replaced.
     pub sysctls: BTreeMap<String, String>,
+    /// Whether the link is up: recorded when it is renamed, since a rename takes it down
+    /// and an ADD killed in between must not leave it so. Older records lack it.
+    #[serde(default)]
+    pub up: Option<bool>,
 }
 
 /// Validates a sysctl key for use inside a container: only `net.*`, which is per
@@ -62,7 +66,27 @@ impl Settings {
             txqlen: wanted.txqlen.map(|_| link.txqlen),
             name: wanted.name.as_ref().map(|_| link.name.clone()),
             sysctls,
+            up: wanted.name.as_ref().map(|_| link.up),
         })
+    }
+
+    /// These settings with per-interface sysctl keys naming `to` instead of `from`.
+    fn keys_renamed(&self, from: &str, to: &str) -> Settings {
+        let sysctls = self
+            .sysctls
+            .iter()
+            .map(|(key, value)| {
+                let renamed: Vec<&str> = key
+                    .split('.')
+                    .map(|part| if part == from { to } else { part })
+                    .collect();
+                (renamed.join("."), value.clone())
+            })
+            .collect();
+        Settings {
+            sysctls,
+            ..self.clone()
+        }
     }
 
     /// These values, completed with `fallback`'s where these have none.
@@ -77,20 +101,22 @@ impl Settings {
             txqlen: self.txqlen.or(fallback.txqlen),
             name: self.name.or(fallback.name),
             sysctls,
+            up: self.up.or(fallback.up),
         }
     }
 
     /// Applies every present value to `link` inside `netns`. Per-interface sysctl keys name
-    /// the interface as the runtime does (`CNI_IFNAME`), so they are set while it has that
-    /// name: before a rename away from it (ADD), after a rename back to it (DEL).
-    pub fn apply(&self, netns: &Netns, netlink: &mut Netlink, link: &Link) -> Result<()> {
-        let back_to_keys_name = self.name.as_deref().is_some_and(|name| {
-            name != link.name
-                && self
-                    .sysctls
-                    .keys()
-                    .any(|key| key.split('.').any(|part| part == name))
-        });
+    /// the interface as the runtime does (`keys_name`, its `CNI_IFNAME`), so they are set
+    /// while it has that name: before a rename away from it (ADD), after a rename back to it
+    /// (DEL).
+    pub fn apply(
+        &self,
+        netns: &Netns,
+        netlink: &mut Netlink,
+        link: &Link,
+        keys_name: &str,
+    ) -> Result<()> {
+        let back_to_keys_name = self.name.as_deref() == Some(keys_name) && link.name != keys_name;
         if back_to_keys_name {
             self.rename(netlink, link)?;
         }
@@ -120,6 +146,9 @@ impl Settings {
         if !back_to_keys_name {
             self.rename(netlink, link)?;
         }
+        if let Some(up) = self.up {
+            netlink.set_link_up(link.index, up)?;
+        }
         Ok(())
     }
 
@@ -136,9 +165,11 @@ impl Settings {
         Ok(())
     }
 
-    /// CHECK: what differs between these settings and the link now, if anything.
-    pub fn differences(&self, netns: &Netns, link: &Link) -> Result<Vec<String>> {
-        let now = Settings::current(netns, link, self)?;
+    /// CHECK: what differs between these settings (sysctl keys naming the interface as
+    /// `keys_name`) and the link now, under whatever name it has, if anything.
+    pub fn differences(&self, netns: &Netns, link: &Link, keys_name: &str) -> Result<Vec<String>> {
+        let wanted = self.keys_renamed(keys_name, &link.name);
+        let now = Settings::current(netns, link, &wanted)?;
         let mut differ = Vec::new();
         if let (Some(want), Some(have)) = (&self.mac, &now.mac) {
             if !want.eq_ignore_ascii_case(have) {
@@ -161,7 +192,7 @@ impl Settings {
                 differ.push(format!("{what} is {have:?}, not {want:?}"));
             }
         }
-        for (key, want) in &self.sysctls {
+        for (key, want) in &wanted.sysctls {
             if now.sysctls.get(key) != Some(want) {
                 differ.push(format!("{key} is {:?}, not {want}", now.sysctls.get(key)));
             }

@@ -66,6 +66,7 @@ impl Setup {
         json!({
             "mac": link["address"], "mtu": link["mtu"], "txqlen": link["txqlen"],
             "promisc": link["promiscuity"], "allmulti": link["allmulti"],
+            "up": self.container.link_is_up(name),
             "arp_filter": sysctl(&format!("net.ipv4.conf.{name}.arp_filter")),
             "somaxconn": sysctl("net.core.somaxconn"),
         })
@@ -154,6 +155,9 @@ fn renames_and_renames_back() {
     assert_eq!(result["interfaces"][0]["name"], "net1");
     assert_eq!(setup.state("net1")["mtu"], 1450);
     assert_eq!(setup.state("net1")["arp_filter"], "1");
+    setup
+        .call("CHECK", &with_previous(&config, &result))
+        .success();
     assert!(
         setup.container.link_is_up("net1"),
         "a renamed link stays up"

@@ -152,11 +152,16 @@ impl Plugin for Tuning {
         undo.push("the tuning", || {
             let mut netlink = Netlink::open_in(&netns)?;
             if let Some(now) = netlink.link_by_index(link.index)? {
-                original.apply(&netns, &mut netlink, &now)?;
+                original.apply(&netns, &mut netlink, &now, &attachment.ifname)?;
             }
             records.remove(key)
         });
-        wanted.apply(&netns, &mut netlink, &link)?;
+        // A rename takes the link down on the way: it ends as it was before the first ADD.
+        let applied = Settings {
+            up: original.up,
+            ..wanted.clone()
+        };
+        applied.apply(&netns, &mut netlink, &link, &attachment.ifname)?;
         undo.commit();
         for interface in result
             .interfaces
@@ -189,7 +194,9 @@ impl Plugin for Tuning {
                     let mut netlink = Netlink::open_in(&netns)?;
                     if let Some(link) = tuned_link(&mut netlink, Some(&record), &attachment.ifname)?
                     {
-                        record.original.apply(&netns, &mut netlink, &link)?;
+                        record
+                            .original
+                            .apply(&netns, &mut netlink, &link, &attachment.ifname)?;
                     }
                 }
             }
@@ -208,7 +215,7 @@ impl Plugin for Tuning {
             .clone()
             .unwrap_or_else(|| attachment.ifname.clone());
         let link = Netlink::open_in(&netns)?.link(&name)?;
-        let differences = wanted.differences(&netns, &link)?;
+        let differences = wanted.differences(&netns, &link, &attachment.ifname)?;
         if !differences.is_empty() {
             return Err(Error::Check(differences.join("; ")));
         }
