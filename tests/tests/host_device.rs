@@ -334,3 +334,42 @@ fn a_killed_add_or_del_leaves_the_device_recoverable() {
         });
     }
 }
+
+/// A retry that selects another device (a runtime's `deviceID` moved on) after the first ADD
+/// died half-way: the first device is put back as it was, the second attached, and DEL
+/// restores that one.
+#[test]
+fn a_retry_with_another_device_puts_the_first_back() {
+    require_root!();
+    if !ferrocni_tests::can_inject_faults() {
+        return;
+    }
+    let rig = Rig::new();
+    let before = rig.host_device().expect("hdev0 on the host");
+    rig.sandbox.ns.exec_ok(&[
+        "ip", "link", "add", "hdev1", "type", "veth", "peer", "name", "hdpeer1",
+    ]);
+    let first = rig.conf("1.0.0", json!({}));
+    let second = rig.conf("1.0.0", json!({"device": "hdev1"}));
+    ferrocni_tests::kill_at_each_request(|request| {
+        let container = NetnsGuard::new("fdr");
+        let id = format!("r{request}");
+        let killed = Call::new(Impl::Ours, "host-device", "ADD")
+            .attachment(&id, &container.path_str(), "eth0")
+            .stdin(&first)
+            .killed_at_send(request)
+            .run_in(&rig.sandbox.ns);
+        if killed.code != 0 && !container.links().contains(&"eth0".to_string()) {
+            rig.call("ADD", &id, &container, &second).success();
+            assert_eq!(
+                rig.host_device(),
+                Some(before.clone()),
+                "request {request}: hdev0 is back before hdev1 goes in"
+            );
+        }
+        rig.call("DEL", &id, &container, &second).success();
+        assert_eq!(rig.host_device(), Some(before.clone()), "request {request}");
+        assert!(rig.sandbox.ns.links().contains(&"hdev1".to_string()));
+        killed.code == 0
+    });
+}

@@ -4,7 +4,6 @@
 
 use ipnetwork::IpNetwork;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::netlink::link::random_name;
 use netlib::netlink::{Link, MacAddr, Netlink};
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
@@ -188,62 +187,70 @@ fn restore_on_host(host: &mut Netlink, link: &Link, original: &Original) -> Resu
     Ok(())
 }
 
-/// A device on its way back takes this prefix first: its original name may be taken on the
-/// host (and its container name too).
-const RETURNING: &str = "hd";
+/// The name a device comes back under before it gets its own again (which may be taken on
+/// the host, as its container name may be): fixed per device, so a DEL that died in
+/// between finds it by name, MAC or not.
+fn returning_name(original: &Original) -> String {
+    const PREFIX: &str = "hd";
+    let mut name = String::from(PREFIX);
+    for c in original.name.chars() {
+        if name.len() + c.len_utf8() > 15 {
+            break;
+        }
+        name.push(c);
+    }
+    name
+}
 
-/// Brings the device back from the container, under a temporary name in the same request
+/// Brings the device back from the container under its returning name, in the same request
 /// as the move, then restores it; `false` when it is not in the container.
 fn bring_back(netns: &Netns, ifname: &str, original: &Original) -> Result<bool> {
     let mut container = Netlink::open_in(netns)?;
     let link = match container.link_by_name(ifname)? {
         Some(link) => link,
         // A move whose rename failed leaves it under its host name; kind and MAC tell it
-        // from a link of the container's own.
+        // from a link of the container's own (without a MAC nothing does: leave it).
         None => match container
             .link_by_name(&original.name)?
-            .filter(|l| original.is(l))
+            .filter(|l| original.mac.is_some() && original.is(l))
         {
             Some(link) => link,
             None => return Ok(false),
         },
     };
     container.set_link_up(link.index, false)?;
-    let temporary = random_name(RETURNING);
-    container.move_to(link.index, &Netns::current()?, &temporary)?;
+    let returning = returning_name(original);
+    container.move_to(link.index, &Netns::current()?, &returning)?;
     let mut host = Netlink::open()?;
-    let back = host.link(&temporary)?;
+    let back = host.link(&returning)?;
     restore_on_host(&mut host, &back, original)?;
     Ok(true)
 }
 
 /// The device on the host, when it is not in the container: an ADD that died before the
-/// move left it under its own name, a DEL that died after the move under a temporary one,
-/// and a deleted namespace returns a physical device under any name (found by its MAC;
-/// without one only its own name identifies it).
+/// move left it under its own name, a DEL that died after the move under its returning
+/// name, and a deleted namespace returns a physical device under any name, found then by
+/// its MAC. Only a physical device with a real MAC is taken under any name: links stacked on
+/// another share its MAC, and they are destroyed with their namespace anyway.
 fn restore_found_on_host(original: &Original) -> Result<()> {
     let mut host = Netlink::open()?;
-    let found = match original
+    let mut found = None;
+    for name in [original.name.clone(), returning_name(original)] {
+        found = host.link_by_name(&name)?.filter(|l| original.is(l));
+        if found.is_some() {
+            break;
+        }
+    }
+    let physical_mac = original
         .mac
         .as_deref()
         .and_then(|m| m.parse::<MacAddr>().ok())
-    {
-        Some(mac) => {
-            let candidates: Vec<Link> = links_with_mac(&mut host, mac)?
-                .into_iter()
-                .filter(|l| original.is(l))
-                .collect();
-            candidates
-                .iter()
-                .find(|l| l.name == original.name)
-                .or_else(|| candidates.iter().find(|l| l.name.starts_with(RETURNING)))
-                .or_else(|| candidates.first())
-                .cloned()
-        }
-        None => host
-            .link_by_name(&original.name)?
-            .filter(|l| original.is(l)),
-    };
+        .filter(|mac| original.kind.is_none() && mac.0 != [0; 6]);
+    if let (None, Some(mac)) = (&found, physical_mac) {
+        found = links_with_mac(&mut host, mac)?
+            .into_iter()
+            .find(|l| original.is(l));
+    }
     match found {
         Some(link) => restore_on_host(&mut host, &link, original),
         None => Ok(()),
@@ -283,19 +290,26 @@ impl Plugin for HostDevice {
         // A retry of an ADD that died before the move keeps the first record: the device
         // is down by now, which is not how it was.
         let original = match store.load::<Original>(key)? {
-            Some(earlier) => earlier,
-            None => Original {
-                name: device.name.clone(),
-                mac: device.mac.map(|m| m.to_string()),
-                up: device.up,
-                mtu: device.mtu,
-                addresses: host
-                    .addresses(device.index)?
-                    .into_iter()
-                    .filter(|a| !(a.is_ipv6() && a.ip().to_string().starts_with("fe80")))
-                    .collect(),
-                kind: device.kind.clone(),
-            },
+            Some(earlier) if earlier.name == device.name && earlier.is(&device) => earlier,
+            earlier => {
+                // A record of another device (the retry selected a different one): put that
+                // one back as it was before recording this one.
+                if let Some(other) = earlier {
+                    restore_found_on_host(&other)?;
+                }
+                Original {
+                    name: device.name.clone(),
+                    mac: device.mac.map(|m| m.to_string()),
+                    up: device.up,
+                    mtu: device.mtu,
+                    addresses: host
+                        .addresses(device.index)?
+                        .into_iter()
+                        .filter(|a| !(a.is_ipv6() && a.ip().to_string().starts_with("fe80")))
+                        .collect(),
+                    kind: device.kind.clone(),
+                }
+            }
         };
         // Recorded before the device changes, so DEL can restore even after a crash. The
         // record goes only once the device is back: a failed return leaves it for DEL.
