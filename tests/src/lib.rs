@@ -472,6 +472,19 @@ impl Call {
             .env("CNI_PATH", &implementation.dir().display().to_string())
     }
 
+    /// `command` on our `plugin` for the attachment `id`/`eth0` in `container`, with `config`.
+    pub fn ours(
+        plugin: &str,
+        command: &str,
+        id: &str,
+        container: &NetnsGuard,
+        config: &Value,
+    ) -> Self {
+        Call::new(Impl::Ours, plugin, command)
+            .attachment(id, &container.path_str(), "eth0")
+            .stdin(config)
+    }
+
     /// `command` on any plugin binary (a test fixture, say); no `CNI_PATH`.
     pub fn binary(path: &Path, command: &str) -> Self {
         Call {

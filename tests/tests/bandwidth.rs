@@ -276,9 +276,7 @@ fn a_killed_then_retried_add_is_still_undone_by_del() {
     let main = node.attach("killed", &container);
     let config = Node::conf("1.0.0", &main, limits());
     ferrocni_tests::kill_at_each_request(|request| {
-        let killed = Call::new(Impl::Ours, "bandwidth", "ADD")
-            .attachment("killed", &container.path_str(), "eth0")
-            .stdin(&config)
+        let killed = Call::ours("bandwidth", "ADD", "killed", &container, &config)
             .killed_at_send(request)
             .run_in(&node.sandbox.ns);
         if killed.code != 0 {

@@ -375,9 +375,7 @@ fn an_add_killed_at_any_request_is_undone_by_del() {
     let killed = ferrocni_tests::kill_at_each_request(|request| {
         let container = NetnsGuard::new("fbk");
         let id = format!("killed{request}");
-        let add = Call::new(Impl::Ours, "bridge", "ADD")
-            .attachment(&id, &container.path_str(), "eth0")
-            .stdin(&config)
+        let add = Call::ours("bridge", "ADD", &id, &container, &config)
             .killed_at_send(request)
             .run_in(&host.ns);
         host.call(Impl::Ours, "DEL", &id, &container, &config)

@@ -310,9 +310,7 @@ fn a_killed_add_or_del_leaves_the_device_recoverable() {
             if killed == "DEL" {
                 rig.call("ADD", &id, &container, &config).success();
             }
-            let run = Call::new(Impl::Ours, "host-device", killed)
-                .attachment(&id, &container.path_str(), "eth0")
-                .stdin(&config)
+            let run = Call::ours("host-device", killed, &id, &container, &config)
                 .killed_at_send(request)
                 .run_in(&rig.sandbox.ns);
             if killed == "ADD" && run.code != 0 {
@@ -354,9 +352,7 @@ fn a_retry_with_another_device_puts_the_first_back() {
     ferrocni_tests::kill_at_each_request(|request| {
         let container = NetnsGuard::new("fdr");
         let id = format!("r{request}");
-        let killed = Call::new(Impl::Ours, "host-device", "ADD")
-            .attachment(&id, &container.path_str(), "eth0")
-            .stdin(&first)
+        let killed = Call::ours("host-device", "ADD", &id, &container, &first)
             .killed_at_send(request)
             .run_in(&rig.sandbox.ns);
         if killed.code != 0 && !container.links().contains(&"eth0".to_string()) {

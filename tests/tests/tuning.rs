@@ -280,9 +280,7 @@ fn a_killed_then_retried_add_is_still_undone_by_del() {
     tuned["ifName"] = json!("net1");
     let config = setup.conf("1.0.0", tuned);
     ferrocni_tests::kill_at_each_request(|request| {
-        let killed = Call::new(Impl::Ours, "tuning", "ADD")
-            .attachment("tun", &setup.container.path_str(), "eth0")
-            .stdin(&config)
+        let killed = Call::ours("tuning", "ADD", "tun", &setup.container, &config)
             .killed_at_send(request)
             .run_in(&setup.host);
         if killed.code != 0 {
