@@ -37,6 +37,17 @@ macro_rules! require_root {
     };
 }
 
+/// `require_root!`, and strace to inject faults with.
+#[macro_export]
+macro_rules! require_fault_injection {
+    () => {
+        $crate::require_root!();
+        if !$crate::can_inject_faults() {
+            return;
+        }
+    };
+}
+
 /// Whether strace can inject faults here; says so loudly when it cannot.
 pub fn can_inject_faults() -> bool {
     let present = Path::new(STRACE).exists();

@@ -267,10 +267,7 @@ fn bad_inputs_are_refused_before_anything_changes() {
 /// unlabelled, and DEL leaves no ifb.
 #[test]
 fn a_killed_then_retried_add_is_still_undone_by_del() {
-    require_root!();
-    if !ferrocni_tests::can_inject_faults() {
-        return;
-    }
+    ferrocni_tests::require_fault_injection!();
     let node = Node::new();
     let container = NetnsGuard::new("fbw");
     let main = node.attach("killed", &container);

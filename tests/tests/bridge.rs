@@ -361,10 +361,7 @@ fn a_failed_add_leaves_nothing_behind() {
 /// its first, second, ... netlink send.
 #[test]
 fn an_add_killed_at_any_request_is_undone_by_del() {
-    require_root!();
-    if !ferrocni_tests::can_inject_faults() {
-        return;
-    }
+    ferrocni_tests::require_fault_injection!();
     let host = Host::new();
     let config = host.conf(
         "1.0.0",

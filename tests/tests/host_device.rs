@@ -296,10 +296,7 @@ fn bad_inputs_are_clear() {
 /// retried: the next DEL still brings the device back as it was.
 #[test]
 fn a_killed_add_or_del_leaves_the_device_recoverable() {
-    require_root!();
-    if !ferrocni_tests::can_inject_faults() {
-        return;
-    }
+    ferrocni_tests::require_fault_injection!();
     let rig = Rig::new();
     let before = rig.host_device().expect("hdev0 on the host");
     let config = rig.conf("1.0.0", json!({}));
@@ -338,10 +335,7 @@ fn a_killed_add_or_del_leaves_the_device_recoverable() {
 /// restores that one.
 #[test]
 fn a_retry_with_another_device_puts_the_first_back() {
-    require_root!();
-    if !ferrocni_tests::can_inject_faults() {
-        return;
-    }
+    ferrocni_tests::require_fault_injection!();
     let rig = Rig::new();
     let before = rig.host_device().expect("hdev0 on the host");
     rig.sandbox.ns.exec_ok(&[

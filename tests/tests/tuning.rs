@@ -270,10 +270,7 @@ fn bad_inputs_are_refused_before_anything_changes() {
 /// announces), and DEL restores every original, name included.
 #[test]
 fn a_killed_then_retried_add_is_still_undone_by_del() {
-    require_root!();
-    if !ferrocni_tests::can_inject_faults() {
-        return;
-    }
+    ferrocni_tests::require_fault_injection!();
     let setup = Setup::new();
     let before = setup.state("eth0");
     let mut tuned = everything();
