@@ -44,6 +44,16 @@ impl Host {
         config
     }
 
+    /// The usual gateway config, masquerading, IPv4 only.
+    fn gateway_with_masquerade(&self, version: &str, subnet: &str) -> Value {
+        self.conf(
+            version,
+            subnet,
+            None,
+            json!({"isGateway": true, "ipMasq": true}),
+        )
+    }
+
     fn add(&self, id: &str, container: &NetnsGuard, config: &Value) -> Value {
         self.call(Impl::Ours, "ADD", id, container, config)
             .success()
@@ -187,12 +197,7 @@ fn every_verb_in_every_version() {
     require_root!();
     let host = Host::new();
     for version in VERSIONS {
-        let config = host.conf(
-            version,
-            "10.84.0.0/24",
-            None,
-            json!({"isGateway": true, "ipMasq": true}),
-        );
+        let config = host.gateway_with_masquerade(version, "10.84.0.0/24");
         let container = NetnsGuard::new("fbc");
         let result = host.add("verbs", &container, &config);
         assert_eq!(result["cniVersion"], version);
@@ -363,12 +368,7 @@ fn a_failed_add_leaves_nothing_behind() {
 fn an_add_killed_at_any_request_is_undone_by_del() {
     ferrocni_tests::require_fault_injection!();
     let host = Host::new();
-    let config = host.conf(
-        "1.0.0",
-        "10.89.0.0/24",
-        None,
-        json!({"isGateway": true, "ipMasq": true}),
-    );
+    let config = host.gateway_with_masquerade("1.0.0", "10.89.0.0/24");
     let killed = ferrocni_tests::kill_at_each_request(|request| {
         let container = NetnsGuard::new("fbk");
         let id = format!("killed{request}");
@@ -437,12 +437,7 @@ fn a_full_bridge_is_named_in_the_error() {
 fn concurrent_adds_on_one_bridge() {
     require_root!();
     let host = Host::new();
-    let config = host.conf(
-        "1.0.0",
-        "10.88.0.0/24",
-        None,
-        json!({"isGateway": true, "ipMasq": true}),
-    );
+    let config = host.gateway_with_masquerade("1.0.0", "10.88.0.0/24");
     let containers: Vec<NetnsGuard> = (0..32).map(|_| NetnsGuard::new("fbc")).collect();
     let results: Vec<Value> = std::thread::scope(|scope| {
         let workers: Vec<_> = containers
