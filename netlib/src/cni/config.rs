@@ -102,11 +102,14 @@ pub fn validate_container_id(id: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// The longest link name the kernel takes (IFNAMSIZ less the NUL), in bytes.
+pub const IFNAME_MAX: usize = 15;
+
 /// The kernel's rules for a link name (IFNAMSIZ and `dev_valid_name`).
 pub fn validate_ifname(name: &str) -> Result<(), ProtocolError> {
     let reason = if name.is_empty() {
         Some("interface name is empty")
-    } else if name.len() > 15 {
+    } else if name.len() > IFNAME_MAX {
         Some("interface name is too long: at most 15 bytes")
     } else if name == "." || name == ".." {
         Some("interface name is . or ..")

@@ -194,7 +194,7 @@ fn returning_name(original: &Original) -> String {
     const PREFIX: &str = "hd";
     let mut name = String::from(PREFIX);
     for c in original.name.chars() {
-        if name.len() + c.len_utf8() > 15 {
+        if name.len() + c.len_utf8() > netlib::cni::config::IFNAME_MAX {
             break;
         }
         name.push(c);
