@@ -46,6 +46,13 @@ pub enum Error {
     /// STATUS: the network cannot take ADDs now.
     #[error("{0}")]
     Unavailable(String),
+    /// A file of the kernel's under /proc that must be there could not be read.
+    #[error("cannot read {path}")]
+    Proc {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     /// The kernel numbers bridge ports in 10 bits and answers the 1024th with a bare EXFULL,
     /// which musl cannot even name.
     #[error("bridge {0:?} is full: a Linux bridge takes at most 1023 ports")]
@@ -116,7 +123,7 @@ impl Error {
                 | FirewallError::OwnerTooLong { .. }
                 | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
-            Error::State { .. } => ErrorCode::Io,
+            Error::State { .. } | Error::Proc { .. } => ErrorCode::Io,
             Error::Shaping(crate::shaping::ShapingError::Spawn(_)) => ErrorCode::Io,
             Error::Shaping(crate::shaping::ShapingError::Failed(_)) => ErrorCode::Internal,
             Error::AlreadyExists(_) | Error::Check(_) | Error::BridgeFull(_) => ErrorCode::Internal,

@@ -4,6 +4,7 @@
 
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use crate::cni::{CniResult, Route};
 use crate::error::{Error, Result};
@@ -115,7 +116,66 @@ pub fn configure(
             other => other?,
         }
     }
+    if has_v6 {
+        netns.run(|| await_solicited_node_groups(link.index, &addresses))??;
+    }
     Ok(())
+}
+
+/// Waits until interface `index` of the calling thread's namespace listens on the
+/// solicited-node group of each IPv6 address in `addresses`, where neighbours ask for it.
+/// A `nodad` address sends at once, but the kernel joins its group later, in a work item
+/// that waits for the RTNL lock; until then solicitations for the address go unanswered,
+/// and a neighbour asks again only a second later. Under load (many namespaces coming and
+/// going) the work can lag by more than that. The reference waits out the same work item
+/// when it waits for tentative addresses to settle.
+pub fn await_solicited_node_groups(index: u32, addresses: &[IpNetwork]) -> Result<()> {
+    const GROUPS: &str = "/proc/thread-self/net/igmp6";
+    let wanted: Vec<String> = addresses
+        .iter()
+        .filter_map(|address| match address.ip() {
+            IpAddr::V6(v6) => Some(solicited_node_group(v6)),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        let joined = std::fs::read_to_string(GROUPS).map_err(|source| Error::Proc {
+            path: GROUPS,
+            source,
+        })?;
+        if wanted.iter().all(|group| has_joined(&joined, index, group)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::NotReadyYet(format!(
+                "the kernel did not join the IPv6 solicited-node groups of interface {index} within {} s",
+                SETTLE_WITHIN.as_secs()
+            )));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// ff02::1:ffXX:XXXX for the low 24 bits of `address`, written as /proc/net/igmp6 does.
+fn solicited_node_group(address: std::net::Ipv6Addr) -> String {
+    let [.., a, b, c] = address.octets();
+    format!("ff0200000000000000000001ff{a:02x}{b:02x}{c:02x}")
+}
+
+/// Whether a line of `igmp6` (index, name, group, users, flags, timer) lists `group` on
+/// interface `index`.
+fn has_joined(igmp6: &str, index: u32, group: &str) -> bool {
+    igmp6.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        fields.next().and_then(|i| i.parse::<u32>().ok()) == Some(index)
+            && fields.nth(1) == Some(group)
+    })
 }
 
 /// Has the kernel announce the addresses of `result` on interface `index` (gratuitous ARP for
@@ -135,17 +195,21 @@ pub fn announce(container: &mut Netlink, link: &Link, result: &CniResult, index:
     }
 }
 
+/// How long ADD waits for the kernel to make new IPv6 addresses usable.
+const SETTLE_WITHIN: Duration = Duration::from_secs(5);
+
 /// With DAD on, an address is unusable (and routes via it fail) until DAD is done: wait for
 /// it, at most 5 s as the reference does.
 fn settle_dad(netlink: &mut Netlink, index: u32) -> Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = Instant::now() + SETTLE_WITHIN;
     while netlink.has_tentative_address(index)? {
-        if std::time::Instant::now() > deadline {
-            return Err(Error::Check(
-                "IPv6 duplicate address detection did not finish within 5 s".to_string(),
-            ));
+        if Instant::now() > deadline {
+            return Err(Error::NotReadyYet(format!(
+                "IPv6 duplicate address detection did not finish within {} s",
+                SETTLE_WITHIN.as_secs()
+            )));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
 }

@@ -75,6 +75,38 @@ fn an_address_dump_names_one_link_and_leaves_the_socket_as_it_was() {
     assert!(netlink.addresses(second).expect("gone link").is_empty());
 }
 
+/// A `nodad` IPv6 address answers neighbour solicitations only once the kernel's work item
+/// has joined its solicited-node group: right after the netlink ACK it usually has not.
+#[test]
+fn a_new_ipv6_address_is_resolvable_once_awaited() {
+    require_root!();
+    let container = NetnsGuard::new("fks");
+    let netns = Netns::open(container.path()).expect("opens");
+    let mut netlink = Netlink::open_in(&netns).expect("socket inside");
+    let link = netlink.ensure_bridge("fks0", None, false).expect("bridge");
+    for host in 1..=20u16 {
+        let address: ipnetwork::IpNetwork =
+            format!("fd00:83::{host:x}/64").parse().expect("address");
+        netlink
+            .add_address(link.index, address, true)
+            .expect("add address");
+        let joined = netns
+            .run(|| {
+                netlib::iface::await_solicited_node_groups(link.index, &[address])
+                    .expect("joined within the deadline");
+                std::fs::read_to_string("/proc/thread-self/net/igmp6").expect("igmp6")
+            })
+            .expect("enter");
+        let group = format!("ff0200000000000000000001ff0000{host:02x}");
+        assert!(
+            joined.lines().any(|line| line.contains(&group)
+                && line.split_whitespace().next() == Some(&link.index.to_string())),
+            "{group} on {}:\n{joined}",
+            link.index
+        );
+    }
+}
+
 #[test]
 fn sysctls_inside_a_namespace_do_not_touch_the_host() {
     require_root!();

@@ -11,6 +11,7 @@ use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
 use crate::error::{Error, Result};
+use crate::iface;
 use crate::ipam::range::{from_bits, to_bits};
 use crate::netlink::Netlink;
 use crate::sysctl;
@@ -46,7 +47,10 @@ pub fn ensure_gateway_address(
     }
     match netlink.add_address(bridge, gateway, true) {
         Err(e) if e.already_exists() => Ok(()),
-        other => Ok(other?),
+        other => {
+            other?;
+            iface::await_solicited_node_groups(bridge, &[gateway])
+        }
     }
 }
 

@@ -159,6 +159,7 @@ impl Plugin for Ptp {
             gateway_hosts.push(gateway_host);
         }
         bridge::enable_forwarding(&gateway_hosts)?;
+        iface::await_solicited_node_groups(host_veth.index, &gateway_hosts)?;
         iface::announce(
             &mut container,
             &container_veth,
