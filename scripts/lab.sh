@@ -31,7 +31,9 @@ up() {
   ip route replace unreachable "$UNDERLAY.0/24" 2>/dev/null || true
   ip netns add "$NS_UL"
   ip -n "$NS_UL" link set lo up
-  ip -n "$NS_UL" link add ul0 type bridge
+  # A bridge without a MAC of its own takes its lowest port's, and changes it when a lower
+  # port joins: a node that cached another port's MAC then has its frames dropped.
+  ip -n "$NS_UL" link add ul0 address 02:00:c6:12:00:fe type bridge
   ip -n "$NS_UL" addr add "$UNDERLAY.254/24" dev ul0
   ip -n "$NS_UL" link set ul0 up
   cat >"$LAB/cluster.json" <<EOF

@@ -86,7 +86,20 @@ impl Lab {
     pub fn empty(static_mode: bool) -> Lab {
         let underlay = NetnsGuard::new("fov");
         underlay.exec_ok(&["ip", "link", "set", "lo", "up"]);
-        underlay.exec_ok(&["ip", "link", "add", "ul0", "type", "bridge"]);
+        // A MAC of its own: a bridge without one takes its lowest port's and changes it when
+        // a lower port joins. A node that had cached another port's MAC (node 2 when node 1's
+        // port was the lowest, until node 3 brings a lower one) then sends frames the bridge
+        // drops as not its own, and loses etcd until its ARP entry expires, ~30 s later.
+        underlay.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            "ul0",
+            "address",
+            "02:00:c6:12:00:fe",
+            "type",
+            "bridge",
+        ]);
         underlay.exec_ok(&["ip", "addr", "add", "198.18.0.254/24", "dev", "ul0"]);
         underlay.exec_ok(&["ip", "link", "set", "ul0", "up"]);
         let dir = TempDir::new("lab");
