@@ -45,7 +45,26 @@ EOF
     --initial-cluster lab=http://127.0.0.1:23800 >"$LAB/etcd.log" 2>&1 &
   echo $! >"$LAB/etcd.pid"
   for i in $(seq 1 "$count"); do add_node "$i"; done
+  wait_converged "$count"
   echo "lab up: $count nodes, etcd at $ETCD; logs in $LAB"
+}
+
+# Pods can be added once every node holds a lease, and reach each other once every node
+# routes to the others' subnets: wait for both, so the commands that follow just work.
+wait_converged() {
+  local count=$1 i tries
+  for tries in $(seq 1 300); do
+    local ready=0
+    for i in $(seq 1 "$count"); do
+      [ -f "$LAB/n$i/vxlan.json" ] &&
+        [ "$(ip -n "$(node_ns "$i")" route show dev ferrocni.vx 2>/dev/null | wc -l)" -ge $((count - 1)) ] &&
+        ready=$((ready + 1))
+    done
+    [ "$ready" -eq "$count" ] && return 0
+    sleep 0.1
+  done
+  echo "the nodes did not all get a lease and routes within 30 s; see $LAB/n*/agent.log" >&2
+  exit 1
 }
 
 add_node() {
