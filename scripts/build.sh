@@ -9,7 +9,7 @@
 # cnictl and the agent are long-lived and stay on glibc either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-plugins=(bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static)
+plugins=(bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static dhcp)
 musl="$(uname -m)-unknown-linux-musl"
 
 have_musl() {

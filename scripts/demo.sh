@@ -25,7 +25,7 @@ fi
 echo "== building (release)"
 built="$(scripts/build.sh | tail -n 1)"
 mkdir -p "$dest"
-binaries=(cnictl ferrocni-agent bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static)
+binaries=(cnictl ferrocni-agent bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static dhcp)
 for binary in "${binaries[@]}"; do
   # Copy then rename: a runtime exec'ing the old binary never sees a half-written file.
   install -m 0755 "$built/$binary" "$dest/.$binary.new"

@@ -37,7 +37,7 @@ esac
 bin_dir="$root/opt/cni/bin"
 conf_dir="$root/etc/cni/net.d"
 mkdir -p "$bin_dir" "$conf_dir"
-for binary in bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth host-local static; do
+for binary in bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth host-local static dhcp; do
   [ -x "$from/$binary" ] || { echo "install.sh: $from/$binary missing (scripts/demo.sh builds them)" >&2; exit 1; }
   cp "$from/$binary" "$bin_dir/.$binary.tmp"
   chmod 0755 "$bin_dir/.$binary.tmp"

@@ -142,9 +142,10 @@ pub fn ipam_type(request: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// DEL for a plugin whose container interface is one end of a veth pair: delete it (the pair
-/// and any host routes on it go along), release the reservation, remove the masquerade.
-/// Works without `CNI_NETNS` and without prevResult.
+/// DEL for a plugin whose container interface is one end of a veth pair: remove the
+/// masquerade, release the reservation, delete the link (the pair and any host routes on it
+/// go along). Works without `CNI_NETNS` and without prevResult. IPAM goes before the link,
+/// as in the reference: dhcp sends its RELEASE from the container's interface.
 pub fn teardown(
     request: &Request,
     attachment: &Attachment,
@@ -159,6 +160,9 @@ pub fn teardown(
         let removed = firewall.del_masquerade(owner(request, attachment), &addresses);
         failures.extend(removed.err().map(Error::from));
     }
+    if let Some(ipam) = ipam_type(request) {
+        failures.extend(request.delegate(ipam, Command::Del).err());
+    }
     if let Some(path) = &attachment.netns {
         let removed = match Netns::open(path) {
             Err(NetnsError::NotFound(_)) => Ok(()),
@@ -166,9 +170,6 @@ pub fn teardown(
             Ok(netns) => remove_link(&netns, &attachment.ifname),
         };
         failures.extend(removed.err());
-    }
-    if let Some(ipam) = ipam_type(request) {
-        failures.extend(request.delegate(ipam, Command::Del).err());
     }
     failures.into_iter().next().map_or(Ok(()), Err)
 }

@@ -89,8 +89,11 @@ impl Dns {
     }
 }
 
-/// A result in no particular version; [`CniResult::to_json`] picks the layout.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// A result in no particular version; [`CniResult::to_json`] picks the layout. Its serde
+/// form is version-less too: for our own processes (the dhcp daemon and its plugin), never
+/// for a runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CniResult {
     pub interfaces: Vec<Interface>,
     pub ips: Vec<IpConfig>,

@@ -2,6 +2,7 @@
 //! plugin) and static. The logic lives here, not in the IPAM binaries, so main plugins can
 //! later allocate in-process.
 
+pub mod dhcp;
 pub mod host_local;
 pub mod range;
 pub mod resolv;

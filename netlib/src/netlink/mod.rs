@@ -28,6 +28,9 @@ pub use addr::RouteSpec;
 pub use link::{Link, MacAddr, VxlanSpec};
 pub use neigh::{FdbEntry, Neighbour};
 
+/// RT_SCOPE_LINK: a route whose destination (or gateway) is directly on the wire.
+pub const SCOPE_LINK: u8 = 253;
+
 /// A kernel that has not answered by then never will; fail instead of hanging the runtime.
 const RECEIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

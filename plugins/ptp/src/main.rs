@@ -5,7 +5,7 @@
 use ipnetwork::IpNetwork;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::firewall::Backend;
-use netlib::netlink::{Netlink, RouteSpec};
+use netlib::netlink::{Netlink, RouteSpec, SCOPE_LINK};
 use netlib::netns::Netns;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
 use netlib::undo::Undo;
@@ -14,8 +14,6 @@ use serde::Deserialize;
 
 /// Result layout, as the reference: host veth, container veth.
 const CONTAINER_INTERFACE: usize = 1;
-/// RT_SCOPE_LINK: the gateway is directly on the wire.
-const SCOPE_LINK: u8 = 253;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

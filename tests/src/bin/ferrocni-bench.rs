@@ -828,6 +828,7 @@ fn main() {
             "bandwidth",
             "host-local",
             "static",
+            "dhcp",
         ];
         let (size_ours, size_ref) = (dir_size(&ours, &names), dir_size(&reference, &names));
         let pick = |kind: &str| rows.iter().find(|r| r.scenario == kind);

@@ -1,0 +1,258 @@
+//! dhcp IPAM: an address from a DHCP server on the container's network. As with the
+//! reference, the same binary is the plugin and, as `dhcp daemon`, the long-lived client
+//! that holds and renews leases: the plugin only asks the daemon over its socket.
+//!
+//! No arena allocator here, unlike the other plugins: the daemon runs for months.
+
+mod daemon;
+mod protocol;
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::PathBuf;
+
+use netlib::cni::{AttachmentKey, CniArgs, CniResult, ProtocolError};
+use netlib::invoke::InvokeError;
+use netlib::ipam::dhcp::option;
+use netlib::skel::{self, Attachment, Command, Plugin, Request};
+use netlib::{Error, Result};
+
+use protocol::{CallError, LeaseKey, Reply};
+
+netlib::identity!("dhcp");
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Conf {
+    ipam: Option<IpamSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct IpamSection {
+    daemon_socket_path: Option<PathBuf>,
+    request: Vec<RequestedOption>,
+    provide: Vec<ProvidedOption>,
+    /// The metric of the routes the lease brings.
+    priority: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct RequestedOption {
+    skip_default: bool,
+    option: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ProvidedOption {
+    option: Value,
+    value: Option<String>,
+    from_arg: Option<String>,
+}
+
+/// The config, checked before anything is asked of the daemon.
+struct DhcpConf {
+    socket: PathBuf,
+    request: Vec<u8>,
+    provide: Vec<(u8, Vec<u8>)>,
+    priority: Option<u32>,
+}
+
+/// An option by number (`12`, `"12"`) or by name (`"host-name"`).
+fn option_code(value: &Value, field: &str) -> Result<u8, ProtocolError> {
+    let code = match value {
+        Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
+        Value::String(s) => s
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .or_else(|| option::by_name(s.trim())),
+        _ => None,
+    };
+    code.filter(|c| !matches!(*c, option::PAD | option::END))
+        .ok_or_else(|| {
+            ProtocolError::config(
+                field,
+                format!("{value} is not a DHCP option number (1-254) or a known option name"),
+            )
+        })
+}
+
+impl DhcpConf {
+    fn load(request: &Request, args: &CniArgs) -> Result<DhcpConf> {
+        let conf: Conf = request.plugin_config()?;
+        let ipam = conf
+            .ipam
+            .ok_or_else(|| ProtocolError::config("ipam", "IPAM config missing 'ipam' key"))?;
+        let skip_default = ipam.request.iter().any(|r| r.skip_default);
+        let mut wanted: Vec<u8> = if skip_default {
+            Vec::new()
+        } else {
+            option::DEFAULT_REQUEST.to_vec()
+        };
+        for (i, requested) in ipam.request.iter().enumerate() {
+            if requested.option.is_null() {
+                continue;
+            }
+            let code = option_code(&requested.option, &format!("ipam.request[{i}].option"))?;
+            if !wanted.contains(&code) {
+                wanted.push(code);
+            }
+        }
+        let mut provide = Vec::new();
+        for (i, provided) in ipam.provide.iter().enumerate() {
+            let field = format!("ipam.provide[{i}]");
+            let code = option_code(&provided.option, &format!("{field}.option"))?;
+            let value = match (&provided.value, &provided.from_arg) {
+                (Some(value), None) => Some(value.clone()),
+                // A runtime that does not pass the argument (K8S_POD_NAME outside
+                // Kubernetes) simply provides nothing.
+                (None, Some(arg)) => args.get(arg).map(str::to_string),
+                _ => {
+                    return Err(ProtocolError::config(
+                        field,
+                        "needs exactly one of value and fromArg",
+                    )
+                    .into())
+                }
+            };
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                provide.push((code, value.into_bytes()));
+            }
+        }
+        Ok(DhcpConf {
+            socket: ipam
+                .daemon_socket_path
+                .unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_SOCKET)),
+            request: wanted,
+            provide,
+            priority: ipam.priority,
+        })
+    }
+
+    /// Asks the daemon; the inner error says why no daemon could be reached.
+    fn ask(
+        &self,
+        request: &protocol::Request,
+    ) -> Result<std::result::Result<Option<CniResult>, std::io::Error>> {
+        match protocol::call(&self.socket, request) {
+            Ok(Reply::Done { result }) => Ok(Ok(result)),
+            Ok(Reply::Failed(error)) => Err(InvokeError::Plugin(error).into()),
+            Err(CallError::Unreachable(reason)) => Ok(Err(reason)),
+            Err(CallError::Broken(text)) => Err(Error::Unavailable(format!(
+                "the dhcp daemon at {} broke off: {text}",
+                self.socket.display()
+            ))),
+        }
+    }
+
+    /// ADD and CHECK may succeed once the daemon is (re)started: try again later. STATUS
+    /// says the network cannot take ADDs now.
+    fn not_running(&self, command: Command, reason: &std::io::Error) -> Error {
+        let text = format!(
+            "no dhcp daemon answers at {} ({reason}; start one with `dhcp daemon`)",
+            self.socket.display()
+        );
+        match command {
+            Command::Status => Error::Unavailable(text),
+            _ => Error::NotReadyYet(text),
+        }
+    }
+}
+
+fn lease_key(request: &Request, attachment: &Attachment) -> LeaseKey {
+    LeaseKey {
+        container_id: attachment.container_id.clone(),
+        network: request.conf.name.clone(),
+        ifname: attachment.ifname.clone(),
+    }
+}
+
+struct DhcpPlugin;
+
+impl Plugin for DhcpPlugin {
+    fn about(&self) -> &'static str {
+        "dhcp IPAM: addresses leased from a DHCP server and kept by `dhcp daemon`"
+    }
+
+    fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
+        let conf = DhcpConf::load(request, &attachment.args)?;
+        let allocate = protocol::Request::Allocate {
+            lease: lease_key(request, attachment),
+            netns: attachment.required_netns()?.to_path_buf(),
+            request: conf.request.clone(),
+            provide: conf.provide.clone(),
+            priority: conf.priority,
+        };
+        conf.ask(&allocate)?
+            .map_err(|e| conf.not_running(Command::Add, &e))?
+            .ok_or_else(|| Error::Unavailable("the dhcp daemon returned no lease".to_string()))
+    }
+
+    /// A daemon that is not running holds no lease to give back (the reference's DEL fails
+    /// here, and its users' DELs pile up: their issue #235).
+    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let conf = DhcpConf::load(request, &attachment.args)?;
+        let release = protocol::Request::Release {
+            lease: lease_key(request, attachment),
+        };
+        conf.ask(&release).map(drop)
+    }
+
+    /// The daemon must still hold the lease, for the address the previous result names.
+    fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+        let conf = DhcpConf::load(request, &attachment.args)?;
+        let previous = request
+            .prev_result()?
+            .ok_or(ProtocolError::MissingPrevResult)?;
+        let lookup = protocol::Request::Lookup {
+            lease: lease_key(request, attachment),
+        };
+        let held = conf
+            .ask(&lookup)?
+            .map_err(|e| conf.not_running(Command::Check, &e))?
+            .unwrap_or_default();
+        for ip in &held.ips {
+            if !previous
+                .ips
+                .iter()
+                .any(|p| p.address.ip() == ip.address.ip())
+            {
+                return Err(Error::Check(format!(
+                    "the dhcp lease is for {}, which the previous result does not have",
+                    ip.address
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+        let conf = DhcpConf::load(request, &CniArgs::default())?;
+        let gc = protocol::Request::Gc {
+            network: request.conf.name.clone(),
+            keep: valid
+                .iter()
+                .map(|k| (k.container_id.clone(), k.ifname.clone()))
+                .collect(),
+        };
+        conf.ask(&gc).map(drop)
+    }
+
+    fn status(&self, request: &Request) -> Result<()> {
+        let conf = DhcpConf::load(request, &CniArgs::default())?;
+        conf.ask(&protocol::Request::Status)?
+            .map(drop)
+            .map_err(|e| conf.not_running(Command::Status, &e))
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("daemon") {
+        std::process::exit(daemon::main(&args[1..]));
+    }
+    skel::run(&DhcpPlugin)
+}

@@ -1,0 +1,539 @@
+//! dhcp IPAM against a real DHCP server (busybox udhcpd) on a bridge in the sandbox host:
+//! the daemon leases, renews and releases; failures leave no veth behind; the reference
+//! plugin and daemon, on the same server, are the oracle for the result.
+
+use ferrocni_tests::{
+    address, require_root, unique, with_previous, Background, Call, Impl, NetnsGuard, TempDir,
+};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The server's network: it exists only on the sandbox host's bridge.
+const SERVER: &str = "10.77.0.1";
+const POOL: (&str, &str) = ("10.77.0.50", "10.77.0.59");
+/// Short enough that a renewal (at half of it) happens within a test.
+const LEASE_SECONDS: u64 = 4;
+
+/// A sandbox host whose uplink `up0` leads to a DHCP server's host (unless `silent`, a host
+/// that never answers), and whose bridge has that uplink as a port.
+struct DhcpLab {
+    host: NetnsGuard,
+    bridge: String,
+    dir: TempDir,
+    server: Option<Background>,
+    _server_host: NetnsGuard,
+}
+
+/// The host's link to the server's network: a bridge port, or a macvlan master.
+const UPLINK: &str = "up0";
+
+impl DhcpLab {
+    fn new(silent: bool) -> DhcpLab {
+        let host = NetnsGuard::new("fdhh");
+        let server_host = NetnsGuard::new("fdhs");
+        host.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            UPLINK,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "srv0",
+            "netns",
+            server_host.name(),
+        ]);
+        server_host.exec_ok(&["ip", "addr", "add", &format!("{SERVER}/24"), "dev", "srv0"]);
+        server_host.exec_ok(&["ip", "link", "set", "srv0", "up"]);
+        let bridge = unique("dbr");
+        host.exec_ok(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        host.exec_ok(&["ip", "link", "set", UPLINK, "master", &bridge, "up"]);
+        host.exec_ok(&["ip", "link", "set", &bridge, "up"]);
+        let dir = TempDir::new("dhcp");
+        let server = (!silent).then(|| {
+            let conf = dir.path().join("udhcpd.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "interface srv0\nstart {}\nend {}\nlease_file {}\npidfile {}\n\
+                     min_lease 1\noption subnet 255.255.255.0\noption router {SERVER}\n\
+                     option dns 10.77.0.53\noption domain lab.test\noption lease {LEASE_SECONDS}\n",
+                    POOL.0,
+                    POOL.1,
+                    dir.path().join("leases").display(),
+                    dir.path().join("udhcpd.pid").display(),
+                ),
+            )
+            .expect("write udhcpd.conf");
+            let server =
+                server_host.spawn(&["busybox", "udhcpd", "-f", &conf.display().to_string()]);
+            wait_for(Duration::from_secs(5), "udhcpd to listen", || {
+                let listening = server_host.exec(&["ss", "-Hlun", "sport = :67"]);
+                !String::from_utf8_lossy(&listening.stdout).trim().is_empty()
+            });
+            server
+        });
+        DhcpLab {
+            host,
+            bridge,
+            dir,
+            server,
+            _server_host: server_host,
+        }
+    }
+
+    /// Frees the uplink from the bridge, to be a macvlan master.
+    fn unbridge_uplink(&self) {
+        self.host
+            .exec_ok(&["ip", "link", "set", UPLINK, "nomaster"]);
+    }
+
+    /// Starts `implementation`'s daemon in the sandbox host; its log is kept for the test.
+    fn daemon(&self, implementation: Impl, extra: &[&str]) -> Daemon {
+        let name = match implementation {
+            Impl::Ours => "ours",
+            Impl::Reference => "reference",
+        };
+        let socket = self.dir.path().join(format!("{name}.sock"));
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut command = self.host.command(implementation.plugin("dhcp"));
+        command
+            .arg("daemon")
+            .arg("-socketpath")
+            .arg(&socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("daemon log"));
+        let child = command.spawn().expect("the dhcp daemon starts");
+        wait_for(Duration::from_secs(5), "the daemon's socket", || {
+            socket.exists()
+        });
+        Daemon { child, socket, log }
+    }
+
+    /// A bridge config on this lab's bridge, leasing through the daemon at `socket`.
+    fn conf(&self, version: &str, socket: &std::path::Path, extra_ipam: Value) -> Value {
+        let mut ipam = json!({"type": "dhcp", "daemonSocketPath": socket});
+        if let (Some(target), Some(extra)) = (ipam.as_object_mut(), extra_ipam.as_object()) {
+            target.extend(extra.clone());
+        }
+        json!({"cniVersion": version, "name": "dhnet", "type": "bridge",
+               "bridge": self.bridge, "ipam": ipam})
+    }
+
+    fn call(
+        &self,
+        implementation: Impl,
+        command: &str,
+        id: &str,
+        container: &NetnsGuard,
+        config: &Value,
+    ) -> ferrocni_tests::Outcome {
+        self.call_mixed(
+            (implementation, implementation),
+            command,
+            id,
+            container,
+            config,
+        )
+    }
+
+    /// The bridge plugin of `plugins.0` delegating to the dhcp plugin of `plugins.1`.
+    fn call_mixed(
+        &self,
+        (bridge, dhcp): (Impl, Impl),
+        command: &str,
+        id: &str,
+        container: &NetnsGuard,
+        config: &Value,
+    ) -> ferrocni_tests::Outcome {
+        Call::new(bridge, "bridge", command)
+            .env("CNI_PATH", &dhcp.dir().display().to_string())
+            .attachment(id, &container.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&self.host)
+    }
+
+    /// Links the containers left in the host: the uplink and the bridge were there before.
+    fn ports(&self) -> Vec<String> {
+        self.host
+            .links()
+            .into_iter()
+            .filter(|l| *l != self.bridge && l != UPLINK)
+            .collect()
+    }
+}
+
+struct Daemon {
+    child: std::process::Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the daemon's log mentions `needle`.
+    fn await_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not log {needle:?} within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "no {what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn in_pool(result: &Value) -> bool {
+    let leased: std::net::Ipv4Addr = address(result, 0).parse().expect("IPv4");
+    let (first, last): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (POOL.0.parse().expect("ip"), POOL.1.parse().expect("ip"));
+    (first..=last).contains(&leased)
+}
+
+/// The dhcp plugin alone, as a main plugin runs it, for `command`.
+fn ipam_call(lab: &DhcpLab, command: &str, id: &str, config: &Value) -> ferrocni_tests::Outcome {
+    Call::new(Impl::Ours, "dhcp", command)
+        .attachment(id, "/run/netns/unused", "eth0")
+        .stdin(config)
+        .run_in(&lab.host)
+}
+
+#[test]
+fn leases_renews_and_releases_an_address() {
+    require_root!();
+    let lab = DhcpLab::new(false);
+    let daemon = lab.daemon(Impl::Ours, &[]);
+    let container = NetnsGuard::new("fdhc");
+    let config = lab.conf("1.1.0", &daemon.socket, json!({"priority": 7}));
+
+    let result = lab
+        .call(Impl::Ours, "ADD", "dh1", &container, &config)
+        .success();
+    assert!(in_pool(&result), "{result}");
+    assert_eq!(
+        result["ips"][0]["address"]
+            .as_str()
+            .map(|a| a.ends_with("/24")),
+        Some(true)
+    );
+    assert_eq!(result["ips"][0]["gateway"], SERVER);
+    assert_eq!(
+        result["routes"][0],
+        json!({"dst": "0.0.0.0/0", "gw": SERVER, "priority": 7})
+    );
+    assert_eq!(result["dns"]["nameservers"], json!(["10.77.0.53"]));
+    assert_eq!(result["dns"]["domain"], "lab.test");
+    // The address and the default route are on the container's interface, and work.
+    let routes = container.ip_json(&["route", "show", "default"]);
+    assert_eq!(routes[0]["gateway"], SERVER, "{routes}");
+    assert_eq!(routes[0]["metric"], 7, "{routes}");
+    assert!(container.ping(SERVER), "the server answers the container");
+
+    lab.call(
+        Impl::Ours,
+        "CHECK",
+        "dh1",
+        &container,
+        &with_previous(&config, &result),
+    )
+    .success();
+    // A repeated ADD (a runtime's retry) gets the lease the daemon already holds.
+    let again = ipam_call(&lab, "ADD", "dh1", &config).success();
+    assert_eq!(again["ips"][0]["address"], result["ips"][0]["address"]);
+
+    daemon.await_log("renewed", Duration::from_secs(LEASE_SECONDS * 2));
+    assert!(container.ping(SERVER), "still reachable after the renewal");
+
+    lab.call(
+        Impl::Ours,
+        "DEL",
+        "dh1",
+        &container,
+        &with_previous(&config, &result),
+    )
+    .success();
+    daemon.await_log("released", Duration::from_secs(2));
+    assert!(lab.ports().is_empty(), "ports left: {:?}", lab.ports());
+    // The daemon no longer holds the lease, and a second DEL is fine.
+    ipam_call(&lab, "CHECK", "dh1", &with_previous(&config, &result))
+        .assert_error(999, "holds no lease");
+    lab.call(Impl::Ours, "DEL", "dh1", &container, &config)
+        .success();
+}
+
+#[test]
+fn same_result_as_the_reference_on_the_same_server() {
+    require_root!();
+    if !Impl::Reference.available("dhcp") {
+        return;
+    }
+    let lab = DhcpLab::new(false);
+    let shape = |result: &Value| {
+        json!({
+            "gateway": result["ips"][0]["gateway"],
+            "prefix": result["ips"][0]["address"].as_str().and_then(|a| a.split('/').nth(1)),
+            "routes": result["routes"],
+            "interfaces": result["interfaces"].as_array().map(Vec::len),
+            "interface": result["ips"][0]["interface"],
+        })
+    };
+    let mut reference = None;
+    // The reference alone first, then ours alone, then our bridge with the reference's dhcp.
+    for plugins in [
+        (Impl::Reference, Impl::Reference),
+        (Impl::Ours, Impl::Ours),
+        (Impl::Ours, Impl::Reference),
+    ] {
+        let daemon = lab.daemon(plugins.1, &[]);
+        let container = NetnsGuard::new("fdhc");
+        let config = lab.conf("1.0.0", &daemon.socket, json!({}));
+        let result = lab
+            .call_mixed(plugins, "ADD", "dhref", &container, &config)
+            .success();
+        assert!(in_pool(&result), "{plugins:?}: {result}");
+        assert!(container.ping(SERVER), "{plugins:?}: the server answers");
+        let previous = with_previous(&config, &result);
+        lab.call_mixed(plugins, "DEL", "dhref", &container, &previous)
+            .success();
+        assert!(lab.ports().is_empty(), "{plugins:?} left {:?}", lab.ports());
+        let expected = reference.get_or_insert_with(|| shape(&result));
+        assert_eq!(&shape(&result), expected, "{plugins:?}: {result}");
+    }
+}
+
+#[test]
+fn a_failed_add_leaves_no_port_and_errors_name_the_cause() {
+    require_root!();
+    let lab = DhcpLab::new(true);
+    let container = NetnsGuard::new("fdhc");
+
+    // No daemon at all: try again later, and the veth is taken back.
+    let nowhere = lab.dir.path().join("nobody.sock");
+    let config = lab.conf("1.0.0", &nowhere, json!({}));
+    lab.call(Impl::Ours, "ADD", "dhf", &container, &config)
+        .assert_error(11, "no dhcp daemon answers");
+    assert!(lab.ports().is_empty(), "ports left: {:?}", lab.ports());
+    // DEL with no daemon holds nothing to give back (the reference fails here).
+    lab.call(Impl::Ours, "DEL", "dhf", &container, &config)
+        .success();
+
+    // A daemon, but no server answers within its timeout.
+    let daemon = lab.daemon(Impl::Ours, &["-timeout", "2s"]);
+    let config = lab.conf("1.0.0", &daemon.socket, json!({}));
+    let started = Instant::now();
+    lab.call(Impl::Ours, "ADD", "dhf", &container, &config)
+        .assert_error(11, "no DHCP offer");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(lab.ports().is_empty(), "ports left: {:?}", lab.ports());
+    assert!(container.links().is_empty(), "{:?}", container.links());
+
+    // Bad options are refused before anything is made, naming the field.
+    let bad = lab.conf(
+        "1.0.0",
+        &daemon.socket,
+        json!({"request": [{"option": "frobnicate"}]}),
+    );
+    lab.call(Impl::Ours, "ADD", "dhf", &container, &bad)
+        .assert_error(7, "ipam.request[0].option");
+    let bad = lab.conf(
+        "1.0.0",
+        &daemon.socket,
+        json!({"provide": [{"option": 12}]}),
+    );
+    ipam_call(&lab, "ADD", "dhf", &bad).assert_error(7, "ipam.provide[0]");
+    assert!(lab.ports().is_empty(), "ports left: {:?}", lab.ports());
+}
+
+#[test]
+fn gc_releases_the_leases_of_unlisted_attachments_and_status_needs_the_daemon() {
+    require_root!();
+    let lab = DhcpLab::new(false);
+    let daemon = lab.daemon(Impl::Ours, &[]);
+    let config = lab.conf("1.1.0", &daemon.socket, json!({}));
+    let kept = NetnsGuard::new("fdhc");
+    let gone = NetnsGuard::new("fdhc");
+    let kept_result = lab
+        .call(Impl::Ours, "ADD", "dhkeep", &kept, &config)
+        .success();
+    let gone_result = lab
+        .call(Impl::Ours, "ADD", "dhgone", &gone, &config)
+        .success();
+    assert_ne!(address(&kept_result, 0), address(&gone_result, 0));
+
+    Call::new(Impl::Ours, "dhcp", "STATUS")
+        .stdin(&config)
+        .run_in(&lab.host)
+        .success();
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "dhkeep", "ifname": "eth0"}]);
+    Call::new(Impl::Ours, "dhcp", "GC")
+        .stdin(&gc)
+        .run_in(&lab.host)
+        .success();
+    daemon.await_log("released", Duration::from_secs(2));
+    ipam_call(
+        &lab,
+        "CHECK",
+        "dhgone",
+        &with_previous(&config, &gone_result),
+    )
+    .assert_error(999, "holds no lease");
+    ipam_call(
+        &lab,
+        "CHECK",
+        "dhkeep",
+        &with_previous(&config, &kept_result),
+    )
+    .success();
+
+    drop(daemon);
+    Call::new(Impl::Ours, "dhcp", "STATUS")
+        .stdin(&config)
+        .run_in(&lab.host)
+        .assert_error(50, "no dhcp daemon answers");
+}
+
+/// The reference's own example: macvlan containers on the LAN, leased by the LAN's server.
+#[test]
+fn macvlan_containers_lease_from_the_lan() {
+    require_root!();
+    let lab = DhcpLab::new(false);
+    lab.unbridge_uplink();
+    let daemon = lab.daemon(Impl::Ours, &[]);
+    let container = NetnsGuard::new("fdhc");
+    let config = json!({
+        "cniVersion": "1.0.0", "name": "dhmv", "type": "macvlan", "master": UPLINK,
+        "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket}
+    });
+    let call = |command: &str, config: &Value| {
+        Call::new(Impl::Ours, "macvlan", command)
+            .attachment("dhmv1", &container.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&lab.host)
+    };
+    let result = call("ADD", &config).success();
+    assert!(in_pool(&result), "{result}");
+    assert!(
+        container.ping(SERVER),
+        "the server answers the macvlan container"
+    );
+    call("DEL", &with_previous(&config, &result)).success();
+    daemon.await_log("released", Duration::from_secs(2));
+    assert!(container.links().is_empty(), "{:?}", container.links());
+}
+
+/// A lease its server stops renewing must not stay in use: at expiry the daemon takes the
+/// interface down, as the reference's does. DEL still cleans up.
+#[test]
+fn an_expired_lease_takes_the_interface_down() {
+    require_root!();
+    let mut lab = DhcpLab::new(false);
+    let daemon = lab.daemon(Impl::Ours, &["-resendtimeout", "1s"]);
+    let container = NetnsGuard::new("fdhc");
+    let config = lab.conf("1.0.0", &daemon.socket, json!({}));
+    let result = lab
+        .call(Impl::Ours, "ADD", "dhexp", &container, &config)
+        .success();
+    assert!(container.link_is_up("eth0"));
+    drop(lab.server.take());
+    daemon.await_log("expired", Duration::from_secs(LEASE_SECONDS * 3));
+    assert!(!container.link_is_up("eth0"), "the interface stays up");
+    lab.call(
+        Impl::Ours,
+        "DEL",
+        "dhexp",
+        &container,
+        &with_previous(&config, &result),
+    )
+    .success();
+    assert!(lab.ports().is_empty(), "ports left: {:?}", lab.ports());
+}
+
+/// systemd socket activation: the daemon serves the socket it is handed as descriptor 3, and
+/// leaves the socket file, which is systemd's, when it stops.
+#[test]
+fn serves_a_socket_handed_over_by_systemd() {
+    require_root!();
+    let lab = DhcpLab::new(false);
+    let socket = lab.dir.path().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+    let handed = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut command = lab.host.command("sh");
+    // `$$` is the shell's pid, which exec keeps for the daemon.
+    command
+        .args([
+            "-c",
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" daemon -socketpath /nonexistent/x.sock",
+        ])
+        .arg(Impl::Ours.plugin("dhcp"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(lab.dir.path().join("activated.log")).expect("log"));
+    // SAFETY: dup2 and fcntl are async-signal-safe; the descriptor is open in the parent.
+    // The listener may be descriptor 3 already, where dup2 does nothing: clear close-on-exec
+    // either way.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+            if libc::dup2(handed, 3) != 3 || libc::fcntl(3, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("the daemon starts");
+    let daemon = Daemon {
+        child,
+        socket: socket.clone(),
+        log: lab.dir.path().join("activated.log"),
+    };
+    let container = NetnsGuard::new("fdhc");
+    let config = lab.conf("1.0.0", &socket, json!({}));
+    daemon.await_log("socket activation", Duration::from_secs(5));
+    let result = lab
+        .call(Impl::Ours, "ADD", "dhsd", &container, &config)
+        .success();
+    assert!(in_pool(&result), "{result}");
+    lab.call(
+        Impl::Ours,
+        "DEL",
+        "dhsd",
+        &container,
+        &with_previous(&config, &result),
+    )
+    .success();
+    drop(listener);
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    unsafe { libc::kill(daemon.child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(socket.exists(), "the daemon removed systemd's socket file");
+}
