@@ -43,9 +43,10 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build (the black-box tests run these binaries)"
 cargo build --workspace --quiet
 echo "== tests"
-# A hung test must fail CI, not stall it: the whole suite takes a few minutes.
+# A hung test must fail CI, not stall it: the whole suite takes a few minutes. Every test
+# binary runs even when one fails, so a failure never hides the others.
 set +e
-timeout 1500 cargo test --workspace 2>&1 | tee target/test-output.txt
+timeout 1500 cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
 cargo_status=${PIPESTATUS[0]}
 set -e
 
