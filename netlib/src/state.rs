@@ -107,20 +107,32 @@ impl Store {
         }
     }
 
-    /// The (container ID, ifname) of every record of `network` not in `valid`.
-    pub fn stale(&self, network: &str, valid: &[AttachmentKey]) -> Vec<(String, String)> {
+    /// The (network, container ID, ifname) of every record.
+    pub fn keys(&self) -> Vec<(String, String, String)> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let prefix = format!("{network}:");
         entries
             .flatten()
             .filter_map(|entry| {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let rest = name.strip_prefix(&prefix)?.strip_suffix(".json")?;
-                let (container_id, ifname) = rest.split_once(':')?;
-                Some((container_id.to_string(), ifname.to_string()))
+                let mut parts = name.strip_suffix(".json")?.splitn(3, ':');
+                let (network, container_id, ifname) = (parts.next()?, parts.next()?, parts.next()?);
+                Some((
+                    network.to_string(),
+                    container_id.to_string(),
+                    ifname.to_string(),
+                ))
             })
+            .collect()
+    }
+
+    /// The (container ID, ifname) of every record of `network` not in `valid`.
+    pub fn stale(&self, network: &str, valid: &[AttachmentKey]) -> Vec<(String, String)> {
+        self.keys()
+            .into_iter()
+            .filter(|(n, _, _)| n == network)
+            .map(|(_, container_id, ifname)| (container_id, ifname))
             .filter(|(c, i)| !valid.iter().any(|k| k.container_id == *c && k.ifname == *i))
             .collect()
     }

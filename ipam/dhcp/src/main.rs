@@ -52,9 +52,26 @@ struct ProvidedOption {
     from_arg: Option<String>,
 }
 
-/// The config, checked before anything is asked of the daemon.
+/// Only where the daemon listens: DEL, CHECK, GC and STATUS read nothing else, so a config
+/// the reference took (and ADD would now refuse) can still be torn down.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SocketOnly {
+    ipam: Option<SocketSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct SocketSection {
+    daemon_socket_path: Option<PathBuf>,
+}
+
+/// The daemon the config names.
+struct DaemonSocket(PathBuf);
+
+/// The config of ADD, checked before anything is asked of the daemon.
 struct DhcpConf {
-    socket: PathBuf,
+    daemon: DaemonSocket,
     request: Vec<u8>,
     provide: Vec<(u8, Vec<u8>)>,
     priority: Option<u32>,
@@ -71,11 +88,14 @@ fn option_code(value: &Value, field: &str) -> Result<u8, ProtocolError> {
             .or_else(|| option::by_name(s.trim())),
         _ => None,
     };
-    code.filter(|c| !matches!(*c, option::PAD | option::END))
+    // The message type is the client's own to say.
+    code.filter(|c| !matches!(*c, option::PAD | option::END | option::MESSAGE_TYPE))
         .ok_or_else(|| {
             ProtocolError::config(
                 field,
-                format!("{value} is not a DHCP option number (1-254) or a known option name"),
+                format!(
+                    "{value} is not a DHCP option number (1-254, not 53) or a known option name"
+                ),
             )
         })
 }
@@ -105,31 +125,36 @@ impl DhcpConf {
         for (i, provided) in ipam.provide.iter().enumerate() {
             let field = format!("ipam.provide[{i}]");
             let code = option_code(&provided.option, &format!("{field}.option"))?;
-            let value = match (&provided.value, &provided.from_arg) {
-                (Some(value), None) => Some(value.clone()),
-                // A runtime that does not pass the argument (K8S_POD_NAME outside
-                // Kubernetes) simply provides nothing.
-                (None, Some(arg)) => args.get(arg).map(str::to_string),
-                _ => {
-                    return Err(ProtocolError::config(
-                        field,
-                        "needs exactly one of value and fromArg",
-                    )
-                    .into())
-                }
-            };
+            // The runtime's argument wins when it passes one, as in the reference; `value`
+            // is the fallback. A runtime that passes no such argument (K8S_POD_NAME outside
+            // Kubernetes) and no fallback provides nothing.
+            if provided.value.is_none() && provided.from_arg.is_none() {
+                return Err(ProtocolError::config(field, "needs a value or fromArg").into());
+            }
+            let from_arg = provided.from_arg.as_ref().and_then(|arg| args.get(arg));
+            let value = from_arg
+                .map(str::to_string)
+                .or_else(|| provided.value.clone());
             if let Some(value) = value.filter(|v| !v.is_empty()) {
                 provide.push((code, value.into_bytes()));
             }
         }
         Ok(DhcpConf {
-            socket: ipam
-                .daemon_socket_path
-                .unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_SOCKET)),
+            daemon: DaemonSocket::of(request)?,
             request: wanted,
             provide,
             priority: ipam.priority,
         })
+    }
+}
+
+impl DaemonSocket {
+    fn of(request: &Request) -> Result<DaemonSocket> {
+        let conf: SocketOnly = request.plugin_config()?;
+        let configured = conf.ipam.and_then(|ipam| ipam.daemon_socket_path);
+        Ok(DaemonSocket(
+            configured.unwrap_or_else(|| PathBuf::from(daemon::DEFAULT_SOCKET)),
+        ))
     }
 
     /// Asks the daemon; the inner error says why no daemon could be reached.
@@ -137,13 +162,13 @@ impl DhcpConf {
         &self,
         request: &protocol::Request,
     ) -> Result<std::result::Result<Option<CniResult>, std::io::Error>> {
-        match protocol::call(&self.socket, request) {
+        match protocol::call(&self.0, request) {
             Ok(Reply::Done { result }) => Ok(Ok(result)),
             Ok(Reply::Failed(error)) => Err(InvokeError::Plugin(error).into()),
             Err(CallError::Unreachable(reason)) => Ok(Err(reason)),
             Err(CallError::Broken(text)) => Err(Error::Unavailable(format!(
                 "the dhcp daemon at {} broke off: {text}",
-                self.socket.display()
+                self.0.display()
             ))),
         }
     }
@@ -153,7 +178,7 @@ impl DhcpConf {
     fn not_running(&self, command: Command, reason: &std::io::Error) -> Error {
         let text = format!(
             "no dhcp daemon answers at {} ({reason}; start one with `dhcp daemon`)",
-            self.socket.display()
+            self.0.display()
         );
         match command {
             Command::Status => Error::Unavailable(text),
@@ -179,40 +204,44 @@ impl Plugin for DhcpPlugin {
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
         let conf = DhcpConf::load(request, &attachment.args)?;
+        // The daemon runs elsewhere: a relative path would mean its working directory.
+        let netns = attachment.required_netns()?;
+        let netns = std::path::absolute(netns).unwrap_or_else(|_| netns.to_path_buf());
         let allocate = protocol::Request::Allocate {
             lease: lease_key(request, attachment),
-            netns: attachment.required_netns()?.to_path_buf(),
-            request: conf.request.clone(),
-            provide: conf.provide.clone(),
+            netns,
+            request: conf.request,
+            provide: conf.provide,
             priority: conf.priority,
         };
-        conf.ask(&allocate)?
-            .map_err(|e| conf.not_running(Command::Add, &e))?
+        let daemon = conf.daemon;
+        daemon
+            .ask(&allocate)?
+            .map_err(|e| daemon.not_running(Command::Add, &e))?
             .ok_or_else(|| Error::Unavailable("the dhcp daemon returned no lease".to_string()))
     }
 
     /// A daemon that is not running holds no lease to give back (the reference's DEL fails
     /// here, and its users' DELs pile up: their issue #235).
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        let conf = DhcpConf::load(request, &attachment.args)?;
         let release = protocol::Request::Release {
             lease: lease_key(request, attachment),
         };
-        conf.ask(&release).map(drop)
+        DaemonSocket::of(request)?.ask(&release).map(drop)
     }
 
     /// The daemon must still hold the lease, for the address the previous result names.
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        let conf = DhcpConf::load(request, &attachment.args)?;
+        let daemon = DaemonSocket::of(request)?;
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
         let lookup = protocol::Request::Lookup {
             lease: lease_key(request, attachment),
         };
-        let held = conf
+        let held = daemon
             .ask(&lookup)?
-            .map_err(|e| conf.not_running(Command::Check, &e))?
+            .map_err(|e| daemon.not_running(Command::Check, &e))?
             .unwrap_or_default();
         for ip in &held.ips {
             if !previous
@@ -230,7 +259,6 @@ impl Plugin for DhcpPlugin {
     }
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        let conf = DhcpConf::load(request, &CniArgs::default())?;
         let gc = protocol::Request::Gc {
             network: request.conf.name.clone(),
             keep: valid
@@ -238,14 +266,15 @@ impl Plugin for DhcpPlugin {
                 .map(|k| (k.container_id.clone(), k.ifname.clone()))
                 .collect(),
         };
-        conf.ask(&gc).map(drop)
+        DaemonSocket::of(request)?.ask(&gc).map(drop)
     }
 
     fn status(&self, request: &Request) -> Result<()> {
-        let conf = DhcpConf::load(request, &CniArgs::default())?;
-        conf.ask(&protocol::Request::Status)?
+        let daemon = DaemonSocket::of(request)?;
+        daemon
+            .ask(&protocol::Request::Status)?
             .map(drop)
-            .map_err(|e| conf.not_running(Command::Status, &e))
+            .map_err(|e| daemon.not_running(Command::Status, &e))
     }
 }
 

@@ -1,0 +1,702 @@
+//! `dhcp daemon`: holds each container interface's lease, renews it in the background and
+//! gives it back on DEL. A plugin process lives milliseconds; a lease lives for hours, so
+//! someone has to stay.
+//!
+//! Leases are also written under `-leasedir`, so a restarted daemon (an upgrade, a crash)
+//! takes up renewing them where its predecessor stopped. The reference's forgets them: its
+//! containers keep addresses that nobody renews, which the server then hands out again.
+
+mod listener;
+mod settings;
+
+pub use settings::DEFAULT_SOCKET;
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use netlib::cni::{CniError, CniResult, ErrorCode};
+use netlib::ipam::dhcp::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
+use netlib::netlink::{Link, Netlink};
+use netlib::netns::{Netns, NetnsError};
+use netlib::state::{self, Store};
+
+use crate::protocol::{LeaseKey, Reply, Request};
+use settings::Settings;
+
+/// A plugin that connects and says nothing is not waited for longer than this.
+const REQUEST_READ_LIMIT: Duration = Duration::from_secs(10);
+/// The first resend of an acquisition, and of a renewal.
+const FIRST_RESEND: Duration = Duration::from_millis(250);
+const FIRST_RENEWAL_RESEND: Duration = Duration::from_secs(1);
+
+/// What survives a restart of the daemon: enough to renew, release or report the lease.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    /// As this daemon sees it (under `-hostprefix`).
+    netns: PathBuf,
+    mac: [u8; 6],
+    options: ClientOptions,
+    priority: Option<u32>,
+    lease: Lease,
+    /// When the request the server granted was sent, by the wall clock: instants do not
+    /// survive a restart.
+    granted_at: SystemTime,
+}
+
+impl Record {
+    /// The container's interface `ifname`, if it is still the one the lease is for (same
+    /// MAC in the same namespace path): a path or a name may have been reused since.
+    fn link(&self, ifname: &str) -> Result<(Netns, Netlink, Link), DhcpError> {
+        let netns = Netns::open(&self.netns)?;
+        let (netlink, link) = container_link(&netns, ifname)?;
+        if link.mac.map(|m| m.0) != Some(self.mac) {
+            return Err(DhcpError::Gone(ifname.to_string()));
+        }
+        Ok((netns, netlink, link))
+    }
+}
+
+/// Tells a lease's keeper to stop, and wakes it from its sleep.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Stop {
+    fn stop(&self) {
+        *lock(&self.stopped) = true;
+        self.wake.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        *lock(&self.stopped)
+    }
+
+    /// Sleeps until `when`; false when told to stop first.
+    fn sleep_until(&self, when: Instant) -> bool {
+        let mut stopped = lock(&self.stopped);
+        loop {
+            if *stopped {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= when {
+                return true;
+            }
+            stopped = match self.wake.wait_timeout(stopped, when - now) {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+/// A lease the daemon holds, and the thread that keeps it.
+struct Held {
+    key: LeaseKey,
+    record: Mutex<Record>,
+    stop: Stop,
+    keeper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Held {
+    fn result(&self) -> CniResult {
+        let record = lock(&self.record);
+        record.lease.result(record.priority)
+    }
+
+    fn link(&self) -> Result<(Netns, Netlink, Link), DhcpError> {
+        lock(&self.record).link(&self.key.ifname)
+    }
+
+    fn client(&self) -> Result<Client, DhcpError> {
+        let (netns, _, _) = self.link()?;
+        let record = lock(&self.record).clone();
+        Client::open(&netns, &self.key.ifname, record.mac, record.options)
+    }
+
+    /// An address nobody leases any more must not stay in use: the interface goes down,
+    /// as the reference does it.
+    fn take_down(&self) -> Result<(), DhcpError> {
+        let (_, mut netlink, link) = self.link()?;
+        netlink
+            .set_link_up(link.index, false)
+            .map_err(|e| link_error(&self.key.ifname, e.to_string()))
+    }
+}
+
+/// One slot per lease key: held while a lease is acquired or given back, so two requests
+/// for the same interface never run two exchanges.
+type Slot = Arc<Mutex<Option<Arc<Held>>>>;
+
+struct Daemon {
+    settings: Settings,
+    store: Store,
+    leases: Mutex<HashMap<LeaseKey, Slot>>,
+}
+
+/// A poisoned lock only means another request panicked; the data itself stays sound.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn failure(code: ErrorCode, msg: String) -> Reply {
+    Reply::Failed(CniError {
+        cni_version: String::new(),
+        code: code.number(),
+        msg,
+        details: String::new(),
+    })
+}
+
+fn state_key(key: &LeaseKey) -> state::Key<'_> {
+    state::Key {
+        network: &key.network,
+        container_id: &key.container_id,
+        ifname: &key.ifname,
+    }
+}
+
+impl Daemon {
+    fn slot(&self, key: &LeaseKey) -> Slot {
+        lock(&self.leases).entry(key.clone()).or_default().clone()
+    }
+
+    fn handle(self: &Arc<Self>, request: Request) -> Reply {
+        match request {
+            Request::Allocate {
+                lease,
+                netns,
+                request,
+                provide,
+                priority,
+            } => {
+                let options = ClientOptions {
+                    client_id: lease.client_id(),
+                    request,
+                    provide,
+                };
+                let allocated = self.allocate(&lease, &netns, options, priority);
+                self.drop_if_unused(&lease);
+                match allocated {
+                    Ok(result) => Reply::Done {
+                        result: Some(result),
+                    },
+                    Err(e) => failure(code_of(&e), error_text(&e)),
+                }
+            }
+            Request::Release { lease } => {
+                self.release(&lease);
+                Reply::Done { result: None }
+            }
+            Request::Lookup { lease } => {
+                let slot = lock(&self.leases).get(&lease).cloned();
+                match slot.and_then(|slot| lock(&slot).clone()) {
+                    Some(held) => Reply::Done {
+                        result: Some(held.result()),
+                    },
+                    None => failure(
+                        ErrorCode::Internal,
+                        format!("the dhcp daemon holds no lease for {}", key_text(&lease)),
+                    ),
+                }
+            }
+            Request::Gc { network, keep } => {
+                let stale: Vec<LeaseKey> = lock(&self.leases)
+                    .keys()
+                    .filter(|k| {
+                        k.network == network
+                            && !keep
+                                .iter()
+                                .any(|(id, ifname)| *id == k.container_id && *ifname == k.ifname)
+                    })
+                    .cloned()
+                    .collect();
+                for key in stale {
+                    self.release(&key);
+                }
+                Reply::Done { result: None }
+            }
+            Request::Status => Reply::Done { result: None },
+        }
+    }
+
+    /// The lease the interface already has, or a new one. A key reused for another
+    /// namespace or interface (a runtime that reuses container IDs) gives the old lease back
+    /// first.
+    fn allocate(
+        self: &Arc<Self>,
+        key: &LeaseKey,
+        netns_path: &Path,
+        options: ClientOptions,
+        priority: Option<u32>,
+    ) -> Result<CniResult, DhcpError> {
+        let slot = self.slot(key);
+        let mut held = lock(&slot);
+        let netns_path = self.settings.on_host(netns_path);
+        let netns = Netns::open(&netns_path)?;
+        let mac = prepare_link(&netns, &key.ifname)?;
+        if let Some(existing) = held.as_ref() {
+            let same = {
+                let record = lock(&existing.record);
+                record.netns == netns_path && record.mac == mac
+            };
+            if same {
+                return Ok(existing.result());
+            }
+        }
+        if let Some(old) = held.take() {
+            self.give_back(&old);
+        }
+        let client = Client::open(&netns, &key.ifname, mac, options.clone())?;
+        let (asked, asked_at) = (Instant::now(), SystemTime::now());
+        let lease = client.acquire(Patience {
+            total: self.settings.timeout,
+            first_resend: FIRST_RESEND,
+            max_resend: self.settings.resend_max,
+        })?;
+        eprintln!(
+            "dhcp daemon: leased {} from {} to {} for {} s",
+            lease.address,
+            lease.server,
+            key_text(key),
+            lease.lease_time.as_secs()
+        );
+        let record = Record {
+            netns: netns_path,
+            mac,
+            options,
+            priority,
+            lease,
+            granted_at: asked_at,
+        };
+        let new = self.start(&mut held, key.clone(), record, asked);
+        Ok(new.result())
+    }
+
+    /// Puts a lease into `slot`, records it, and starts its keeper.
+    fn start(
+        self: &Arc<Self>,
+        slot: &mut Option<Arc<Held>>,
+        key: LeaseKey,
+        record: Record,
+        granted: Instant,
+    ) -> Arc<Held> {
+        let held = Arc::new(Held {
+            key,
+            record: Mutex::new(record),
+            stop: Stop::default(),
+            keeper: Mutex::new(None),
+        });
+        self.persist(&held);
+        *slot = Some(Arc::clone(&held));
+        let daemon = Arc::clone(self);
+        let kept = Arc::clone(&held);
+        let keeper = std::thread::spawn(move || daemon.keep(&kept, granted));
+        *lock(&held.keeper) = Some(keeper);
+        held
+    }
+
+    fn release(&self, key: &LeaseKey) {
+        let Some(slot) = lock(&self.leases).get(key).cloned() else {
+            return;
+        };
+        // Waits for an ADD of the same key that is under way.
+        let held = lock(&slot).take();
+        drop(slot);
+        if let Some(held) = held {
+            self.give_back(&held);
+        }
+        self.drop_if_unused(key);
+    }
+
+    /// Stops the keeper (waiting for it, so no renewal of its races the RELEASE), sends the
+    /// RELEASE, and drops the record.
+    fn give_back(&self, held: &Held) {
+        held.stop.stop();
+        let keeper = lock(&held.keeper).take();
+        if let Some(keeper) = keeper {
+            let _ = keeper.join();
+        }
+        let lease = lock(&held.record).lease.clone();
+        // The namespace may be gone already; the server then lets the lease run out.
+        match held.client().and_then(|client| client.release(&lease)) {
+            Ok(()) => eprintln!(
+                "dhcp daemon: released {} of {}",
+                lease.address,
+                key_text(&held.key)
+            ),
+            Err(e) => eprintln!(
+                "dhcp daemon: could not release {} of {}: {}",
+                lease.address,
+                key_text(&held.key),
+                error_text(&e)
+            ),
+        }
+        self.unpersist(&held.key);
+    }
+
+    /// Renews `held` at T1 (unicast to its server), rebinds at T2 (broadcast to any), and
+    /// takes the interface down when the lease expires or the server refuses it. Stops when
+    /// told to, or when the container is gone.
+    fn keep(&self, held: &Held, mut granted: Instant) {
+        let mut failed = None;
+        loop {
+            let lease = lock(&held.record).lease.clone();
+            let now = Instant::now();
+            match lease.next(granted, now, failed) {
+                Next::Wait(until) => {
+                    if !held.stop.sleep_until(until) {
+                        return;
+                    }
+                }
+                Next::Expired => return self.lose(held, "expired"),
+                Next::Extend { rebinding, until } => {
+                    let patience = Patience {
+                        total: self
+                            .settings
+                            .resend_timeout
+                            .min(until.saturating_duration_since(now)),
+                        first_resend: FIRST_RENEWAL_RESEND,
+                        max_resend: self.settings.resend_max,
+                    };
+                    let (asked, asked_at) = (Instant::now(), SystemTime::now());
+                    let cancelled = || held.stop.is_stopped();
+                    let extended = held
+                        .client()
+                        .and_then(|client| client.extend(&lease, rebinding, patience, &cancelled));
+                    match extended {
+                        Ok(renewed) => {
+                            eprintln!(
+                                "dhcp daemon: renewed {} of {} for {} s",
+                                renewed.address,
+                                key_text(&held.key),
+                                renewed.lease_time.as_secs()
+                            );
+                            {
+                                let mut record = lock(&held.record);
+                                record.lease = renewed;
+                                record.granted_at = asked_at;
+                            }
+                            (granted, failed) = (asked, None);
+                            self.persist(held);
+                        }
+                        Err(DhcpError::Cancelled) => return,
+                        Err(DhcpError::Refused { .. }) => {
+                            return self.lose(held, "was refused by its server (NAK)")
+                        }
+                        Err(e) if container_gone(&e) => {
+                            eprintln!(
+                                "dhcp daemon: {} is gone; forgetting its lease",
+                                key_text(&held.key)
+                            );
+                            return self.forget(held);
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "dhcp daemon: {} {} of {} failed: {}",
+                                if rebinding { "rebinding" } else { "renewing" },
+                                lease.address,
+                                key_text(&held.key),
+                                error_text(&e)
+                            );
+                            failed = Some(asked);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lease is lost: the interface goes down and the lease is forgotten.
+    fn lose(&self, held: &Held, how: &str) {
+        let address = lock(&held.record).lease.address;
+        let down = match held.take_down() {
+            Ok(()) => "taking the interface down".to_string(),
+            Err(e) => format!("could not take the interface down: {}", error_text(&e)),
+        };
+        eprintln!(
+            "dhcp daemon: lease {address} of {} {how}; {down}",
+            key_text(&held.key)
+        );
+        self.forget(held);
+    }
+
+    /// Drops `held` unless a newer lease took its place. A slot in use is left to whoever
+    /// uses it (an ADD, DEL or GC of the same key decides its fate): waiting for it here
+    /// could wait for ever, since that user may be waiting for this keeper to end.
+    fn forget(&self, held: &Held) {
+        let Some(slot) = lock(&self.leases).get(&held.key).cloned() else {
+            return;
+        };
+        let mut current = match slot.try_lock() {
+            Ok(current) => current,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if current
+            .as_ref()
+            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), held))
+        {
+            *current = None;
+            drop(current);
+            drop(slot);
+            self.unpersist(&held.key);
+            self.drop_if_unused(&held.key);
+        }
+    }
+
+    /// Drops the slot of `key` if it holds no lease and no request uses it, so a daemon
+    /// that runs for months keeps nothing of failed or released leases. Slots are cloned
+    /// only under the map's lock, so under it a count of one means nobody else has it.
+    fn drop_if_unused(&self, key: &LeaseKey) {
+        let mut leases = lock(&self.leases);
+        let unused = |slot: &Slot| Arc::strong_count(slot) == 1 && lock(slot).is_none();
+        if leases.get(key).is_some_and(unused) {
+            leases.remove(key);
+        }
+    }
+
+    fn persist(&self, held: &Held) {
+        let record = lock(&held.record).clone();
+        if let Err(e) = self.store.save(state_key(&held.key), &record) {
+            eprintln!(
+                "dhcp daemon: cannot record the lease of {} (a restart will forget it): {}",
+                key_text(&held.key),
+                error_text(&e)
+            );
+        }
+    }
+
+    fn unpersist(&self, key: &LeaseKey) {
+        if let Err(e) = self.store.remove(state_key(key)) {
+            eprintln!("dhcp daemon: {}", error_text(&e));
+        }
+    }
+
+    /// Takes up the leases a previous daemon recorded whose interfaces are still there.
+    fn restore(self: &Arc<Self>) {
+        for (network, container_id, ifname) in self.store.keys() {
+            let key = LeaseKey {
+                container_id,
+                network,
+                ifname,
+            };
+            let record = match self.store.load::<Record>(state_key(&key)) {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(e) => {
+                    eprintln!(
+                        "dhcp daemon: dropping an unreadable lease record: {}",
+                        error_text(&e)
+                    );
+                    self.unpersist(&key);
+                    continue;
+                }
+            };
+            if let Err(e) = record.link(&key.ifname) {
+                eprintln!(
+                    "dhcp daemon: forgetting the lease of {}: {}",
+                    key_text(&key),
+                    error_text(&e)
+                );
+                self.unpersist(&key);
+                continue;
+            }
+            // The keeper takes it from here, an expired lease included (it takes the
+            // interface down).
+            let elapsed = SystemTime::now()
+                .duration_since(record.granted_at)
+                .unwrap_or_default()
+                .min(record.lease.lease_time);
+            let Some(granted) = Instant::now().checked_sub(elapsed) else {
+                self.unpersist(&key);
+                continue;
+            };
+            eprintln!(
+                "dhcp daemon: took up the lease {} of {}",
+                record.lease.address,
+                key_text(&key)
+            );
+            let slot = self.slot(&key);
+            let mut held = lock(&slot);
+            self.start(&mut held, key, record, granted);
+        }
+    }
+}
+
+/// The interface `ifname` in `netns`, with a netlink socket there.
+fn container_link(netns: &Netns, ifname: &str) -> Result<(Netlink, Link), DhcpError> {
+    let mut netlink = Netlink::open_in(netns).map_err(|e| link_error(ifname, e.to_string()))?;
+    let link = netlink
+        .link_by_name(ifname)
+        .map_err(|e| link_error(ifname, e.to_string()))?
+        .ok_or_else(|| DhcpError::Gone(ifname.to_string()))?;
+    Ok((netlink, link))
+}
+
+fn link_error(ifname: &str, reason: String) -> DhcpError {
+    DhcpError::Link {
+        ifname: ifname.to_string(),
+        reason,
+    }
+}
+
+/// The interface must be up to send, as the reference's daemon ensures; returns its MAC.
+fn prepare_link(netns: &Netns, ifname: &str) -> Result<[u8; 6], DhcpError> {
+    let (mut netlink, link) = container_link(netns, ifname)?;
+    let mac = link
+        .mac
+        .ok_or_else(|| link_error(ifname, "the interface has no MAC address".to_string()))?;
+    if !link.up {
+        netlink
+            .set_link_up(link.index, true)
+            .map_err(|e| link_error(ifname, e.to_string()))?;
+    }
+    // A bridge forwards from a new port only once linkwatch has seen its carrier; asking
+    // before that loses the first DISCOVER. Resends cover it if this runs out.
+    let _ = netlink.wait_oper_up(link.index, Duration::from_secs(1));
+    Ok(mac.0)
+}
+
+fn container_gone(error: &DhcpError) -> bool {
+    match error {
+        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns(_)) => true,
+        DhcpError::Gone(_) => true,
+        DhcpError::Socket { source, .. } => source.raw_os_error() == Some(libc::ENODEV),
+        _ => false,
+    }
+}
+
+fn code_of(error: &DhcpError) -> ErrorCode {
+    match error {
+        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns(_)) => {
+            ErrorCode::InvalidNetns
+        }
+        DhcpError::Timeout { .. } => ErrorCode::TryAgainLater,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// The error with its causes, as one line.
+fn error_text(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn key_text(key: &LeaseKey) -> String {
+    format!(
+        "{} of container {} on network {}",
+        key.ifname, key.container_id, key.network
+    )
+}
+
+fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
+    let mut text = Vec::new();
+    let read = stream
+        .set_read_timeout(Some(REQUEST_READ_LIMIT))
+        .and_then(|()| stream.read_to_end(&mut text));
+    let reply = match read {
+        Err(e) => failure(ErrorCode::Io, format!("reading the request: {e}")),
+        Ok(_) => match serde_json::from_slice::<Request>(&text) {
+            Ok(request) => daemon.handle(request),
+            Err(e) => failure(ErrorCode::Decode, format!("a garbled request: {e}")),
+        },
+    };
+    if let Ok(text) = serde_json::to_vec(&reply) {
+        // The plugin may have been killed meanwhile; nobody is left to tell.
+        let _ = stream.write_all(&text);
+    }
+}
+
+/// Runs the daemon until a signal stops it; returns the process exit code on failure.
+pub fn main(args: &[String]) -> i32 {
+    let settings = match Settings::parse(args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("dhcp daemon: {e}");
+            return 2;
+        }
+    };
+    let activated = match listener::activated() {
+        Ok(activated) => activated,
+        Err(e) => {
+            eprintln!("dhcp daemon: {e}");
+            return 1;
+        }
+    };
+    let how = if activated.is_some() {
+        " (socket activation)"
+    } else {
+        ""
+    };
+    // systemd owns an activated socket's file: it stays when the daemon exits.
+    let own_socket = activated.is_none().then(|| settings.socket.clone());
+    let started = listener::exit_on_signal(own_socket, settings.pidfile.clone())
+        .and_then(|()| activated.map_or_else(|| listener::bind(&settings.socket), Ok))
+        .and_then(|listener| {
+            if let Some(pidfile) = &settings.pidfile {
+                std::fs::write(pidfile, format!("{}\n", std::process::id()))
+                    .map_err(|e| format!("writing {}: {e}", pidfile.display()))?;
+            }
+            Ok(listener)
+        });
+    let listener = match started {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("dhcp daemon: {e}");
+            return 1;
+        }
+    };
+    eprintln!(
+        "dhcp daemon: listening on {}{how}",
+        settings.socket.display()
+    );
+    let daemon = Arc::new(Daemon {
+        store: Store::new(settings.lease_dir.clone()),
+        settings,
+        leases: Mutex::new(HashMap::new()),
+    });
+    daemon.restore();
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let daemon = Arc::clone(&daemon);
+                std::thread::spawn(move || serve(&daemon, stream));
+            }
+            // Out of descriptors or memory, or a client gone before it was accepted: the
+            // next accept may work. Anything else (a socket that is no socket) never will.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                        | Some(libc::ECONNABORTED | libc::EINTR)
+                ) =>
+            {
+                eprintln!("dhcp daemon: accept: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                eprintln!(
+                    "dhcp daemon: cannot accept on {}: {e}",
+                    daemon.settings.socket.display()
+                );
+                return 1;
+            }
+        }
+    }
+    0
+}
