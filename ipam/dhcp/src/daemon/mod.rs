@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,8 +30,19 @@ use netlib::state::{self, Store};
 use crate::protocol::{LeaseKey, Reply, Request};
 use settings::Settings;
 
+/// Logs a line to stderr. eprintln! panics when stderr is gone (a journald restart closes
+/// the pipe), and a keeper that panics stops renewing its lease.
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), "dhcp daemon: {}", format_args!($($arg)*));
+    }};
+}
+
 /// A plugin that connects and says nothing is not waited for longer than this.
 const REQUEST_READ_LIMIT: Duration = Duration::from_secs(10);
+/// Requests are a few hundred bytes.
+const REQUEST_SIZE_LIMIT: u64 = 64 * 1024;
 /// The first resend of an acquisition, and of a renewal.
 const FIRST_RESEND: Duration = Duration::from_millis(250);
 const FIRST_RENEWAL_RESEND: Duration = Duration::from_secs(1);
@@ -104,9 +116,16 @@ struct Held {
     record: Mutex<Record>,
     stop: Stop,
     keeper: Mutex<Option<JoinHandle<()>>>,
+    /// Expired, refused or gone: its keeper has ended, and whoever next holds its slot
+    /// drops it (the keeper cannot always take the slot itself).
+    lost: AtomicBool,
 }
 
 impl Held {
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
     fn result(&self) -> CniResult {
         let record = lock(&self.record);
         record.lease.result(record.priority)
@@ -198,7 +217,9 @@ impl Daemon {
             }
             Request::Lookup { lease } => {
                 let slot = lock(&self.leases).get(&lease).cloned();
-                match slot.and_then(|slot| lock(&slot).clone()) {
+                let held = slot.and_then(|slot| lock(&slot).clone());
+                self.drop_if_unused(&lease);
+                match held.filter(|held| !held.is_lost()) {
                     Some(held) => Reply::Done {
                         result: Some(held.result()),
                     },
@@ -243,7 +264,7 @@ impl Daemon {
         let netns_path = self.settings.on_host(netns_path);
         let netns = Netns::open(&netns_path)?;
         let mac = prepare_link(&netns, &key.ifname)?;
-        if let Some(existing) = held.as_ref() {
+        if let Some(existing) = held.as_ref().filter(|existing| !existing.is_lost()) {
             let same = {
                 let record = lock(&existing.record);
                 record.netns == netns_path && record.mac == mac
@@ -252,8 +273,10 @@ impl Daemon {
                 return Ok(existing.result());
             }
         }
-        if let Some(old) = held.take() {
-            self.give_back(&old);
+        match held.take() {
+            Some(old) if old.is_lost() => self.unpersist(&old.key),
+            Some(old) => self.give_back(&old),
+            None => {}
         }
         let client = Client::open(&netns, &key.ifname, mac, options.clone())?;
         let (asked, asked_at) = (Instant::now(), SystemTime::now());
@@ -262,8 +285,8 @@ impl Daemon {
             first_resend: FIRST_RESEND,
             max_resend: self.settings.resend_max,
         })?;
-        eprintln!(
-            "dhcp daemon: leased {} from {} to {} for {} s",
+        log!(
+            "leased {} from {} to {} for {} s",
             lease.address,
             lease.server,
             key_text(key),
@@ -294,6 +317,7 @@ impl Daemon {
             record: Mutex::new(record),
             stop: Stop::default(),
             keeper: Mutex::new(None),
+            lost: AtomicBool::new(false),
         });
         self.persist(&held);
         *slot = Some(Arc::clone(&held));
@@ -308,12 +332,16 @@ impl Daemon {
         let Some(slot) = lock(&self.leases).get(key).cloned() else {
             return;
         };
-        // Waits for an ADD of the same key that is under way.
-        let held = lock(&slot).take();
-        drop(slot);
-        if let Some(held) = held {
-            self.give_back(&held);
+        // Waits for an ADD of the same key that is under way, and keeps the next one out
+        // until the RELEASE is sent (keepers only try the slot, so holding it is safe).
+        let mut held = lock(&slot);
+        match held.take() {
+            Some(lost) if lost.is_lost() => self.unpersist(&lost.key),
+            Some(kept) => self.give_back(&kept),
+            None => {}
         }
+        drop(held);
+        drop(slot);
         self.drop_if_unused(key);
     }
 
@@ -328,13 +356,9 @@ impl Daemon {
         let lease = lock(&held.record).lease.clone();
         // The namespace may be gone already; the server then lets the lease run out.
         match held.client().and_then(|client| client.release(&lease)) {
-            Ok(()) => eprintln!(
-                "dhcp daemon: released {} of {}",
-                lease.address,
-                key_text(&held.key)
-            ),
-            Err(e) => eprintln!(
-                "dhcp daemon: could not release {} of {}: {}",
+            Ok(()) => log!("released {} of {}", lease.address, key_text(&held.key)),
+            Err(e) => log!(
+                "could not release {} of {}: {}",
                 lease.address,
                 key_text(&held.key),
                 error_text(&e)
@@ -374,8 +398,8 @@ impl Daemon {
                         .and_then(|client| client.extend(&lease, rebinding, patience, &cancelled));
                     match extended {
                         Ok(renewed) => {
-                            eprintln!(
-                                "dhcp daemon: renewed {} of {} for {} s",
+                            log!(
+                                "renewed {} of {} for {} s",
                                 renewed.address,
                                 key_text(&held.key),
                                 renewed.lease_time.as_secs()
@@ -393,15 +417,12 @@ impl Daemon {
                             return self.lose(held, "was refused by its server (NAK)")
                         }
                         Err(e) if container_gone(&e) => {
-                            eprintln!(
-                                "dhcp daemon: {} is gone; forgetting its lease",
-                                key_text(&held.key)
-                            );
+                            log!("{} is gone; forgetting its lease", key_text(&held.key));
                             return self.forget(held);
                         }
                         Err(e) => {
-                            eprintln!(
-                                "dhcp daemon: {} {} of {} failed: {}",
+                            log!(
+                                "{} {} of {} failed: {}",
                                 if rebinding { "rebinding" } else { "renewing" },
                                 lease.address,
                                 key_text(&held.key),
@@ -422,17 +443,16 @@ impl Daemon {
             Ok(()) => "taking the interface down".to_string(),
             Err(e) => format!("could not take the interface down: {}", error_text(&e)),
         };
-        eprintln!(
-            "dhcp daemon: lease {address} of {} {how}; {down}",
-            key_text(&held.key)
-        );
+        log!("lease {address} of {} {how}; {down}", key_text(&held.key));
         self.forget(held);
     }
 
-    /// Drops `held` unless a newer lease took its place. A slot in use is left to whoever
-    /// uses it (an ADD, DEL or GC of the same key decides its fate): waiting for it here
-    /// could wait for ever, since that user may be waiting for this keeper to end.
+    /// Marks `held` lost and drops it unless a newer lease took its place. A slot in use is
+    /// left to whoever uses it (an ADD, DEL or GC of the same key drops a lost lease):
+    /// waiting for it here could wait for ever, since that user may be waiting for this
+    /// keeper to end.
     fn forget(&self, held: &Held) {
+        held.lost.store(true, Ordering::Release);
         let Some(slot) = lock(&self.leases).get(&held.key).cloned() else {
             return;
         };
@@ -446,9 +466,9 @@ impl Daemon {
             .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), held))
         {
             *current = None;
+            self.unpersist(&held.key);
             drop(current);
             drop(slot);
-            self.unpersist(&held.key);
             self.drop_if_unused(&held.key);
         }
     }
@@ -467,8 +487,8 @@ impl Daemon {
     fn persist(&self, held: &Held) {
         let record = lock(&held.record).clone();
         if let Err(e) = self.store.save(state_key(&held.key), &record) {
-            eprintln!(
-                "dhcp daemon: cannot record the lease of {} (a restart will forget it): {}",
+            log!(
+                "cannot record the lease of {} (a restart will forget it): {}",
                 key_text(&held.key),
                 error_text(&e)
             );
@@ -477,7 +497,7 @@ impl Daemon {
 
     fn unpersist(&self, key: &LeaseKey) {
         if let Err(e) = self.store.remove(state_key(key)) {
-            eprintln!("dhcp daemon: {}", error_text(&e));
+            log!("{}", error_text(&e));
         }
     }
 
@@ -489,39 +509,49 @@ impl Daemon {
                 network,
                 ifname,
             };
+            // An unreadable record (a newer daemon's, say) stays for whoever can read it.
             let record = match self.store.load::<Record>(state_key(&key)) {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(e) => {
-                    eprintln!(
-                        "dhcp daemon: dropping an unreadable lease record: {}",
+                    log!(
+                        "cannot read a lease record, left in place: {}",
+                        error_text(&e)
+                    );
+                    continue;
+                }
+            };
+            match record.link(&key.ifname) {
+                Err(e) if container_gone(&e) => {
+                    log!(
+                        "forgetting the lease of {}: {}",
+                        key_text(&key),
                         error_text(&e)
                     );
                     self.unpersist(&key);
                     continue;
                 }
-            };
-            if let Err(e) = record.link(&key.ifname) {
-                eprintln!(
-                    "dhcp daemon: forgetting the lease of {}: {}",
-                    key_text(&key),
-                    error_text(&e)
-                );
-                self.unpersist(&key);
-                continue;
+                // Not known to be gone: the keeper looks again before each renewal.
+                Err(e) => log!("cannot check {} now: {}", key_text(&key), error_text(&e)),
+                Ok(_) => {}
             }
-            // The keeper takes it from here, an expired lease included (it takes the
-            // interface down).
+            // A lease that ran out while no daemon ran gets its rebinding window again: its
+            // container kept using the address all along, and a server that still knows
+            // the client answers a broadcast REQUEST. Only then does the keeper give up.
             let elapsed = SystemTime::now()
                 .duration_since(record.granted_at)
-                .unwrap_or_default()
-                .min(record.lease.lease_time);
+                .unwrap_or_default();
+            let elapsed = if elapsed >= record.lease.lease_time {
+                record.lease.rebind_after
+            } else {
+                elapsed
+            };
             let Some(granted) = Instant::now().checked_sub(elapsed) else {
                 self.unpersist(&key);
                 continue;
             };
-            eprintln!(
-                "dhcp daemon: took up the lease {} of {}",
+            log!(
+                "took up the lease {} of {}",
                 record.lease.address,
                 key_text(&key)
             );
@@ -608,7 +638,11 @@ fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
     let mut text = Vec::new();
     let read = stream
         .set_read_timeout(Some(REQUEST_READ_LIMIT))
-        .and_then(|()| stream.read_to_end(&mut text));
+        .and_then(|()| {
+            (&mut stream)
+                .take(REQUEST_SIZE_LIMIT)
+                .read_to_end(&mut text)
+        });
     let reply = match read {
         Err(e) => failure(ErrorCode::Io, format!("reading the request: {e}")),
         Ok(_) => match serde_json::from_slice::<Request>(&text) {
@@ -627,14 +661,14 @@ pub fn main(args: &[String]) -> i32 {
     let settings = match Settings::parse(args) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("dhcp daemon: {e}");
+            log!("{e}");
             return 2;
         }
     };
     let activated = match listener::activated() {
         Ok(activated) => activated,
         Err(e) => {
-            eprintln!("dhcp daemon: {e}");
+            log!("{e}");
             return 1;
         }
     };
@@ -657,14 +691,11 @@ pub fn main(args: &[String]) -> i32 {
     let listener = match started {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("dhcp daemon: {e}");
+            log!("{e}");
             return 1;
         }
     };
-    eprintln!(
-        "dhcp daemon: listening on {}{how}",
-        settings.socket.display()
-    );
+    log!("listening on {}{how}", settings.socket.display());
     let daemon = Arc::new(Daemon {
         store: Store::new(settings.lease_dir.clone()),
         settings,
@@ -686,14 +717,11 @@ pub fn main(args: &[String]) -> i32 {
                         | Some(libc::ECONNABORTED | libc::EINTR)
                 ) =>
             {
-                eprintln!("dhcp daemon: accept: {e}");
+                log!("accept: {e}");
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(e) => {
-                eprintln!(
-                    "dhcp daemon: cannot accept on {}: {e}",
-                    daemon.settings.socket.display()
-                );
+                log!("cannot accept on {}: {e}", daemon.settings.socket.display());
                 return 1;
             }
         }

@@ -20,6 +20,10 @@ use crate::netns::Netns;
 
 /// How often a wait for a reply looks whether it was called off.
 const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// However the flags are set, requests are never resent back to back.
+const SHORTEST_RESEND: Duration = Duration::from_millis(100);
+/// sll_pkttype of a packet this host sends: never a server's reply.
+const PACKET_OUTGOING: u8 = 4;
 const IPPROTO_UDP: u8 = 17;
 
 /// What the client sends besides the fixed fields: who it is and what it asks for.
@@ -142,10 +146,16 @@ impl Client {
                 "acknowledgement",
                 &never,
             )?;
-            // A NAK here means another client took the offer: start again.
+            // A NAK here means another client took the offer: start again, a moment later
+            // (a server that refuses everything must not be asked in a tight loop).
             if answer.message_type() == Some(MessageType::Ack) {
                 return Lease::from_ack(&answer);
             }
+            std::thread::sleep(
+                patience
+                    .first_resend
+                    .min(deadline.saturating_duration_since(Instant::now())),
+            );
         }
     }
 
@@ -179,7 +189,8 @@ impl Client {
             "acknowledgement",
             cancelled,
         )?;
-        if answer.message_type() == Some(MessageType::Nak) {
+        // An ACK for another address than the one in use extends nothing: a refusal.
+        if answer.message_type() == Some(MessageType::Nak) || answer.yiaddr != lease.address.ip() {
             return Err(DhcpError::Refused {
                 ifname: self.ifname.clone(),
             });
@@ -225,8 +236,8 @@ impl Client {
         awaited: &'static str,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Message, DhcpError> {
-        let mut resend = patience.first_resend;
-        let mut buffer = vec![0u8; 1600];
+        let mut resend = patience.first_resend.max(SHORTEST_RESEND);
+        let mut buffer = vec![0u8; 64 * 1024];
         loop {
             self.send(message, to)?;
             let resend_at = (Instant::now() + resend).min(deadline);
@@ -260,7 +271,7 @@ impl Client {
                     waited: patience.total,
                 });
             }
-            resend = (resend * 2).min(patience.max_resend);
+            resend = (resend * 2).min(patience.max_resend).max(SHORTEST_RESEND);
         }
     }
 }
@@ -324,16 +335,24 @@ fn receive(socket: &OwnedFd, buffer: &mut [u8], wait: Duration) -> std::io::Resu
     if ready == 0 {
         return Ok(None);
     }
-    // SAFETY: `buffer` is valid for writes of its length, which is passed along.
+    // SAFETY: sockaddr_ll is plain data, valid when zeroed.
+    let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `buffer` is valid for writes of its length and `from` of `from_len` bytes,
+    // which are passed along.
     let received = unsafe {
-        libc::recv(
+        libc::recvfrom(
             socket.as_raw_fd(),
             buffer.as_mut_ptr().cast(),
             buffer.len(),
             libc::MSG_DONTWAIT,
+            std::ptr::from_mut(&mut from).cast(),
+            &mut from_len,
         )
     };
     match usize::try_from(received) {
+        // What the container itself sends is no reply, whatever it looks like.
+        Ok(_) if from.sll_pkttype == PACKET_OUTGOING => Ok(None),
         Ok(length) => Ok(Some(length)),
         Err(_) => match std::io::Error::last_os_error() {
             e if matches!(
@@ -358,20 +377,17 @@ fn packet_socket_on(ifname: &str) -> std::io::Result<OwnedFd> {
     if index == 0 {
         return Err(std::io::Error::last_os_error());
     }
-    let protocol = (libc::ETH_P_IP as u16).to_be();
+    // Protocol 0 receives nothing until the bind below, so no packet of another interface
+    // is queued before the filter is in place.
     // SAFETY: socket(2) with constant arguments; the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::c_int::from(protocol),
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` is a socket we own from here on.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    attach_client_port_filter(&socket)?;
+    let protocol = (libc::ETH_P_IP as u16).to_be();
     // SAFETY: sockaddr_ll is plain data, valid when zeroed.
     let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     address.sll_family = libc::AF_PACKET as u16;
@@ -389,6 +405,50 @@ fn packet_socket_on(ifname: &str) -> std::io::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(socket)
+}
+
+/// Lets only unfragmented UDP to the client port through to `socket` (the kernel copies
+/// every other packet of a busy container to no purpose, and could fill the buffer before
+/// the reply comes). Offsets count from the IPv4 header, as a SOCK_DGRAM packet socket
+/// sees it.
+fn attach_client_port_filter(socket: &OwnedFd) -> std::io::Result<()> {
+    const LD_B_ABS: u16 = 0x30;
+    const LD_H_ABS: u16 = 0x28;
+    const LD_H_IND: u16 = 0x48;
+    const LDX_B_MSH: u16 = 0xb1;
+    const JEQ_K: u16 = 0x15;
+    const JSET_K: u16 = 0x45;
+    const RET_K: u16 = 0x06;
+    let op = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    let mut program = [
+        op(LD_B_ABS, 0, 0, 9),                   // the protocol
+        op(JEQ_K, 0, 6, u32::from(IPPROTO_UDP)), // UDP, else drop
+        op(LD_H_ABS, 0, 0, 6),                   // flags and fragment offset
+        op(JSET_K, 4, 0, 0x1fff),                // a later fragment: drop
+        op(LDX_B_MSH, 0, 0, 0),                  // X = the IPv4 header's length
+        op(LD_H_IND, 0, 0, 2),                   // the UDP destination port
+        op(JEQ_K, 0, 1, u32::from(CLIENT_PORT)), // the client port, else drop
+        op(RET_K, 0, 0, 0x0004_0000),            // keep the whole packet
+        op(RET_K, 0, 0, 0),                      // drop
+    ];
+    let filter = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: `filter` points at `program`, which outlives the call; the kernel copies it.
+    let attached = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            std::ptr::from_ref(&filter).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if attached < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A UDP socket of the calling thread's namespace on `ifname`'s client port, allowed to

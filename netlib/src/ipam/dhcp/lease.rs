@@ -51,6 +51,9 @@ impl Lease {
         let server = ack
             .address_option(option::SERVER_ID)
             .ok_or(DhcpError::Malformed("an ACK without a server identifier"))?;
+        if ack.yiaddr.is_unspecified() || ack.yiaddr.is_broadcast() {
+            return Err(DhcpError::Malformed("an ACK without an address"));
+        }
         let mask = ack
             .address_option(option::SUBNET_MASK)
             .unwrap_or_else(|| classful_mask(ack.yiaddr));
