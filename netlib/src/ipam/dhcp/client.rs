@@ -393,17 +393,7 @@ fn packet_socket_on(ifname: &str) -> std::io::Result<OwnedFd> {
     address.sll_family = libc::AF_PACKET as u16;
     address.sll_protocol = protocol;
     address.sll_ifindex = index as i32;
-    // SAFETY: a valid sockaddr_ll of its own size, on our socket.
-    let bound = unsafe {
-        libc::bind(
-            socket.as_raw_fd(),
-            std::ptr::from_ref(&address).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if bound < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    bind(&socket, &address)?;
     Ok(socket)
 }
 
@@ -435,20 +425,8 @@ fn attach_client_port_filter(socket: &OwnedFd) -> std::io::Result<()> {
         len: program.len() as u16,
         filter: program.as_mut_ptr(),
     };
-    // SAFETY: `filter` points at `program`, which outlives the call; the kernel copies it.
-    let attached = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            std::ptr::from_ref(&filter).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if attached < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    // `filter` points at `program`, which outlives the call; the kernel copies it.
+    set_option(socket, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &filter)
 }
 
 /// A UDP socket of the calling thread's namespace on `ifname`'s client port, allowed to
@@ -468,7 +446,7 @@ fn udp_socket_on(ifname: &str) -> std::io::Result<UdpSocket> {
         (libc::SOL_SOCKET, libc::SO_REUSEADDR),
         (libc::SOL_SOCKET, libc::SO_BROADCAST),
     ] {
-        set_option(&socket, level, name, &one.to_ne_bytes())?;
+        set_option(&socket, level, name, &one)?;
     }
     set_option(
         &socket,
@@ -482,29 +460,41 @@ fn udp_socket_on(ifname: &str) -> std::io::Result<UdpSocket> {
         sin_addr: libc::in_addr { s_addr: 0 },
         sin_zero: [0; 8],
     };
-    // SAFETY: a valid sockaddr_in of its own size, on our socket.
+    bind(&socket, &address)?;
+    Ok(socket)
+}
+
+/// bind(2) to `address`, a sockaddr of some family (`sockaddr_in`, `sockaddr_ll`).
+fn bind<A>(socket: &impl AsRawFd, address: &A) -> std::io::Result<()> {
+    // SAFETY: `address` is a whole sockaddr of its family, and its size is passed along.
     let bound = unsafe {
         libc::bind(
             socket.as_raw_fd(),
-            std::ptr::from_ref(&address).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            std::ptr::from_ref(address).cast(),
+            std::mem::size_of::<A>() as libc::socklen_t,
         )
     };
     if bound < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(socket)
+    Ok(())
 }
 
-fn set_option(socket: &UdpSocket, level: i32, name: i32, value: &[u8]) -> std::io::Result<()> {
-    // SAFETY: `value` is valid for its length, which is passed along.
+/// setsockopt(2) with `value` (an integer, a name, a struct) as the option's bytes.
+fn set_option<T: ?Sized>(
+    socket: &impl AsRawFd,
+    level: i32,
+    name: i32,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: `value` is valid for reads of its size, which is passed along.
     let done = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             level,
             name,
-            value.as_ptr().cast(),
-            value.len() as libc::socklen_t,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of_val(value) as libc::socklen_t,
         )
     };
     if done < 0 {
