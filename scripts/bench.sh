@@ -12,6 +12,8 @@ command -v gnuplot >/dev/null 2>&1 || missing+=(gnuplot-nox)
 [ -x /usr/bin/time ] || missing+=(time)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+# The overlay's throughput, pod to pod.
+command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1041,13 +1041,20 @@ impl OverlayBench {
     }
 }
 
-/// Bits per second iperf3 measured from `client` to `server_ip`.
+/// Bits per second iperf3 measured from `client` to `server_ip`. A run that measured
+/// nothing stops the bench: a missing iperf3 once went into the report as 0 Gbit/s.
 fn iperf(client: &ferrocni_tests::NetnsGuard, server_ip: &str) -> f64 {
     let output = client.exec(&["iperf3", "-c", server_ip, "-t", "3", "-J"]);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
     report["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .unwrap_or(0.0)
+        .unwrap_or_else(|| {
+            panic!(
+                "iperf3 to {server_ip} measured nothing (scripts/bench.sh installs iperf3): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
 }
 
 fn overlay(quick: bool) -> OverlayBench {
