@@ -173,7 +173,7 @@ impl NodeKernel {
         }
         let failures = overlay::apply(&mut self.netlink, self.vxlan, &operations);
         for (operation, error) in &failures {
-            warning!("{operation:?} failed: {}", crate::log::causes(error));
+            warning!("{operation:?} failed: {}", netlib::error::causes(error));
         }
         Ok(operations.len() - failures.len())
     }

@@ -158,3 +158,18 @@ impl Error {
         }
     }
 }
+
+/// An error and its causes on one line: "netlink add route failed: Network is unreachable".
+pub fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use netlib::cni::{CniError, CniResult, ErrorCode};
+use netlib::error::causes;
 use netlib::ipam::dhcp::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
 use netlib::netlink::{Link, Netlink};
 use netlib::netns::{Netns, NetnsError};
@@ -208,7 +209,7 @@ impl Daemon {
                     Ok(result) => Reply::Done {
                         result: Some(result),
                     },
-                    Err(e) => failure(code_of(&e), error_text(&e)),
+                    Err(e) => failure(code_of(&e), causes(&e)),
                 }
             }
             Request::Release { lease } => {
@@ -361,7 +362,7 @@ impl Daemon {
                 "could not release {} of {}: {}",
                 lease.address,
                 key_text(&held.key),
-                error_text(&e)
+                causes(&e)
             ),
         }
         self.unpersist(&held.key);
@@ -426,7 +427,7 @@ impl Daemon {
                                 if rebinding { "rebinding" } else { "renewing" },
                                 lease.address,
                                 key_text(&held.key),
-                                error_text(&e)
+                                causes(&e)
                             );
                             failed = Some(asked);
                         }
@@ -441,7 +442,7 @@ impl Daemon {
         let address = lock(&held.record).lease.address;
         let down = match held.take_down() {
             Ok(()) => "taking the interface down".to_string(),
-            Err(e) => format!("could not take the interface down: {}", error_text(&e)),
+            Err(e) => format!("could not take the interface down: {}", causes(&e)),
         };
         log!("lease {address} of {} {how}; {down}", key_text(&held.key));
         self.forget(held);
@@ -490,14 +491,14 @@ impl Daemon {
             log!(
                 "cannot record the lease of {} (a restart will forget it): {}",
                 key_text(&held.key),
-                error_text(&e)
+                causes(&e)
             );
         }
     }
 
     fn unpersist(&self, key: &LeaseKey) {
         if let Err(e) = self.store.remove(state_key(key)) {
-            log!("{}", error_text(&e));
+            log!("{}", causes(&e));
         }
     }
 
@@ -514,25 +515,18 @@ impl Daemon {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(e) => {
-                    log!(
-                        "cannot read a lease record, left in place: {}",
-                        error_text(&e)
-                    );
+                    log!("cannot read a lease record, left in place: {}", causes(&e));
                     continue;
                 }
             };
             match record.link(&key.ifname) {
                 Err(e) if container_gone(&e) => {
-                    log!(
-                        "forgetting the lease of {}: {}",
-                        key_text(&key),
-                        error_text(&e)
-                    );
+                    log!("forgetting the lease of {}: {}", key_text(&key), causes(&e));
                     self.unpersist(&key);
                     continue;
                 }
                 // Not known to be gone: the keeper looks again before each renewal.
-                Err(e) => log!("cannot check {} now: {}", key_text(&key), error_text(&e)),
+                Err(e) => log!("cannot check {} now: {}", key_text(&key), causes(&e)),
                 Ok(_) => {}
             }
             // A lease that ran out while no daemon ran gets its rebinding window again: its
@@ -613,18 +607,6 @@ fn code_of(error: &DhcpError) -> ErrorCode {
         DhcpError::Timeout { .. } => ErrorCode::TryAgainLater,
         _ => ErrorCode::Internal,
     }
-}
-
-/// The error with its causes, as one line.
-fn error_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn key_text(key: &LeaseKey) -> String {
