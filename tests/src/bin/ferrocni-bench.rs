@@ -536,12 +536,16 @@ impl Drop for Bench {
     }
 }
 
+fn file_size(dir: &Path, name: &str) -> u64 {
+    std::fs::metadata(dir.join(name)).map_or(0, |m| m.len())
+}
+
 fn dir_size(dir: &Path, names: &[&str]) -> u64 {
-    names
-        .iter()
-        .filter_map(|n| std::fs::metadata(dir.join(n)).ok())
-        .map(|m| m.len())
-        .sum()
+    names.iter().map(|name| file_size(dir, name)).sum()
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
 }
 
 fn gnuplot(script: &str) {
@@ -895,12 +899,20 @@ fn main() {
         let _ = writeln!(md, "\n![ADD latency vs container count](bench-scale.png)\n");
         let _ = writeln!(md, "## 64 concurrent ADDs on one bridge\n\n| | wall (ms) | errors | distinct addresses |\n|---|---|---|---|\n| ours | {:.0} | {} | {} |\n| reference | {:.0} | {} | {} |\n", conc_ours.0, conc_ours.1, conc_ours.2, conc_ref.0, conc_ref.1, conc_ref.2);
         let _ = writeln!(md, "## Cost of one bridge ADD (the bridge binary itself)\n\n| | peak RSS | CPU time |\n|---|---|---|\n| ours | {} | {:.1} ms |\n| reference | {} | {:.1} ms |\n", kib(bridge_cost.max_rss_kib), ms(bridge_cost.cpu), kib(costs.iter().find(|c| c.0 == "bridge").and_then(|c| c.2.max_rss_kib)), costs.iter().find(|c| c.0 == "bridge").map_or(0.0, |c| ms(c.2.cpu)));
+        let _ = writeln!(md, "## Binary sizes\n\n| binary | ours | reference |\n|---|---|---|");
+        for name in names {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} |",
+                mib(file_size(&ours, name)),
+                mib(file_size(&reference, name))
+            );
+        }
         let _ = writeln!(
             md,
-            "Binaries ({}): ours {:.1} MiB, reference {:.1} MiB.\n",
-            names.join(", "),
-            size_ours as f64 / 1048576.0,
-            size_ref as f64 / 1048576.0
+            "| **all** | **{}** | **{}** |\n",
+            mib(size_ours),
+            mib(size_ref)
         );
         if let Some((setup, teardown)) = &netavark {
             let _ = writeln!(md, "## netavark 1.4 (Podman's other network stack)\n\nBridge network with one port mapping: setup {:.1} ms, teardown {:.1} ms (medians). Our bridge + portmap chain for the same work is in the table above (`podman` adds firewall and tuning).\n", median(setup), median(teardown));
