@@ -30,7 +30,6 @@ struct Conf {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 struct IpamSection {
-    daemon_socket_path: Option<PathBuf>,
     request: Vec<RequestedOption>,
     provide: Vec<ProvidedOption>,
     /// The metric of the routes the lease brings.
@@ -261,10 +260,7 @@ impl Plugin for DhcpPlugin {
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
         let gc = protocol::Request::Gc {
             network: request.conf.name.clone(),
-            keep: valid
-                .iter()
-                .map(|k| (k.container_id.clone(), k.ifname.clone()))
-                .collect(),
+            keep: valid.to_vec(),
         };
         DaemonSocket::of(request)?.ask(&gc).map(drop)
     }

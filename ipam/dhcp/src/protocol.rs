@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use netlib::cni::{CniError, CniResult};
+use netlib::cni::{AttachmentKey, CniError, CniResult};
 
 /// Which lease: the reference's client identifier is made of the same three.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub enum Request {
     /// Release every lease of `network` whose attachment is not in `keep`.
     Gc {
         network: String,
-        keep: Vec<(String, String)>,
+        keep: Vec<AttachmentKey>,
     },
     Status,
 }

@@ -2,7 +2,7 @@
 //! conflist a runtime loads. Plugin-specific keys are decoded by each plugin from the same
 //! JSON, so nothing a plugin does not know is lost.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -51,7 +51,7 @@ pub struct NetConfList {
 }
 
 /// One attachment named in a GC request's `cni.dev/valid-attachments`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AttachmentKey {
     #[serde(rename = "containerID")]
     pub container_id: String,

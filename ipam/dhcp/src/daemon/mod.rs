@@ -237,7 +237,7 @@ impl Daemon {
                         k.network == network
                             && !keep
                                 .iter()
-                                .any(|(id, ifname)| *id == k.container_id && *ifname == k.ifname)
+                                .any(|v| v.container_id == k.container_id && v.ifname == k.ifname)
                     })
                     .cloned()
                     .collect();
