@@ -6,7 +6,8 @@
 # with CPUID, which traps to the hypervisor in a VM, then relocations) cost 0.7 ms of every
 # exec here, a third of a loopback ADD. Static binaries also run on any node, as the
 # reference's Go binaries do. Where musl cannot be had, everything is built against glibc.
-# cnictl and the agent are long-lived and stay on glibc either way.
+# cnictl and the agent are long-lived and stay on glibc either way. dhcp is static too: the
+# same binary is the plugin (execed per ADD) and its daemon, which allocates little.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 plugins=(bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static dhcp)
