@@ -53,7 +53,7 @@ fn plugin_dirs() -> Vec<PathBuf> {
         dirs.push(own);
     }
     dirs.extend(netlib::invoke::split_path(
-        &std::env::var("CNI_PATH").unwrap_or_default(),
+        std::env::var_os("CNI_PATH").unwrap_or_default(),
     ));
     dirs.push(PathBuf::from("/opt/cni/bin"));
     dirs

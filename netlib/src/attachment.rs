@@ -108,7 +108,7 @@ pub fn requested_mac(
         (sources.runtime_config.mac, "runtimeConfig.mac"),
         (sources.args.cni.mac, "args.cni.mac"),
         (
-            attachment.args.get("MAC").map(str::to_string),
+            attachment.args()?.get("MAC").map(str::to_string),
             "CNI_ARGS MAC",
         ),
         (own, "mac"),

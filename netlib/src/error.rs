@@ -67,18 +67,20 @@ impl Error {
             Error::Protocol(e) => match e {
                 ProtocolError::MissingEnv(_)
                 | ProtocolError::UnknownCommand(_)
-                | ProtocolError::InvalidContainerId(_)
+                | ProtocolError::InvalidContainerId { .. }
                 | ProtocolError::InvalidIfName { .. }
                 | ProtocolError::InvalidArgs(_) => ErrorCode::InvalidEnvironment,
                 ProtocolError::MissingContainerId => ErrorCode::UnknownContainer,
                 ProtocolError::MissingNetworkName
                 | ProtocolError::InvalidNetworkName(_)
                 | ProtocolError::InvalidConfig { .. }
+                | ProtocolError::OneAddressPerFamily { .. }
                 | ProtocolError::MissingPrevResult => ErrorCode::InvalidConfig,
                 ProtocolError::ReadStdin(_) => ErrorCode::Io,
                 ProtocolError::Decode { .. } => ErrorCode::Decode,
                 ProtocolError::IncompatibleVersion { .. }
                 | ProtocolError::VerbNotAllowed { .. }
+                | ProtocolError::VerbNotSupported { .. }
                 | ProtocolError::Conversion { .. } => ErrorCode::IncompatibleVersion,
                 ProtocolError::SameNetns(_) => ErrorCode::InvalidNetns,
             },
@@ -88,7 +90,7 @@ impl Error {
                 InvokeError::Plugin(_) | InvokeError::Garbled { .. } => ErrorCode::Internal,
             },
             Error::Netns(e) => match e {
-                NetnsError::NotFound(_) | NetnsError::NotANetns(_) => ErrorCode::InvalidNetns,
+                NetnsError::NotFound(_) | NetnsError::NotANetns { .. } => ErrorCode::InvalidNetns,
                 NetnsError::Open { .. }
                 | NetnsError::Enter { .. }
                 | NetnsError::Create { .. }
@@ -132,7 +134,8 @@ impl Error {
         }
     }
 
-    /// The spec's error object: `msg` is this error's sentence, `details` its causes.
+    /// The spec's error object: `msg` is this error's sentence, `details` what a fixed
+    /// sentence leaves out, then its causes.
     pub fn to_cni(&self, version: Option<Version>) -> CniError {
         if let Error::Invoke(InvokeError::Plugin(delegated)) = self {
             return delegated.clone();
@@ -149,6 +152,12 @@ impl Error {
             .is_some_and(|first| *first == self.to_string())
         {
             causes.remove(0);
+        }
+        if let Some(details) = match self {
+            Error::Protocol(protocol) => protocol.details(),
+            _ => None,
+        } {
+            causes.insert(0, details);
         }
         CniError {
             cni_version: version.map(|v| v.to_string()).unwrap_or_default(),

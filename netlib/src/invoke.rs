@@ -57,12 +57,10 @@ pub fn find(plugin: &str, paths: &[PathBuf]) -> Result<PathBuf, InvokeError> {
         })
 }
 
-/// Splits a `CNI_PATH` value into directories.
-pub fn split_path(value: &str) -> Vec<PathBuf> {
-    value
-        .split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
+/// Splits a `CNI_PATH` value, whose directories need not be UTF-8, into directories.
+pub fn split_path(value: impl AsRef<std::ffi::OsStr>) -> Vec<PathBuf> {
+    std::env::split_paths(&value)
+        .filter(|dir| !dir.as_os_str().is_empty())
         .collect()
 }
 

@@ -13,7 +13,7 @@ use nix::sys::stat::fstat;
 use nix::sys::statfs::{fstatfs, FsType, PROC_SUPER_MAGIC};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 /// The magic of nsfs, where `/run/netns/*` bind mounts and `/proc/*/ns/net` point.
@@ -43,8 +43,8 @@ pub enum NetnsError {
     BadName(String),
     #[error("network namespace {0:?} does not exist")]
     NotFound(PathBuf),
-    #[error("{0:?} is not a network namespace (not on nsfs)")]
-    NotANetns(PathBuf),
+    #[error("{path:?} is not a network namespace: {what}")]
+    NotANetns { path: PathBuf, what: &'static str },
     #[error("cannot open network namespace {path:?}")]
     Open {
         path: PathBuf,
@@ -57,6 +57,26 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What a namespace file is when it is not a network namespace, as the kernel says
+/// (NS_GET_NSTYPE); `None` for a network namespace, or when the kernel (before 4.11) cannot say.
+fn other_kind(file: &File) -> Option<&'static str> {
+    /// `_IO(NSIO, 0x3)`, from linux/nsfs.h.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only returns a value; the descriptor is
+    // open for the duration of the call.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    Some(match kind {
+        libc::CLONE_NEWNS => "it is a mount namespace",
+        libc::CLONE_NEWUTS => "it is a UTS namespace",
+        libc::CLONE_NEWIPC => "it is an IPC namespace",
+        libc::CLONE_NEWUSER => "it is a user namespace",
+        libc::CLONE_NEWPID => "it is a PID namespace",
+        libc::CLONE_NEWCGROUP => "it is a cgroup namespace",
+        libc::CLONE_NEWTIME => "it is a time namespace",
+        _ => return None,
+    })
 }
 
 /// `name` if it stays inside /run/netns when joined to it, as `ip netns` requires.
@@ -96,7 +116,15 @@ impl Netns {
         })?;
         // Old kernels expose /proc/<pid>/ns/net on procfs rather than nsfs.
         if fs.filesystem_type() != NSFS_MAGIC && fs.filesystem_type() != PROC_SUPER_MAGIC {
-            return Err(NetnsError::NotANetns(path));
+            return Err(NetnsError::NotANetns {
+                path,
+                what: "it is no namespace at all (not on nsfs)",
+            });
+        }
+        // Every kind of namespace lives on nsfs: a mount namespace would open, and only
+        // setns(2) would refuse it, with a bare EINVAL.
+        if let Some(other) = other_kind(&file) {
+            return Err(NetnsError::NotANetns { path, what: other });
         }
         Ok(Netns { file, path })
     }

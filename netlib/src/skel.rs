@@ -6,13 +6,17 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
+use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::cni::config::{
     valid_attachments, validate_container_id, validate_ifname, validate_network_name,
 };
-use crate::cni::{json, AttachmentKey, CniArgs, CniResult, NetConf, ProtocolError, Version};
+use crate::cni::version::numbers;
+use crate::cni::{
+    json, AttachmentKey, CniArgs, CniResult, IfNameFault, NetConf, ProtocolError, Version,
+};
 use crate::error::{Error, Result};
 use crate::invoke;
 use crate::netns::Netns;
@@ -88,18 +92,32 @@ pub struct Request {
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub container_id: String,
-    /// Optional on DEL: the runtime may have lost the namespace already.
+    /// Optional on DEL: the runtime may have lost the namespace already (or handed over one
+    /// that turned out to be the plugin's own, which DEL must not touch).
     pub netns: Option<PathBuf>,
     pub ifname: String,
-    pub args: CniArgs,
+    /// `CNI_ARGS` as the runtime passed it, parsed only by the plugins that read it.
+    raw_args: OsString,
 }
 
 impl Attachment {
     /// The container's namespace path, which the skeleton guarantees for ADD and CHECK.
-    pub fn required_netns(&self) -> Result<&std::path::Path> {
+    pub fn required_netns(&self) -> Result<&Path> {
         self.netns
             .as_deref()
             .ok_or_else(|| ProtocolError::MissingEnv(vec!["CNI_NETNS"]).into())
+    }
+
+    /// `CNI_ARGS` as `K=V` pairs, refusing text that is none, as the reference's typed
+    /// arguments do. Only a plugin that reads a key calls this: text that a plugin ignores
+    /// cannot fail it.
+    pub fn args(&self) -> Result<CniArgs, ProtocolError> {
+        CniArgs::parse_os(&self.raw_args)
+    }
+
+    /// `CNI_ARGS` as the runtime passed it.
+    pub fn raw_args(&self) -> &OsStr {
+        &self.raw_args
     }
 }
 
@@ -205,16 +223,17 @@ pub fn run(plugin: &dyn Plugin) -> ! {
     std::process::exit(code)
 }
 
-/// A variable of the process environment; empty counts as unset, as in the reference.
-fn process_env(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|value| !value.is_empty())
+/// A variable of the process environment, as bytes; empty counts as unset, as in the
+/// reference.
+fn process_env(key: &str) -> Option<OsString> {
+    std::env::var_os(key).filter(|value| !value.is_empty())
 }
 
 /// Runs `plugin` as its own binary would run with `stdin` and this process's environment
 /// plus `CNI_COMMAND`, through the same skeleton, and returns what it would print.
 fn run_in_process(plugin: &dyn Plugin, stdin: &[u8], command: Command) -> Result<Vec<u8>> {
     let env = |key: &str| match key {
-        "CNI_COMMAND" => Some(command.as_str().to_string()),
+        "CNI_COMMAND" => Some(OsString::from(command.as_str())),
         _ => process_env(key),
     };
     match dispatch(plugin, &env, &mut &stdin[..]) {
@@ -240,7 +259,7 @@ type Failure = (Error, Option<Version>);
 /// The skeleton's logic, apart from process I/O so tests can drive it.
 pub fn dispatch(
     plugin: &dyn Plugin,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
     stdin: &mut dyn Read,
 ) -> std::result::Result<Option<String>, Failure> {
     let fail = |error: Error| (error, None);
@@ -253,8 +272,13 @@ pub fn dispatch(
         // Someone ran the binary by hand: the text above is the answer, as with the reference.
         return Ok(None);
     };
-    let command = Command::parse(&command_text)
-        .ok_or_else(|| fail(ProtocolError::UnknownCommand(command_text.clone()).into()))?;
+    let command = command_text
+        .to_str()
+        .and_then(Command::parse)
+        .ok_or_else(|| {
+            let text = command_text.to_string_lossy().into_owned();
+            fail(ProtocolError::UnknownCommand(text).into())
+        })?;
 
     let mut stdin_bytes = Vec::new();
     stdin
@@ -281,7 +305,7 @@ pub fn dispatch(
 
     match command {
         Command::Add | Command::Del | Command::Check => {
-            let attachment = parse_attachment(env).map_err(with_version)?;
+            let attachment = parse_attachment(command, env).map_err(with_version)?;
             match command {
                 Command::Add => {
                     let result = plugin.add(&request, &attachment).map_err(with_version)?;
@@ -344,7 +368,7 @@ fn parse_request(
     plugin: &dyn Plugin,
     command: Command,
     stdin: &[u8],
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<Request> {
     let decode = |source| ProtocolError::Decode {
         what: "network config",
@@ -361,58 +385,147 @@ fn parse_request(
     let conf: NetConf = json::from_value(config.clone()).map_err(decode)?;
     validate_network_name(&conf.name)?;
     let supported = plugin.supported_versions();
+    verb_allowed(command, &conf.cni_version, supported)?;
     let version = Version::parse(&conf.cni_version)
         .filter(|v| supported.contains(v))
         .ok_or_else(|| ProtocolError::IncompatibleVersion {
             config: conf.cni_version.clone(),
             supported: supported.to_vec(),
         })?;
-    if version < command.minimum_version() {
-        return Err(ProtocolError::VerbNotAllowed {
-            verb: command.as_str(),
-            version,
-            minimum: command.minimum_version(),
-        }
-        .into());
-    }
     Ok(Request {
         version,
         conf,
         config,
         stdin: stdin.to_vec(),
-        cni_path: invoke::split_path(&env("CNI_PATH").unwrap_or_default()),
+        cni_path: invoke::split_path(env("CNI_PATH").unwrap_or_default()),
     })
 }
 
-fn parse_attachment(env: &dyn Fn(&str) -> Option<String>) -> Result<Attachment> {
-    let container_id = env("CNI_CONTAINERID").unwrap_or_default();
+/// For a verb newer than the spec's first version, the reference's checks in its order:
+/// the config's version must be recent enough for the verb, and the plugin must speak one at
+/// least as recent. A version that is no number is left to the general check.
+fn verb_allowed(command: Command, config: &str, supported: &[Version]) -> Result<()> {
+    let minimum = command.minimum_version();
+    if minimum == Version::V0_1_0 {
+        return Ok(());
+    }
+    let Some(asked) = numbers(config) else {
+        return Ok(());
+    };
+    // An empty version is 0.1.0, and says so.
+    let config = match Version::parse(config) {
+        Some(known) => known.as_str().to_string(),
+        None => config.to_string(),
+    };
+    if asked < minimum.numbers() {
+        return Err(ProtocolError::VerbNotAllowed {
+            verb: command.as_str(),
+            config,
+            minimum,
+        }
+        .into());
+    }
+    let latest = supported.iter().max().copied().unwrap_or(Version::LATEST);
+    if asked > latest.numbers() {
+        return Err(ProtocolError::VerbNotSupported {
+            verb: command.as_str(),
+            config,
+            latest,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn parse_attachment(
+    command: Command,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Attachment> {
+    let container_id = env("CNI_CONTAINERID")
+        .unwrap_or_default()
+        .into_string()
+        .map_err(|raw| ProtocolError::InvalidContainerId {
+            id: raw.to_string_lossy().into_owned(),
+            reason: "not valid UTF-8",
+        })?;
     validate_container_id(&container_id)?;
-    let ifname = env("CNI_IFNAME").unwrap_or_default();
+    let ifname = env("CNI_IFNAME")
+        .unwrap_or_default()
+        .into_string()
+        .map_err(|raw| ProtocolError::InvalidIfName {
+            name: raw.to_string_lossy().into_owned(),
+            fault: IfNameFault::NotUtf8,
+        })?;
     validate_ifname(&ifname)?;
-    let args = CniArgs::parse(&env("CNI_ARGS").unwrap_or_default())?;
-    let netns = env("CNI_NETNS").map(PathBuf::from);
+    let mut netns = env("CNI_NETNS").map(PathBuf::from);
     let overridden =
         env("CNI_NETNS_OVERRIDE").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if let (Some(path), false) = (&netns, overridden) {
-        refuse_own_netns(path)?;
+        if is_own_netns(path)? {
+            if command != Command::Del {
+                return Err(ProtocolError::SameNetns(path.display().to_string()).into());
+            }
+            // The runtime lost the container's namespace and the path now names ours: what
+            // the attachment holds elsewhere (its address, its rules) is still released,
+            // and nothing in this namespace is touched.
+            eprintln!(
+                "CNI_NETNS {} is the plugin's own namespace: DEL goes on as without one",
+                path.display()
+            );
+            netns = None;
+        }
     }
     Ok(Attachment {
         container_id,
         netns,
         ifname,
-        args,
+        raw_args: env("CNI_ARGS").unwrap_or_default(),
     })
 }
 
-/// A stale `CNI_NETNS` that resolves to the plugin's own namespace would make the plugin
+/// Whether a `CNI_NETNS` resolves to the plugin's own namespace: configuring it would
 /// configure the host (the reference's issue #714). A path that does not open is left to
 /// the plugin, which knows whether it needs the namespace at all.
-fn refuse_own_netns(path: &PathBuf) -> Result<()> {
+fn is_own_netns(path: &Path) -> Result<bool> {
     let Ok(target) = Netns::open(path) else {
-        return Ok(());
+        return Ok(false);
     };
-    if target.same_as(&Netns::open("/proc/self/ns/net")?)? {
-        return Err(ProtocolError::SameNetns(path.display().to_string()).into());
+    Ok(target.same_as(&Netns::open("/proc/self/ns/net")?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sentence(command: Command, config: &str) -> Option<String> {
+        verb_allowed(command, config, &Version::ALL)
+            .err()
+            .map(|e| e.to_string())
     }
-    Ok(())
+
+    #[test]
+    fn later_verbs_are_checked_in_the_references_order() {
+        let too_old = Some("config version does not allow CHECK".to_string());
+        assert_eq!(sentence(Command::Check, "0.3.1"), too_old);
+        assert_eq!(sentence(Command::Check, ""), too_old);
+        assert_eq!(
+            sentence(Command::Check, "9.9.9").as_deref(),
+            Some("plugin version does not allow CHECK")
+        );
+        assert_eq!(
+            sentence(Command::Gc, "1.0.0").as_deref(),
+            Some("config version does not allow GC")
+        );
+        assert_eq!(
+            sentence(Command::Status, "0.4.0").as_deref(),
+            Some("config version does not allow STATUS")
+        );
+        // Left to the exact match that follows: known, unknown in range, or no number.
+        for allowed in ["0.4.0", "1.1.0", "0.4.5", "abc"] {
+            assert_eq!(sentence(Command::Check, allowed), None, "{allowed}");
+        }
+        // ADD and DEL exist in every version.
+        assert_eq!(sentence(Command::Add, "0.1.0"), None);
+        assert_eq!(sentence(Command::Del, "9.9.9"), None);
+    }
 }

@@ -470,7 +470,8 @@ impl Outcome {
 /// One plugin invocation as a runtime makes it.
 pub struct Call {
     plugin: PathBuf,
-    env: Vec<(String, String)>,
+    /// Values as bytes: a runtime may pass anything, UTF-8 or not.
+    env: Vec<(String, std::ffi::OsString)>,
     stdin: String,
     /// A program (and its arguments) that runs the plugin: strace injecting a fault.
     wrapper: Vec<String>,
@@ -526,9 +527,14 @@ impl Call {
             .env("CNI_IFNAME", ifname)
     }
 
-    pub fn env(mut self, key: &str, value: &str) -> Self {
+    pub fn env(self, key: &str, value: &str) -> Self {
+        self.env_os(key, value.as_ref())
+    }
+
+    /// A variable whose value need not be UTF-8.
+    pub fn env_os(mut self, key: &str, value: &std::ffi::OsStr) -> Self {
         self.env.retain(|(k, _)| k != key);
-        self.env.push((key.into(), value.into()));
+        self.env.push((key.into(), value.to_os_string()));
         self
     }
 

@@ -15,7 +15,7 @@ fn runs_a_delegate_from_cni_path_and_passes_its_errors_on() {
     require_root!();
     let host = NetnsGuard::new("fdh");
     let data_dir = TempDir::new("dg");
-    let paths = invoke::split_path(&format!("/nonexistent:{}", our_bin_dir().display()));
+    let paths = invoke::split_path(format!("/nonexistent:{}", our_bin_dir().display()));
     let plugin = invoke::find("host-local", &paths).expect("found on the second path entry");
     let config = json!({
         "cniVersion": "1.0.0", "name": "dgnet", "type": "bridge",

@@ -79,7 +79,6 @@ fn protocol_errors_have_the_spec_codes() {
     run(base().env("CNI_IFNAME", "eth0/x")).assert_error(4, "interface name");
     run(base().env("CNI_IFNAME", "averyveryverylongname")).assert_error(4, "too long");
     run(base().env("CNI_IFNAME", "..")).assert_error(4, "interface name");
-    run(base().env("CNI_ARGS", "IgnoreUnknown=1;garbage")).assert_error(4, "garbage");
     run(base().env("CNI_NETNS", "/run/netns/ferrocni-no-such-ns"))
         .assert_error(8, "does not exist");
     run(base().env("CNI_NETNS", "/etc/hostname")).assert_error(8, "not a network namespace");

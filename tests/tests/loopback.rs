@@ -73,6 +73,63 @@ fn every_verb_in_every_version() {
     }
 }
 
+/// The reference's own loopback spec, run against ours and the reference alike: every
+/// version, `CNI_ARGS=none` (loopback reads no argument, so it cannot fail on one), a
+/// `CNI_PATH` that does not exist and a config without `type`. ADD prints a result and sets
+/// lo up, CHECK (from 0.4.0) finds it up, DEL sets it down, also in a fresh namespace.
+#[test]
+fn the_references_spec_with_cni_args_none() {
+    require_root!();
+    let host = NetnsGuard::new("flh");
+    let spec = |implementation, command: &str, container: &NetnsGuard, version: &str| {
+        Call::new(implementation, "loopback", command)
+            .attachment("dummy", &container.path_str(), "lo")
+            .env("CNI_ARGS", "none")
+            .env("CNI_PATH", "/some/test/path")
+            .stdin(json!({"name": "loopback-test", "cniVersion": version}))
+            .run_in(&host)
+    };
+    let reference_speaks: Vec<String> = if Impl::Reference.available("loopback") {
+        let answer = Call::new(Impl::Reference, "loopback", "VERSION")
+            .run_in(&host)
+            .success();
+        serde_json::from_value(answer["supportedVersions"].clone()).expect("a version list")
+    } else {
+        Vec::new()
+    };
+    for version in VERSIONS {
+        let mut answers = Vec::new();
+        for implementation in [Impl::Ours, Impl::Reference] {
+            if implementation == Impl::Reference && !reference_speaks.iter().any(|v| v == version) {
+                continue;
+            }
+            let what = format!("{implementation:?} {version}");
+            let container = NetnsGuard::new("flc");
+            let added = spec(implementation, "ADD", &container, version).success();
+            assert!(added.is_object(), "{what}: {added}");
+            assert!(container.link_is_up("lo"), "{what}: ADD sets lo up");
+            let checked = spec(implementation, "CHECK", &container, version);
+            if version >= "0.4.0" {
+                checked.success();
+            } else {
+                checked.assert_error(1, "config version does not allow CHECK");
+            }
+            spec(implementation, "DEL", &container, version).success();
+            assert!(!container.link_is_up("lo"), "{what}: DEL sets lo down");
+            let fresh = NetnsGuard::new("flc");
+            spec(implementation, "DEL", &fresh, version).success();
+            assert!(!fresh.link_is_up("lo"), "{what}");
+            answers.push((checked.code, checked.stdout.contains("does not allow")));
+        }
+        if let [ours, theirs] = answers[..] {
+            assert_eq!(
+                ours, theirs,
+                "CHECK under {version}: ours and the reference"
+            );
+        }
+    }
+}
+
 #[test]
 fn del_tolerates_a_vanished_or_missing_namespace_and_repeats() {
     require_root!();

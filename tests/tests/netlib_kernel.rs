@@ -138,7 +138,7 @@ fn namespace_paths_are_checked() {
     ));
     assert!(matches!(
         Netns::open("/etc/hostname"),
-        Err(NetnsError::NotANetns(_))
+        Err(NetnsError::NotANetns { .. })
     ));
     let a = Netns::open(container.path()).expect("opens");
     let b = Netns::open(container.path()).expect("opens twice");

@@ -202,7 +202,8 @@ impl Plugin for DhcpPlugin {
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
-        let conf = DhcpConf::load(request, &attachment.args)?;
+        // Read as the reference's dhcp reads them: what is no pair is skipped.
+        let conf = DhcpConf::load(request, &CniArgs::parse_loose(attachment.raw_args()))?;
         // The daemon runs elsewhere: a relative path would mean its working directory.
         let netns = attachment.required_netns()?;
         let netns = std::path::absolute(netns).unwrap_or_else(|_| netns.to_path_buf());

@@ -89,7 +89,7 @@ impl BridgeConf {
             raw.bridge
         };
         crate::cni::config::validate_ifname(&bridge)
-            .map_err(|e| ProtocolError::config("bridge", e.to_string()))?;
+            .map_err(|e| ProtocolError::config("bridge", e.with_details()))?;
         let vlan = match raw.vlan {
             0 => 0,
             value => vlan_id(value, "vlan")?,
@@ -145,13 +145,7 @@ impl BridgeConf {
             )
             .into());
         }
-        if let Some(mtu) = raw.mtu {
-            if !(68..=65535).contains(&mtu) {
-                return Err(
-                    ProtocolError::config("mtu", format!("{mtu} is outside 68-65535")).into(),
-                );
-            }
-        }
+        let mtu = crate::cni::config::link_mtu("mtu", raw.mtu)?;
         let masquerade = match raw.ip_masq {
             true => Some(Backend::select(raw.ip_masq_backend.as_deref())?),
             false => None,
@@ -162,7 +156,7 @@ impl BridgeConf {
             is_default_gateway: raw.is_default_gateway,
             force_address: raw.force_address,
             masquerade,
-            mtu: raw.mtu,
+            mtu,
             hairpin_mode: raw.hairpin_mode,
             promisc_mode: raw.promisc_mode,
             vlan,

@@ -76,8 +76,9 @@ fn configure_vlans(host: &mut Netlink, conf: &BridgeConf, port: u32) -> Result<(
 /// end of a veth pair whose other end is an access port of that VLAN (as the reference).
 fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Result<Link> {
     let name = format!("{}.{}", conf.bridge, conf.vlan);
-    crate::cni::config::validate_ifname(&name)
-        .map_err(|e| ProtocolError::config("bridge", format!("gateway interface {name}: {e}")))?;
+    crate::cni::config::validate_ifname(&name).map_err(|e| {
+        ProtocolError::config("bridge", format!("gateway interface: {}", e.with_details()))
+    })?;
     if let Some(existing) = host.link_by_name(&name)? {
         return Ok(existing);
     }

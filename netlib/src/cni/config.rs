@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-use super::error::ProtocolError;
+use super::error::{IfNameFault, ProtocolError};
 use super::result::Dns;
 
 /// The keys the spec defines for every plugin object.
@@ -75,6 +75,9 @@ pub fn valid_attachments(config: &Value) -> Result<Vec<AttachmentKey>, ProtocolE
     }
 }
 
+/// The alphabet of network names and container IDs, as the reference's `utils` writes it.
+pub const NAME_RULE: &str = "it must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$";
+
 fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -97,7 +100,10 @@ pub fn validate_container_id(id: &str) -> Result<(), ProtocolError> {
         return Err(ProtocolError::MissingContainerId);
     }
     if !is_valid_name(id) {
-        return Err(ProtocolError::InvalidContainerId(id.to_string()));
+        return Err(ProtocolError::InvalidContainerId {
+            id: id.to_string(),
+            reason: NAME_RULE,
+        });
     }
     Ok(())
 }
@@ -107,26 +113,37 @@ pub const IFNAME_MAX: usize = 15;
 
 /// The kernel's rules for a link name (IFNAMSIZ and `dev_valid_name`).
 pub fn validate_ifname(name: &str) -> Result<(), ProtocolError> {
-    let reason = if name.is_empty() {
-        Some("interface name is empty")
+    let fault = if name.is_empty() {
+        IfNameFault::Empty
     } else if name.len() > IFNAME_MAX {
-        Some("interface name is too long: at most 15 bytes")
+        IfNameFault::TooLong
     } else if name == "." || name == ".." {
-        Some("interface name is . or ..")
+        IfNameFault::Dots
     } else if name
         .chars()
         .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
-        Some("interface name contains / or : or whitespace characters")
+        IfNameFault::Separator
     } else {
-        None
+        return Ok(());
     };
-    match reason {
-        Some(reason) => Err(ProtocolError::InvalidIfName {
-            name: name.to_string(),
-            reason,
-        }),
-        None => Ok(()),
+    Err(ProtocolError::InvalidIfName {
+        name: name.to_string(),
+        fault,
+    })
+}
+
+/// An `mtu` key of a plugin's config. 0 means unset (the link keeps the kernel's default),
+/// as in the reference, whose field is a plain int; any other value must be one every link
+/// type takes: from IPv4's minimum to the largest an Ethernet-like link carries.
+pub fn link_mtu(field: &str, value: Option<u32>) -> Result<Option<u32>, ProtocolError> {
+    match value {
+        None | Some(0) => Ok(None),
+        Some(mtu) if (68..=65535).contains(&mtu) => Ok(Some(mtu)),
+        Some(mtu) => Err(ProtocolError::config(
+            field,
+            format!("{mtu} is outside 68-65535 (0 leaves the default)"),
+        )),
     }
 }
 
@@ -155,6 +172,37 @@ mod tests {
         assert!(validate_ifname("123456789012345").is_ok());
         for bad in ["", ".", "..", "a/b", "a:b", "a b", "a\tb"] {
             assert!(validate_ifname(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn ifname_faults_carry_the_references_sentences() {
+        let fault = |name| match validate_ifname(name) {
+            Err(ProtocolError::InvalidIfName { fault, .. }) => Some(fault),
+            _ => None,
+        };
+        assert_eq!(fault(""), Some(IfNameFault::Empty));
+        assert_eq!(fault("a234567890123456"), Some(IfNameFault::TooLong));
+        assert_eq!(fault(".."), Some(IfNameFault::Dots));
+        assert_eq!(fault("a b"), Some(IfNameFault::Separator));
+        assert_eq!(fault("eth0"), None);
+        let error = validate_ifname("eth0:1").expect_err("a colon");
+        assert_eq!(
+            error.to_string(),
+            "interface name contains / or : or whitespace characters"
+        );
+        assert_eq!(error.details().as_deref(), Some("\"eth0:1\""));
+    }
+
+    #[test]
+    fn mtu_zero_is_unset_and_the_rest_is_checked() {
+        assert_eq!(link_mtu("mtu", None).expect("absent"), None);
+        assert_eq!(link_mtu("mtu", Some(0)).expect("zero"), None);
+        assert_eq!(link_mtu("mtu", Some(68)).expect("least"), Some(68));
+        assert_eq!(link_mtu("mtu", Some(65535)).expect("most"), Some(65535));
+        for bad in [1, 67, 65536, u32::MAX] {
+            let error = link_mtu("args.cni.mtu", Some(bad)).expect_err("out of range");
+            assert!(error.to_string().contains("args.cni.mtu"), "{error}");
         }
     }
 

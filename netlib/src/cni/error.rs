@@ -74,6 +74,10 @@ impl fmt::Display for CniError {
 impl std::error::Error for CniError {}
 
 /// Everything the protocol itself can reject before a plugin acts.
+///
+/// Where the reference answers with a fixed sentence, the message is that sentence word for
+/// word (clients and the reference's own tests compare it), and what ours adds (the value,
+/// the field, the versions) goes to the error object's `details`: see [`Self::details`].
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("required env variables [{}] missing", .0.join(","))]
@@ -82,15 +86,15 @@ pub enum ProtocolError {
     UnknownCommand(String),
     #[error("missing containerID")]
     MissingContainerId,
-    #[error("invalid characters in containerID {0:?}: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")]
-    InvalidContainerId(String),
-    #[error("invalid interface name {name:?}: {reason}")]
-    InvalidIfName { name: String, reason: &'static str },
+    #[error("invalid characters in containerID")]
+    InvalidContainerId { id: String, reason: &'static str },
+    #[error("{}", .fault.sentence())]
+    InvalidIfName { name: String, fault: IfNameFault },
     #[error("invalid CNI_ARGS: {0}")]
     InvalidArgs(String),
     #[error("missing network name")]
     MissingNetworkName,
-    #[error("invalid characters found in network name {0:?}: it must match ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")]
+    #[error("invalid characters found in network name")]
     InvalidNetworkName(String),
     #[error("error reading the network config from stdin")]
     ReadStdin(#[source] std::io::Error),
@@ -100,16 +104,29 @@ pub enum ProtocolError {
         what: &'static str,
         error: super::json::JsonError,
     },
-    #[error("incompatible CNI versions: config is {config:?}, plugin supports [{}]", supported_list(.supported))]
+    #[error("incompatible CNI versions")]
     IncompatibleVersion {
         config: String,
         supported: Vec<Version>,
     },
-    #[error("config version {version} does not allow {verb} (needs {minimum} or later)")]
+    /// The config's version predates the verb.
+    #[error("config version does not allow {verb}")]
     VerbNotAllowed {
         verb: &'static str,
-        version: Version,
+        config: String,
         minimum: Version,
+    },
+    /// The config's version is newer than any this plugin speaks.
+    #[error("plugin version does not allow {verb}")]
+    VerbNotSupported {
+        verb: &'static str,
+        config: String,
+        latest: Version,
+    },
+    #[error("CNI version {version} does not support more than 1 address per family")]
+    OneAddressPerFamily {
+        version: Version,
+        field: &'static str,
     },
     #[error("invalid config: {field}: {reason}")]
     InvalidConfig { field: String, reason: String },
@@ -120,13 +137,40 @@ pub enum ProtocolError {
         version: Version,
         reason: &'static str,
     },
-    #[error("plugin's netns and netns from CNI_NETNS should not be the same: refusing to configure the plugin's own namespace {0:?} (set CNI_NETNS_OVERRIDE=1 if this is intended)")]
+    #[error("plugin's netns and netns from CNI_NETNS should not be the same")]
     SameNetns(String),
 }
 
-fn supported_list(versions: &[Version]) -> String {
-    let names: Vec<&str> = versions.iter().map(|v| v.as_str()).collect();
-    names.join(", ")
+/// What is wrong with an interface name, each with the reference's sentence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfNameFault {
+    Empty,
+    TooLong,
+    Dots,
+    Separator,
+    /// The kernel would take the bytes, but results and records name interfaces in JSON.
+    NotUtf8,
+}
+
+impl IfNameFault {
+    pub fn sentence(self) -> &'static str {
+        match self {
+            IfNameFault::Empty => "interface name is empty",
+            IfNameFault::TooLong => "interface name is too long",
+            IfNameFault::Dots => "interface name is . or ..",
+            IfNameFault::Separator => "interface name contains / or : or whitespace characters",
+            IfNameFault::NotUtf8 => "interface name is not valid UTF-8",
+        }
+    }
+}
+
+/// Versions as Go's `%q` prints a `[]string`, the form of the reference's details.
+fn go_quoted(versions: &[Version]) -> String {
+    let quoted: Vec<String> = versions
+        .iter()
+        .map(|v| format!("{:?}", v.as_str()))
+        .collect();
+    format!("[{}]", quoted.join(" "))
 }
 
 impl ProtocolError {
@@ -135,6 +179,53 @@ impl ProtocolError {
         ProtocolError::InvalidConfig {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// What a fixed sentence leaves out, for the error object's `details`.
+    pub fn details(&self) -> Option<String> {
+        Some(match self {
+            ProtocolError::InvalidContainerId { id, reason } => format!("{id:?}: {reason}"),
+            ProtocolError::InvalidIfName { name, fault } => match fault {
+                IfNameFault::TooLong => {
+                    format!("{name:?}: at most {} bytes", super::config::IFNAME_MAX)
+                }
+                _ => format!("{name:?}"),
+            },
+            ProtocolError::InvalidNetworkName(name) => {
+                format!("{name:?}: {}", super::config::NAME_RULE)
+            }
+            ProtocolError::IncompatibleVersion { config, supported } => format!(
+                "config is {config:?}, plugin supports {}",
+                go_quoted(supported)
+            ),
+            ProtocolError::VerbNotAllowed {
+                verb,
+                config,
+                minimum,
+            } => format!("the config's version is {config}; {verb} needs {minimum} or later"),
+            ProtocolError::VerbNotSupported {
+                verb,
+                config,
+                latest,
+            } => format!(
+                "the config's version is {config}; this plugin speaks {verb} up to {latest}"
+            ),
+            ProtocolError::OneAddressPerFamily { field, .. } => format!(
+                "{field}: a result of this version holds one address of each family"
+            ),
+            ProtocolError::SameNetns(path) => format!(
+                "CNI_NETNS {path:?} is the plugin's own namespace (set CNI_NETNS_OVERRIDE=1 if this is intended)"
+            ),
+            _ => return None,
+        })
+    }
+
+    /// The sentence and its details on one line, for a message that quotes this error.
+    pub fn with_details(&self) -> String {
+        match self.details() {
+            Some(details) => format!("{self}: {details}"),
+            None => self.to_string(),
         }
     }
 }

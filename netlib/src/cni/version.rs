@@ -50,6 +50,11 @@ impl Version {
         Version::ALL.into_iter().find(|v| v.as_str() == text)
     }
 
+    /// The version as numbers, for comparing it with a version this toolkit does not know.
+    pub fn numbers(self) -> Numbers {
+        numbers(self.as_str()).unwrap_or_default()
+    }
+
     /// Which result layout this version prints.
     pub fn result_layout(self) -> ResultLayout {
         match self {
@@ -58,6 +63,23 @@ impl Version {
             Version::V1_0_0 | Version::V1_1_0 => ResultLayout::Current,
         }
     }
+}
+
+/// A version as major, minor and micro numbers.
+pub type Numbers = (u64, u64, u64);
+
+/// Reads any `cniVersion` as numbers, as the reference's `version.ParseVersion` does for the
+/// verbs that came after 0.1.0: empty means 0.1.0, missing parts are 0, and anything but one
+/// to three dot-separated numbers is `None`.
+pub fn numbers(text: &str) -> Option<Numbers> {
+    if text.is_empty() {
+        return Some((0, 1, 0));
+    }
+    let mut parts = [0u64; 3];
+    for (i, part) in text.split('.').enumerate() {
+        *parts.get_mut(i)? = part.parse().ok()?;
+    }
+    Some((parts[0], parts[1], parts[2]))
 }
 
 impl fmt::Display for Version {
@@ -89,6 +111,19 @@ mod tests {
         assert_eq!(Version::parse(""), Some(Version::V0_1_0));
         assert_eq!(Version::parse("1.2.0"), None);
         assert_eq!(Version::parse("abc"), None);
+    }
+
+    #[test]
+    fn unknown_versions_still_compare() {
+        assert_eq!(numbers(""), Some((0, 1, 0)));
+        assert_eq!(numbers("9.9.9"), Some((9, 9, 9)));
+        assert_eq!(numbers("1.0"), Some((1, 0, 0)));
+        assert_eq!(numbers("2"), Some((2, 0, 0)));
+        assert_eq!(numbers("1.0.0.0"), None);
+        assert_eq!(numbers("abc"), None);
+        assert_eq!(numbers("1..0"), None);
+        assert!(numbers("0.4.5") > Some(Version::V0_4_0.numbers()));
+        assert!(Version::V0_3_1.numbers() < Version::V0_4_0.numbers());
     }
 
     #[test]

@@ -97,18 +97,19 @@ impl HostLocal {
 
         let v4_sets = sets.iter().filter(|s| s.is_ipv4()).count();
         if (v4_sets > 1 || sets.len() - v4_sets > 1) && request.version < Version::V0_3_0 {
-            return Err(ProtocolError::config(
-                "ipam.ranges",
-                format!(
-                    "CNI version {} does not support more than 1 address per family",
-                    request.version
-                ),
-            )
+            return Err(ProtocolError::OneAddressPerFamily {
+                version: request.version,
+                field: "ipam.ranges",
+            }
             .into());
         }
 
         let mut requested = Vec::new();
-        if let Some(value) = cni_args.and_then(|args| args.get("IP")) {
+        // An empty `IP=` requests nothing, as in the reference.
+        if let Some(value) = cni_args
+            .and_then(|args| args.get("IP"))
+            .filter(|v| !v.is_empty())
+        {
             let items: Vec<String> = value.split(',').map(str::to_string).collect();
             requested.extend(parse_requested_ips(&items, "CNI_ARGS IP")?);
         }
@@ -313,18 +314,18 @@ impl skel::Plugin for HostLocalPlugin {
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
-        HostLocal::load(request, Some(&attachment.args))?
+        HostLocal::load(request, Some(&attachment.args()?))?
             .allocate(&attachment.container_id, &attachment.ifname)
     }
 
+    /// Releases by container and interface: the requested addresses of CNI_ARGS play no
+    /// part, so their text cannot fail a DEL.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        HostLocal::load(request, Some(&attachment.args))?
-            .release(&attachment.container_id, &attachment.ifname)
+        HostLocal::load(request, None)?.release(&attachment.container_id, &attachment.ifname)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        HostLocal::load(request, Some(&attachment.args))?
-            .check(&attachment.container_id, &attachment.ifname)
+        HostLocal::load(request, None)?.check(&attachment.container_id, &attachment.ifname)
     }
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {

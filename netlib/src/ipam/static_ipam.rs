@@ -73,12 +73,18 @@ impl Static {
             let network = parse_cidr(&address.address, &format!("ipam.addresses[{i}].address"))?;
             addresses.push((network, address.gateway));
         }
-        if let Some(ips) = cni_args.and_then(|args| args.get("IP")) {
+        // Empty values request nothing, as in the reference.
+        let arg = |key| {
+            cni_args
+                .and_then(|args| args.get(key))
+                .filter(|v| !v.is_empty())
+        };
+        if let Some(ips) = arg("IP") {
             for item in ips.split(',') {
                 addresses.push((parse_cidr(item, "CNI_ARGS IP")?, None));
             }
         }
-        if let Some(gateways) = cni_args.and_then(|args| args.get("GATEWAY")) {
+        if let Some(gateways) = arg("GATEWAY") {
             for item in gateways.split(',') {
                 let gateway: IpAddr = item.trim().parse().map_err(|_| {
                     ProtocolError::config(
@@ -108,13 +114,10 @@ impl Static {
 
         let v4 = addresses.iter().filter(|(n, _)| n.is_ipv4()).count();
         if (v4 > 1 || addresses.len() - v4 > 1) && request.version < Version::V0_3_0 {
-            return Err(ProtocolError::config(
-                "ipam.addresses",
-                format!(
-                    "CNI version {} does not support more than 1 address per family",
-                    request.version
-                ),
-            )
+            return Err(ProtocolError::OneAddressPerFamily {
+                version: request.version,
+                field: "ipam.addresses",
+            }
             .into());
         }
         Ok(Static {
@@ -169,19 +172,20 @@ impl skel::Plugin for StaticPlugin {
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
-        Ok(Static::load(request, Some(&attachment.args))?.result())
+        Ok(Static::load(request, Some(&attachment.args()?))?.result())
     }
 
-    /// Nothing was reserved, but a config that could never have worked is still reported.
-    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        Static::load(request, Some(&attachment.args)).map(drop)
+    /// Nothing was reserved, but a config that could never have worked is still reported
+    /// (CNI_ARGS aside: a DEL reads none).
+    fn del(&self, request: &Request, _attachment: &Attachment) -> Result<()> {
+        Static::load(request, None).map(drop)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
-        Static::load(request, Some(&attachment.args))?.check(&previous)
+        Static::load(request, Some(&attachment.args()?))?.check(&previous)
     }
 
     /// Nothing to collect: static keeps no state between calls.

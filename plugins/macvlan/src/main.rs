@@ -3,7 +3,7 @@
 
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::netlink::link::MacVlanMode;
-use netlib::netlink::{MacAddr, Netlink};
+use netlib::netlink::Netlink;
 use netlib::netns::Netns;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
 use netlib::undo::Undo;
@@ -27,11 +27,13 @@ struct Conf {
     mode: MacVlanMode,
     mtu: Option<u32>,
     link_in_container: bool,
-    mac: Option<MacAddr>,
+    /// The config's own `mac`; ADD weighs it against the runtime's (CNI_ARGS among them,
+    /// which only ADD reads).
+    mac: Option<String>,
 }
 
 impl Conf {
-    fn load(request: &Request, attachment: &Attachment) -> Result<Conf> {
+    fn load(request: &Request) -> Result<Conf> {
         let raw: Raw = request.plugin_config()?;
         let mode = match raw.mode.as_str() {
             "" | "bridge" => MacVlanMode::Bridge,
@@ -48,13 +50,12 @@ impl Conf {
                 .into())
             }
         };
-        let mac = attachment::requested_mac(request, attachment, raw.mac)?;
         Ok(Conf {
             master: raw.master,
             mode,
             mtu: raw.mtu.filter(|m| *m != 0),
             link_in_container: raw.link_in_container,
-            mac,
+            mac: raw.mac,
         })
     }
 }
@@ -67,7 +68,8 @@ impl Plugin for Macvlan {
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
-        let conf = Conf::load(request, attachment)?;
+        let conf = Conf::load(request)?;
+        let mac = attachment::requested_mac(request, attachment, conf.mac.clone())?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut container = Netlink::open_in(&netns)?;
         let mut host = Netlink::open()?;
@@ -134,7 +136,7 @@ impl Plugin for Macvlan {
             master.index,
             conf.mode,
             conf.mtu,
-            conf.mac,
+            mac,
             target,
         )?;
         let link = container.link(&attachment.ifname)?;
@@ -151,12 +153,12 @@ impl Plugin for Macvlan {
     /// Deleting the macvlan in the container is all there is on the host side; IPAM releases
     /// even when the namespace is gone.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        Conf::load(request, attachment)?;
+        Conf::load(request)?;
         attachment::teardown(request, attachment, None)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        Conf::load(request, attachment)?;
+        Conf::load(request)?;
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;

@@ -27,17 +27,11 @@ struct PtpConf {
 
 impl PtpConf {
     fn load(request: &Request) -> Result<(PtpConf, String, Option<Backend>)> {
-        let conf: PtpConf = request.plugin_config()?;
+        let mut conf: PtpConf = request.plugin_config()?;
         let ipam = attachment::ipam_type(request)
             .ok_or_else(|| ProtocolError::config("ipam", "ptp needs an IPAM plugin"))?
             .to_string();
-        if let Some(mtu) = conf.mtu {
-            if !(68..=65535).contains(&mtu) {
-                return Err(
-                    ProtocolError::config("mtu", format!("{mtu} is outside 68-65535")).into(),
-                );
-            }
-        }
+        conf.mtu = netlib::cni::config::link_mtu("mtu", conf.mtu)?;
         let masquerade = match conf.ip_masq {
             true => Some(Backend::select(conf.ip_masq_backend.as_deref())?),
             false => None,

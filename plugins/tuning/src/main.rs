@@ -58,8 +58,13 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
     let top: Tunables = request.plugin_config()?;
     let raw: Raw = request.plugin_config()?;
     let args = raw.args.cni;
+    // `args.cni.mtu` wins even when 0, which then leaves the MTU alone, as in the reference.
+    let (mtu, mtu_field) = match args.mtu {
+        Some(mtu) => (Some(mtu), "args.cni.mtu"),
+        None => (top.mtu, "mtu"),
+    };
     let mut settings = Settings {
-        mtu: args.mtu.or(top.mtu),
+        mtu: netlib::cni::config::link_mtu(mtu_field, mtu)?,
         promisc: args.promisc.or(top.promisc),
         allmulti: args.allmulti.or(top.allmulti),
         txqlen: args.txqlen.or(top.txqlen),
@@ -72,17 +77,19 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
     if let Some(mac) = attachment::requested_mac(request, attachment, top.mac)? {
         settings.mac = Some(mac.to_string());
     }
-    if let Some(mtu) = settings.mtu {
-        if !(68..=65535).contains(&mtu) {
-            return Err(ProtocolError::config("mtu", format!("{mtu} is outside 68-65535")).into());
-        }
-    }
     if let Some(name) = args.ifname.or(top.ifname) {
         netlib::cni::config::validate_ifname(&name)
-            .map_err(|e| ProtocolError::config("ifName", e.to_string()))?;
+            .map_err(|e| ProtocolError::config("ifName", e.with_details()))?;
         settings.name = Some(name);
     }
-    Ok((settings, Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?))
+    Ok((settings, records(request)?))
+}
+
+/// Where the records live: all that DEL and GC read of the config, so that nothing they do
+/// not use (CNI_ARGS, the settings to apply) can fail them.
+fn records(request: &Request) -> Result<Store> {
+    let raw: Raw = request.plugin_config()?;
+    Store::configured(raw.data_dir, DEFAULT_DATA_DIR)
 }
 
 fn state_key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
@@ -181,7 +188,7 @@ impl Plugin for Tuning {
     /// Puts the recorded originals back. With the namespace gone there is nothing to restore,
     /// only the record to forget.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        let (_, records) = load(request, attachment)?;
+        let records = records(request)?;
         let key = state_key(request, attachment);
         let Some(record) = records.load::<Record>(key)? else {
             return Ok(());
@@ -223,8 +230,7 @@ impl Plugin for Tuning {
     }
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        let raw: Raw = request.plugin_config()?;
-        Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?.gc(&request.conf.name, valid)
+        records(request)?.gc(&request.conf.name, valid)
     }
 
     /// Needs no daemon and allocates nothing.

@@ -592,7 +592,7 @@ fn prepare_link(netns: &Netns, ifname: &str) -> Result<[u8; 6], DhcpError> {
 
 fn container_gone(error: &DhcpError) -> bool {
     match error {
-        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns(_)) => true,
+        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns { .. }) => true,
         DhcpError::Gone(_) => true,
         DhcpError::Socket { source, .. } => source.raw_os_error() == Some(libc::ENODEV),
         _ => false,
@@ -601,7 +601,7 @@ fn container_gone(error: &DhcpError) -> bool {
 
 fn code_of(error: &DhcpError) -> ErrorCode {
     match error {
-        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns(_)) => {
+        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns { .. }) => {
             ErrorCode::InvalidNetns
         }
         DhcpError::Timeout { .. } => ErrorCode::TryAgainLater,
