@@ -3,7 +3,8 @@
 
 use ferrocni_tests::{our_bin_dir, require_root, reserved_ips, NetnsGuard, TempDir};
 use serde_json::{json, Value};
-use std::process::Output;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn text(output: &Output) -> String {
     format!(
@@ -11,6 +12,26 @@ fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// What a run that must succeed printed; fails the test with it otherwise.
+fn succeeded(output: &Output, what: &str, args: &[&str]) -> String {
+    assert!(output.status.success(), "{what} {args:?}: {}", text(output));
+    text(output)
+}
+
+/// cnictl with `conf` and `cache` dirs and our plugins, started by `command` (which puts it
+/// in a sandbox's namespaces).
+fn cnictl(mut command: Command, conf: &Path, cache: &Path, args: &[&str]) -> Output {
+    command
+        .arg("--conf-dir")
+        .arg(conf)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(["--path", &our_bin_dir().display().to_string()])
+        .args(args)
+        .output()
+        .expect("cnictl runs")
 }
 
 /// A sandbox host, a config dir with one bridge+portmap network, a cache and a store.
@@ -43,28 +64,12 @@ impl Setup {
 
     /// Runs cnictl from inside the sandbox host.
     fn cnictl(&self, args: &[&str]) -> Output {
-        self.host
-            .command(our_bin_dir().join("cnictl"))
-            .args([
-                "--conf-dir",
-                &self.conf.path_str(),
-                "--cache-dir",
-                &self.cache.path_str(),
-            ])
-            .args(["--path", &our_bin_dir().display().to_string()])
-            .args(args)
-            .output()
-            .expect("cnictl runs")
+        let command = self.host.command(our_bin_dir().join("cnictl"));
+        cnictl(command, self.conf.path(), self.cache.path(), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let output = self.cnictl(args);
-        assert!(
-            output.status.success(),
-            "cnictl {args:?}: {}",
-            text(&output)
-        );
-        text(&output)
+        succeeded(&self.cnictl(args), "cnictl", args)
     }
 
     fn listed(&self) -> Vec<Value> {
@@ -77,7 +82,7 @@ impl Setup {
 #[test]
 fn the_demo_runs_and_leaves_nothing() {
     require_root!();
-    let output = std::process::Command::new(our_bin_dir().join("cnictl"))
+    let output = Command::new(our_bin_dir().join("cnictl"))
         .arg("demo")
         .output()
         .expect("cnictl demo runs");
@@ -166,7 +171,7 @@ fn netns_add_ls_del() {
     require_root!();
     let name = ferrocni_tests::unique("fkn");
     let cnictl = |args: &[&str]| {
-        std::process::Command::new(our_bin_dir().join("cnictl"))
+        Command::new(our_bin_dir().join("cnictl"))
             .args(args)
             .output()
             .expect("runs")
@@ -177,7 +182,7 @@ fn netns_add_ls_del() {
         !cnictl(&["netns", "add", &name]).status.success(),
         "no duplicates"
     );
-    let inside = std::process::Command::new("ip")
+    let inside = Command::new("ip")
         .args(["netns", "exec", &name, "ip", "-o", "link"])
         .output()
         .expect("ip");
@@ -223,7 +228,7 @@ impl Podman {
     /// `None` (said loudly) where podman or runc is missing.
     fn new() -> Option<Podman> {
         let present = |tool: &str| {
-            std::process::Command::new("sh")
+            Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
                 .output()
                 .is_ok_and(|o| o.status.success())
@@ -262,7 +267,7 @@ impl Podman {
         // /var/lib/cni may not exist on this machine: a tmpfs over /var/lib gives the mount
         // point, in this mount namespace only.
         let ready = work.path().join("ready");
-        let holder = std::process::Command::new("unshare")
+        let holder = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg(
                 "mount -t tmpfs tmpfs /var/lib && mkdir /var/lib/cni && \
@@ -281,7 +286,7 @@ impl Podman {
         }
         assert!(ready.exists(), "the mount namespace is set up");
         let busybox = String::from_utf8_lossy(
-            &std::process::Command::new("sh")
+            &Command::new("sh")
                 .args(["-c", "command -v busybox"])
                 .output()
                 .expect("sh")
@@ -293,7 +298,7 @@ impl Podman {
         std::fs::copy(&busybox, rootfs.join("bin/busybox")).expect("busybox");
         std::os::unix::fs::symlink("busybox", rootfs.join("bin/sleep")).expect("symlink");
         let tarball = podman.work.path().join("rootfs.tar");
-        let tar = std::process::Command::new("tar")
+        let tar = Command::new("tar")
             .arg("-C")
             .arg(&rootfs)
             .arg("-cf")
@@ -313,7 +318,7 @@ impl Podman {
 
     /// `program` run inside the sandbox's mount and network namespaces.
     fn inside(&self, program: &str) -> std::process::Command {
-        let mut command = std::process::Command::new("nsenter");
+        let mut command = Command::new("nsenter");
         command
             .arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
             .arg(format!("--net={}", self.host.path_str()))
@@ -348,33 +353,17 @@ impl Podman {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let output = self.podman(args);
-        assert!(
-            output.status.success(),
-            "podman {args:?}: {}",
-            text(&output)
-        );
-        text(&output)
+        succeeded(&self.podman(args), "podman", args)
     }
 
     fn cnictl(&self, args: &[&str]) -> Output {
-        self.inside(&our_bin_dir().join("cnictl").display().to_string())
-            .args(["--conf-dir", &format!("{}/net.d", self.work.path_str())])
-            .args(["--cache-dir", &format!("{}/cni", self.work.path_str())])
-            .args(["--path", &our_bin_dir().display().to_string()])
-            .args(args)
-            .output()
-            .expect("cnictl runs")
+        let command = self.inside(&our_bin_dir().join("cnictl").display().to_string());
+        let (conf, cache) = (self.work.path().join("net.d"), self.work.path().join("cni"));
+        cnictl(command, &conf, &cache, args)
     }
 
     fn cnictl_ok(&self, args: &[&str]) -> String {
-        let output = self.cnictl(args);
-        assert!(
-            output.status.success(),
-            "cnictl {args:?}: {}",
-            text(&output)
-        );
-        text(&output)
+        succeeded(&self.cnictl(args), "cnictl", args)
     }
 
     fn cache_entry(&self, network: &str, id: &str, ifname: &str) -> Option<Value> {
@@ -475,7 +464,7 @@ fn libcni_and_cnictl_read_each_others_cache_entries() {
         .output()
         .expect("ip");
     let _ = links;
-    let inside = std::process::Command::new("nsenter")
+    let inside = Command::new("nsenter")
         .arg(format!("--mount=/proc/{}/ns/mnt", podman.holder.id()))
         .arg(format!("--net={netns}"))
         .args(["ip", "-o", "link"])
