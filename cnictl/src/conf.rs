@@ -25,15 +25,17 @@ impl Network {
             std::fs::read(file).map_err(|e| CtlError::Config(file.to_path_buf(), e.to_string()))?;
         let mut value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| CtlError::Config(file.to_path_buf(), e.to_string()))?;
+        let mut bytes = bytes;
         if value.get("plugins").is_none() {
-            // A single plugin: the list is that plugin under the same name and version.
+            // A single plugin: the list is that plugin under the same name and version, and
+            // its bytes are that list's (a list's own are the file's, as libcni keeps them).
             value = serde_json::json!({
                 "cniVersion": value.get("cniVersion").cloned().unwrap_or(Value::from("0.1.0")),
                 "name": value.get("name").cloned().unwrap_or_default(),
                 "plugins": [value.clone()],
             });
+            bytes = serde_json::to_vec(&value).unwrap_or(bytes);
         }
-        let bytes = serde_json::to_vec(&value).unwrap_or(bytes);
         let list: NetConfList = json::from_value(value)
             .map_err(|e| CtlError::Config(file.to_path_buf(), e.to_string()))?;
         let version = choose_version(&list).ok_or_else(|| {

@@ -25,24 +25,53 @@ pub struct Attachment {
     pub capability_args: Map<String, Value>,
 }
 
-/// A cache entry, field for field as libcni writes it.
+/// The kind libcni gives its cache entries (its `CNICacheV1`), and reads back: an entry of
+/// any other kind it takes for a bare result of its oldest versions.
+const CACHE_KIND: &str = "cniCacheV1";
+
+/// The kind cnictl wrote before it matched libcni's, still read so that attachments made
+/// then can be checked and detached.
+const EARLIER_CACHE_KIND: &str = "cni-cacheV1";
+
+/// A cache entry, field for field, in libcni's order, as libcni writes it (its
+/// `cachedInfo`): the fields Go marks `omitempty` are left out when empty.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CacheEntry {
     pub kind: String,
     #[serde(rename = "containerId")]
     pub container_id: String,
+    /// The network list's bytes in base64, as Go encodes a `[]byte`.
     pub config: String,
     #[serde(rename = "ifName")]
     pub ifname: String,
     #[serde(rename = "networkName")]
     pub network: String,
-    #[serde(rename = "netns", default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub netns: String,
-    #[serde(rename = "cniArgs", default)]
+    #[serde(rename = "cniArgs", default, skip_serializing_if = "Vec::is_empty")]
     pub cni_args: Vec<(String, String)>,
-    #[serde(rename = "capabilityArgs", default)]
+    #[serde(
+        rename = "capabilityArgs",
+        default,
+        skip_serializing_if = "Map::is_empty"
+    )]
     pub capability_args: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub result: Value,
+}
+
+impl CacheEntry {
+    /// An entry as libcni lists them (`GetCachedAttachments`): of its kind (or cnictl's
+    /// earlier spelling), naming an interface and a network.
+    fn parse(bytes: &[u8]) -> Option<CacheEntry> {
+        serde_json::from_slice::<CacheEntry>(bytes)
+            .ok()
+            .filter(|e| {
+                (e.kind == CACHE_KIND || e.kind == EARLIER_CACHE_KIND)
+                    && !e.ifname.is_empty()
+                    && !e.network.is_empty()
+            })
+    }
 }
 
 pub struct Runtime {
@@ -157,7 +186,7 @@ impl Runtime {
         }
         let result = previous.unwrap_or_default();
         let entry = CacheEntry {
-            kind: "cni-cacheV1".to_string(),
+            kind: CACHE_KIND.to_string(),
             container_id: attachment.container_id.clone(),
             config: base64::engine::general_purpose::STANDARD.encode(&network.bytes),
             ifname: attachment.ifname.clone(),
@@ -173,8 +202,7 @@ impl Runtime {
     }
 
     pub fn cached(&self, network: &str, container_id: &str, ifname: &str) -> Option<CacheEntry> {
-        let bytes = std::fs::read(self.cache_file(network, container_id, ifname)).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        CacheEntry::parse(&std::fs::read(self.cache_file(network, container_id, ifname)).ok()?)
     }
 
     fn run_del(
@@ -242,7 +270,7 @@ impl Runtime {
             .map(|dir| {
                 dir.flatten()
                     .filter_map(|e| std::fs::read(e.path()).ok())
-                    .filter_map(|b| serde_json::from_slice(&b).ok())
+                    .filter_map(|b| CacheEntry::parse(&b))
                     .collect()
             })
             .unwrap_or_default();
@@ -327,4 +355,74 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CtlError> {
         .and_then(|mut f| f.write_all(bytes))
         .and_then(|()| std::fs::rename(&temp, path))
         .map_err(|e| CtlError::Io(path.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CacheEntry, CACHE_KIND};
+    use serde_json::{json, Map, Value};
+
+    /// An entry that libcni wrote (Podman 4.3's): read field for field, and written back
+    /// byte for byte.
+    #[test]
+    fn a_libcni_entry_is_read_and_written_back_unchanged() {
+        let golden = include_bytes!("testdata/libcni-cache-entry.json");
+        let entry = CacheEntry::parse(golden).expect("libcni's entry is read");
+        assert_eq!(
+            (entry.network.as_str(), entry.ifname.as_str()),
+            ("ctlpod", "eth0")
+        );
+        assert_eq!(entry.cni_args[1], ("K8S_POD_NAME".into(), "c1".into()));
+        assert_eq!(entry.result["ips"][0]["address"], "10.171.0.2/24");
+        assert!(entry.netns.is_empty(), "libcni 1.1 records no netns");
+        assert_eq!(
+            serde_json::to_vec(&entry).expect("serializes"),
+            golden.to_vec()
+        );
+    }
+
+    /// What Go's `omitempty` leaves out, and the kinds that are not libcni's.
+    #[test]
+    fn empty_fields_are_left_out_and_other_kinds_ignored() {
+        let entry = CacheEntry {
+            kind: CACHE_KIND.into(),
+            container_id: "c".into(),
+            config: "e30=".into(),
+            ifname: "eth0".into(),
+            network: "n".into(),
+            netns: String::new(),
+            cni_args: Vec::new(),
+            capability_args: Map::new(),
+            result: json!({"cniVersion": "1.0.0"}),
+        };
+        let written = serde_json::to_value(&entry).expect("serializes");
+        let keys: Vec<&str> = written
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            keys,
+            [
+                "kind",
+                "containerId",
+                "config",
+                "ifName",
+                "networkName",
+                "result"
+            ]
+        );
+        let with_kind = |kind: &str| {
+            let mut value = written.clone();
+            value["kind"] = Value::from(kind);
+            CacheEntry::parse(value.to_string().as_bytes())
+        };
+        assert!(
+            with_kind("cni-cacheV1").is_some(),
+            "cnictl's earlier entries"
+        );
+        assert!(with_kind("somethingElse").is_none());
+        let mut nameless = written.clone();
+        nameless["ifName"] = Value::from("");
+        assert!(CacheEntry::parse(nameless.to_string().as_bytes()).is_none());
+    }
 }

@@ -5,10 +5,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::cni::ProtocolError;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::netlink::{Link, MacAddr, Netlink};
 use crate::netns::Netns;
-use crate::sysctl;
+use crate::sysctl::{self, SysctlError};
 
 /// Values of an interface, each present only when it is to be changed (or was recorded).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,10 +105,8 @@ impl Settings {
         }
     }
 
-    /// Applies every present value to `link` inside `netns`. Per-interface sysctl keys name
-    /// the interface as the runtime does (`keys_name`, its `CNI_IFNAME`), so they are set
-    /// while it has that name: before a rename away from it (ADD), after a rename back to it
-    /// (DEL).
+    /// ADD: applies every present value to `link` inside `netns`, stopping at the first the
+    /// kernel refuses (the caller's undo takes back what was done).
     pub fn apply(
         &self,
         netns: &Netns,
@@ -116,40 +114,87 @@ impl Settings {
         link: &Link,
         keys_name: &str,
     ) -> Result<()> {
+        self.change(netns, netlink, link, keys_name, Mode::Apply)
+    }
+
+    /// DEL and undo: puts these (recorded) values back, going past any the kernel refuses so
+    /// that one does not keep the rest from being restored, and reporting the first. A sysctl
+    /// the kernel has dropped since is nothing to restore.
+    pub fn restore(
+        &self,
+        netns: &Netns,
+        netlink: &mut Netlink,
+        link: &Link,
+        keys_name: &str,
+    ) -> Result<()> {
+        self.change(netns, netlink, link, keys_name, Mode::Restore)
+    }
+
+    /// Per-interface sysctl keys name the interface as the runtime does (`keys_name`, its
+    /// `CNI_IFNAME`), so they are set while it has that name: before a rename away from it
+    /// (ADD), after a rename back to it (DEL).
+    fn change(
+        &self,
+        netns: &Netns,
+        netlink: &mut Netlink,
+        link: &Link,
+        keys_name: &str,
+        mode: Mode,
+    ) -> Result<()> {
+        let mut steps = Steps::new(mode);
         let back_to_keys_name = self.name.as_deref() == Some(keys_name) && link.name != keys_name;
-        if back_to_keys_name {
-            self.rename(netlink, link)?;
+        let mut sysctls = self.sysctls.clone();
+        if back_to_keys_name && !steps.run(|| self.rename(netlink, link))? {
+            // Still under its tuned name (another link took the runtime's): its own sysctls
+            // are found under the name it has, and the other link's are not ours to write.
+            sysctls = self.keys_renamed(keys_name, &link.name).sysctls;
         }
-        let sysctls = self.sysctls.clone();
-        netns.run(|| -> Result<()> {
-            for (key, value) in &sysctls {
-                sysctl::set(key, value)?;
-            }
-            Ok(())
-        })??;
+        // The kernel keeps an interface's IPv6 state, sysctls included, only while its MTU is
+        // 1280 or more: it drops it below and makes it anew (with default values) above. So
+        // the sysctls are written while the MTU is the larger of the old and the new one: a
+        // growing MTU is set before them, a shrinking one after.
+        let (grow, shrink) = match self.mtu {
+            Some(mtu) if mtu > link.mtu => (Some(mtu), None),
+            mtu => (None, mtu),
+        };
+        if let Some(mtu) = grow {
+            steps.run(|| Ok(netlink.set_mtu(link.index, mtu)?))?;
+        }
+        steps.run(|| {
+            netns.run(|| {
+                let mut each = Steps::new(mode);
+                for (key, value) in &sysctls {
+                    each.run(|| match sysctl::set(key, value) {
+                        Err(SysctlError::Missing(_)) if mode == Mode::Restore => Ok(()),
+                        written => Ok(written?),
+                    })?;
+                }
+                each.finish()
+            })?
+        })?;
         if let Some(mac) = &self.mac {
             let mac: MacAddr = mac.parse().map_err(|e| ProtocolError::config("mac", e))?;
-            netlink.set_mac(link.index, mac)?;
+            steps.run(|| Ok(netlink.set_mac(link.index, mac)?))?;
         }
-        if let Some(mtu) = self.mtu {
-            netlink.set_mtu(link.index, mtu)?;
+        if let Some(mtu) = shrink {
+            steps.run(|| Ok(netlink.set_mtu(link.index, mtu)?))?;
         }
         if let Some(promisc) = self.promisc {
-            netlink.set_promisc(link.index, promisc)?;
+            steps.run(|| Ok(netlink.set_promisc(link.index, promisc)?))?;
         }
         if let Some(allmulti) = self.allmulti {
-            netlink.set_allmulti(link.index, allmulti)?;
+            steps.run(|| Ok(netlink.set_allmulti(link.index, allmulti)?))?;
         }
         if let Some(txqlen) = self.txqlen {
-            netlink.set_txqlen(link.index, txqlen)?;
+            steps.run(|| Ok(netlink.set_txqlen(link.index, txqlen)?))?;
         }
         if !back_to_keys_name {
-            self.rename(netlink, link)?;
+            steps.run(|| self.rename(netlink, link))?;
         }
         if let Some(up) = self.up {
-            netlink.set_link_up(link.index, up)?;
+            steps.run(|| Ok(netlink.set_link_up(link.index, up)?))?;
         }
-        Ok(())
+        steps.finish()
     }
 
     /// Gives `link` the name these settings have, if they have one it lacks.
@@ -198,6 +243,44 @@ impl Settings {
             }
         }
         Ok(differ)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Apply,
+    Restore,
+}
+
+/// The steps of one change: applying stops at the first failure; restoring goes on and
+/// keeps the first failure to report at the end.
+struct Steps {
+    mode: Mode,
+    first_failure: Option<Error>,
+}
+
+impl Steps {
+    fn new(mode: Mode) -> Self {
+        Steps {
+            mode,
+            first_failure: None,
+        }
+    }
+
+    /// Runs one step; whether it succeeded, unless it failed while applying (then the error).
+    fn run(&mut self, step: impl FnOnce() -> Result<()>) -> Result<bool> {
+        match step() {
+            Ok(()) => Ok(true),
+            Err(e) if self.mode == Mode::Restore => {
+                self.first_failure.get_or_insert(e);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        self.first_failure.map_or(Ok(()), Err)
     }
 }
 

@@ -289,3 +289,102 @@ fn a_killed_then_retried_add_is_still_undone_by_del() {
         killed.code == 0
     });
 }
+
+/// Rates and bursts TBF cannot hold are refused with code 7 naming the field, from the
+/// config's keys and from runtimeConfig alike, before anything changes; the reference
+/// refuses every one of them too (its own check or the kernel's EINVAL). The edges it takes
+/// work in ours, CHECK included, and the queue limit never wraps.
+#[test]
+fn limits_tbf_cannot_hold_are_refused_as_the_reference_refuses_them() {
+    require_root!();
+    let node = Node::new();
+    let container = NetnsGuard::new("fbw");
+    let main = node.attach("edge", &container);
+    let host_veth = main["interfaces"][1]["name"]
+        .as_str()
+        .expect("host veth")
+        .to_string();
+    let reference = Impl::Reference.available("bandwidth");
+    let run = |implementation: Impl, command: &str, config: &Value| {
+        Call::new(implementation, "bandwidth", command)
+            .attachment("edge", &container.path_str(), "eth0")
+            .stdin(config)
+            .run_in(&node.sandbox.ns)
+    };
+    // The reference's DEL refuses a config it refuses at ADD: both DEL with a sane one.
+    let sane = Node::conf("1.0.0", &main, limits());
+    let clean = || {
+        for implementation in [Impl::Ours, Impl::Reference] {
+            if implementation == Impl::Ours || reference {
+                run(implementation, "DEL", &sane).success();
+            }
+        }
+        for parent in ["root", "ingress"] {
+            node.sandbox
+                .ns
+                .exec(&["tc", "qdisc", "del", "dev", &host_veth, parent]);
+        }
+    };
+    let both_ways = |rate: u64, burst: u64| json!({"ingressRate": rate, "ingressBurst": burst, "egressRate": rate, "egressBurst": burst});
+    let refused: [(u64, u64, &str); 8] = [
+        (u64::MAX, 256_000, "ingressRate"),
+        (i64::MAX as u64, 256_000, "ingressRate"),
+        // 32,000,000,001 bytes a second: a 32,000-byte burst lasts under a microsecond.
+        (256_000_000_008, 256_000, "ingressRate"),
+        (7, 256_000, "ingressRate"),
+        (8, 7, "ingressBurst"),
+        (1000, 8 * u64::from(u32::MAX), "ingressBurst"),
+        // One byte at 1,000,000 bytes a second: a microsecond, 15 ticks of 64 ns, no byte.
+        (8_000_000, 8, "ingressBurst"),
+        // 275 bytes at one a second: more 64 ns ticks than 32 bits count; they wrap to
+        // under a byte.
+        (8, 2_200, "ingressBurst"),
+    ];
+    for (rate, burst, field) in refused {
+        let limits = both_ways(rate, burst);
+        let own = Node::conf("1.0.0", &main, limits.clone());
+        let mut runtime = Node::conf("1.0.0", &main, json!({}));
+        runtime["runtimeConfig"] = json!({ "bandwidth": limits });
+        for config in [&own, &runtime] {
+            run(Impl::Ours, "ADD", config).assert_error(7, field);
+            assert!(node.ifbs().is_empty(), "{rate}/{burst}: nothing made");
+        }
+        if reference {
+            let theirs = run(Impl::Reference, "ADD", &own);
+            assert_ne!(theirs.code, 0, "the reference takes {rate}/{burst}");
+            clean();
+        }
+    }
+    // The edges of what the reference takes: a microsecond of burst, a rate that is not a
+    // whole number of bytes, the least rate and burst, a burst just under 4 GiB whose queue
+    // limit (burst plus 25 ms at the rate) would pass 32 bits.
+    let tbf_limit = |device: &str| {
+        let out = node
+            .sandbox
+            .ns
+            .exec(&["tc", "-j", "qdisc", "show", "dev", device]);
+        let qdiscs: Value = serde_json::from_slice(&out.stdout).expect("tc -j");
+        qdiscs[0]["options"]["limit"].as_u64()
+    };
+    for (rate, burst) in [
+        (256_000_000_000, 256_000),
+        (1001, 256_000),
+        (8, 8),
+        (1000, 8 * u64::from(u32::MAX) - 8),
+    ] {
+        let config = Node::conf("1.0.0", &main, both_ways(rate, burst));
+        if reference {
+            run(Impl::Reference, "ADD", &config).success();
+            clean();
+        }
+        let result = run(Impl::Ours, "ADD", &config).success();
+        run(Impl::Ours, "CHECK", &with_previous(&config, &result)).success();
+        if let Some(limit) = tbf_limit(&host_veth) {
+            assert!(
+                limit >= burst / 8,
+                "{rate}/{burst}: the queue holds the burst, not {limit} bytes"
+            );
+        }
+        clean();
+    }
+}

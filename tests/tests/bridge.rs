@@ -762,3 +762,104 @@ fn a_new_container_announces_itself_with_gratuitous_arp() {
     host.del("garp0", &first, &config, &first_result);
     host.assert_clean(&[]);
 }
+
+/// The bridge as tools see it: `ip -d link` shows `state UP` once a port forwards, and a
+/// bridge ID (the STP identity, priority then MAC) that is its MAC, never zero. The MAC
+/// stays what it was as ports with lower MACs join and ports leave (a bridge left to itself
+/// takes its lowest port's). The reference's bridge looks the same.
+#[test]
+fn the_bridge_is_up_with_its_mac_as_its_id_and_keeps_that_mac() {
+    require_root!();
+    let reference = Impl::Reference.available("bridge");
+    for implementation in [Impl::Ours, Impl::Reference] {
+        if implementation == Impl::Reference && !reference {
+            continue;
+        }
+        let host = Host::new();
+        let config = host.conf("1.0.0", "10.93.0.0/24", None, json!({"isGateway": true}));
+        let looks = || {
+            let details = host.ns.link_details(&host.bridge);
+            let sysfs = host.ns.exec(&[
+                "cat",
+                &format!("/sys/class/net/{}/bridge/bridge_id", host.bridge),
+            ]);
+            let mac = details["address"].as_str().unwrap_or_default().to_string();
+            (
+                details["operstate"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                mac,
+                String::from_utf8_lossy(&sysfs.stdout).trim().to_string(),
+            )
+        };
+        // Operstate follows carrier through linkwatch, which may take up to a second.
+        let up_within_two_seconds = || {
+            (0..40).any(|_| {
+                let up = looks().0 == "UP";
+                if !up {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                up
+            })
+        };
+        let a = NetnsGuard::new("fbi");
+        let ra = host
+            .call(implementation, "ADD", "ida", &a, &config)
+            .success();
+        assert!(up_within_two_seconds(), "{implementation:?}: {:?}", looks());
+        let (_, mac, id) = looks();
+        assert_eq!(
+            id,
+            format!("8000.{}", mac.replace(':', "")),
+            "{implementation:?}: the bridge ID is the bridge's MAC"
+        );
+        // A port with a MAC below any other joins, then the container's leaves.
+        host.ns.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            "lowp0",
+            "address",
+            "00:00:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lowp1",
+        ]);
+        host.ns
+            .exec_ok(&["ip", "link", "set", "lowp0", "master", &host.bridge, "up"]);
+        host.ns.exec_ok(&["ip", "link", "set", "lowp1", "up"]);
+        let b = NetnsGuard::new("fbi");
+        let rb = host
+            .call(implementation, "ADD", "idb", &b, &config)
+            .success();
+        host.call(
+            implementation,
+            "DEL",
+            "ida",
+            &a,
+            &with_previous(&config, &ra),
+        )
+        .success();
+        assert_eq!(
+            looks().1,
+            mac,
+            "{implementation:?}: the MAC stays as ports come and go"
+        );
+        assert_eq!(looks().2, id, "{implementation:?}: and so does the ID");
+        host.call(
+            implementation,
+            "DEL",
+            "idb",
+            &b,
+            &with_previous(&config, &rb),
+        )
+        .success();
+        host.ns.exec_ok(&["ip", "link", "del", "lowp0"]);
+        if implementation == Impl::Ours {
+            host.assert_clean(&[]);
+        }
+    }
+}

@@ -56,6 +56,23 @@ impl Setup {
             .run_in(&self.host)
     }
 
+    /// A rename to `net1` with an MTU and a per-interface sysctl, which names the interface
+    /// as the runtime does, before the rename.
+    fn renaming(&self) -> Value {
+        self.conf(
+            "1.0.0",
+            json!({"ifName": "net1", "mtu": 1450,
+                   "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"}}),
+        )
+    }
+
+    /// How many records tuning keeps.
+    fn records_left(&self) -> usize {
+        std::fs::read_dir(self.records.path())
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// The settings tuning may change, as the kernel reports them.
     fn state(&self, name: &str) -> Value {
         let link = self.container.link_details(name);
@@ -131,13 +148,7 @@ fn applies_everything_and_del_restores_it() {
         "DEL restored every original value"
     );
     setup.call("DEL", &config).success();
-    assert!(
-        std::fs::read_dir(setup.records.path())
-            .map(|d| d.count())
-            .unwrap_or(0)
-            == 0,
-        "the record is gone"
-    );
+    assert_eq!(setup.records_left(), 0, "the record is gone");
 }
 
 #[test]
@@ -145,12 +156,7 @@ fn renames_and_renames_back() {
     require_root!();
     let setup = Setup::new();
     let before = setup.state("eth0");
-    // A per-interface sysctl names the interface as the runtime does, before the rename.
-    let config = setup.conf(
-        "1.0.0",
-        json!({"ifName": "net1", "mtu": 1450,
-               "sysctl": {"net.ipv4.conf.IFNAME.arp_filter": "1"}}),
-    );
+    let config = setup.renaming();
     let result = setup.call("ADD", &config).success();
     assert_eq!(result["interfaces"][0]["name"], "net1");
     assert_eq!(setup.state("net1")["mtu"], 1450);
@@ -191,13 +197,7 @@ fn every_verb_in_every_version_and_gc() {
                 .stdin(&gc)
                 .run_in(&setup.host)
                 .success();
-            assert_eq!(
-                std::fs::read_dir(setup.records.path())
-                    .map(|d| d.count())
-                    .unwrap_or(0),
-                0,
-                "GC dropped the record"
-            );
+            assert_eq!(setup.records_left(), 0, "GC dropped the record");
         }
         setup.call("DEL", &config).success();
     }
@@ -291,4 +291,88 @@ fn a_killed_then_retried_add_is_still_undone_by_del() {
         );
         killed.code == 0
     });
+}
+
+/// An MTU below 1280 makes the kernel drop the interface's IPv6 state, its sysctls with it.
+/// DEL must raise the MTU back before it restores an IPv6 sysctl (which then exists again),
+/// and a sysctl the kernel dropped is nothing to restore, not a reason to fail every DEL.
+#[test]
+fn del_restores_ipv6_sysctls_after_an_mtu_below_1280() {
+    require_root!();
+    let setup = Setup::new();
+    let accept_ra = |setup: &Setup| {
+        let out = setup
+            .container
+            .exec(&["sysctl", "-n", "net.ipv6.conf.eth0.accept_ra"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = (setup.state("eth0"), accept_ra(&setup));
+    let config = setup.conf(
+        "1.0.0",
+        json!({"mtu": 1200, "mac": "0a:58:0a:6e:00:07",
+               "sysctl": {"net.ipv6.conf.IFNAME.accept_ra": "2"}}),
+    );
+    let result = setup.call("ADD", &config).success();
+    assert_eq!(setup.state("eth0")["mtu"], 1200);
+    setup
+        .call("DEL", &with_previous(&config, &result))
+        .success();
+    assert_eq!(
+        (setup.state("eth0"), accept_ra(&setup)),
+        before,
+        "MTU, MAC and the IPv6 sysctl are back"
+    );
+    assert_eq!(setup.records_left(), 0, "the record is gone");
+
+    // The sysctl dropped for good: a config that leaves the MTU alone, and the MTU lowered
+    // behind tuning's back. DEL still restores the MAC and forgets the record.
+    let config = setup.conf(
+        "1.0.0",
+        json!({"mac": "0a:58:0a:6e:00:07", "sysctl": {"net.ipv6.conf.IFNAME.accept_ra": "2"}}),
+    );
+    let result = setup.call("ADD", &config).success();
+    setup
+        .container
+        .exec_ok(&["ip", "link", "set", "eth0", "mtu", "1200"]);
+    setup
+        .call("DEL", &with_previous(&config, &result))
+        .success();
+    assert_eq!(
+        setup.state("eth0")["mac"],
+        before.0["mac"],
+        "the MAC is back"
+    );
+    assert_eq!(setup.records_left(), 0, "the record is gone");
+}
+
+/// DEL cannot rename the link back when another took the runtime's name meanwhile: it still
+/// restores the rest (the sysctls under the name the link has, never the newcomer's), reports
+/// the failure once and forgets the record, so the retry succeeds.
+#[test]
+fn del_whose_rename_back_fails_restores_the_rest_once() {
+    require_root!();
+    let setup = Setup::new();
+    let before = setup.state("eth0");
+    let config = setup.renaming();
+    let result = setup.call("ADD", &config).success();
+    setup.container.exec_ok(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer1",
+    ]);
+    setup
+        .container
+        .exec_ok(&["sysctl", "-w", "net.ipv4.conf.eth0.arp_filter=1"]);
+    setup
+        .call("DEL", &with_previous(&config, &result))
+        .assert_error(999, "rename link");
+    let restored = setup.state("net1");
+    assert_eq!(restored["mtu"], before["mtu"]);
+    assert_eq!(restored["arp_filter"], before["arp_filter"]);
+    assert_eq!(
+        setup.state("eth0")["arp_filter"],
+        "1",
+        "the newcomer's sysctl is not ours"
+    );
+    setup
+        .call("DEL", &with_previous(&config, &result))
+        .success();
 }

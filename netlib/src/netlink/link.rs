@@ -27,6 +27,15 @@ impl fmt::Display for MacAddr {
     }
 }
 
+impl MacAddr {
+    /// A random locally administered unicast address, as the kernel gives a new bridge.
+    pub fn random() -> MacAddr {
+        let mut bytes: [u8; 6] = crate::random_bytes();
+        bytes[0] = (bytes[0] & 0xfe) | 0x02;
+        MacAddr(bytes)
+    }
+}
+
 impl FromStr for MacAddr {
     type Err = String;
 
@@ -344,6 +353,15 @@ impl Netlink {
         if let Some(mtu) = mtu {
             message.attributes.push(LinkAttribute::Mtu(mtu));
         }
+        // A bridge takes the lowest MAC of its ports unless one was set, so a MAC given at
+        // creation keeps the gateway's MAC the same as containers come and go. Given there,
+        // the kernel also makes it the bridge ID (STP's identity, which tools show) and drops
+        // the carrier until a port forwards, so the operstate goes DOWN, then UP. Setting the
+        // bridge's own MAC afterwards does neither: the ID stays zero and the operstate is
+        // never computed (UNKNOWN); setting another flushes the neighbour table.
+        message
+            .attributes
+            .push(LinkAttribute::Address(MacAddr::random().0.to_vec()));
         let mut info = vec![LinkInfo::Kind(InfoKind::Bridge)];
         if vlan_filtering {
             info.push(LinkInfo::Data(InfoData::Bridge(vec![
@@ -355,16 +373,14 @@ impl Netlink {
             .push(LinkAttribute::LinkInfo(info.clone()));
         // Look first: a lookup needs no RTNL lock, a refused creation holds it, and all but
         // the first ADD on a node find the bridge there.
-        let (bridge, made_here) = match self.link_by_name(name)? {
-            Some(existing) => (existing, false),
+        let bridge = match self.link_by_name(name)? {
+            Some(existing) => existing,
             None => {
-                let created = self.request(
+                match self.request(
                     "create bridge",
                     RouteNetlinkMessage::NewLink(message),
                     NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-                );
-                let made_here = created.is_ok();
-                match created {
+                ) {
                     // Another plugin made it in between.
                     Err(e) if e.already_exists() => {}
                     Err(e) if vlan_filtering && e.errno() == Some(libc::EOPNOTSUPP) => {
@@ -376,17 +392,9 @@ impl Netlink {
                         other?;
                     }
                 }
-                (self.link(name)?, made_here)
+                self.link(name)?
             }
         };
-        if made_here {
-            // A bridge takes the lowest MAC of its ports unless one was set: pin its own now,
-            // once, so the gateway's MAC never changes as containers come and go. (Setting a
-            // MAC flushes the device's neighbour table, so never again after this.)
-            if let Some(mac) = bridge.mac {
-                self.set_mac(bridge.index, mac)?;
-            }
-        }
         if bridge.kind.as_deref() != Some("bridge") {
             return Err(NetlinkError::WrongKind {
                 name: name.to_string(),

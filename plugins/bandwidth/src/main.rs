@@ -37,8 +37,7 @@ struct Raw {
     runtime_config: RuntimeConfig,
 }
 
-/// One direction's limit: rate and burst come together, and the burst must fit TBF's
-/// 32-bit byte count.
+/// One direction's limit: rate and burst come together, and TBF must be able to hold them.
 fn limit(rate: u64, burst: u64, direction: &str) -> Result<Option<Limit>, ProtocolError> {
     match (rate, burst) {
         (0, 0) => Ok(None),
@@ -50,11 +49,9 @@ fn limit(rate: u64, burst: u64, direction: &str) -> Result<Option<Limit>, Protoc
             format!("{direction}Burst"),
             "a rate needs a burst",
         )),
-        (_, burst) if burst / 8 > u64::from(u32::MAX) => Err(ProtocolError::config(
-            format!("{direction}Burst"),
-            "is above 4 GiB",
-        )),
-        (rate, burst) => Ok(Some(Limit { rate, burst })),
+        (rate, burst) => Limit::new(rate, burst).map(Some).map_err(|why| {
+            ProtocolError::config(format!("{direction}{}", why.field()), why.to_string())
+        }),
     }
 }
 
@@ -227,19 +224,20 @@ impl Plugin for Bandwidth {
         let mut host = Netlink::open()?;
         let veth = host_veth(attachment, &mut host)?;
         if let Some(limit) = ingress {
-            if shaping::root_rate(&veth.name)? != Some(limit.rate) {
+            if shaping::root_rate(&veth.name)? != Some(limit.rate_bytes()) {
                 return Err(Error::Check(format!(
                     "{} is not shaped to {} bit/s",
-                    veth.name, limit.rate
+                    veth.name,
+                    limit.rate()
                 )));
             }
         }
         if let Some(limit) = egress {
             let ifb = ifb_name(request, attachment);
-            if shaping::root_rate(&ifb)? != Some(limit.rate) {
+            if shaping::root_rate(&ifb)? != Some(limit.rate_bytes()) {
                 return Err(Error::Check(format!(
                     "{ifb} is not shaped to {} bit/s",
-                    limit.rate
+                    limit.rate()
                 )));
             }
         }
@@ -288,7 +286,7 @@ mod tests {
         assert!(super::limit(0, 0, "ingress").expect("none").is_none());
         assert!(super::limit(1000, 0, "ingress").is_err());
         assert!(super::limit(0, 1000, "egress").is_err());
-        assert!(super::limit(1000, 8 * (u64::from(u32::MAX) + 1), "egress").is_err());
+        assert!(super::limit(1000, 8 * u64::from(u32::MAX), "egress").is_err());
         assert!(super::limit(1000, 8000, "egress").expect("valid").is_some());
     }
 }

@@ -159,7 +159,7 @@ impl Plugin for Tuning {
         undo.push("the tuning", || {
             let mut netlink = Netlink::open_in(&netns)?;
             if let Some(now) = netlink.link_by_index(link.index)? {
-                original.apply(&netns, &mut netlink, &now, &attachment.ifname)?;
+                original.restore(&netns, &mut netlink, &now, &attachment.ifname)?;
             }
             records.remove(key)
         });
@@ -193,6 +193,7 @@ impl Plugin for Tuning {
         let Some(record) = records.load::<Record>(key)? else {
             return Ok(());
         };
+        let mut restored = Ok(());
         if let Some(path) = &attachment.netns {
             match Netns::open(path) {
                 Err(NetnsError::NotFound(_)) => {}
@@ -201,14 +202,22 @@ impl Plugin for Tuning {
                     let mut netlink = Netlink::open_in(&netns)?;
                     if let Some(link) = tuned_link(&mut netlink, Some(&record), &attachment.ifname)?
                     {
-                        record
-                            .original
-                            .apply(&netns, &mut netlink, &link, &attachment.ifname)?;
+                        restored = record.original.restore(
+                            &netns,
+                            &mut netlink,
+                            &link,
+                            &attachment.ifname,
+                        );
                     }
                 }
             }
         }
-        records.remove(key)
+        // Every value has had its try: one the kernel refuses now it would refuse on every
+        // retry, and a DEL that keeps failing keeps the chain's later DELs (the interface,
+        // its address) from ever running. So the record goes, and the failure is reported
+        // once.
+        records.remove(key)?;
+        restored
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
