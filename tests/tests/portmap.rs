@@ -928,3 +928,30 @@ fn rules_the_reference_wrote_for_a_long_id_are_removed() {
     let nat = host.iptables_nat(false);
     assert!(!nat.contains("CNI-DN-"), "{nat}");
 }
+
+/// A bridge whose name holds a dot (`cni.0`; VLAN devices are named so too): ADD finds the
+/// bridge's `route_localnet` and the port answers on 127.0.0.1. A dotted sysctl key read the
+/// name's dot as a separator, and ADD failed with "no sysctl".
+#[test]
+fn a_dotted_bridge_name_still_takes_localhost_traffic() {
+    require_root!();
+    let mut node = Node::new();
+    node.bridge = ferrocni_tests::unique("pm.");
+    let container = NetnsGuard::new("fpc");
+    let result = node.attach("dot", &container);
+    let docroot = TempDir::new("www");
+    let _server = container.http_server(80, "dotted", &docroot);
+    let config = Node::portmap_conf(
+        "1.0.0",
+        &result,
+        json!([{"hostPort": 8096, "containerPort": 80}]),
+        json!({}),
+    );
+    node.portmap("ADD", "dot", &container, &config).success();
+    assert_eq!(
+        node.sandbox.ns.curl("http://127.0.0.1:8096/").as_deref(),
+        Some("dotted")
+    );
+    node.portmap("DEL", "dot", &container, &config).success();
+    node.detach("dot", &container, &result);
+}
