@@ -122,7 +122,6 @@ impl Error {
                 FirewallError::Failed { .. }
                 | FirewallError::Parse { .. }
                 | FirewallError::Kernel(_)
-                | FirewallError::OwnerTooLong { .. }
                 | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
             Error::State { .. } | Error::Proc { .. } => ErrorCode::Io,

@@ -25,8 +25,26 @@ pub enum SysctlError {
     },
 }
 
+/// Where a key lives, read as sysctl(8) and the reference read it: the first separator
+/// decides. Dotted, `.` and `/` swap (`net.ipv4.conf.eth0/100.rp_filter`); with slashes,
+/// the key is a path and a dot is part of a name (`net/ipv4/conf/eth0.100/rp_filter`),
+/// which is how a key holding an interface name must be written.
 fn path_of(key: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+    let dotted = key
+        .find(['.', '/'])
+        .is_some_and(|at| key[at..].starts_with('.'));
+    let path: String = if dotted {
+        key.chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect()
+    } else {
+        key.to_string()
+    };
+    PathBuf::from("/proc/sys").join(path)
 }
 
 /// Reads a sysctl given as `net.ipv4.ip_forward` or `net/ipv4/ip_forward`.
@@ -52,4 +70,24 @@ pub fn set(key: &str, value: &str) -> Result<(), SysctlError> {
             source,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_of;
+
+    #[test]
+    fn the_first_separator_decides_how_a_key_reads() {
+        let path = |key| path_of(key).display().to_string();
+        assert_eq!(path("net.ipv4.ip_forward"), "/proc/sys/net/ipv4/ip_forward");
+        assert_eq!(path("net/ipv4/ip_forward"), "/proc/sys/net/ipv4/ip_forward");
+        assert_eq!(
+            path("net/ipv4/conf/eth0.100/route_localnet"),
+            "/proc/sys/net/ipv4/conf/eth0.100/route_localnet"
+        );
+        assert_eq!(
+            path("net.ipv4.conf.eth0/100.rp_filter"),
+            "/proc/sys/net/ipv4/conf/eth0.100/rp_filter"
+        );
+    }
 }

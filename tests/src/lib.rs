@@ -183,6 +183,12 @@ impl NetnsGuard {
         String::from_utf8_lossy(&self.exec(&["nft", "list", "ruleset"]).stdout).into_owned()
     }
 
+    /// One `inet` table of this namespace as text (empty when there is none).
+    pub fn nft_table(&self, name: &str) -> String {
+        let listed = self.exec(&["nft", "list", "table", "inet", name]);
+        String::from_utf8_lossy(&listed.stdout).into_owned()
+    }
+
     /// The nat table as iptables-save prints it (rules only).
     pub fn iptables_nat(&self, v6: bool) -> String {
         let tool = if v6 {

@@ -191,14 +191,7 @@ fn firewall_opens_forwarding_only_while_attached() {
         );
         let rules = |node: &Node| match backend {
             "iptables" => node.forward_rules(),
-            _ => String::from_utf8_lossy(
-                &node
-                    .sandbox
-                    .ns
-                    .exec(&["nft", "list", "table", "inet", "ferrocni_firewall"])
-                    .stdout,
-            )
-            .into_owned(),
+            _ => node.sandbox.ns.nft_table("ferrocni_firewall"),
         };
         let once = rules(&node);
         node.run(&plugins[2], "ADD", "fw", &container, Some(&main))
@@ -215,28 +208,32 @@ fn firewall_opens_forwarding_only_while_attached() {
         node.run(&plugins[2], "CHECK", "fw", &container, Some(&result))
             .assert_error(999, "missing");
         assert!(node.forward_rules().is_empty(), "{}", node.forward_rules());
-        let table = node
-            .sandbox
-            .ns
-            .exec(&["nft", "list", "table", "inet", "ferrocni_firewall"]);
-        let table = String::from_utf8_lossy(&table.stdout);
+        let table = node.sandbox.ns.nft_table("ferrocni_firewall");
         assert!(!table.contains("podnet/"), "{table}");
         node.run(&plugins[0], "DEL", "fw", &container, Some(&main))
             .success();
     }
 }
 
+/// Also for bridges whose names hold what is syntax to nft and iptables-restore (`"`, `;`,
+/// `{`, `#`: the kernel takes them): the names go as data, and nft used to fail ADD with a
+/// syntax error.
 #[test]
 fn same_bridge_policy_isolates_bridges() {
     require_root!();
-    for backend in ["iptables", "nftables"] {
+    for (backend, names) in [
+        ("iptables", ["isobr1", "isobr2"]),
+        ("nftables", ["isobr1", "isobr2"]),
+        ("iptables", [r#"i"s;{#1"#, r#"i"s;{#2"#]),
+        ("nftables", [r#"i"s;{#1"#, r#"i"s;{#2"#]),
+    ] {
         let node = Node::new();
         node.sandbox
             .ns
             .exec_ok(&["iptables", "-P", "FORWARD", "ACCEPT"]);
         let policy = json!({"backend": backend, "ingressPolicy": "same-bridge"});
-        let one = node.plugins("1.0.0", "isobr1", "10.122.1.0/24", policy.clone());
-        let two = node.plugins("1.0.0", "isobr2", "10.122.2.0/24", policy);
+        let one = node.plugins("1.0.0", names[0], "10.122.1.0/24", policy.clone());
+        let two = node.plugins("1.0.0", names[1], "10.122.2.0/24", policy);
         let (a, b) = (NetnsGuard::new("fcc"), NetnsGuard::new("fcc"));
         let ra = node.run(&one[0], "ADD", "a", &a, None).success();
         let rb = node.run(&two[0], "ADD", "b", &b, None).success();
@@ -248,8 +245,43 @@ fn same_bridge_policy_isolates_bridges() {
         let fb = node.run(&two[2], "ADD", "b", &b, Some(&rb)).success();
         assert!(
             !a.ping(&address(&rb, 0)),
-            "{backend}: isolated bridges cannot reach each other"
+            "{backend} {names:?}: isolated bridges cannot reach each other"
         );
+        // The rules name exactly these bridges.
+        for name in names {
+            if backend == "iptables" {
+                let listed = node.sandbox.ns.exec(&["iptables", "-S"]);
+                let rules = String::from_utf8_lossy(&listed.stdout);
+                let rule = format!("-A CNI-ISOLATION-STAGE-1 -i {name} ! -o {name} -j");
+                assert!(rules.contains(&rule), "{rule:?} not in {rules}");
+            } else {
+                let listed = node.sandbox.ns.exec(&[
+                    "nft",
+                    "-j",
+                    "list",
+                    "table",
+                    "inet",
+                    "ferrocni_firewall",
+                ]);
+                let table: Value = serde_json::from_slice(&listed.stdout).expect("nft JSON");
+                let objects = table["nftables"].as_array().expect("a list");
+                let isolated = objects
+                    .iter()
+                    .find(|o| o["set"]["name"] == "isolated")
+                    .expect("the isolated set");
+                assert!(
+                    isolated["set"]["elem"]
+                        .as_array()
+                        .is_some_and(|e| e.contains(&json!(name))),
+                    "{isolated}"
+                );
+                let compares = objects.iter().any(|o| {
+                    o["rule"]["expr"][0]["match"]
+                        == json!({"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": name})
+                });
+                assert!(compares, "no rule compares with {name:?}: {table}");
+            }
+        }
         node.run(&one[2], "DEL", "a", &a, Some(&fa)).success();
         node.run(&two[2], "DEL", "b", &b, Some(&fb)).success();
         node.run(&one[0], "DEL", "a", &a, Some(&ra)).success();
@@ -374,4 +406,86 @@ fn concurrent_iptables_adds_and_dels_lose_no_rules() {
     let left = rules();
     assert!(!left.contains("10.124.0."), "{left}");
     assert!(!left.contains("CNI-DN-"), "{left}");
+}
+
+/// Container IDs of any length the spec allows (here 300 bytes, two of them alike but for
+/// the last byte): the owner comments of masquerade, port mapping and forwarding rules stay
+/// within what nft (128 bytes) and iptables (255) keep and stay unique, so ADD, CHECK, GC
+/// and DEL work with both backends. nftables refused such an ADD, and iptables cut the
+/// comment so that DEL left the rules behind.
+#[test]
+fn long_container_ids_on_both_backends() {
+    require_root!();
+    let docroot = TempDir::new("www");
+    for backend in ["nftables", "iptables"] {
+        let node = Node::new();
+        if backend == "nftables" {
+            // An nftables accept cannot override the iptables FORWARD policy.
+            node.sandbox
+                .ns
+                .exec_ok(&["iptables", "-P", "FORWARD", "ACCEPT"]);
+        }
+        let ids = ["c".repeat(300), format!("{}d", "c".repeat(299))];
+        let attached: Vec<(Vec<Value>, NetnsGuard, Value)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut plugins = node.plugins(
+                    "1.1.0",
+                    "longbr0",
+                    "10.125.0.0/24",
+                    json!({"backend": backend}),
+                );
+                plugins.truncate(3);
+                plugins[0]["ipMasqBackend"] = json!(backend);
+                plugins[1]["backend"] = json!(backend);
+                plugins[1]["runtimeConfig"]["portMappings"][0]["hostPort"] = json!(8080 + i);
+                let container = NetnsGuard::new("fcc");
+                let result = node.add(&plugins, id, &container);
+                (plugins, container, result)
+            })
+            .collect();
+        let (plugins, container, _) = &attached[0];
+        let _server = container.http_server(80, "long", &docroot);
+        assert_eq!(
+            node.outside
+                .curl(&format!("http://{HOST_ADDRESS}:8080/"))
+                .as_deref(),
+            Some("long"),
+            "{backend}"
+        );
+        let check = |i: usize| {
+            let (plugins, container, result) = &attached[i];
+            plugins
+                .iter()
+                .map(|p| node.run(p, "CHECK", &ids[i], container, Some(result)))
+                .collect::<Vec<_>>()
+        };
+        for outcome in check(0).iter().chain(&check(1)) {
+            outcome.success();
+        }
+        for plugin in plugins {
+            let mut gc = plugin.clone();
+            gc["cni.dev/valid-attachments"] = json!([{"containerID": ids[0], "ifname": "eth0"}]);
+            Call::new(Impl::Ours, plugin["type"].as_str().expect("type"), "GC")
+                .stdin(&gc)
+                .run_in(&node.sandbox.ns)
+                .success();
+        }
+        for outcome in check(0) {
+            outcome.success();
+        }
+        // GC took the other's rules: its portmap and firewall CHECKs miss them.
+        let other = check(1);
+        other[1].assert_error(999, "missing");
+        other[2].assert_error(999, "missing");
+        for (i, (plugins, container, result)) in attached.iter().enumerate() {
+            node.del(plugins, &ids[i], container, result);
+        }
+        assert!(node.forward_rules().is_empty(), "{}", node.forward_rules());
+        let portmap = node.sandbox.ns.nft_table("ferrocni_portmap");
+        assert!(!portmap.contains("podnet/"), "{portmap}");
+        assert!(!node.sandbox.ns.iptables_nat(false).contains("CNI-DN-"));
+        node.sandbox.assert_clean(&["longbr0", "wa"]);
+    }
 }

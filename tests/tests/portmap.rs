@@ -62,37 +62,44 @@ impl Node {
     }
 
     fn portmap(&self, command: &str, id: &str, container: &NetnsGuard, config: &Value) -> Outcome {
-        Call::new(Impl::Ours, "portmap", command)
-            .attachment(id, &container.path_str(), "eth0")
+        self.run("portmap", command, (id, container, "eth0"), config)
+    }
+
+    /// Runs `plugin` for the attachment `id`, `container`, `ifname`.
+    fn run(
+        &self,
+        plugin: &str,
+        command: &str,
+        (id, container, ifname): (&str, &NetnsGuard, &str),
+        config: &Value,
+    ) -> Outcome {
+        Call::new(Impl::Ours, plugin, command)
+            .attachment(id, &container.path_str(), ifname)
             .stdin(config)
             .run_in(&self.sandbox.ns)
     }
 
     /// Attaches a container with the bridge plugin; returns the bridge result.
     fn attach(&self, id: &str, container: &NetnsGuard) -> Value {
-        self.sandbox
-            .call(Impl::Ours, "ADD", id, container, &self.bridge_conf("1.0.0"))
+        self.attach_as((id, container, "eth0"))
+    }
+
+    fn attach_as(&self, attachment: (&str, &NetnsGuard, &str)) -> Value {
+        self.run("bridge", "ADD", attachment, &self.bridge_conf("1.0.0"))
             .success()
     }
 
     fn detach(&self, id: &str, container: &NetnsGuard, previous: &Value) {
-        self.sandbox
-            .call(
-                Impl::Ours,
-                "DEL",
-                id,
-                container,
-                &with_previous(&self.bridge_conf("1.0.0"), previous),
-            )
-            .success();
+        self.detach_as((id, container, "eth0"), previous);
+    }
+
+    fn detach_as(&self, attachment: (&str, &NetnsGuard, &str), previous: &Value) {
+        let config = with_previous(&self.bridge_conf("1.0.0"), previous);
+        self.run("bridge", "DEL", attachment, &config).success();
     }
 
     fn assert_no_portmap_rules(&self) {
-        let listed = self
-            .sandbox
-            .ns
-            .exec(&["nft", "list", "table", "inet", "ferrocni_portmap"]);
-        let ruleset = String::from_utf8_lossy(&listed.stdout);
+        let ruleset = self.sandbox.ns.nft_table("ferrocni_portmap");
         assert!(!ruleset.contains("pmnet/"), "port mappings left: {ruleset}");
         assert!(
             !ruleset.contains("chain pm-"),
@@ -124,11 +131,7 @@ fn publishes_tcp(backend: Option<&str>) {
     assert_eq!(passed, web_result, "portmap passes prevResult through");
     let host = &node.sandbox.ns;
     // A runtime retrying ADD: accepted, and no second copy of anything.
-    let rules = || {
-        let listed = host.exec(&["nft", "list", "table", "inet", "ferrocni_portmap"]);
-        let nft = String::from_utf8_lossy(&listed.stdout).into_owned();
-        (nft, host.iptables_nat(false))
-    };
+    let rules = || (host.nft_table("ferrocni_portmap"), host.iptables_nat(false));
     let once = rules();
     node.portmap("ADD", "web", &web, &config).success();
     assert_eq!(rules(), once, "{backend:?}: a repeated ADD changes nothing");
@@ -451,18 +454,66 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
     no_previous.as_object_mut().map(|c| c.remove("prevResult"));
     node.portmap("ADD", "bad", &container, &no_previous)
         .assert_error(7, "prevResult");
-    // An owner nft could not read back from an element's comment is refused, not truncated.
-    let long_id = "c".repeat(150);
-    let config = Node::portmap_conf(
-        "1.0.0",
-        &result,
-        json!([{"hostPort": 8080, "containerPort": 80}]),
-        json!({}),
-    );
-    node.portmap("ADD", &long_id, &container, &config)
-        .assert_error(999, "nftables comment");
+    // A newline is whitespace, which no link name holds: refused as the reference does.
+    Call::new(Impl::Ours, "portmap", "ADD")
+        .attachment("bad", &container.path_str(), "e\nx")
+        .stdin(&config)
+        .run_in(&node.sandbox.ns)
+        .assert_error(4, "whitespace");
     node.assert_no_portmap_rules();
     node.detach("bad", &container, &result);
+}
+
+/// Interface names holding what is syntax to nft (`"`, `;`, `{`, `#`: the kernel and CNI_IFNAME
+/// take them) are data: with an admin's conditions, whose rules go through `nft -f`, ADD
+/// works, the port answers, CHECK finds the mapping under exactly that name, and a DEL of
+/// another name leaves it. A `"` in nft text used to end the comment's string, and ADD
+/// failed with a syntax error.
+#[test]
+fn interface_names_with_nft_syntax_stay_data() {
+    require_root!();
+    let node = Node::new();
+    let docroot = TempDir::new("www");
+    for (i, ifname) in [r#"e"x"#, "e;x", "e{x", "e#x", r#"e"};{#"#]
+        .iter()
+        .enumerate()
+    {
+        let container = NetnsGuard::new("fpc");
+        let id = format!("odd{i}");
+        let attachment = (id.as_str(), &container, *ifname);
+        let result = node.attach_as(attachment);
+        let link = container.ip_json(&["link", "show", "dev", ifname]);
+        assert_eq!(link[0]["ifname"], *ifname, "the kernel took the name");
+        let _server = container.http_server(80, ifname, &docroot);
+        let port = 8100 + i;
+        let config = Node::portmap_conf(
+            "1.0.0",
+            &result,
+            json!([{"hostPort": port, "containerPort": 80}]),
+            json!({"conditionsV4": ["ip", "saddr", "172.31.100.0/24"]}),
+        );
+        node.run("portmap", "ADD", attachment, &config).success();
+        let url = format!("http://{HOST_ADDRESS}:{port}/");
+        assert_eq!(
+            node.outside.curl(&url).as_deref(),
+            Some(*ifname),
+            "{ifname}"
+        );
+        node.run("portmap", "CHECK", attachment, &config).success();
+        let another = (id.as_str(), &container, "e");
+        node.run("portmap", "CHECK", another, &config)
+            .assert_error(999, "missing");
+        node.run("portmap", "DEL", another, &config).success();
+        assert_eq!(
+            node.outside.curl(&url).as_deref(),
+            Some(*ifname),
+            "{ifname}"
+        );
+        node.run("portmap", "DEL", attachment, &config).success();
+        assert_eq!(node.outside.curl(&url), None, "{ifname}: unpublished");
+        node.assert_no_portmap_rules();
+        node.detach_as(attachment, &result);
+    }
 }
 
 /// 200 containers with a mapping each: all answer, and DEL leaves no rule. The cost per ADD
@@ -613,8 +664,294 @@ fn maps_a_container_the_host_has_no_route_to_yet() {
         call("ADD").success();
         call("DEL").success();
     }
-    let listed = host.exec(&["nft", "list", "table", "inet", "ferrocni_portmap"]);
-    let ruleset = String::from_utf8_lossy(&listed.stdout);
+    let ruleset = host.nft_table("ferrocni_portmap");
     assert!(!ruleset.contains("unrouted"), "{ruleset}");
     assert!(!host.iptables_nat(false).contains("CNI-DN-"));
+}
+
+/// One ADD publishing 1,000 ports (an nftables batch of thousands of messages, far past
+/// the socket buffers' defaults): ADD succeeds, a runtime's retry too, CHECK passes, a
+/// high-numbered port answers, and DEL removes every mapping; with both backends. A batch
+/// that large used to fail whole ("Message too long"), and from about 90 mappings ADD
+/// failed though the kernel had committed the batch ("No buffer space available").
+#[test]
+fn a_thousand_mappings_in_one_add() {
+    require_root!();
+    for backend in ["nftables", "iptables"] {
+        let node = Node::new();
+        let container = NetnsGuard::new("fpc");
+        let result = node.attach("many", &container);
+        let docroot = TempDir::new("www");
+        let _server = container.http_server(80, "one of many", &docroot);
+        let mappings: Vec<Value> = (0..1000)
+            .map(|i| json!({"hostPort": 30000 + i, "containerPort": 80}))
+            .collect();
+        let config = Node::portmap_conf(
+            "1.0.0",
+            &result,
+            json!(mappings),
+            json!({"backend": backend}),
+        );
+        node.portmap("ADD", "many", &container, &config).success();
+        node.portmap("ADD", "many", &container, &config).success();
+        node.portmap("CHECK", "many", &container, &config).success();
+        for port in [30000, 30999] {
+            assert_eq!(
+                node.outside
+                    .curl(&format!("http://{HOST_ADDRESS}:{port}/"))
+                    .as_deref(),
+                Some("one of many"),
+                "{backend}: port {port}"
+            );
+        }
+        node.portmap("DEL", "many", &container, &config).success();
+        assert_eq!(
+            node.outside.curl(&format!("http://{HOST_ADDRESS}:30999/")),
+            None,
+            "{backend}: unpublished"
+        );
+        node.assert_no_portmap_rules();
+        node.detach("many", &container, &result);
+    }
+}
+
+/// A failed ADD leaves none of its mappings: with nftables one of 1,000 ports taken by
+/// another container fails the whole batch; with iptables, a family whose restore fails
+/// takes back what the other family's wrote.
+#[test]
+fn a_failed_add_leaves_none_of_its_mappings() {
+    require_root!();
+    let node = Node::new();
+    let (a, b) = (NetnsGuard::new("fpc"), NetnsGuard::new("fpc"));
+    let (ra, rb) = (node.attach("a", &a), node.attach("b", &b));
+    let taken = Node::portmap_conf(
+        "1.0.0",
+        &ra,
+        json!([{"hostPort": 30500, "containerPort": 80}]),
+        json!({}),
+    );
+    node.portmap("ADD", "a", &a, &taken).success();
+    let mappings: Vec<Value> = (0..1000)
+        .map(|i| json!({"hostPort": 30000 + i, "containerPort": 80}))
+        .collect();
+    let config = Node::portmap_conf("1.0.0", &rb, json!(mappings), json!({}));
+    let refused = node.portmap("ADD", "b", &b, &config);
+    refused.assert_error(
+        999,
+        "already mapped by another container: 0.0.0.0/0 . tcp . 30500",
+    );
+    assert!(
+        !refused.stdout.contains("30000"),
+        "names the taken port only: {}",
+        refused.stdout
+    );
+    let table = node.sandbox.ns.nft_table("ferrocni_portmap");
+    assert!(!table.contains("pmnet/b/"), "{table}");
+    node.portmap("DEL", "a", &a, &taken).success();
+    node.assert_no_portmap_rules();
+
+    // A dual-stack target whose IPv6 conditions iptables refuses: IPv4 is written first.
+    let previous = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": b.path_str()}],
+        "ips": [{"address": "10.101.0.2/24", "interface": 0},
+                {"address": "fd00:101::2/64", "interface": 0}]});
+    let config = Node::portmap_conf(
+        "1.0.0",
+        &previous,
+        json!([{"hostPort": 8092, "containerPort": 80}]),
+        json!({"conditionsV4": ["-s", "172.31.100.0/24"],
+               "conditionsV6": ["--no-such-option"]}),
+    );
+    node.portmap("ADD", "dual", &b, &config)
+        .assert_error(999, "ip6tables-restore");
+    node.assert_no_portmap_rules();
+    node.detach("a", &a, &ra);
+    node.detach("b", &b, &rb);
+}
+
+/// What ours writes where iptables looks (the ip/ip6 nat and filter tables) lists with
+/// iptables, an admin's first command; the reference's portmap spec (ptp with ipMasq, then
+/// portmap) runs `iptables -t nat -S CNI-DN-<hash>`. With the iptables backend that chain
+/// is there and lists its DNAT; with nftables ours keeps out of those tables altogether
+/// (and iptables-nft calls a chain it cannot find "incompatible").
+#[test]
+fn iptables_lists_what_either_backend_wrote() {
+    require_root!();
+    for backend in ["iptables", "nftables"] {
+        let sandbox = Sandbox::new("ptp", "ptpnet");
+        let container = NetnsGuard::new("fpc");
+        let ptp = sandbox.conf(
+            "1.0.0",
+            json!([[{"subnet": "10.126.0.0/24"}], [{"subnet": "fd00:126::/64"}]]),
+            json!({"ipMasq": true, "ipMasqBackend": backend}),
+        );
+        let result = sandbox
+            .call(Impl::Ours, "ADD", "spec", &container, &ptp)
+            .success();
+        let mut portmap = Node::portmap_conf(
+            "1.0.0",
+            &result,
+            json!([{"hostPort": 8093, "containerPort": 80}]),
+            json!({"backend": backend}),
+        );
+        portmap["name"] = json!("ptpnet");
+        let firewall = json!({"cniVersion": "1.0.0", "name": "ptpnet", "type": "firewall",
+                              "backend": backend, "prevResult": result});
+        for config in [&portmap, &firewall] {
+            let plugin = config["type"].as_str().expect("a type");
+            Call::ours(plugin, "ADD", "spec", &container, config)
+                .run_in(&sandbox.ns)
+                .success();
+        }
+        let host = &sandbox.ns;
+        if backend == "nftables" {
+            let listed = host.exec(&["nft", "list", "tables"]);
+            let tables = String::from_utf8_lossy(&listed.stdout);
+            assert!(
+                tables.lines().all(|t| t.starts_with("table inet ferrocni")),
+                "nftables: tables beside ours: {tables}"
+            );
+        }
+        let listing = |command: &[&str]| {
+            let listed = host.exec(command);
+            let stderr = String::from_utf8_lossy(&listed.stderr);
+            assert!(
+                listed.status.success() && !stderr.contains("incompatible"),
+                "{backend}: {command:?}: {stderr}"
+            );
+            String::from_utf8_lossy(&listed.stdout).into_owned()
+        };
+        for tool in ["iptables", "ip6tables"] {
+            for table in ["nat", "filter"] {
+                listing(&[tool, "-t", table, "-S"]);
+            }
+            listing(&[&format!("{tool}-save")]);
+        }
+        if backend == "iptables" {
+            for (tool, index) in [("iptables", 0), ("ip6tables", 1)] {
+                let nat = listing(&[tool, "-t", "nat", "-S"]);
+                let chain = nat
+                    .lines()
+                    .find_map(|l| l.strip_prefix("-N CNI-DN-"))
+                    .map(|hash| format!("CNI-DN-{hash}"))
+                    .unwrap_or_else(|| panic!("{tool}: no DNAT chain: {nat}"));
+                let rules = listing(&[tool, "-t", "nat", "-S", &chain]);
+                let target = address(&result, index);
+                assert!(rules.contains(&target), "{tool} {chain}: {rules}");
+            }
+        }
+        for config in [&firewall, &portmap] {
+            let plugin = config["type"].as_str().expect("a type");
+            Call::ours(plugin, "DEL", "spec", &container, config)
+                .run_in(host)
+                .success();
+        }
+        sandbox
+            .call(
+                Impl::Ours,
+                "DEL",
+                "spec",
+                &container,
+                &with_previous(&ptp, &result),
+            )
+            .success();
+        sandbox.assert_clean(&[]);
+    }
+}
+
+/// Earlier versions named an owner in full whatever its interface name held (masquerade
+/// and plain mappings go over netlink, where a `"` is no trouble); now such a name is
+/// hashed, and DEL and GC still find the elements named the old way.
+#[test]
+fn elements_named_in_full_by_earlier_versions_are_still_found() {
+    require_root!();
+    let node = Node::new();
+    let container = NetnsGuard::new("fpc");
+    let result = node.attach("now", &container);
+    let plant = |id: &str, address: &str| {
+        let element = json!({"nftables": [{"add": {"element": {
+            "family": "inet", "table": "ferrocni", "name": "snat4",
+            "elem": [[{"elem": {"val": address, "comment": format!("{NET}/{id}/e\"x")}}, 1]]}}}]});
+        node.sandbox
+            .ns
+            .exec_ok(&["nft", "-j", &element.to_string()]);
+    };
+    plant("old", "10.100.9.9");
+    plant("gone", "10.100.9.10");
+    let old = ("old", &container, r#"e"x"#);
+    node.run("bridge", "DEL", old, &node.bridge_conf("1.0.0"))
+        .success();
+    let ruleset = node.sandbox.ns.nft_ruleset();
+    assert!(!ruleset.contains("10.100.9.9 "), "DEL by owner: {ruleset}");
+    assert!(ruleset.contains("10.100.9.10 "), "{ruleset}");
+    let mut gc = node.bridge_conf("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "now", "ifname": "eth0"}]);
+    node.sandbox.call_network("GC", &gc).success();
+    let ruleset = node.sandbox.ns.nft_ruleset();
+    assert!(!ruleset.contains("10.100.9.10 "), "GC: {ruleset}");
+    assert!(ruleset.contains(&address(&result, 0)), "{ruleset}");
+    node.detach("now", &container, &result);
+}
+
+/// The reference cuts nothing itself: iptables-nft cuts a comment past 255 bytes, so for a
+/// long container ID its DNAT jump carries part of the ID. Ours finds and removes that rule
+/// (the two implementations share these chains).
+#[test]
+fn rules_the_reference_wrote_for_a_long_id_are_removed() {
+    require_root!();
+    if !Impl::Reference.available("portmap") {
+        return;
+    }
+    let host = NetnsGuard::new("fph");
+    let container = NetnsGuard::new("fpc");
+    let previous = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": container.path_str()}],
+        "ips": [{"address": "10.101.0.2/24", "interface": 0}]});
+    let config = Node::portmap_conf(
+        "1.0.0",
+        &previous,
+        json!([{"hostPort": 8094, "containerPort": 80, "protocol": "tcp"}]),
+        json!({"backend": "iptables"}),
+    );
+    let id = "c".repeat(300);
+    let call = |implementation, command| {
+        Call::new(implementation, "portmap", command)
+            .attachment(&id, &container.path_str(), "eth0")
+            .stdin(&config)
+            .run_in(&host)
+    };
+    call(Impl::Reference, "ADD").success();
+    let nat = host.iptables_nat(false);
+    assert!(nat.contains("-A CNI-HOSTPORT-DNAT"), "{nat}");
+    call(Impl::Ours, "CHECK").success();
+    call(Impl::Ours, "DEL").success();
+    let nat = host.iptables_nat(false);
+    assert!(!nat.contains("CNI-DN-"), "{nat}");
+}
+
+/// A bridge whose name holds a dot (`cni.0`; VLAN devices are named so too): ADD finds the
+/// bridge's `route_localnet` and the port answers on 127.0.0.1. A dotted sysctl key read the
+/// name's dot as a separator, and ADD failed with "no sysctl".
+#[test]
+fn a_dotted_bridge_name_still_takes_localhost_traffic() {
+    require_root!();
+    let mut node = Node::new();
+    node.bridge = ferrocni_tests::unique("pm.");
+    let container = NetnsGuard::new("fpc");
+    let result = node.attach("dot", &container);
+    let docroot = TempDir::new("www");
+    let _server = container.http_server(80, "dotted", &docroot);
+    let config = Node::portmap_conf(
+        "1.0.0",
+        &result,
+        json!([{"hostPort": 8096, "containerPort": 80}]),
+        json!({}),
+    );
+    node.portmap("ADD", "dot", &container, &config).success();
+    assert_eq!(
+        node.sandbox.ns.curl("http://127.0.0.1:8096/").as_deref(),
+        Some("dotted")
+    );
+    node.portmap("DEL", "dot", &container, &config).success();
+    node.detach("dot", &container, &result);
 }

@@ -5,13 +5,20 @@
 //! ADD is one `iptables-restore --noflush` per address family. DEL and GC read the nat table
 //! once (`iptables-save`) to find the rules by their comment and chain, then remove them in
 //! one restore, so they work without the container's addresses.
+//!
+//! Every value in restore input is one quoted argument (see [`quoted`]), as the reference
+//! passes each as its own argv element: an interface name may hold `"` or `#`, and an
+//! admin's condition a space.
 
 use ipnetwork::IpNetwork;
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::thread;
 use std::time::Duration;
 
-use super::{digest, run, FirewallError, Owner, PortmapRules};
+use super::{
+    digest, head, network_in_short_comment, run, shortened, FirewallError, Owner, PortmapRules,
+};
 use crate::cni::AttachmentKey;
 use crate::lock::FileLock;
 
@@ -25,8 +32,96 @@ fn chain_name(owner: Owner) -> String {
     )
 }
 
-fn comment(network: &str, container_id: &str) -> String {
-    format!(r#""name: \"{network}\" id: \"{container_id}\"""#)
+/// The longest comment iptables keeps (XT_MAX_COMMENT_LEN less its NUL): iptables-nft cuts
+/// a longer one silently, legacy iptables refuses it.
+const COMMENT_MAX: usize = 255;
+
+/// What starts the comment of portmap's DNAT jumps; the other rules' comments start with
+/// the name.
+const DNAT: &str = "dnat ";
+
+/// `name: "<network>" id: "<containerID>"` after `kind` (empty, or [`DNAT`]), as the
+/// reference writes it.
+fn whole_comment(kind: &str, network: &str, container_id: &str) -> String {
+    format!(r#"{kind}name: "{network}" id: "{container_id}""#)
+}
+
+/// The comment of an owner's rules: [`whole_comment`] when it fits; else with the container
+/// ID (and a long network name) shortened to a head and a hash, so that it fits and stays
+/// unique.
+fn comment(kind: &str, network: &str, container_id: &str) -> String {
+    let whole = whole_comment(kind, network, container_id);
+    if whole.len() <= COMMENT_MAX {
+        return whole;
+    }
+    let network = network_in_short_comment(network);
+    let room = COMMENT_MAX - whole_comment(kind, &network, "").len();
+    whole_comment(kind, &network, &shortened(container_id, room))
+}
+
+/// Every comment an owner's rules may carry: [`comment`], and what became of the whole
+/// comment where it did not fit, so that DEL, CHECK and GC still find those rules: cut by
+/// iptables-nft, as earlier versions and the reference's masquerade left it, or first
+/// trimmed by the reference's portmap to 253 bytes and `...`, which iptables-nft then cuts.
+fn comments(kind: &str, network: &str, container_id: &str) -> Vec<String> {
+    let whole = whole_comment(kind, network, container_id);
+    if whole.len() <= COMMENT_MAX {
+        return vec![whole];
+    }
+    let cut = head(&whole, COMMENT_MAX).to_string();
+    let trimmed = format!("{}..", head(&whole, COMMENT_MAX - 2));
+    vec![comment(kind, network, container_id), cut, trimmed]
+}
+
+/// Whether a comment is of `network`'s rules of `kind`, in any of its forms.
+fn of_network(comment: &str, kind: &str, network: &str) -> bool {
+    [network, &network_in_short_comment(network)]
+        .iter()
+        .any(|n| {
+            let without_id = whole_comment(kind, n, "");
+            comment.starts_with(&without_id[..without_id.len() - 1])
+        })
+}
+
+/// `value` as one argument of an iptables-restore line, quoted and escaped as iptables-save
+/// prints comments: nothing in it (a space, `"`, `#`) is read as syntax.
+fn quoted(value: &str) -> String {
+    let mut argument = String::with_capacity(value.len() + 2);
+    argument.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            argument.push('\\');
+        }
+        argument.push(c);
+    }
+    argument.push('"');
+    argument
+}
+
+/// The comments of a rule as iptables-save prints it: `--comment` and one argument, quoted
+/// as [`quoted`] quotes (or bare, without characters that need quotes).
+fn comments_of(rule: &str) -> Vec<String> {
+    const OPTION: &str = "--comment ";
+    let mut found = Vec::new();
+    for (at, _) in rule.match_indices(OPTION) {
+        let argument = &rule[at + OPTION.len()..];
+        let mut rest = argument.chars();
+        let mut comment = String::new();
+        if argument.starts_with('"') {
+            rest.next();
+            while let Some(c) = rest.next() {
+                match c {
+                    '\\' => comment.extend(rest.next()),
+                    '"' => break,
+                    c => comment.push(c),
+                }
+            }
+        } else {
+            comment.extend(rest.take_while(|c| *c != ' '));
+        }
+        found.push(comment);
+    }
+    found
 }
 
 fn tools(v6: bool) -> (&'static str, &'static str) {
@@ -65,9 +160,28 @@ fn save(v6: bool, table: &str) -> Result<String, FirewallError> {
     run(tools(v6).1, &["-t", table], "")
 }
 
+/// Runs an ADD, which writes each address family in a restore of its own; when one fails,
+/// removes what the others wrote, so that a failed ADD leaves nothing behind. (`remove`
+/// takes the lock that `add` holds while it runs.)
+fn all_or_nothing(
+    add: impl FnOnce() -> Result<(), FirewallError>,
+    remove: impl FnOnce() -> Result<(), FirewallError>,
+) -> Result<(), FirewallError> {
+    add().inspect_err(|_| {
+        let _ = remove();
+    })
+}
+
 pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    all_or_nothing(
+        || write_masquerade(owner, addresses),
+        || del_masquerade(owner),
+    )
+}
+
+fn write_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
     let chain = chain_name(owner);
-    let comment = comment(owner.network, owner.container_id);
+    let comment = quoted(&comment("", owner.network, owner.container_id));
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
         if family.is_empty() {
@@ -103,27 +217,39 @@ pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<()
     Ok(())
 }
 
-/// The container ID in a rule's comment, when the rule belongs to `network`.
-fn rule_container<'a>(line: &'a str, network: &str) -> Option<&'a str> {
-    let marker = format!(r#"name: \"{network}\" id: \""#);
-    let start = line.find(&marker)? + marker.len();
-    let rest = &line[start..];
-    rest.find(r#"\""#).map(|end| &rest[..end])
+/// Picks the rules of `owner` of `kind`, by their comments.
+fn owned_by(kind: &str, owner: Owner) -> impl Fn(&str) -> bool {
+    let ours = comments(kind, owner.network, owner.container_id);
+    move |comment| ours.iter().any(|c| c == comment)
+}
+
+/// Picks the rules of `kind` of `network`'s containers that are not in `valid`. The
+/// reference's comment names no interface, so an attachment counts as valid when any valid
+/// attachment has its container ID.
+fn stale_in<'a>(
+    kind: &'a str,
+    network: &'a str,
+    valid: &[AttachmentKey],
+) -> impl Fn(&str) -> bool + 'a {
+    let kept: HashSet<String> = valid
+        .iter()
+        .flat_map(|k| comments(kind, network, &k.container_id))
+        .collect();
+    move |comment| of_network(comment, kind, network) && !kept.contains(comment)
 }
 
 /// Both families, for removals that cannot know which ones hold rules.
 const BOTH_FAMILIES: [bool; 2] = [false, true];
 
-/// Removes the rules of `parent` in `table` owned by containers of `network` for which
-/// `stale` says so, and the per-container chains (named with `prefix`) they jump to, in one
-/// restore per family of `families` (`true` for IPv6).
+/// Removes the rules of `parent` in `table` with a comment `select` picks, and the
+/// per-container chains (named with `prefix`) they jump to, in one restore per family of
+/// `families` (`true` for IPv6).
 fn remove_where(
     table: &str,
     parent: &str,
     prefix: Option<&str>,
-    network: &str,
     families: &[bool],
-    stale: impl Fn(&str) -> bool,
+    select: impl Fn(&str) -> bool,
 ) -> Result<(), FirewallError> {
     let _one_at_a_time = serialized()?;
     let rule_prefix = format!("-A {parent} ");
@@ -141,10 +267,7 @@ fn remove_where(
             let Some(rule) = line.strip_prefix(&rule_prefix) else {
                 continue;
             };
-            let Some(container_id) = rule_container(rule, network) else {
-                continue;
-            };
-            if !stale(container_id) {
+            if !comments_of(rule).iter().any(|c| select(c)) {
                 continue;
             }
             let _ = writeln!(input, "-D {parent} {rule}");
@@ -175,9 +298,8 @@ pub(super) fn del_masquerade(owner: Owner) -> Result<(), FirewallError> {
         "nat",
         "POSTROUTING",
         Some("CNI-"),
-        owner.network,
         &BOTH_FAMILIES,
-        |container_id| container_id == owner.container_id,
+        owned_by("", owner),
     )
 }
 
@@ -205,16 +327,13 @@ pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bo
     Ok(true)
 }
 
-/// The reference's comment names no interface, so an attachment counts as valid when any
-/// valid attachment has its container ID.
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
     remove_where(
         "nat",
         "POSTROUTING",
         Some("CNI-"),
-        network,
         &BOTH_FAMILIES,
-        |container_id| !valid.iter().any(|k| k.container_id == container_id),
+        stale_in("", network, valid),
     )
 }
 
@@ -270,14 +389,16 @@ fn shared_chains(saved: &str, rules: &PortmapRules, mark: &str, input: &mut Stri
 }
 
 pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+    all_or_nothing(|| write_portmap(owner, rules), || del_portmap(owner))
+}
+
+fn write_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
     let _one_at_a_time = serialized()?;
     let chain = dnat_chain(owner);
-    let comment = format!(
-        r#""dnat name: \"{}\" id: \"{}\"""#,
-        owner.network, owner.container_id
-    );
+    let comment = quoted(&comment(DNAT, owner.network, owner.container_id));
+    let ours = owned_by(DNAT, owner);
     let mark = format!("{:#x}", 1u32 << rules.mark_bit);
-    let set_mark = rules.external_mark_chain.unwrap_or(HOSTPORT_SETMARK);
+    let set_mark = quoted(rules.external_mark_chain.unwrap_or(HOSTPORT_SETMARK));
     for v6 in [false, true] {
         let mappings: Vec<(&super::PortMapping, &IpNetwork)> = rules
             .mappings
@@ -296,7 +417,7 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
         let _ = writeln!(input, ":{chain} - [0:0]");
         let jump_prefix = format!("-A {HOSTPORT_DNAT} ");
         for old_jump in saved.lines().filter_map(|l| l.strip_prefix(&jump_prefix)) {
-            if rule_container(old_jump, owner.network) == Some(owner.container_id) {
+            if comments_of(old_jump).iter().any(|c| ours(c)) {
                 let _ = writeln!(input, "-D {HOSTPORT_DNAT} {old_jump}");
             }
         }
@@ -304,8 +425,10 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
             rules.conditions_v6
         } else {
             rules.conditions_v4
-        }
-        .join(" ");
+        };
+        // The admin's tokens, each one argument as the reference passes them.
+        let conditions: Vec<String> = conditions.iter().map(|c| quoted(c)).collect();
+        let conditions = conditions.join(" ");
         let host = if v6 { 128 } else { 32 };
         let mut protocols: Vec<String> = mappings
             .iter()
@@ -373,9 +496,8 @@ pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
         "nat",
         HOSTPORT_DNAT,
         Some("CNI-DN-"),
-        owner.network,
         &BOTH_FAMILIES,
-        |container_id| container_id == owner.container_id,
+        owned_by(DNAT, owner),
     )
 }
 
@@ -401,9 +523,8 @@ pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), F
         "nat",
         HOSTPORT_DNAT,
         Some("CNI-DN-"),
-        network,
         &BOTH_FAMILIES,
-        |container_id| !valid.iter().any(|k| k.container_id == container_id),
+        stale_in(DNAT, network, valid),
     )
 }
 
@@ -429,8 +550,19 @@ pub(super) fn allow_forward(
     addresses: &[IpNetwork],
     admin_chain: &str,
 ) -> Result<(), FirewallError> {
+    all_or_nothing(
+        || write_forward(owner, addresses, admin_chain),
+        || del_forward(owner, addresses),
+    )
+}
+
+fn write_forward(
+    owner: Owner,
+    addresses: &[IpNetwork],
+    admin_chain: &str,
+) -> Result<(), FirewallError> {
     let _one_at_a_time = serialized()?;
-    let comment = comment(owner.network, owner.container_id);
+    let comment = quoted(&comment("", owner.network, owner.container_id));
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
         if family.is_empty() {
@@ -446,9 +578,11 @@ pub(super) fn allow_forward(
             );
         }
         if !chain_exists(&saved, admin_chain) {
+            // A declaration is split at blanks, never unquoted; the config has no blanks.
             let _ = writeln!(
                 input,
-                ":{admin_chain} - [0:0]\n-I {FORWARD_CHAIN} 1 -m comment --comment \"CNI firewall plugin admin overrides\" -j {admin_chain}"
+                ":{admin_chain} - [0:0]\n-I {FORWARD_CHAIN} 1 -m comment --comment \"CNI firewall plugin admin overrides\" -j {}",
+                quoted(admin_chain)
             );
         }
         let host = if v6 { 128 } else { 32 };
@@ -490,13 +624,13 @@ pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), F
         "filter",
         FORWARD_CHAIN,
         None,
-        owner.network,
         &families,
-        |container_id| container_id == owner.container_id,
+        owned_by("", owner),
     )
 }
 
 pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+    let ours = owned_by("", owner);
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
         if family.is_empty() {
@@ -506,10 +640,9 @@ pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool,
         let host = if v6 { 128 } else { 32 };
         let present = family.iter().all(|address| {
             let source = format!("-A {FORWARD_CHAIN} -s {}/{host} ", address.ip());
-            saved.lines().any(|l| {
-                l.starts_with(&source)
-                    && rule_container(l, owner.network) == Some(owner.container_id)
-            })
+            saved
+                .lines()
+                .any(|l| l.starts_with(&source) && comments_of(l).iter().any(|c| ours(c)))
         });
         if !present {
             return Ok(false);
@@ -523,14 +656,14 @@ pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), F
         "filter",
         FORWARD_CHAIN,
         None,
-        network,
         &BOTH_FAMILIES,
-        |container_id| !valid.iter().any(|k| k.container_id == container_id),
+        stale_in("", network, valid),
     )
 }
 
 /// Traffic entering from `bridge` may not leave into another isolated bridge (the
-/// reference's two-stage isolation chains), added once per bridge.
+/// reference's two-stage isolation chains), added once per bridge. iptables-save prints
+/// interface names bare, and restore reads them quoted.
 pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
     let _one_at_a_time = serialized()?;
     for v6 in [false, true] {
@@ -548,11 +681,18 @@ pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
         if !chain_exists(&saved, ISOLATION_2) {
             let _ = writeln!(input, ":{ISOLATION_2} - [0:0]");
         }
-        for rule in [
-            format!("-A {ISOLATION_1} -i {bridge} ! -o {bridge} -j {ISOLATION_2}"),
-            format!("-A {ISOLATION_2} -o {bridge} -j DROP"),
+        let name = quoted(bridge);
+        for (saved_as, rule) in [
+            (
+                format!("-A {ISOLATION_1} -i {bridge} ! -o {bridge} -j {ISOLATION_2}"),
+                format!("-A {ISOLATION_1} -i {name} ! -o {name} -j {ISOLATION_2}"),
+            ),
+            (
+                format!("-A {ISOLATION_2} -o {bridge} -j DROP"),
+                format!("-A {ISOLATION_2} -o {name} -j DROP"),
+            ),
         ] {
-            if !saved.lines().any(|l| l == rule) {
+            if !saved.lines().any(|l| l == saved_as) {
                 let _ = writeln!(input, "{rule}");
             }
         }
@@ -578,8 +718,44 @@ mod tests {
         assert_eq!(chain_name(owner).len(), 28);
         assert!(chain_name(owner).starts_with("CNI-"));
         let line = r#"-A POSTROUTING -s 10.1.0.5/32 -m comment --comment "name: \"mynet\" id: \"abc\"" -j CNI-0123"#;
-        assert_eq!(rule_container(line, "mynet"), Some("abc"));
-        assert_eq!(rule_container(line, "other"), None);
-        assert_eq!(comment("mynet", "abc"), r#""name: \"mynet\" id: \"abc\"""#);
+        assert_eq!(comments_of(line), [r#"name: "mynet" id: "abc""#]);
+        assert!(owned_by("", owner)(&comments_of(line)[0]));
+        assert!(!owned_by(DNAT, owner)(&comments_of(line)[0]));
+        assert_eq!(
+            quoted(&comment("", "mynet", "abc")),
+            r#""name: \"mynet\" id: \"abc\"""#
+        );
+        assert_eq!(
+            comment(DNAT, "mynet", "abc"),
+            r#"dnat name: "mynet" id: "abc""#
+        );
+    }
+
+    #[test]
+    fn long_comments_fit_stay_unique_and_keep_their_old_forms() {
+        let (long, alike) = ("c".repeat(300), format!("{}d", "c".repeat(299)));
+        let (a, b) = (comment(DNAT, "net", &long), comment(DNAT, "net", &alike));
+        assert!(a.len() <= COMMENT_MAX && b.len() <= COMMENT_MAX, "{a}");
+        assert_ne!(a, b);
+        assert!(of_network(&a, DNAT, "net") && !of_network(&a, "", "net"));
+        let old = comments(DNAT, "net", &long);
+        assert_eq!(old[0], a);
+        assert_eq!(old[1].len(), COMMENT_MAX);
+        assert!(old[2].ends_with("cc.."), "{}", old[2]);
+        let network = "n".repeat(250);
+        let short = comment("", &network, "abc");
+        assert!(short.len() <= COMMENT_MAX, "{short}");
+        assert!(of_network(&short, "", &network));
+        assert!(!of_network(&short, "", "n"));
+    }
+
+    #[test]
+    fn values_are_one_quoted_argument_and_comments_read_back() {
+        assert_eq!(quoted(r#"br"x\y"#), r#""br\"x\\y""#);
+        let rule = format!(
+            "-A X -i e#x -m comment --comment {} -m comment --comment bare -j Y",
+            quoted(r#"say "hi" \ ok"#)
+        );
+        assert_eq!(comments_of(&rule), [r#"say "hi" \ ok"#, "bare"]);
     }
 }

@@ -43,8 +43,6 @@ pub enum FirewallError {
     PortTaken(String),
     #[error("cannot read {tool} output: {reason}")]
     Parse { tool: &'static str, reason: String },
-    #[error("network name, container ID and interface name together ({owner:?}) exceed the {max} bytes an nftables comment holds")]
-    OwnerTooLong { owner: String, max: usize },
     #[error("nftables refused the change")]
     Kernel(#[from] crate::netlink::NetlinkError),
 }
@@ -57,19 +55,44 @@ pub struct Owner<'a> {
     pub ifname: &'a str,
 }
 
-impl Owner<'_> {
-    fn is_valid(&self, valid: &[AttachmentKey]) -> bool {
-        valid
-            .iter()
-            .any(|k| k.container_id == self.container_id && k.ifname == self.ifname)
-    }
-}
-
 /// The first `len` hex digits of SHA-512 over `text`: short, stable names for chains.
 pub(crate) fn digest(text: &str, len: usize) -> String {
     let hash = Sha512::digest(text.as_bytes());
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     hex[..len].to_string()
+}
+
+/// Hex digits of the hash that keeps a shortened name unique: 128 bits.
+const UNIQUE_DIGITS: usize = 32;
+
+/// The longest network name a shortened owner comment keeps whole.
+const NETWORK_ROOM: usize = 48;
+
+/// The longest start of `text` that fits in `max` bytes.
+fn head(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `text` as `<its head>~<hash of the whole>` in `room` bytes (at least 40): readable, and
+/// unique as the hash is. Names of networks and container IDs never hold `~`, so a
+/// shortened name never equals one kept whole.
+fn shortened(text: &str, room: usize) -> String {
+    let kept = head(text, room.saturating_sub(UNIQUE_DIGITS + 1));
+    format!("{kept}~{}", digest(text, UNIQUE_DIGITS))
+}
+
+/// A network's name as an owner comment holds it once that comment has to be shortened:
+/// whole up to [`NETWORK_ROOM`] bytes, so the comments of a network still share a prefix.
+fn network_in_short_comment(network: &str) -> std::borrow::Cow<'_, str> {
+    if network.len() <= NETWORK_ROOM {
+        network.into()
+    } else {
+        shortened(network, NETWORK_ROOM).into()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,15 +24,23 @@
 //! Listings read every map and set of a table, so elements of earlier development versions
 //! (verdict maps jumping to per-attachment chains) are found by owner like any other (GC,
 //! DEL without prevResult) and removed with their chains.
+//!
+//! Values reach nft text only where nft cannot misread them: addresses, numbers, hashed
+//! chain names and owner comments of a plain alphabet (see [`comment`]). An admin's
+//! conditions are nft syntax by design; names that may hold anything (a bridge's) go over
+//! netlink.
 
 use ipnetwork::IpNetwork;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use super::{digest, run, FirewallError, Owner, PortmapRules};
+use super::{
+    digest, head, network_in_short_comment, run, FirewallError, Owner, PortmapRules, UNIQUE_DIGITS,
+};
 use crate::cni::AttachmentKey;
-use crate::netlink::nftables::{Batch, Data, Family, Field, Key};
+use crate::netlink::nftables::{Batch, Data, Expr, Family, Field, Key};
 use crate::netlink::MacAddr;
 
 struct Scheme {
@@ -192,10 +200,6 @@ impl Element {
     fn chain(&self) -> Option<&str> {
         self.value["jump"]["target"].as_str()
     }
-
-    fn matches(&self, entry: &Entry) -> bool {
-        self.map == entry.map && key_text(&self.key) == entry.key.to_string()
-    }
 }
 
 impl Scheme {
@@ -245,7 +249,7 @@ impl Scheme {
     /// Adds the attachment's elements and manifest. A non-exclusive key another attachment
     /// holds is stale (keys are the attachment's own addresses and ports): it is taken over.
     fn add(&self, owner: Owner, entries: &[Entry]) -> Result<(), FirewallError> {
-        let comment = owned_comment(owner)?;
+        let comment = comment(owner);
         let manifest = manifest(owner, entries);
         let batch = |take_over: bool| {
             let mut batch = Batch::new(self.family, self.table);
@@ -259,8 +263,8 @@ impl Scheme {
                 batch.add_element(
                     entry.map,
                     &entry.key,
-                    &entry.data,
-                    &comment,
+                    Some(&entry.data),
+                    Some(&comment),
                     entry.exclusive,
                 );
             }
@@ -277,7 +281,9 @@ impl Scheme {
     }
 
     /// [`Scheme::add`] for a chain of rules only nft can compile (they carry an admin's nft
-    /// tokens), with entries that jump to it.
+    /// tokens), with entries that jump to it. Everything else in the text is data nft cannot
+    /// misread: addresses, numbers, hashed chain names and the owner's comment, which keeps
+    /// to an alphabet of its own (see [`comment`]).
     fn add_with_chain(
         &self,
         owner: Owner,
@@ -285,7 +291,7 @@ impl Scheme {
         rules: &[String],
         entries: &[Entry],
     ) -> Result<(), FirewallError> {
-        let comment = owned_comment(owner)?;
+        let comment = comment(owner);
         let table = self.table();
         let mut batch = format!("add chain {table} {chain}\nflush chain {table} {chain}\n");
         for rule in rules {
@@ -434,7 +440,13 @@ impl Scheme {
                 batch.add_chain(chain);
             }
             for entry in entries {
-                batch.add_element(entry.map, &entry.key, &entry.data, &comment, false);
+                batch.add_element(
+                    entry.map,
+                    &entry.key,
+                    Some(&entry.data),
+                    Some(&comment),
+                    false,
+                );
                 batch.delete_element(entry.map, &entry.key);
             }
             if let Some(chain) = chain {
@@ -445,45 +457,74 @@ impl Scheme {
                 return Ok(());
             }
         }
-        let ours = comment(owner);
-        self.remove_where(|e| e.comment == ours)
+        let ours = comments(owner);
+        self.remove_where(|e| ours.contains(&e.comment))
     }
 
-    /// Whether every entry is there under the owner's name (and `chain`, when it has one).
-    fn has(
+    /// Whether every entry is there under the owner's name; an entry that jumps must find
+    /// the chain it jumps to.
+    fn has(&self, owner: Owner, entries: &[Entry]) -> Result<bool, FirewallError> {
+        let (elements, chains) = self.list()?;
+        let ours = comments(owner);
+        // Keys as listed, looked up once: a mapping of 1,000 ports has thousands of entries.
+        let listed: HashSet<(&str, String)> = elements
+            .iter()
+            .filter(|e| ours.contains(&e.comment))
+            .filter(|e| e.chain().is_none_or(|c| chains.iter().any(|l| l == c)))
+            .map(|e| (e.map.as_str(), key_text(&e.key)))
+            .collect();
+        Ok(entries
+            .iter()
+            .all(|entry| listed.contains(&(entry.map, entry.key.to_string()))))
+    }
+
+    /// The exclusive keys of `entries` that another owner holds (all of them, when none is:
+    /// then the owner's own elements map them elsewhere), as nft writes them.
+    fn held_by_others(
         &self,
         owner: Owner,
         entries: &[Entry],
-        chain: Option<&str>,
-    ) -> Result<bool, FirewallError> {
-        let (elements, chains) = self.list()?;
-        let ours = comment(owner);
-        Ok(
-            chain.is_none_or(|c| chains.iter().any(|listed| listed == c))
-                && entries.iter().all(|entry| {
-                    elements
-                        .iter()
-                        .any(|e| e.comment == ours && e.matches(entry))
-                }),
-        )
+    ) -> Result<Vec<String>, FirewallError> {
+        let (elements, _) = self.list()?;
+        let ours = comments(owner);
+        let held: HashSet<(&str, String)> = elements
+            .iter()
+            .filter(|e| !ours.contains(&e.comment))
+            .map(|e| (e.map.as_str(), key_text(&e.key)))
+            .collect();
+        let exclusive = entries.iter().filter(|e| e.exclusive);
+        let mut taken: Vec<String> = exclusive
+            .clone()
+            .filter(|e| held.contains(&(e.map, e.key.to_string())))
+            .map(|e| e.key.to_string())
+            .collect();
+        if taken.is_empty() {
+            taken = exclusive.map(|e| e.key.to_string()).collect();
+        }
+        // A key with conditions is in two maps.
+        taken.dedup();
+        Ok(taken)
     }
 
+    /// Removes the elements of `network`'s attachments that are not in `valid`, whichever
+    /// form their comments take.
     fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-        let prefix = format!("{network}/");
+        let prefixes = [
+            format!("{network}/"),
+            format!("{}/", network_in_short_comment(network)),
+        ];
+        let kept: HashSet<String> = valid
+            .iter()
+            .flat_map(|k| {
+                comments(Owner {
+                    network,
+                    container_id: &k.container_id,
+                    ifname: &k.ifname,
+                })
+            })
+            .collect();
         self.remove_where(|e| {
-            let Some((container_id, ifname)) = e
-                .comment
-                .strip_prefix(&prefix)
-                .and_then(|r| r.split_once('/'))
-            else {
-                return false;
-            };
-            !Owner {
-                network,
-                container_id,
-                ifname,
-            }
-            .is_valid(valid)
+            prefixes.iter().any(|p| e.comment.starts_with(p)) && !kept.contains(&e.comment)
         })
     }
 }
@@ -511,20 +552,50 @@ fn key_text(value: &Value) -> String {
 /// The longest comment nft accepts and reads back; elements carry their owner in it.
 const COMMENT_MAX: usize = 128;
 
-fn comment(owner: Owner) -> String {
+/// `<network>/<containerID>/<ifname>`.
+fn whole_name(owner: Owner) -> String {
     format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname)
 }
 
-/// The owner's comment, refused when nft could not read it back.
-fn owned_comment(owner: Owner) -> Result<String, FirewallError> {
-    let comment = comment(owner);
-    if comment.len() > COMMENT_MAX {
-        return Err(FirewallError::OwnerTooLong {
-            owner: comment,
-            max: COMMENT_MAX,
-        });
+/// Whether `text` keeps to the alphabet of network names and container IDs (skel refuses
+/// others), `[A-Za-z0-9_.-]`.
+fn plain(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// How elements name their owner: [`whole_name`] when it fits in a comment and the
+/// interface name keeps to the alphabet of the other two; else the network, the head of
+/// the container ID and a hash of the whole name (unique as the hash is). A comment thus
+/// holds nothing but `[A-Za-z0-9_.-/~]`, which stays data inside `nft -f` text too, where
+/// rules with an admin's conditions go: nft's quoted strings know no escapes, so a `"` in an
+/// interface name (the kernel allows it) would end the string and the rest would be read
+/// as nft syntax.
+fn comment(owner: Owner) -> String {
+    let whole = whole_name(owner);
+    if whole.len() <= COMMENT_MAX && plain(owner.ifname) {
+        return whole;
     }
-    Ok(comment)
+    let network = network_in_short_comment(owner.network);
+    let room = COMMENT_MAX - network.len() - UNIQUE_DIGITS - 2;
+    format!(
+        "{network}/{}~{}",
+        head(owner.container_id, room),
+        digest(&whole, UNIQUE_DIGITS)
+    )
+}
+
+/// Every comment an owner's elements may carry: [`comment`], and the whole name, which
+/// earlier versions wrote whatever the interface name held (where it fit): DEL, CHECK and
+/// GC still find what they added.
+fn comments(owner: Owner) -> Vec<String> {
+    let current = comment(owner);
+    let whole = whole_name(owner);
+    if whole == current || whole.len() > COMMENT_MAX {
+        vec![current]
+    } else {
+        vec![current, whole]
+    }
 }
 
 /// The first 32 bits of SHA-512 over `text`.
@@ -595,7 +666,7 @@ pub(super) fn del_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<()
 }
 
 pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
-    MASQUERADE.has(owner, &masquerade_entries(owner, addresses), None)
+    MASQUERADE.has(owner, &masquerade_entries(owner, addresses))
 }
 
 pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -627,7 +698,7 @@ pub(super) fn has_spoofcheck(
     port: &str,
     mac: MacAddr,
 ) -> Result<bool, FirewallError> {
-    SPOOFCHECK.has(owner, &spoofcheck_entries(owner, port, mac), None)
+    SPOOFCHECK.has(owner, &spoofcheck_entries(owner, port, mac))
 }
 
 pub(super) fn gc_spoofcheck(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -749,12 +820,7 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
         // A runtime retrying ADD finds its own mapping in place: nothing to add.
         Err(e) if key_taken(&e) && has_portmap(owner, rules).unwrap_or(false) => Ok(()),
         Err(e) if key_taken(&e) => Err(FirewallError::PortTaken(
-            entries
-                .iter()
-                .filter(|e| e.exclusive)
-                .map(|e| e.key.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            PORTMAP.held_by_others(owner, &entries)?.join(", "),
         )),
         other => other,
     }
@@ -778,8 +844,7 @@ pub(super) fn del_portmap(owner: Owner, rules: Option<&PortmapRules>) -> Result<
 }
 
 pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
-    let chain = has_conditions(rules).then(|| portmap_chain(owner));
-    PORTMAP.has(owner, &portmap_entries(owner, rules), chain.as_deref())
+    PORTMAP.has(owner, &portmap_entries(owner, rules))
 }
 
 pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
@@ -806,22 +871,89 @@ pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), F
 }
 
 pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
-    FORWARD.has(owner, &forward_entries(owner, addresses), None)
+    FORWARD.has(owner, &forward_entries(owner, addresses))
 }
 
 pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
     FORWARD.gc(network, valid)
 }
 
+/// `isolated` gets the bridge, and `isolation` sends what enters from it to a chain that
+/// drops it toward any other isolated bridge. The bridge's name is an admin's, and may hold
+/// any character the kernel takes (`"`, `;`, `{`, `#`): it goes as netlink data, never as
+/// nft text.
 pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
-    let table = FORWARD.table();
     let chain = format!("iso-{}", digest(bridge, 16));
-    let batch = format!(
-        "add element {table} isolated {{ \"{bridge}\" }}\n\
-         add chain {table} {chain}\n\
-         flush chain {table} {chain}\n\
-         add rule {table} {chain} oifname != \"{bridge}\" oifname @isolated drop\n\
-         add element {table} isolation {{ \"{bridge}\" : jump {chain} }}\n"
+    let name = Field::Ifname(bridge.to_string());
+    let key = Key::exact(vec![name.clone()]);
+    let mut batch = Batch::new(FORWARD.family, FORWARD.table);
+    batch.add_element("isolated", &key, None, None, false);
+    batch.add_chain(&chain);
+    batch.flush_chain(&chain);
+    batch.add_rule(
+        &chain,
+        &[
+            Expr::LoadOifname,
+            Expr::NotEqual(name),
+            Expr::LoadOifname,
+            Expr::InSet("isolated"),
+            Expr::Drop,
+        ],
     );
-    FORWARD.apply_on_base(&batch)
+    let jump = Data::Jump(chain.clone());
+    batch.add_element("isolation", &key, Some(&jump), None, false);
+    FORWARD.commit_on_base(&batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner<'a>(network: &'a str, container_id: &'a str, ifname: &'a str) -> Owner<'a> {
+        Owner {
+            network,
+            container_id,
+            ifname,
+        }
+    }
+
+    #[test]
+    fn owners_are_named_in_full_where_that_fits_and_is_plain() {
+        let plain = owner("net", "abc", "eth0.100");
+        assert_eq!(comment(plain), "net/abc/eth0.100");
+        assert_eq!(comments(plain), ["net/abc/eth0.100"]);
+    }
+
+    #[test]
+    fn other_owners_get_short_plain_unique_names_and_keep_their_old_ones() {
+        let (long, alike) = ("c".repeat(300), format!("{}d", "c".repeat(299)));
+        let network = "n".repeat(200);
+        let owners = [
+            owner("net", &long, "eth0"),
+            owner("net", &alike, "eth0"),
+            owner("net", "abc", r#"e"x"#),
+            owner("net", "abc", "e;x"),
+            owner(&network, "abc", "eth0"),
+        ];
+        let names: Vec<String> = owners.iter().map(|o| comment(*o)).collect();
+        for name in &names {
+            assert!(name.len() <= COMMENT_MAX, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-/~".contains(&b)),
+                "{name}"
+            );
+        }
+        let unique: HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(names[0].starts_with("net/cccccccccc"), "{}", names[0]);
+        assert!(names[4].starts_with(&format!("{}/", network_in_short_comment(&network))));
+        // What earlier versions wrote for an interface name nft text could not hold.
+        assert_eq!(
+            comments(owners[2]),
+            [names[2].clone(), r#"net/abc/e"x"#.to_string()]
+        );
+        // Nothing was ever written for names too long for a comment.
+        assert_eq!(comments(owners[0]), [names[0].clone()]);
+    }
 }

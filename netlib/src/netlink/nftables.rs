@@ -1,5 +1,6 @@
-//! nf_tables over netlink, encode-only: the map elements a plugin's ADD and DEL write, as one
-//! atomic batch.
+//! nf_tables over netlink, encode-only: the map elements a plugin's ADD and DEL write (and
+//! the few chains and rules that must hold a value, such as a bridge's name, as data), as
+//! one atomic batch of any size.
 //!
 //! Why not `nft -f` for these: every `nft` run first loads the table's chains and rules (and
 //! an interval map's elements) into its cache, so with 1,000 containers adding one element
@@ -29,6 +30,7 @@ const NLMSG_ERROR: u16 = 2;
 
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -39,6 +41,7 @@ const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
 
 // Attribute numbers from linux/netfilter/nf_tables.h.
@@ -46,6 +49,18 @@ const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_META_DREG: u16 = 1;
+const NFTA_META_KEY: u16 = 2;
+const NFTA_CMP_SREG: u16 = 1;
+const NFTA_CMP_OP: u16 = 2;
+const NFTA_CMP_DATA: u16 = 3;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_IMMEDIATE_DREG: u16 = 1;
+const NFTA_IMMEDIATE_DATA: u16 = 2;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
@@ -61,6 +76,12 @@ const NFTA_SET_ELEM_KEY_END: u16 = 10;
 /// nftnl's user-data type for an element comment, which `nft list` shows.
 const UDATA_SET_ELEM_COMMENT: u8 = 0;
 const NFT_JUMP: i32 = -3;
+const NF_DROP: i32 = 0;
+const NFT_META_OIFNAME: u32 = 7;
+const NFT_CMP_NEQ: u32 = 1;
+/// The verdict register, and the first data register.
+const NFT_REG_VERDICT: u32 = 0;
+const NFT_REG_1: u32 = 1;
 /// Interface names are keys of IFNAMSIZ bytes.
 const IFNAMSIZ: usize = 16;
 
@@ -253,18 +274,78 @@ impl fmt::Display for Data {
     }
 }
 
+/// One expression of a rule: the few that rules written over netlink need, so that a value
+/// (an interface name) is compared as bytes and never parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expr<'a> {
+    /// `meta load oifname => reg 1`
+    LoadOifname,
+    /// `cmp neq reg 1 <value>`
+    NotEqual(Field),
+    /// `lookup reg 1 set <name>`: the rule goes on when register 1 is in the set.
+    InSet(&'a str),
+    /// `immediate reg 0 drop`
+    Drop,
+}
+
+impl Expr<'_> {
+    /// The kernel's name of the expression.
+    fn name(&self) -> &'static str {
+        match self {
+            Expr::LoadOifname => "meta",
+            Expr::NotEqual(_) => "cmp",
+            Expr::InSet(_) => "lookup",
+            Expr::Drop => "immediate",
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        nested(out, NFTA_LIST_ELEM, |out| {
+            attr_str(out, NFTA_EXPR_NAME, self.name());
+            nested(out, NFTA_EXPR_DATA, |out| match self {
+                Expr::LoadOifname => {
+                    attr(out, NFTA_META_DREG, &NFT_REG_1.to_be_bytes());
+                    attr(out, NFTA_META_KEY, &NFT_META_OIFNAME.to_be_bytes());
+                }
+                Expr::NotEqual(value) => {
+                    attr(out, NFTA_CMP_SREG, &NFT_REG_1.to_be_bytes());
+                    attr(out, NFTA_CMP_OP, &NFT_CMP_NEQ.to_be_bytes());
+                    nested(out, NFTA_CMP_DATA, |out| {
+                        attr(out, NFTA_DATA_VALUE, &value.bytes().0)
+                    });
+                }
+                Expr::InSet(set) => {
+                    attr_str(out, NFTA_LOOKUP_SET, set);
+                    attr(out, NFTA_LOOKUP_SREG, &NFT_REG_1.to_be_bytes());
+                }
+                Expr::Drop => {
+                    attr(out, NFTA_IMMEDIATE_DREG, &NFT_REG_VERDICT.to_be_bytes());
+                    nested(out, NFTA_IMMEDIATE_DATA, |out| {
+                        nested(out, NFTA_DATA_VERDICT, |out| {
+                            attr(out, NFTA_VERDICT_CODE, &NF_DROP.to_be_bytes())
+                        })
+                    });
+                }
+            });
+        });
+    }
+}
+
 /// The socket of the last committed batch, closed when the next batch commits or the process
 /// ends. Closing a netfilter socket makes the kernel first finish freeing what transactions
 /// deleted, which waits for an RCU grace period (about 20 ms here); left open, that happens
 /// in the background while the plugin does other work (deleting a veth waits for one too).
 static LINGERING: Mutex<Option<Socket>> = Mutex::new(None);
 
-/// One transaction on one table: everything in it applies, or nothing does.
+/// One transaction on one table: everything in it applies, or nothing does, whatever its
+/// size.
 pub struct Batch {
     buffer: Vec<u8>,
     family: Family,
     table: String,
     messages: u32,
+    /// Where the last message starts: the only one that asks for an acknowledgement.
+    last: usize,
 }
 
 impl Batch {
@@ -274,6 +355,7 @@ impl Batch {
             family,
             table: table.to_string(),
             messages: 0,
+            last: 0,
         };
         control(&mut batch.buffer, NFNL_MSG_BATCH_BEGIN);
         batch
@@ -301,24 +383,46 @@ impl Batch {
         });
     }
 
-    /// Maps `key` of map `map` to `data`. `exclusive`: fail (EEXIST) when the key exists,
-    /// instead of keeping it when it already maps to `data`.
+    /// Appends a rule to a chain.
+    pub fn add_rule(&mut self, chain: &str, expressions: &[Expr]) {
+        self.message(
+            NFT_MSG_NEWRULE,
+            NLM_F_CREATE | NLM_F_APPEND,
+            |out, table| {
+                attr_str(out, NFTA_RULE_TABLE, table);
+                attr_str(out, NFTA_RULE_CHAIN, chain);
+                nested(out, NFTA_RULE_EXPRESSIONS, |out| {
+                    for expression in expressions {
+                        expression.encode(out);
+                    }
+                });
+            },
+        );
+    }
+
+    /// Adds `key` to set `map`, or maps it to `data` in a map, with a comment `nft list`
+    /// shows. `exclusive`: fail (EEXIST) when the key exists, instead of keeping it when
+    /// it already maps to `data`.
     pub fn add_element(
         &mut self,
         map: &str,
         key: &Key,
-        data: &Data,
-        comment: &str,
+        data: Option<&Data>,
+        comment: Option<&str>,
         exclusive: bool,
     ) {
         let flags = NLM_F_CREATE | if exclusive { NLM_F_EXCL } else { 0 };
         self.element(NFT_MSG_NEWSETELEM, flags, map, key, |out| {
-            nested(out, NFTA_SET_ELEM_DATA, |out| data.encode(out));
-            let mut user_data = vec![UDATA_SET_ELEM_COMMENT, 0];
-            user_data.extend_from_slice(comment.as_bytes());
-            user_data.push(0);
-            user_data[1] = u8::try_from(user_data.len() - 2).unwrap_or(u8::MAX);
-            attr(out, NFTA_SET_ELEM_USERDATA, &user_data);
+            if let Some(data) = data {
+                nested(out, NFTA_SET_ELEM_DATA, |out| data.encode(out));
+            }
+            if let Some(comment) = comment {
+                let mut user_data = vec![UDATA_SET_ELEM_COMMENT, 0];
+                user_data.extend_from_slice(comment.as_bytes());
+                user_data.push(0);
+                user_data[1] = u8::try_from(user_data.len() - 2).unwrap_or(u8::MAX);
+                attr(out, NFTA_SET_ELEM_USERDATA, &user_data);
+            }
         });
     }
 
@@ -359,18 +463,36 @@ impl Batch {
         });
     }
 
-    /// Sends the batch and waits for the kernel's answer to each message: the first error
-    /// (with the kernel's errno) fails the whole transaction, which the kernel rolled back.
+    /// Sends the batch and waits for the kernel's verdict: an error for any message fails
+    /// the whole transaction, which the kernel rolled back.
+    ///
+    /// The kernel runs a batch inside the send and only then queues its answers, so they
+    /// cannot be read as they come: an answer that finds the receive buffer full is dropped
+    /// (ENOBUFS, though the batch may have committed), and a batch larger than the send
+    /// buffer is refused whole (EMSGSIZE). So only the last message asks for an
+    /// acknowledgement (the kernel reports errors whatever the flags), errors echo only the
+    /// header of what they refuse, and both buffers are sized to the batch: there is room
+    /// for an error to every message, as when a repeated ADD finds all its keys taken.
     pub fn commit(&self) -> Result<(), NetlinkError> {
         const OP: &str = "nftables batch";
-        let mut buffer = self.buffer.clone();
-        control(&mut buffer, NFNL_MSG_BATCH_END);
+        if self.messages == 0 {
+            return Ok(());
+        }
+        let buffer = self.sealed();
         let socket = super::connect(NETLINK_NETFILTER)?;
         let failed = |source| super::bare(OP, source);
+        socket.set_cap_ack(true).map_err(failed)?;
+        let answers = usize::try_from(self.messages).unwrap_or(usize::MAX);
+        size_buffer(&socket, Buffer::Send, buffer.len() + SEND_OVERHEAD).map_err(failed)?;
+        size_buffer(
+            &socket,
+            Buffer::Receive,
+            answers.saturating_mul(ANSWER_SIZE),
+        )
+        .map_err(failed)?;
         socket.send(&buffer, 0).map_err(failed)?;
-        let mut answered = 0;
         let mut receive = Vec::with_capacity(8192);
-        while answered < self.messages {
+        loop {
             receive.clear();
             socket.recv(&mut receive, 0).map_err(failed)?;
             let mut offset = 0;
@@ -397,29 +519,84 @@ impl Batch {
                             ),
                         });
                     }
-                    answered += 1;
+                    if u32_at(&receive, offset + 8) == self.messages {
+                        if let Ok(mut lingering) = LINGERING.lock() {
+                            *lingering = Some(socket);
+                        }
+                        return Ok(());
+                    }
                 }
                 offset += (length + 3) & !3;
             }
         }
-        if let Ok(mut lingering) = LINGERING.lock() {
-            *lingering = Some(socket);
-        }
-        Ok(())
+    }
+
+    /// What goes to the kernel: the messages, the last asking for an acknowledgement, and
+    /// the batch's end.
+    fn sealed(&self) -> Vec<u8> {
+        let mut buffer = self.buffer.clone();
+        let flags = self.last + 6;
+        let acked = u16::from_ne_bytes([buffer[flags], buffer[flags + 1]]) | NLM_F_ACK;
+        buffer[flags..flags + 2].copy_from_slice(&acked.to_ne_bytes());
+        control(&mut buffer, NFNL_MSG_BATCH_END);
+        buffer
     }
 
     fn message(&mut self, kind: u16, flags: u16, body: impl FnOnce(&mut Vec<u8>, &str)) {
         self.messages += 1;
-        let start = header(
+        self.last = header(
             &mut self.buffer,
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
-            NLM_F_REQUEST | NLM_F_ACK | flags,
+            NLM_F_REQUEST | flags,
             self.messages,
         );
+        let start = self.last;
         // nfgenmsg: family, version 0, resource id 0.
         self.buffer.extend_from_slice(&[self.family as u8, 0, 0, 0]);
         body(&mut self.buffer, &self.table);
         finish(&mut self.buffer, start);
+    }
+}
+
+/// What the receive buffer holds of one answer: the kernel counts an error's whole
+/// allocation, which with the echo capped to a header stays well under this.
+const ANSWER_SIZE: usize = 1024;
+
+/// What the kernel reserves of the send buffer beyond the message itself.
+const SEND_OVERHEAD: usize = 4096;
+
+enum Buffer {
+    Send,
+    Receive,
+}
+
+/// Sets a socket buffer to at least `bytes`: past the system's maximum where the process
+/// may (CAP_NET_ADMIN, as a plugin has), else up to it, and a batch beyond is refused with
+/// the kernel's errno.
+fn size_buffer(socket: &Socket, buffer: Buffer, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (forced, capped) = match buffer {
+        Buffer::Send => (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        Buffer::Receive => (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+    };
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let set = |option| {
+        // SAFETY: setsockopt reads exactly size_of::<c_int>() bytes from `value`, which
+        // lives across the call; the descriptor belongs to `socket`.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                std::ptr::addr_of!(value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(forced) == 0 || set(capped) == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -527,18 +704,25 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_frames_every_message_and_counts_those_answered() {
+    fn a_batch_frames_every_message_and_only_the_last_asks_for_an_answer() {
         let mut batch = Batch::new(Family::Inet, "t");
         batch.add_chain("c");
         batch.delete_chain("c");
         assert_eq!(batch.messages, 2);
-        // Begin (20 bytes), then the chain message, each length-prefixed and aligned.
-        assert_eq!(u32_at(&batch.buffer, 0), 20);
-        let chain = u32_at(&batch.buffer, 20) as usize;
-        assert_eq!(chain % 4, 0);
-        assert_eq!(
-            u16::from_ne_bytes([batch.buffer[24], batch.buffer[25]]),
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN
-        );
+        let sealed = batch.sealed();
+        // Begin (20 bytes), then the chain messages, each length-prefixed and aligned.
+        assert_eq!(u32_at(&sealed, 0), 20);
+        let first = u32_at(&sealed, 20) as usize;
+        assert_eq!(first % 4, 0);
+        let flags = |at: usize| u16::from_ne_bytes([sealed[at + 6], sealed[at + 7]]);
+        let kind = |at: usize| u16::from_ne_bytes([sealed[at + 4], sealed[at + 5]]);
+        assert_eq!(kind(20), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN);
+        assert_eq!(flags(20) & NLM_F_ACK, 0);
+        let last = 20 + first;
+        assert_eq!(kind(last), (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELCHAIN);
+        assert_eq!(flags(last) & NLM_F_ACK, NLM_F_ACK);
+        let end = last + u32_at(&sealed, last) as usize;
+        assert_eq!(kind(end), NFNL_MSG_BATCH_END);
+        assert_eq!(end + 20, sealed.len());
     }
 }

@@ -210,7 +210,8 @@ fn allow_localnet(targets: &[IpNetwork]) -> Result<()> {
             continue;
         };
         if let Some(link) = netlink.link_by_index(index)? {
-            sysctl::set(&format!("net.ipv4.conf.{}.route_localnet", link.name), "1")?;
+            // Slashes: a link's name may hold dots (`cni.0`, `eth0.100`).
+            sysctl::set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
         }
     }
     Ok(())
