@@ -1,7 +1,9 @@
 //! cnictl against real plugins: the demo, a network's whole life (add, check, ls, status,
 //! del, gc), `run`, `netns`, and Kubernetes-style CNI_ARGS.
 
-use ferrocni_tests::{our_bin_dir, require_root, reserved_ips, NetnsGuard, TempDir};
+use ferrocni_tests::{
+    modes_under, our_bin_dir, require_root, reserved_ips, with_umask, NetnsGuard, TempDir,
+};
 use serde_json::{json, Value};
 use std::process::Output;
 
@@ -43,18 +45,19 @@ impl Setup {
 
     /// Runs cnictl from inside the sandbox host.
     fn cnictl(&self, args: &[&str]) -> Output {
-        self.host
-            .command(our_bin_dir().join("cnictl"))
-            .args([
-                "--conf-dir",
-                &self.conf.path_str(),
-                "--cache-dir",
-                &self.cache.path_str(),
-            ])
-            .args(["--path", &our_bin_dir().display().to_string()])
+        self.command(&self.cache.path_str())
             .args(args)
             .output()
             .expect("cnictl runs")
+    }
+
+    /// cnictl in the sandbox host with this setup's configs and plugins and `cache`.
+    fn command(&self, cache: &str) -> std::process::Command {
+        let mut command = self.host.command(our_bin_dir().join("cnictl"));
+        command
+            .args(["--conf-dir", &self.conf.path_str(), "--cache-dir", cache])
+            .args(["--path", &our_bin_dir().display().to_string()]);
+        command
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -206,4 +209,38 @@ fn netns_add_ls_del() {
         std::fs::read_to_string(&victim).expect("still there"),
         "keep"
     );
+}
+
+/// Started under `umask 000`, cnictl still keeps its result cache private as libcni does:
+/// directories 0700, entries 0600 (they hold every attachment's addresses and arguments).
+#[test]
+fn cache_modes_do_not_depend_on_the_umask() {
+    require_root!();
+    let setup = Setup::new();
+    let container = NetnsGuard::new("fkc");
+    // A cache directory that does not exist yet: cnictl makes every directory on the way.
+    let root = setup.cache.path().join("made");
+    let cache = root.join("cache").display().to_string();
+    let run = |args: &[&str]| {
+        let output = with_umask(&mut setup.command(&cache), 0)
+            .args(args)
+            .output()
+            .expect("cnictl runs");
+        assert!(
+            output.status.success(),
+            "cnictl {args:?}: {}",
+            text(&output)
+        );
+    };
+    run(&["add", "ctlnet", &container.path_str(), "--id", "umask"]);
+    assert_eq!(
+        modes_under(&root),
+        [
+            ("made".to_string(), 0o700),
+            ("made/cache".to_string(), 0o700),
+            ("made/cache/results".to_string(), 0o700),
+            ("made/cache/results/ctlnet-umask-eth0".to_string(), 0o600),
+        ]
+    );
+    run(&["del", "ctlnet", &container.path_str(), "--id", "umask"]);
 }
