@@ -710,3 +710,29 @@ fn the_daemon_serves_only_root_and_its_own_user() {
     status(Call::new(Impl::Ours, "dhcp", "STATUS").as_user(65534)).assert_error(999, "uid 65534");
     daemon.await_log("uid 65534", Duration::from_secs(2));
 }
+
+/// A lease record is input like any other: one whose namespace is no path the plugin could
+/// have sent (a relative one) is neither taken up nor forgotten, but left for an admin.
+#[test]
+fn a_restarted_daemon_refuses_a_record_no_plugin_sent() {
+    require_root!();
+    let lab = DhcpLab::new(false);
+    let container = NetnsGuard::new("fdhc");
+    let first = lab.daemon(Impl::Ours, &[]);
+    let config = lab.conf("1.0.0", &first.socket, json!({}));
+    let result = lab
+        .call(Impl::Ours, "ADD", "dhbad", &container, &config)
+        .success();
+    drop(first);
+    let record = lab.dir.path().join("dhcp-leases/dhnet:dhbad:eth0.json");
+    let mut planted: Value =
+        serde_json::from_slice(&std::fs::read(&record).expect("the record")).expect("JSON");
+    planted["netns"] = json!("run/netns/elsewhere");
+    std::fs::write(&record, planted.to_string()).expect("plant");
+
+    let second = lab.daemon(Impl::Ours, &[]);
+    second.await_log("is not an absolute path", Duration::from_secs(2));
+    ipam_call(&lab, "CHECK", "dhbad", &with_previous(&config, &result))
+        .assert_error(999, "holds no lease");
+    assert!(record.exists(), "the refused record stays");
+}
