@@ -159,15 +159,14 @@ fn open_dir(parent: BorrowedFd, name: &str) -> io::Result<OwnedFd> {
 /// A directory in `parent`, made with exactly `mode` if missing (mkdir(2) applies the
 /// umask), and opened.
 fn make_dir(parent: BorrowedFd, name: &str, mode: u32) -> io::Result<OwnedFd> {
-    match mkdirat(parent, name, Mode::from_bits_truncate(mode)) {
-        Ok(()) => {
-            let fd = open_dir(parent, name)?;
-            fchmod(&fd, Mode::from_bits_truncate(mode))?;
-            Ok(fd)
-        }
-        Err(Errno::EEXIST) => open_dir(parent, name),
-        Err(e) => Err(e.into()),
+    match open_dir(parent, name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
     }
+    mkdirat(parent, name, Mode::from_bits_truncate(mode))?;
+    let fd = open_dir(parent, name)?;
+    fchmod(&fd, Mode::from_bits_truncate(mode))?;
+    Ok(fd)
 }
 
 /// A small file in `dir`, read with as few syscalls as a file that fits one buffer allows.
@@ -370,22 +369,29 @@ fn open_store_dir(dir: &Path) -> io::Result<OwnedFd> {
         }
         other => other?,
     };
-    let status = fstat(&fd)?;
+    private(&fd).map_err(unsafe_store)?;
+    Ok(fd)
+}
+
+/// Why the directory `fd` opens is not private to this process's user, if it is not: owned
+/// by another user, or writable by group or others.
+fn private(fd: &OwnedFd) -> Result<(), String> {
+    let status = fstat(fd).map_err(|e| format!("cannot stat it: {e}"))?;
     // SAFETY: geteuid(2) cannot fail and touches no memory.
     let own = unsafe { libc::geteuid() };
     if status.st_uid != own {
-        return Err(unsafe_store(format!(
+        return Err(format!(
             "is owned by user {}, not by this plugin's user {own}",
             status.st_uid
-        )));
+        ));
     }
     if status.st_mode & 0o022 != 0 {
-        return Err(unsafe_store(format!(
+        return Err(format!(
             "is writable by others (mode {:o}): make it 0755",
             status.st_mode & 0o7777
-        )));
+        ));
     }
-    Ok(fd)
+    Ok(())
 }
 
 fn unsafe_store(reason: String) -> io::Error {
@@ -572,15 +578,18 @@ impl Store {
     }
 
     /// The index directory, made if `create` and missing; an error when it cannot be had
-    /// (missing, or something that is no directory of ours has its name).
+    /// (missing, or something that is no directory of ours has its name). One that others
+    /// could write (made under a careless umask by an older ferrocni) is no index to trust:
+    /// the store then works as the reference's does, from full reads.
     fn index(&self, create: bool) -> io::Result<BorrowedFd<'_>> {
         if self.index.get().is_none() {
             let opened = if create {
                 make_dir(self.fd.as_fd(), INDEX_DIR, INDEX_MODE)
             } else {
                 open_dir(self.fd.as_fd(), INDEX_DIR)
-            };
-            let _ = self.index.set(opened?);
+            }?;
+            private(&opened).map_err(unsafe_store)?;
+            let _ = self.index.set(opened);
         }
         self.index
             .get()
@@ -944,6 +953,50 @@ mod tests {
             .held_by("alpha", "eth0")
             .expect("store operation")
             .is_empty());
+    }
+
+    #[test]
+    fn an_index_others_could_write_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let temp = TempStore::new("careless");
+        {
+            let store = temp.open();
+            assert!(store
+                .reserve(ip("10.0.0.2"), "alpha", "eth0")
+                .expect("reserve"));
+            let alpha = store.held_by("alpha", "eth0").expect("held");
+            store.release(&alpha[0]).expect("release");
+        }
+        // As an older ferrocni under umask 000 left it; whoever could write there planted a
+        // spare of their own.
+        let index = temp.0.join("net").join(INDEX_DIR);
+        for dir in [index.clone(), index.join(SPARE_DIR)] {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+        }
+        let planted = index.join(SPARE_DIR).join("rplanted");
+        fs::write(&planted, "theirs").expect("plant");
+        let listing = || {
+            let mut names: Vec<_> = fs::read_dir(&index)
+                .expect("index")
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing();
+        let store = temp.open();
+        assert!(!store.index_is_complete());
+        assert!(store
+            .reserve(ip("10.0.0.3"), "beta", "eth0")
+            .expect("reserve"));
+        assert_eq!(
+            ips(&store.held_by("beta", "eth0").expect("held")),
+            [ip("10.0.0.3")]
+        );
+        drop(store);
+        assert_eq!(fs::read_to_string(&planted).expect("planted"), "theirs");
+        assert_eq!(listing(), before, "nothing was written into that index");
     }
 
     #[test]
