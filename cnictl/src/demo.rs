@@ -153,7 +153,7 @@ pub fn run() -> Result<(), CtlError> {
         "A network config: bridge (gateway, masquerade) + portmap, as a runtime would load it",
     );
     let conf_dir = dir.join("net.d");
-    std::fs::create_dir_all(&conf_dir).map_err(|e| CtlError::Io(conf_dir.clone(), e))?;
+
     let config = json!({
         "cniVersion": "1.1.0",
         "name": "demo",
@@ -165,9 +165,13 @@ pub fn run() -> Result<(), CtlError> {
         ]
     });
     let file = conf_dir.join("10-demo.conflist");
-    std::fs::write(
+    netlib::files::replace(
         &file,
-        serde_json::to_string_pretty(&config).unwrap_or_default(),
+        serde_json::to_string_pretty(&config)
+            .unwrap_or_default()
+            .as_bytes(),
+        netlib::files::PRIVATE_FILE,
+        netlib::files::PRIVATE_DIR,
     )
     .map_err(|e| CtlError::Io(file.clone(), e))?;
     println!(

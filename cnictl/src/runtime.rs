@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use netlib::cni::{AttachmentKey, Version};
+use netlib::files;
 use netlib::invoke;
 use netlib::netns::Netns;
 use serde::{Deserialize, Serialize};
@@ -202,7 +203,7 @@ impl Runtime {
     }
 
     pub fn cached(&self, network: &str, container_id: &str, ifname: &str) -> Option<CacheEntry> {
-        CacheEntry::parse(&std::fs::read(self.cache_file(network, container_id, ifname)).ok()?)
+        CacheEntry::parse(&files::read(&self.cache_file(network, container_id, ifname)).ok()?)
     }
 
     fn run_del(
@@ -269,7 +270,7 @@ impl Runtime {
         let mut entries: Vec<CacheEntry> = std::fs::read_dir(self.cache_dir.join("results"))
             .map(|dir| {
                 dir.flatten()
-                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|e| files::read(&e.path()).ok())
                     .filter_map(|b| CacheEntry::parse(&b))
                     .collect()
             })
@@ -339,21 +340,9 @@ impl Runtime {
     }
 }
 
+/// A cache entry as libcni writes one: mode 0600 in directories made 0700.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CtlError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| CtlError::Io(dir.to_path_buf(), e))?;
-    }
-    let temp = path.with_extension("tmp");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(bytes))
-        .and_then(|()| std::fs::rename(&temp, path))
+    files::replace(path, bytes, files::PRIVATE_FILE, files::PRIVATE_DIR)
         .map_err(|e| CtlError::Io(path.to_path_buf(), e))
 }
 

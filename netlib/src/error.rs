@@ -33,6 +33,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A record read back from disk that no ADD of the plugin would have written (someone
+    /// else wrote or replaced it): nothing is done with it, and it stays for an admin.
+    #[error("plugin state {path:?} is no record this plugin wrote: {reason}")]
+    Record {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// ADD found the interface it must create already there (the spec says ADD must fail).
     #[error("{0}")]
     AlreadyExists(String),
@@ -125,6 +132,7 @@ impl Error {
                 | FirewallError::PortTaken(_) => ErrorCode::Internal,
             },
             Error::State { .. } | Error::Proc { .. } => ErrorCode::Io,
+            Error::Record { .. } => ErrorCode::Decode,
             Error::Shaping(crate::shaping::ShapingError::Spawn(_)) => ErrorCode::Io,
             Error::Shaping(crate::shaping::ShapingError::Failed(_)) => ErrorCode::Internal,
             Error::AlreadyExists(_) | Error::Check(_) | Error::BridgeFull(_) => ErrorCode::Internal,

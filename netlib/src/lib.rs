@@ -7,6 +7,7 @@ pub mod attachment;
 pub mod bridge;
 pub mod cni;
 pub mod error;
+pub mod files;
 pub mod firewall;
 pub mod iface;
 pub mod invoke;

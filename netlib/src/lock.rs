@@ -1,10 +1,10 @@
 //! Advisory file locks for state shared between plugin processes.
 
-use nix::fcntl::{Flock, FlockArg};
-use std::fs::{File, OpenOptions};
+use nix::fcntl::{openat, Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::os::fd::BorrowedFd;
 
 /// An exclusive `flock` held until dropped. flock (not fcntl locks) because the reference's
 /// go-filemutex uses flock on the same files, so ours and theirs exclude each other.
@@ -22,16 +22,21 @@ impl FileLock {
         Ok(FileLock { _held: held })
     }
 
-    /// Creates `path` if needed and blocks until the lock is ours.
-    pub fn exclusive(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        let held = Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno)?;
+    /// Creates the file `name` in the directory `dir` if needed (never through a link) and
+    /// blocks until the lock is ours.
+    pub fn exclusive_in(dir: BorrowedFd, name: &str) -> io::Result<Self> {
+        let fd = openat(
+            dir,
+            name,
+            OFlag::O_RDWR
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        let held =
+            Flock::lock(File::from(fd), FlockArg::LockExclusive).map_err(|(_, errno)| errno)?;
         Ok(FileLock { _held: held })
     }
 }

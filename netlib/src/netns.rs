@@ -14,6 +14,7 @@ use nix::sys::statfs::{fstatfs, FsType, PROC_SUPER_MAGIC};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The magic of nsfs, where `/run/netns/*` bind mounts and `/proc/*/ns/net` point.
@@ -138,10 +139,13 @@ impl Netns {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(failed)?;
+        // As `ip netns add` makes them: the directory 0755, the mount point mode 0 (the
+        // namespace mounted on it shows its own mode).
+        crate::files::create_dir(dir, 0o755).map_err(failed)?;
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o000)
             .open(&path)
         {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

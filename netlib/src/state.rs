@@ -1,15 +1,15 @@
 //! State a plugin keeps between ADD and DEL (what to restore), one file per attachment
-//! under a directory, mode 0600, written atomically.
+//! under a directory only root reads (see [`crate::files`]), written atomically. What is
+//! read back is checked like any input ([`Record::check`]) before anything acts on it.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::cni::AttachmentKey;
 use crate::error::{Error, Result};
+use crate::files::{self, PRIVATE_DIR, PRIVATE_FILE};
 
 /// Which attachment a record belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +17,25 @@ pub struct Key<'a> {
     pub network: &'a str,
     pub container_id: &'a str,
     pub ifname: &'a str,
+}
+
+/// What a plugin records. A record read back is input like any other, chosen by whoever
+/// could write the directory: `check` says why it is not one the plugin's ADD would have
+/// written (naming the field), and then DEL acts on none of it.
+pub trait Record: Serialize + DeserializeOwned {
+    fn check(&self) -> std::result::Result<(), String>;
+}
+
+/// A plugin config kept for DEL (vxlan's bridge config): it goes through the same decoding
+/// and validation as a runtime's config when it is used.
+impl Record for serde_json::Value {
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.is_object() {
+            Ok(())
+        } else {
+            Err("the recorded config is not a JSON object".to_string())
+        }
+    }
 }
 
 pub struct Store {
@@ -47,23 +66,11 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Writes `value` as JSON to `path` (creating its directory) so that readers see the old
-/// file or the new one, never half of one: a temporary file, then a rename. Mode 0600.
+/// Writes `value` as JSON to `path`, mode 0600 in a directory made 0700 if missing, so that
+/// readers see the old file or the new one, never half of one (see [`files::replace`]).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
     let text = serde_json::to_vec(value).map_err(|e| io(path)(e.into()))?;
-    fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .and_then(|mut f| f.write_all(&text))
-        .and_then(|()| fs::rename(&temp, path))
-        .map_err(io(path))
+    files::replace(path, &text, PRIVATE_FILE, PRIVATE_DIR).map_err(io(path))
 }
 
 impl Store {
@@ -84,19 +91,22 @@ impl Store {
         ))
     }
 
-    pub fn save<T: Serialize>(&self, key: Key, value: &T) -> Result<()> {
+    pub fn save<T: Record>(&self, key: Key, value: &T) -> Result<()> {
         write_json(&self.path(key), value)
     }
 
-    pub fn load<T: DeserializeOwned>(&self, key: Key) -> Result<Option<T>> {
+    /// The record of `key`, if there is one; a link in its place is refused, not followed.
+    pub fn load<T: Record>(&self, key: Key) -> Result<Option<T>> {
         let path = self.path(key);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).map_err(|e| io(&path)(e.into()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path)(e)),
-        }
+        let record: T = match files::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io(&path)(e.into()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        record
+            .check()
+            .map_err(|reason| Error::Record { path, reason })?;
+        Ok(Some(record))
     }
 
     pub fn remove(&self, key: Key) -> Result<()> {

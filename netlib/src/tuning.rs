@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+use crate::cni::config::validate_ifname;
 use crate::cni::ProtocolError;
 use crate::error::{Error, Result};
 use crate::netlink::{Link, MacAddr, Netlink};
@@ -292,9 +293,34 @@ pub struct Record {
     pub original: Settings,
 }
 
+/// DEL writes what a record says into the container's sysctls and link: a record naming a
+/// sysctl [`sysctl_key`] would not have made (one outside `/proc/sys/net`, which writes the
+/// host's), or a name or MAC no link has, is refused whole.
+impl crate::state::Record for Record {
+    fn check(&self) -> std::result::Result<(), String> {
+        validate_ifname(&self.current_name).map_err(|e| format!("current_name: {e}"))?;
+        if let Some(name) = &self.original.name {
+            validate_ifname(name).map_err(|e| format!("name: {e}"))?;
+        }
+        if let Some(mac) = &self.original.mac {
+            mac.parse::<MacAddr>()
+                .map_err(|e| format!("mac {mac:?}: {e}"))?;
+        }
+        for key in self.original.sysctls.keys() {
+            // Recorded keys are dotted with IFNAME replaced, so a key the check leaves as
+            // it was is one ADD could have recorded.
+            if sysctl_key(key, "IFNAME").ok().as_deref() != Some(key.as_str()) {
+                return Err(format!("sysctl {key} is not a net.* sysctl"));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sysctl_key;
+    use super::{sysctl_key, Record, Settings};
+    use crate::state::Record as _;
 
     #[test]
     fn only_net_sysctls_pass() {
@@ -310,5 +336,35 @@ mod tests {
         assert!(sysctl_key("net..ipv4", "eth0").is_err());
         assert!(sysctl_key("net/../../kernel/panic", "eth0").is_err());
         assert!(sysctl_key("net", "eth0").is_err());
+    }
+
+    #[test]
+    fn a_record_restores_only_net_sysctls_of_real_names() {
+        let record = |key: &str| Record {
+            current_name: "eth0".into(),
+            original: Settings {
+                sysctls: [(key.to_string(), "1".to_string())].into(),
+                ..Settings::default()
+            },
+        };
+        for good in ["net.ipv4.conf.eth0.arp_filter", "net.core.somaxconn"] {
+            assert_eq!(record(good).check(), Ok(()), "{good}");
+        }
+        for bad in [
+            "kernel.hostname",
+            "net",
+            "net..core",
+            "net.core/somaxconn",
+            "net.ipv4/../../kernel.hostname",
+            "",
+        ] {
+            let refused = record(bad).check().expect_err(bad);
+            assert!(refused.contains("not a net.* sysctl"), "{bad}: {refused}");
+        }
+        let renamed = Record {
+            current_name: "a/b".into(),
+            ..record("net.core.somaxconn")
+        };
+        assert!(renamed.check().is_err());
     }
 }

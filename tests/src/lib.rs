@@ -481,6 +481,9 @@ pub struct Call {
     stdin: String,
     /// A program (and its arguments) that runs the plugin: strace injecting a fault.
     wrapper: Vec<String>,
+    umask: Option<libc::mode_t>,
+    /// The user (and group) the plugin runs as, when not root.
+    user: Option<u32>,
 }
 
 impl Call {
@@ -513,7 +516,21 @@ impl Call {
             ],
             stdin: String::new(),
             wrapper: Vec::new(),
+            umask: None,
+            user: None,
         }
+    }
+
+    /// Runs the plugin as `uid` (its group too), after it entered the sandbox namespace.
+    pub fn as_user(mut self, uid: u32) -> Self {
+        self.user = Some(uid);
+        self
+    }
+
+    /// Runs the plugin under `mask`, as a careless service manager might start it.
+    pub fn umask(mut self, mask: libc::mode_t) -> Self {
+        self.umask = Some(mask);
+        self
     }
 
     /// Has strace kill the plugin at its `request`th netlink send (its first, second, ...
@@ -564,6 +581,25 @@ impl Call {
             }
             None => host.command(&self.plugin),
         };
+        if let Some(mask) = self.umask {
+            with_umask(&mut command, mask);
+        }
+        if let Some(uid) = self.user {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec the closure only makes system calls that allocate
+            // nothing; it runs after the namespace switch, which needs root.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(uid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         command
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -583,6 +619,44 @@ impl Call {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
     }
+}
+
+/// Makes `command` start under umask `mask`.
+pub fn with_umask(command: &mut Command, mask: libc::mode_t) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec the closure only makes the umask(2) system call, which
+    // cannot fail; it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            libc::umask(mask);
+            Ok(())
+        })
+    }
+}
+
+/// The permission bits of everything under `root` (itself included, symlinks not followed),
+/// as `(path relative to root's parent, mode)`, sorted: what a careless umask would show.
+pub fn modes_under(root: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let base = root.parent().unwrap_or(root);
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path).expect("metadata");
+        let name = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        found.push((name, metadata.permissions().mode() & 0o7777));
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read_dir").flatten() {
+                pending.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Reservation files in a host-local store directory (addresses only).

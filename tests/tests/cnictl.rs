@@ -1,7 +1,9 @@
 //! cnictl against real plugins: the demo, a network's whole life (add, check, ls, status,
 //! del, gc), `run`, `netns`, and Kubernetes-style CNI_ARGS.
 
-use ferrocni_tests::{our_bin_dir, require_root, reserved_ips, NetnsGuard, TempDir};
+use ferrocni_tests::{
+    modes_under, our_bin_dir, require_root, reserved_ips, with_umask, NetnsGuard, TempDir,
+};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -22,16 +24,22 @@ fn succeeded(output: &Output, what: &str, args: &[&str]) -> String {
 
 /// cnictl with `conf` and `cache` dirs and our plugins, started by `command` (which puts it
 /// in a sandbox's namespaces).
-fn cnictl(mut command: Command, conf: &Path, cache: &Path, args: &[&str]) -> Output {
+fn cnictl(command: Command, conf: &Path, cache: &Path, args: &[&str]) -> Output {
+    with_dirs(command, conf, cache)
+        .args(args)
+        .output()
+        .expect("cnictl runs")
+}
+
+/// `command` (a cnictl) told where the configs, the cache and our plugins are.
+fn with_dirs(mut command: Command, conf: &Path, cache: &Path) -> Command {
     command
         .arg("--conf-dir")
         .arg(conf)
         .arg("--cache-dir")
         .arg(cache)
-        .args(["--path", &our_bin_dir().display().to_string()])
-        .args(args)
-        .output()
-        .expect("cnictl runs")
+        .args(["--path", &our_bin_dir().display().to_string()]);
+    command
 }
 
 /// A sandbox host, a config dir with one bridge+portmap network, a cache and a store.
@@ -66,6 +74,12 @@ impl Setup {
     fn cnictl(&self, args: &[&str]) -> Output {
         let command = self.host.command(our_bin_dir().join("cnictl"));
         cnictl(command, self.conf.path(), self.cache.path(), args)
+    }
+
+    /// cnictl in the sandbox host with this setup's configs and plugins and `cache`.
+    fn command(&self, cache: &Path) -> Command {
+        let command = self.host.command(our_bin_dir().join("cnictl"));
+        with_dirs(command, self.conf.path(), cache)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -477,4 +491,38 @@ fn libcni_and_cnictl_read_each_others_cache_entries() {
     );
     let store = podman.work.path().join("cni/networks/podnet2");
     assert!(reserved_ips(&store).is_empty(), "the address went back");
+}
+
+/// Started under `umask 000`, cnictl still keeps its result cache private as libcni does:
+/// directories 0700, entries 0600 (they hold every attachment's addresses and arguments).
+#[test]
+fn cache_modes_do_not_depend_on_the_umask() {
+    require_root!();
+    let setup = Setup::new();
+    let container = NetnsGuard::new("fkc");
+    // A cache directory that does not exist yet: cnictl makes every directory on the way.
+    let root = setup.cache.path().join("made");
+    let cache = root.join("cache");
+    let run = |args: &[&str]| {
+        let output = with_umask(&mut setup.command(&cache), 0)
+            .args(args)
+            .output()
+            .expect("cnictl runs");
+        assert!(
+            output.status.success(),
+            "cnictl {args:?}: {}",
+            text(&output)
+        );
+    };
+    run(&["add", "ctlnet", &container.path_str(), "--id", "umask"]);
+    assert_eq!(
+        modes_under(&root),
+        [
+            ("made".to_string(), 0o700),
+            ("made/cache".to_string(), 0o700),
+            ("made/cache/results".to_string(), 0o700),
+            ("made/cache/results/ctlnet-umask-eth0".to_string(), 0o600),
+        ]
+    );
+    run(&["del", "ctlnet", &container.path_str(), "--id", "umask"]);
 }

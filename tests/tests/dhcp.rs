@@ -98,7 +98,19 @@ impl DhcpLab {
             Impl::Reference => "reference",
         };
         let socket = self.dir.path().join(format!("{name}.sock"));
-        let log = self.dir.path().join(format!("{name}.log"));
+        self.daemon_on(implementation, socket, extra, None)
+    }
+
+    /// Starts `implementation`'s daemon on `socket`, under `umask` when one is given.
+    fn daemon_on(
+        &self,
+        implementation: Impl,
+        socket: PathBuf,
+        extra: &[&str],
+        umask: Option<libc::mode_t>,
+    ) -> Daemon {
+        let stem = socket.file_stem().unwrap_or_default().to_string_lossy();
+        let log = self.dir.path().join(format!("{stem}.log"));
         let mut command = self.host.command(implementation.plugin("dhcp"));
         command
             .arg("daemon")
@@ -108,6 +120,9 @@ impl DhcpLab {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("daemon log"));
+        if let Some(mask) = umask {
+            ferrocni_tests::with_umask(&mut command, mask);
+        }
         let child = command.spawn().expect("the dhcp daemon starts");
         wait_for(Duration::from_secs(5), "the daemon's socket", || {
             socket.exists()
@@ -625,4 +640,99 @@ fn a_restarted_daemon_takes_up_the_leases_of_the_last() {
     third.await_log("forgetting the lease", Duration::from_secs(2));
     ipam_call(&lab, "CHECK", "dhgn", &with_previous(&config, &gone_result))
         .assert_error(999, "holds no lease");
+}
+
+/// Started under `umask 000`, the daemon still keeps its socket's directory and its lease
+/// records private (0700 directories, 0600 socket and records; the pid file 0644, as the
+/// reference writes it): nobody
+/// else can reach the socket or read and replace another container's lease.
+#[test]
+fn daemon_state_modes_do_not_depend_on_the_umask() {
+    require_root!();
+    let lab = DhcpLab::new(false);
+    let root = lab.dir.path().join("run");
+    let socket = root.join("cni").join("dhcp.sock");
+    let pidfile = lab.dir.path().join("dhcp.pid");
+    let pidfile_arg = pidfile.display().to_string();
+    let daemon = lab.daemon_on(
+        Impl::Ours,
+        socket.clone(),
+        &["-pidfile", &pidfile_arg],
+        Some(0),
+    );
+    let container = NetnsGuard::new("fdhc");
+    let config = lab.conf("1.0.0", &daemon.socket, json!({}));
+    let result = lab
+        .call(Impl::Ours, "ADD", "dhum", &container, &config)
+        .success();
+    assert_eq!(
+        ferrocni_tests::modes_under(&root),
+        [
+            ("run".to_string(), 0o700),
+            ("run/cni".to_string(), 0o700),
+            ("run/cni/dhcp-leases".to_string(), 0o700),
+            (
+                "run/cni/dhcp-leases/dhnet:dhum:eth0.json".to_string(),
+                0o600
+            ),
+            ("run/cni/dhcp.sock".to_string(), 0o600),
+        ]
+    );
+    assert_eq!(
+        ferrocni_tests::modes_under(&pidfile),
+        [("dhcp.pid".to_string(), 0o644)]
+    );
+    lab.call(
+        Impl::Ours,
+        "DEL",
+        "dhum",
+        &container,
+        &with_previous(&config, &result),
+    )
+    .success();
+}
+
+/// Only root and the daemon's own user may ask the daemon anything: a socket that others
+/// can reach (a systemd socket unit's default mode is 0666) still serves nobody else.
+#[test]
+fn the_daemon_serves_only_root_and_its_own_user() {
+    require_root!();
+    let lab = DhcpLab::new(true);
+    let daemon = lab.daemon(Impl::Ours, &[]);
+    std::fs::set_permissions(
+        &daemon.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let config = lab.conf("1.1.0", &daemon.socket, json!({}));
+    let status = |call: Call| call.stdin(&config).run_in(&lab.host);
+    status(Call::new(Impl::Ours, "dhcp", "STATUS")).success();
+    status(Call::new(Impl::Ours, "dhcp", "STATUS").as_user(65534)).assert_error(999, "uid 65534");
+    daemon.await_log("uid 65534", Duration::from_secs(2));
+}
+
+/// A lease record is input like any other: one whose namespace is no path the plugin could
+/// have sent (a relative one) is neither taken up nor forgotten, but left for an admin.
+#[test]
+fn a_restarted_daemon_refuses_a_record_no_plugin_sent() {
+    require_root!();
+    let lab = DhcpLab::new(false);
+    let container = NetnsGuard::new("fdhc");
+    let first = lab.daemon(Impl::Ours, &[]);
+    let config = lab.conf("1.0.0", &first.socket, json!({}));
+    let result = lab
+        .call(Impl::Ours, "ADD", "dhbad", &container, &config)
+        .success();
+    drop(first);
+    let record = lab.dir.path().join("dhcp-leases/dhnet:dhbad:eth0.json");
+    let mut planted: Value =
+        serde_json::from_slice(&std::fs::read(&record).expect("the record")).expect("JSON");
+    planted["netns"] = json!("run/netns/elsewhere");
+    std::fs::write(&record, planted.to_string()).expect("plant");
+
+    let second = lab.daemon(Impl::Ours, &[]);
+    second.await_log("is not an absolute path", Duration::from_secs(2));
+    ipam_call(&lab, "CHECK", "dhbad", &with_previous(&config, &result))
+        .assert_error(999, "holds no lease");
+    assert!(record.exists(), "the refused record stays");
 }

@@ -363,3 +363,67 @@ fn a_retry_with_another_device_puts_the_first_back() {
         killed.code == 0
     });
 }
+
+/// Started under `umask 000`, host-device still keeps its records private: directories
+/// 0700, files 0600, so nobody else can change which device DEL "returns" where.
+#[test]
+fn record_modes_do_not_depend_on_the_umask() {
+    require_root!();
+    let rig = Rig::new();
+    let container = NetnsGuard::new("fdc");
+    // A dataDir that does not exist yet: the plugin makes every directory on the way.
+    let root = rig.records.path().join("made");
+    let config = rig.conf("1.0.0", json!({"dataDir": root.join("host-device")}));
+    Call::new(Impl::Ours, "host-device", "ADD")
+        .attachment("hdum", &container.path_str(), "eth0")
+        .stdin(&config)
+        .umask(0)
+        .run_in(&rig.sandbox.ns)
+        .success();
+    assert_eq!(
+        ferrocni_tests::modes_under(&root),
+        [
+            ("made".to_string(), 0o700),
+            ("made/host-device".to_string(), 0o700),
+            (format!("made/host-device/{NET}:hdum:eth0.json"), 0o600),
+        ]
+    );
+    rig.call("DEL", "hdum", &container, &config).success();
+}
+
+/// A record is input like any other: DEL refuses one whose device name, kind or MAC no
+/// ADD would have recorded, acts on nothing and keeps it; with the real record back, DEL
+/// returns the device.
+#[test]
+fn a_record_no_add_wrote_is_refused_by_del() {
+    require_root!();
+    let rig = Rig::new();
+    let before = rig.host_device().expect("hdev0 on the host");
+    let container = NetnsGuard::new("fdc");
+    let config = rig.conf("1.0.0", json!({}));
+    rig.call("ADD", "hdrec", &container, &config).success();
+    let path = rig.records.path().join(format!("{NET}:hdrec:eth0.json"));
+    let written = std::fs::read_to_string(&path).expect("the record");
+    let record: Value = serde_json::from_str(&written).expect("JSON");
+    for (field, value) in [
+        ("kind", json!("veth\nip link del dev eth0")),
+        ("kind", json!("")),
+        ("name", json!("a/b")),
+        ("name", json!("a-name-longer-than-fifteen")),
+        ("mac", json!("not a mac")),
+    ] {
+        let mut planted = record.clone();
+        planted[field] = value.clone();
+        std::fs::write(&path, planted.to_string()).expect("plant");
+        rig.call("DEL", "hdrec", &container, &config)
+            .assert_error(6, field);
+        assert!(path.exists(), "the refused record stays ({field} {value})");
+        assert!(
+            container.links().contains(&"eth0".to_string()),
+            "nothing moved on a refused record ({field} {value})"
+        );
+    }
+    std::fs::write(&path, &written).expect("put the real record back");
+    rig.call("DEL", "hdrec", &container, &config).success();
+    assert_eq!(rig.host_device(), Some(before));
+}

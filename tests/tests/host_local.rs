@@ -1,15 +1,22 @@
 //! host-local: every verb in every version, concurrency, exhaustion, GC and STATUS, and the
 //! reference plugin as an oracle for results and as a co-tenant of the same on-disk store.
 
-use ferrocni_tests::{require_root, reserved_ips, Call, Impl, NetnsGuard, TempDir, VERSIONS};
+use ferrocni_tests::{
+    modes_under, require_root, reserved_ips, Call, Impl, NetnsGuard, TempDir, VERSIONS,
+};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 const NET: &str = "hlnet";
 
 fn conf(version: &str, data_dir: &TempDir, ipam: Value) -> Value {
-    let mut section = json!({"type": "host-local", "dataDir": data_dir.path_str()});
+    conf_in(version, data_dir.path(), ipam)
+}
+
+fn conf_in(version: &str, data_dir: &Path, ipam: Value) -> Value {
+    let mut section = json!({"type": "host-local", "dataDir": data_dir});
     if let (Some(target), Some(extra)) = (section.as_object_mut(), ipam.as_object()) {
         target.extend(extra.clone());
     }
@@ -434,4 +441,236 @@ fn shares_the_on_disk_store_with_the_reference_both_ways() {
         node.call(second, "DEL", "gamma", &config).success();
         assert!(node.reserved().is_empty());
     }
+}
+
+/// Started under `umask 000`, host-local still makes its directories 0755 as the reference
+/// does (its owner index 0700) and every file 0600: nobody else can plant or change a
+/// reservation.
+#[test]
+fn store_modes_do_not_depend_on_the_umask() {
+    require_root!();
+    let node = Node::new();
+    // A dataDir that does not exist yet: the plugin makes every directory on the way.
+    let root = node.data_dir.path().join("made");
+    let config = conf_in("1.0.0", &root.join("networks"), subnet("10.71.0.0/24"));
+    for (command, id) in [("ADD", "um1"), ("ADD", "um2"), ("DEL", "um1")] {
+        Call::new(Impl::Ours, "host-local", command)
+            .attachment(id, &node.container.path_str(), "eth0")
+            .stdin(&config)
+            .umask(0)
+            .run_in(&node.host)
+            .success();
+    }
+    let modes = modes_under(&root);
+    let index = format!("made/networks/{NET}/.ferrocni-owners");
+    assert!(
+        modes
+            .iter()
+            .any(|(path, _)| *path == format!("{index}/spare")),
+        "the DEL kept a spare: {modes:?}"
+    );
+    for (path, mode) in &modes {
+        let is_dir = std::fs::symlink_metadata(node.data_dir.path().join(path))
+            .expect("metadata")
+            .is_dir();
+        let wanted = match (is_dir, path.starts_with(&index)) {
+            (true, true) => 0o700,
+            (true, false) => 0o755,
+            (false, _) => 0o600,
+        };
+        assert_eq!(*mode, wanted, "{path} is {mode:o}: {modes:?}");
+    }
+}
+
+/// A store directory that someone else could write into (or that a link points elsewhere)
+/// is refused before anything is read or written there.
+#[test]
+fn a_store_others_can_write_or_a_link_is_refused() {
+    require_root!();
+    let node = Node::new();
+    let config = conf("1.0.0", &node.data_dir, subnet("10.72.0.0/24"));
+    let store = node.data_dir.path().join(NET);
+    std::fs::create_dir(&store).expect("mkdir");
+    for (mode, needle) in [(0o777, "writable by others"), (0o775, "writable by others")] {
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        node.call(Impl::Ours, "ADD", "unsafe", &config)
+            .assert_error(5, needle);
+    }
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::chown(&store, Some(65534), Some(65534)).expect("chown");
+    node.call(Impl::Ours, "ADD", "unsafe", &config)
+        .assert_error(5, "owned by user 65534");
+    std::fs::remove_dir(&store).expect("rmdir");
+    let elsewhere = TempDir::new("hlx");
+    std::os::unix::fs::symlink(elsewhere.path(), &store).expect("symlink");
+    node.call(Impl::Ours, "ADD", "unsafe", &config)
+        .assert_error(5, "symbolic link");
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).expect("dir").count(),
+        0,
+        "nothing was written where the link points"
+    );
+    std::fs::remove_file(&store).expect("unlink");
+    node.call(Impl::Ours, "ADD", "safe", &config).success();
+}
+
+/// A file outside the store, and a check that it is exactly as it was.
+struct Outside {
+    _dir: TempDir,
+    file: std::path::PathBuf,
+}
+
+const PRECIOUS: &str = "precious content\n";
+
+impl Outside {
+    fn new() -> Self {
+        let dir = TempDir::new("hlo");
+        let file = dir.path().join("precious");
+        std::fs::write(&file, PRECIOUS).expect("write");
+        Outside { _dir: dir, file }
+    }
+
+    /// Replaces `path` (whatever is there) with a symlink to the outside file.
+    fn plant(&self, path: &Path) {
+        let _ = std::fs::remove_file(path);
+        std::os::unix::fs::symlink(&self.file, path).expect("symlink");
+    }
+
+    fn assert_untouched(&self, after: &str) {
+        assert_eq!(
+            std::fs::read_to_string(&self.file).expect("the outside file is still there"),
+            PRECIOUS,
+            "written through a planted link ({after})"
+        );
+    }
+}
+
+/// Symlinks planted in the store (a spare, the stamp, every index file, the round-robin
+/// hint, a reservation that GC recycles, the spare directory itself) are never followed.
+#[test]
+fn planted_links_in_the_store_are_never_written_through() {
+    require_root!();
+    let node = Node::new();
+    let config = conf("1.1.0", &node.data_dir, subnet("10.73.0.0/24"));
+    let store = node.data_dir.path().join(NET);
+    let index = store.join(".ferrocni-owners");
+    let outside = Outside::new();
+    let files_in = |dir: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // Spares to plant over: one of each kind.
+    node.call(Impl::Ours, "ADD", "first", &config).success();
+    node.call(Impl::Ours, "DEL", "first", &config).success();
+    let spares = files_in(&index.join("spare"));
+    assert_eq!(spares.len(), 2, "{spares:?}");
+    for spare in &spares {
+        outside.plant(spare);
+    }
+    node.call(Impl::Ours, "ADD", "second", &config).success();
+    outside.assert_untouched("ADD over planted spares");
+
+    // Every file of the index (stamp, owner lists) and the round-robin hint.
+    for file in files_in(&index) {
+        outside.plant(&file);
+    }
+    outside.plant(&store.join("last_reserved_ip.0"));
+    let third = node.call(Impl::Ours, "ADD", "third", &config).success();
+    outside.assert_untouched("ADD over a planted stamp, owner list and hint");
+    node.call(Impl::Ours, "DEL", "second", &config).success();
+    outside.assert_untouched("DEL");
+
+    // A reservation that is a link: GC releases it, and the next ADD reuses what GC keeps.
+    outside.plant(&store.join("10.73.0.77"));
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "third", "ifname": "eth0"}]);
+    node.gc(&gc).success();
+    outside.assert_untouched("GC");
+    assert_eq!(
+        node.reserved(),
+        [ferrocni_tests::address(&third, 0)],
+        "GC released the planted one"
+    );
+    for id in ["fourth", "fifth"] {
+        node.call(Impl::Ours, "ADD", id, &config).success();
+    }
+    outside.assert_untouched("ADD after GC");
+
+    // The spare directory itself a link to a directory holding a spare-like file.
+    let spare_dir = index.join("spare");
+    std::fs::remove_dir_all(&spare_dir).expect("rm spares");
+    let elsewhere = TempDir::new("hls");
+    for name in ["r10.73.0.50", "oabc"] {
+        std::fs::write(elsewhere.path().join(name), PRECIOUS).expect("write");
+    }
+    std::os::unix::fs::symlink(elsewhere.path(), &spare_dir).expect("symlink");
+    for id in ["fourth", "fifth"] {
+        node.call(Impl::Ours, "DEL", id, &config).success();
+    }
+    node.call(Impl::Ours, "ADD", "sixth", &config).success();
+    for name in ["r10.73.0.50", "oabc"] {
+        assert_eq!(
+            std::fs::read_to_string(elsewhere.path().join(name)).expect("still there"),
+            PRECIOUS,
+            "{name} was used through a linked spare directory"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(elsewhere.path()).expect("dir").count(),
+        2,
+        "nothing was retired into a linked spare directory"
+    );
+    outside.assert_untouched("the end");
+}
+
+/// Once an attachment is deleted, its container ID is nowhere in the store: spares are
+/// blank, not old reservations under another name.
+#[test]
+fn a_released_container_leaves_no_trace_in_the_store() {
+    require_root!();
+    let node = Node::new();
+    let config = conf("1.0.0", &node.data_dir, subnet("10.74.0.0/24"));
+    let id = "c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee0ddba11c0ffee0ddba1";
+    node.call(Impl::Ours, "ADD", id, &config).success();
+    node.call(Impl::Ours, "ADD", "other", &config).success();
+    node.call(Impl::Ours, "DEL", id, &config).success();
+    let store = node.data_dir.path().join(NET);
+    for (path, _) in modes_under(&store) {
+        let path = node.data_dir.path().join(path);
+        if path.is_file() {
+            let content = std::fs::read(&path).expect("read");
+            assert!(
+                !String::from_utf8_lossy(&content).contains(id),
+                "{} still names the released container",
+                path.display()
+            );
+        }
+    }
+    let spares: Vec<_> = std::fs::read_dir(store.join(".ferrocni-owners/spare"))
+        .expect("the DEL kept spares")
+        .flatten()
+        .collect();
+    assert!(!spares.is_empty());
+    for spare in spares {
+        let content = std::fs::read_to_string(spare.path()).expect("read");
+        assert!(
+            content.trim().is_empty(),
+            "a spare keeps old content: {:?} in {}",
+            content,
+            spare.path().display()
+        );
+    }
+    // Spares reused still say exactly what they say now.
+    let third = node.call(Impl::Ours, "ADD", "third", &config).success();
+    assert_eq!(
+        node.owner(&ferrocni_tests::address(&third, 0)),
+        "third\r\neth0"
+    );
 }

@@ -376,3 +376,97 @@ fn del_whose_rename_back_fails_restores_the_rest_once() {
         .call("DEL", &with_previous(&config, &result))
         .success();
 }
+
+/// Started under `umask 000`, tuning still keeps its records private: directories 0700,
+/// files 0600, so nobody else can read or replace what DEL will restore.
+#[test]
+fn record_modes_do_not_depend_on_the_umask() {
+    require_root!();
+    let setup = Setup::new();
+    // A dataDir that does not exist yet: the plugin makes every directory on the way.
+    let root = setup.records.path().join("made");
+    let mut config = setup.conf("1.0.0", json!({"mtu": 1400}));
+    config["dataDir"] = json!(root.join("tuning"));
+    Call::new(Impl::Ours, "tuning", "ADD")
+        .attachment("tun", &setup.container.path_str(), "eth0")
+        .stdin(&config)
+        .umask(0)
+        .run_in(&setup.host)
+        .success();
+    assert_eq!(
+        ferrocni_tests::modes_under(&root),
+        [
+            ("made".to_string(), 0o700),
+            ("made/tuning".to_string(), 0o700),
+            ("made/tuning/tunnet:tun:eth0.json".to_string(), 0o600),
+        ]
+    );
+    setup.call("DEL", &config).success();
+}
+
+/// The hostname of the calling thread's UTS namespace.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_string()
+}
+
+/// A record is input like any other: one replaced so that DEL would "restore" a host
+/// sysctl is refused, and the sysctl is never written. The DEL runs in a UTS namespace of
+/// its own (unshared by a thread of this test, which its children inherit), so a plugin
+/// that did write `kernel.hostname` would change only that namespace's name, which the
+/// test then reads: the machine's hostname is never at stake.
+#[test]
+fn a_record_naming_a_host_sysctl_is_refused_by_del() {
+    require_root!();
+    let setup = Setup::new();
+    let machine = hostname();
+    let config = setup.conf("1.0.0", json!({"mtu": 1400}));
+    setup.call("ADD", &config).success();
+    let record_path = setup.records.path().join("tunnet:tun:eth0.json");
+    let mut record: Value =
+        serde_json::from_slice(&std::fs::read(&record_path).expect("the record")).expect("JSON");
+    record["original"]["sysctls"] = json!({"kernel.hostname": "ferrocni-planted"});
+    let planted = record.to_string();
+    std::fs::write(&record_path, &planted).expect("plant the record");
+
+    const SENTINEL: &str = "ferrocni-uts-sentinel";
+    let (outcome, after) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUTS)
+                    .expect("a UTS namespace of this thread's own");
+                let uts = |path| std::fs::read_link(path).expect("a UTS namespace");
+                assert_ne!(
+                    uts("/proc/thread-self/ns/uts"),
+                    uts("/proc/self/ns/uts"),
+                    "this thread has a UTS namespace of its own"
+                );
+                std::fs::write("/proc/sys/kernel/hostname", SENTINEL).expect("name it");
+                assert_eq!(hostname(), SENTINEL, "the private name took");
+                let outcome = setup.call("DEL", &config);
+                (outcome, hostname())
+            })
+            .join()
+            .expect("the DEL thread")
+    });
+    assert_eq!(hostname(), machine, "the machine's hostname is untouched");
+    assert_eq!(after, SENTINEL, "DEL wrote kernel.hostname: {outcome:?}");
+    outcome.assert_error(6, "kernel.hostname");
+    assert_eq!(
+        std::fs::read_to_string(&record_path).expect("the record stays for an admin"),
+        planted
+    );
+    // Others sysctls than net.* in any spelling are refused too.
+    for key in [
+        "net.ipv4/../../kernel.hostname",
+        "net",
+        "net..core",
+        "net.core/somaxconn",
+    ] {
+        record["original"]["sysctls"] = json!({key: "1"});
+        std::fs::write(&record_path, record.to_string()).expect("plant the record");
+        setup.call("DEL", &config).assert_error(6, "sysctl");
+    }
+}

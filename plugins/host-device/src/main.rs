@@ -58,6 +58,26 @@ struct Original {
     kind: Option<String>,
 }
 
+/// DEL renames, readdresses and moves whatever link a record names: one whose name, kind or
+/// MAC no link could have is refused whole.
+impl netlib::state::Record for Original {
+    fn check(&self) -> std::result::Result<(), String> {
+        netlib::cni::config::validate_ifname(&self.name).map_err(|e| format!("name: {e}"))?;
+        if let Some(mac) = &self.mac {
+            mac.parse::<MacAddr>()
+                .map_err(|e| format!("mac {mac:?}: {e}"))?;
+        }
+        // The kernel's kinds are short words: "veth", "vlan", "ip6_vti".
+        if let Some(kind) = &self.kind {
+            let word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+            if kind.is_empty() || kind.len() > 32 || !kind.chars().all(word) {
+                return Err(format!("kind {kind:?} is no kind of link"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Original {
     /// Whether `link` can be this device: same kind, and the same MAC when it has one.
     fn is(&self, link: &Link) -> bool {

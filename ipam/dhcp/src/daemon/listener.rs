@@ -1,7 +1,12 @@
-//! The daemon's socket: handed over by systemd, or bound here; and its removal on exit.
+//! The daemon's socket: handed over by systemd, or bound here; who may use it; and its
+//! removal on exit.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use netlib::files::{self, PRIVATE_DIR, PRIVATE_FILE};
 
 /// The socket systemd passed (socket activation, as the reference supports): descriptor 3,
 /// when `LISTEN_PID` names this process and `LISTEN_FDS` says one was passed.
@@ -40,11 +45,13 @@ pub fn activated() -> Result<Option<UnixListener>, String> {
     }))
 }
 
-/// Binds the socket; a leftover socket file nobody answers on is replaced, a live daemon's
-/// is not.
+/// Binds the socket, in a directory made 0700 if missing (as the reference does) and with
+/// mode 0600 itself, whatever the umask: the daemon acts as root on request. A leftover
+/// socket file nobody answers on is replaced, a live daemon's is not.
 pub fn bind(socket: &Path) -> Result<UnixListener, String> {
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    if let Some(dir) = socket.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        files::create_dir(dir, PRIVATE_DIR)
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     if UnixStream::connect(socket).is_ok() {
         return Err(format!(
@@ -53,7 +60,49 @@ pub fn bind(socket: &Path) -> Result<UnixListener, String> {
         ));
     }
     let _ = std::fs::remove_file(socket);
-    UnixListener::bind(socket).map_err(|e| format!("listening on {}: {e}", socket.display()))
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| format!("listening on {}: {e}", socket.display()))?;
+    // bind(2) gave the file the umask's mode; whoever connects meanwhile meets `refusal`.
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(PRIVATE_FILE))
+        .map_err(|e| format!("making {} private: {e}", socket.display()))?;
+    Ok(listener)
+}
+
+/// Why the process at the other end of `stream` may not use the daemon, if it may not:
+/// only root and the daemon's own user (a rootless runtime's) may, whatever the socket's
+/// mode (systemd's socket units default to 0666). SO_PEERCRED gives the credentials the
+/// peer had when it connected.
+pub fn refusal(stream: &UnixStream) -> Option<String> {
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `credentials`, which is that large.
+    let asked = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::from_mut(&mut credentials).cast(),
+            &mut len,
+        )
+    };
+    if asked != 0 {
+        return Some(format!(
+            "cannot tell who is asking: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let own = unsafe { libc::geteuid() };
+    (credentials.uid != 0 && credentials.uid != own).then(|| {
+        format!(
+            "the dhcp daemon serves root and its own user (uid {own}) only, not uid {}",
+            credentials.uid
+        )
+    })
 }
 
 /// Removes the socket and pid files on SIGTERM or SIGINT, then exits.

@@ -62,6 +62,17 @@ struct Record {
     granted_at: SystemTime,
 }
 
+/// The daemon opens the namespace a record names and brings the interface up there: the
+/// plugin sends it as an absolute path, so a record with any other names no namespace it sent.
+impl state::Record for Record {
+    fn check(&self) -> Result<(), String> {
+        if self.netns.is_relative() {
+            return Err(format!("netns {:?} is not an absolute path", self.netns));
+        }
+        Ok(())
+    }
+}
+
 impl Record {
     /// The container's interface `ifname`, if it is still the one the lease is for (same
     /// MAC in the same namespace path): a path or a name may have been reused since.
@@ -617,6 +628,7 @@ fn key_text(key: &LeaseKey) -> String {
 }
 
 fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
+    let refusal = listener::refusal(&stream);
     let mut text = Vec::new();
     let read = stream
         .set_read_timeout(Some(REQUEST_READ_LIMIT))
@@ -625,9 +637,15 @@ fn serve(daemon: &Arc<Daemon>, mut stream: UnixStream) {
                 .take(REQUEST_SIZE_LIMIT)
                 .read_to_end(&mut text)
         });
-    let reply = match read {
-        Err(e) => failure(ErrorCode::Io, format!("reading the request: {e}")),
-        Ok(_) => match serde_json::from_slice::<Request>(&text) {
+    // The request is read even from a peer that is refused, so it gets the reply rather
+    // than a broken pipe.
+    let reply = match (read, refusal) {
+        (_, Some(refusal)) => {
+            log!("refused a request: {refusal}");
+            failure(ErrorCode::Internal, refusal)
+        }
+        (Err(e), None) => failure(ErrorCode::Io, format!("reading the request: {e}")),
+        (Ok(_), None) => match serde_json::from_slice::<Request>(&text) {
             Ok(request) => daemon.handle(request),
             Err(e) => failure(ErrorCode::Decode, format!("a garbled request: {e}")),
         },
@@ -665,8 +683,14 @@ pub fn main(args: &[String]) -> i32 {
         .and_then(|()| activated.map_or_else(|| listener::bind(&settings.socket), Ok))
         .and_then(|listener| {
             if let Some(pidfile) = &settings.pidfile {
-                std::fs::write(pidfile, format!("{}\n", std::process::id()))
-                    .map_err(|e| format!("writing {}: {e}", pidfile.display()))?;
+                // Readable by all, as the reference writes it; never writable by others.
+                netlib::files::replace(
+                    pidfile,
+                    format!("{}\n", std::process::id()).as_bytes(),
+                    0o644,
+                    0o755,
+                )
+                .map_err(|e| format!("writing {}: {e}", pidfile.display()))?;
             }
             Ok(listener)
         });
