@@ -49,22 +49,19 @@ pub fn route_spec(
     }
 }
 
-/// Sets a per-interface sysctl; a missing key (IPv6 disabled in the namespace) is skipped.
-fn set_if_present(key: &str, value: &str) -> Result<()> {
-    if !std::path::Path::new("/proc/sys")
-        .join(key.replace('.', "/"))
-        .exists()
-    {
-        return Ok(());
+/// Sets an IPv6 setting of `ifname`; a missing key (IPv6 disabled in the namespace) is skipped.
+fn set_ipv6_if_present(ifname: &str, setting: &str, value: &str) -> Result<()> {
+    match sysctl::set(&sysctl::interface_key("ipv6", ifname, setting), value) {
+        Err(sysctl::SysctlError::Missing(_)) => Ok(()),
+        other => Ok(other?),
     }
-    Ok(sysctl::set(key, value)?)
 }
 
 /// Turns off IPv6 duplicate address detection on a link of the calling thread's namespace.
 /// While a new link's link-local address is tentative, neighbour solicitations from it
 /// leave without a usable source and go unanswered for a second or more.
 pub fn disable_dad(ifname: &str) -> Result<()> {
-    set_if_present(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0")
+    set_ipv6_if_present(ifname, "accept_dad", "0")
 }
 
 /// Configures `link` (inside `netns`, reached through `netlink`) with the addresses and routes
@@ -89,14 +86,14 @@ pub fn configure(
         // The kernel takes no IPv6 device settings over netlink: these go through /proc.
         let name = &link.name;
         netns.run(|| -> Result<()> {
-            set_if_present(&format!("net.ipv6.conf.{name}.disable_ipv6"), "0")?;
+            set_ipv6_if_present(name, "disable_ipv6", "0")?;
             // Unsolicited neighbour advertisements: IPv6's gratuitous ARP.
-            set_if_present(&format!("net.ipv6.conf.{name}.ndisc_notify"), "1")?;
+            set_ipv6_if_present(name, "ndisc_notify", "1")?;
             if enable_dad {
-                set_if_present(&format!("net.ipv6.conf.{name}.enhanced_dad"), "1")?;
-                set_if_present(&format!("net.ipv6.conf.{name}.accept_dad"), "1")?;
+                set_ipv6_if_present(name, "enhanced_dad", "1")?;
+                set_ipv6_if_present(name, "accept_dad", "1")?;
             } else {
-                set_if_present(&format!("net.ipv6.conf.{name}.accept_dad"), "0")?;
+                set_ipv6_if_present(name, "accept_dad", "0")?;
             }
             Ok(())
         })??;

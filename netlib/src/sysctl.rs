@@ -47,6 +47,12 @@ fn path_of(key: &str) -> PathBuf {
     PathBuf::from("/proc/sys").join(path)
 }
 
+/// The key of a per-interface setting, `net/<family>/conf/<ifname>/<setting>`: written with
+/// slashes, since a link name may hold a dot (`eth0.100`).
+pub fn interface_key(family: &str, ifname: &str, setting: &str) -> String {
+    format!("net/{family}/conf/{ifname}/{setting}")
+}
+
 /// Reads a sysctl given as `net.ipv4.ip_forward` or `net/ipv4/ip_forward`.
 pub fn get(key: &str) -> Result<String, SysctlError> {
     std::fs::read_to_string(path_of(key))

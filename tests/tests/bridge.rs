@@ -720,6 +720,31 @@ fn ipv6_dad_is_skipped_unless_asked_for() {
     host.assert_clean(&[]);
 }
 
+/// A link name may hold a dot (`eth0.5`): its IPv6 settings are still written (as a path,
+/// since a dotted sysctl key would read the dot as a separator) and DAD is off.
+#[test]
+fn ipv6_settings_reach_an_interface_whose_name_holds_a_dot() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf("1.0.0", "10.97.0.0/24", Some("fd00:97::/64"), json!({}));
+    let container = NetnsGuard::new("fbd");
+    let call = |command: &str, config: &Value| {
+        Call::new(Impl::Ours, "bridge", command)
+            .attachment("dotted", &container.path_str(), "eth0.5")
+            .stdin(config)
+            .run_in(&host.ns)
+    };
+    let result = call("ADD", &config).success();
+    let accept_dad = container.exec(&["cat", "/proc/sys/net/ipv6/conf/eth0.5/accept_dad"]);
+    assert_eq!(
+        String::from_utf8_lossy(&accept_dad.stdout).trim(),
+        "0",
+        "DAD is off on eth0.5"
+    );
+    call("DEL", &with_previous(&config, &result)).success();
+    host.assert_clean(&[]);
+}
+
 #[test]
 fn a_new_container_announces_itself_with_gratuitous_arp() {
     require_root!();

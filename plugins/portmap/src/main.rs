@@ -211,7 +211,10 @@ fn allow_localnet(targets: &[IpNetwork]) -> Result<()> {
         };
         if let Some(link) = netlink.link_by_index(index)? {
             // Slashes: a link's name may hold dots (`cni.0`, `eth0.100`).
-            sysctl::set(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
+            sysctl::set(
+                &sysctl::interface_key("ipv4", &link.name, "route_localnet"),
+                "1",
+            )?;
         }
     }
     Ok(())
