@@ -509,7 +509,7 @@ fn mutated_configs_get_a_result_or_a_cni_error_from_every_plugin() {
         "{cases} mutated configs in {:?}; ADDs that succeeded: {succeeded:?}",
         started.elapsed()
     );
-    assert!(cases > 100, "only {cases} cases in {budget:?}");
+    assert!(cases >= bases.len(), "only {cases} cases in {budget:?}");
     Call::ours("ptp", "DEL", "base", container, &base_conf)
         .run_in(host)
         .success();
