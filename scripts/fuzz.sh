@@ -20,14 +20,15 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-60}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 # --target keeps the instrumentation out of build scripts and proc macros, which run on the
-# host without libFuzzer's runtime.
+# host without libFuzzer's runtime. Not --locked: a dependency netlib gains must not break
+# this build before fuzz/Cargo.lock is refreshed (cargo adds it here as it would there).
 RUSTFLAGS="-C passes=sancov-module \
   -C llvm-args=-sanitizer-coverage-level=4 \
   -C llvm-args=-sanitizer-coverage-inline-8bit-counters \
   -C llvm-args=-sanitizer-coverage-pc-table \
   -C llvm-args=-sanitizer-coverage-trace-compares \
   --cfg fuzzing" \
-  cargo build --release --locked --quiet --target "$triple" --bins
+  cargo build --release --quiet --target "$triple" --bins
 
 status=0
 for target in config result; do
