@@ -26,6 +26,8 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+# The fuzz step builds libFuzzer (C++).
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "== installing: ${missing[*]}"
@@ -69,8 +71,19 @@ else
   podman_skipped=2
 fi
 
-# One closing line with the totals over every test binary and the end-to-end runs.
-awk -v pp="$podman_passed" -v pf="$podman_failed" -v ps="$podman_skipped" \
+# Coverage-guided fuzzing of the config and result decoders, 45 s per target; counted as
+# one run that passes or fails.
+echo "== fuzz"
+fuzz_passed=0
+fuzz_failed=0
+if timeout 900 scripts/fuzz.sh 45; then
+  fuzz_passed=1
+else
+  fuzz_failed=1
+fi
+
+# One closing line with the totals over every test binary, the end-to-end runs and the fuzzing.
+awk -v pp="$((podman_passed + fuzz_passed))" -v pf="$((podman_failed + fuzz_failed))" -v ps="$podman_skipped" \
   '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p + pp, f + pf, i + ps }' \
   target/test-output.txt
-[ "$cargo_status" -eq 0 ] && [ "$podman_failed" -eq 0 ]
+[ "$cargo_status" -eq 0 ] && [ "$podman_failed" -eq 0 ] && [ "$fuzz_failed" -eq 0 ]

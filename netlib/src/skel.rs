@@ -124,7 +124,7 @@ impl Attachment {
 impl Request {
     /// Decodes the plugin's own view of the config (Go-compatible key matching).
     pub fn plugin_config<T: DeserializeOwned>(&self) -> Result<T> {
-        json::from_value(self.config.clone()).map_err(|source| {
+        json::from_ref(&self.config).map_err(|source| {
             Error::from(ProtocolError::Decode {
                 what: "network config",
                 error: source,
@@ -147,7 +147,7 @@ impl Request {
             what: "derived network config",
             error,
         };
-        let conf: NetConf = json::from_value(config.clone()).map_err(decode)?;
+        let conf: NetConf = json::from_ref(&config).map_err(decode)?;
         let stdin = serde_json::to_vec(&config).map_err(|e| decode(e.into()))?;
         Ok(Request {
             version: self.version,
@@ -382,7 +382,7 @@ fn parse_request(
         )
         .into());
     }
-    let conf: NetConf = json::from_value(config.clone()).map_err(decode)?;
+    let conf: NetConf = json::from_ref(&config).map_err(decode)?;
     validate_network_name(&conf.name)?;
     let supported = plugin.supported_versions();
     verb_allowed(command, &conf.cni_version, supported)?;

@@ -806,4 +806,5 @@ pub fn convert(result: &Value, version: &str) -> Value {
     }
     converted
 }
+pub mod fuzz;
 pub mod lab;

@@ -66,12 +66,10 @@ pub fn valid_attachments(config: &Value) -> Result<Vec<AttachmentKey>, ProtocolE
         .or_else(|| config.get("cni.dev/attachments"));
     match list {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(list) => {
-            super::json::from_value(list.clone()).map_err(|source| ProtocolError::Decode {
-                what: "cni.dev/valid-attachments",
-                error: source,
-            })
-        }
+        Some(list) => super::json::from_ref(list).map_err(|source| ProtocolError::Decode {
+            what: "cni.dev/valid-attachments",
+            error: source,
+        }),
     }
 }
 

@@ -31,15 +31,22 @@ impl From<serde_json::Error> for JsonError {
 
 /// Decodes `T` from a JSON value with Go's key matching.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, JsonError> {
+    from_ref(&value)
+}
+
+/// [`from_value`] without taking the value: nothing of it is copied but what `T` keeps, so
+/// a config is decoded as many times as a plugin needs at no more memory than once.
+pub fn from_ref<T: DeserializeOwned>(value: &Value) -> Result<T, JsonError> {
     serde_path_to_error::deserialize(GoValue(value)).map_err(|e| JsonError {
         path: e.path().to_string(),
         error: e.into_inner(),
     })
 }
 
-struct GoValue(Value);
+#[derive(Clone, Copy)]
+struct GoValue<'de>(&'de Value);
 
-impl<'de> IntoDeserializer<'de, serde_json::Error> for GoValue {
+impl<'de> IntoDeserializer<'de, serde_json::Error> for GoValue<'de> {
     type Deserializer = Self;
     fn into_deserializer(self) -> Self {
         self
@@ -47,10 +54,10 @@ impl<'de> IntoDeserializer<'de, serde_json::Error> for GoValue {
 }
 
 fn visit_object<'de, V: Visitor<'de>>(
-    map: Map<String, Value>,
+    entries: impl Iterator<Item = (&'de str, &'de Value)>,
     visitor: V,
 ) -> Result<V::Value, serde_json::Error> {
-    let mut access = MapDeserializer::new(map.into_iter().map(|(k, v)| (k, GoValue(v))));
+    let mut access = MapDeserializer::new(entries.map(|(k, v)| (k, GoValue(v))));
     let value = visitor.visit_map(&mut access)?;
     access.end()?;
     Ok(value)
@@ -58,31 +65,47 @@ fn visit_object<'de, V: Visitor<'de>>(
 
 /// Renames keys that match a field case-insensitively and drops `null` members.
 /// A key spelled exactly as the field wins over a case variant of it.
-fn canonical_keys(map: Map<String, Value>, fields: &[&str]) -> Map<String, Value> {
-    let mut out = Map::new();
+fn canonical_keys<'de>(
+    map: &'de Map<String, Value>,
+    fields: &'static [&'static str],
+) -> Vec<(&'de str, &'de Value)> {
+    let mut out: Vec<(&'de str, &'de Value)> = Vec::with_capacity(map.len());
+    // Where each field went in `out`: only field names can meet twice.
+    let mut placed: Vec<(&'static str, usize)> = Vec::new();
     for (key, value) in map {
         if value.is_null() {
             continue;
         }
-        if fields.contains(&key.as_str()) {
-            out.insert(key, value);
-        } else if let Some(field) = fields.iter().find(|f| f.eq_ignore_ascii_case(&key)) {
-            out.entry(*field).or_insert(value);
-        } else {
-            out.insert(key, value);
+        let field = match fields.iter().find(|f| **f == key) {
+            Some(exact) => Some((*exact, true)),
+            None => fields
+                .iter()
+                .find(|f| f.eq_ignore_ascii_case(key))
+                .map(|variant| (*variant, false)),
+        };
+        match field {
+            None => out.push((key, value)),
+            Some((name, exact)) => match placed.iter().find(|(n, _)| *n == name) {
+                Some(&(_, at)) if exact => out[at].1 = value,
+                Some(_) => {}
+                None => {
+                    placed.push((name, out.len()));
+                    out.push((name, value));
+                }
+            },
         }
     }
     out
 }
 
-impl<'de> Deserializer<'de> for GoValue {
+impl<'de> Deserializer<'de> for GoValue<'de> {
     type Error = serde_json::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Object(map) => visit_object(map, visitor),
+            Value::Object(map) => visit_object(map.iter().map(|(k, v)| (k.as_str(), v)), visitor),
             Value::Array(items) => {
-                let mut access = SeqDeserializer::new(items.into_iter().map(GoValue));
+                let mut access = SeqDeserializer::new(items.iter().map(GoValue));
                 let value = visitor.visit_seq(&mut access)?;
                 access.end()?;
                 Ok(value)
@@ -113,8 +136,8 @@ impl<'de> Deserializer<'de> for GoValue {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::Object(map) => visit_object(canonical_keys(map, fields), visitor),
-            other => GoValue(other).deserialize_any(visitor),
+            Value::Object(map) => visit_object(canonical_keys(map, fields).into_iter(), visitor),
+            _ => self.deserialize_any(visitor),
         }
     }
 
@@ -127,9 +150,15 @@ impl<'de> Deserializer<'de> for GoValue {
         self.0.deserialize_enum(name, variants, visitor)
     }
 
+    /// A key no field asks for is skipped without walking it: configs carry large sections
+    /// (another plugin's, a runtime's) that a plugin never reads.
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        visitor.visit_unit()
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier ignored_any
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map identifier
     }
 }
 
