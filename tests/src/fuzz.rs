@@ -30,7 +30,7 @@ pub fn config(data: &[u8]) {
                 "CNI_PATH" => "/nonexistent",
                 _ => return None,
             };
-            Some(value.to_string())
+            Some(value.into())
         };
         match skel::dispatch(&Decoders, &env, &mut &data[..]) {
             Ok(printed) => {
