@@ -3,7 +3,8 @@
 //! redirected from the host veth's ingress to an ifb device and shaped there.
 //!
 //! netlink-packet-route has no TBF qdisc, so the qdiscs and the redirect filter are written
-//! with one `tc -batch` process for the whole set.
+//! with one `tc -batch` process for the whole set (one `tc` per command where a name
+//! cannot be written as batch text).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -94,10 +95,19 @@ impl Limit {
 
     /// The qdisc, with the queue limit the reference's 25 ms of latency gives, held within
     /// TBF's 32 bits (tc would wrap a larger one, to a queue that drops every packet).
-    fn tbf(&self) -> String {
+    fn tbf(&self) -> TcCommand {
         let (rate_bytes, burst_bytes) = (self.rate_bytes(), self.burst / 8);
         let limit = (burst_bytes + rate_bytes * LATENCY_MS / 1000).min(u64::from(u32::MAX));
-        format!("tbf rate {rate_bytes}bps burst {burst_bytes}b limit {limit}b")
+        [
+            "tbf".to_string(),
+            "rate".to_string(),
+            format!("{rate_bytes}bps"),
+            "burst".to_string(),
+            format!("{burst_bytes}b"),
+            "limit".to_string(),
+            format!("{limit}b"),
+        ]
+        .into()
     }
 }
 
@@ -114,24 +124,62 @@ fn classic_bucket(rate_bytes: u64, burst_bytes: u64) -> (u64, u64) {
     (micros, nanos.wrapping_mul(rate_bytes) / 1_000_000_000)
 }
 
-fn batch(commands: &str, force: bool) -> Result<(), ShapingError> {
-    let mut args = vec!["-batch", "-"];
-    if force {
-        args.insert(0, "-force");
+/// One tc command line, as separate arguments.
+type TcCommand = Vec<String>;
+
+fn tc(words: &[&str]) -> TcCommand {
+    words.iter().map(|word| word.to_string()).collect()
+}
+
+/// Whether `tc -batch` reads `word` back as that one word: its line parser splits at white
+/// space, takes quotes as delimiters and cuts the line at `#`, with no escape for any.
+fn batch_safe(word: &str) -> bool {
+    !word.is_empty()
+        && !word
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '#' | '\\'))
+}
+
+/// Runs `commands`: as one `tc -batch` when every word survives its line parser, else one
+/// `tc` per command with the words as arguments (a link name may hold `"` or `#`, which
+/// batch text cannot carry). With `force`, failures are skipped, as `tc -force` does.
+fn run(commands: &[TcCommand], force: bool) -> Result<(), ShapingError> {
+    if commands.iter().flatten().all(|word| batch_safe(word)) {
+        let text: String = commands.iter().map(|c| c.join(" ") + "\n").collect();
+        let mut args = vec!["-batch", "-"];
+        if force {
+            args.insert(0, "-force");
+        }
+        return check(spawn(&args, Some(&text))?, force);
     }
+    for command in commands {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        check(spawn(&args, None)?, force)?;
+    }
+    Ok(())
+}
+
+fn spawn(args: &[&str], input: Option<&str>) -> Result<std::process::Output, ShapingError> {
     let mut child = Command::new("tc")
-        .args(&args)
-        .stdin(Stdio::piped())
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(ShapingError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
+    if let (Some(mut stdin), Some(text)) = (child.stdin.take(), input) {
         stdin
-            .write_all(commands.as_bytes())
+            .write_all(text.as_bytes())
             .map_err(ShapingError::Spawn)?;
     }
-    let output = child.wait_with_output().map_err(ShapingError::Spawn)?;
+    child.wait_with_output().map_err(ShapingError::Spawn)
+}
+
+fn check(output: std::process::Output, force: bool) -> Result<(), ShapingError> {
     if !output.status.success() && !force {
         return Err(ShapingError::Failed(
             String::from_utf8_lossy(&output.stderr).trim().to_string(),
@@ -148,29 +196,36 @@ pub fn apply(
     ingress: Option<Limit>,
     egress: Option<(Limit, &str)>,
 ) -> Result<(), ShapingError> {
-    let mut commands = String::new();
+    let mut commands = Vec::new();
     if let Some(limit) = ingress {
-        commands.push_str(&format!(
-            "qdisc replace dev {host_veth} root handle 1: {}\n",
-            limit.tbf()
-        ));
+        let mut qdisc = tc(&["qdisc", "replace", "dev", host_veth, "root", "handle", "1:"]);
+        qdisc.extend(limit.tbf());
+        commands.push(qdisc);
     }
     if let Some((limit, ifb)) = egress {
-        commands.push_str(&format!(
-            "qdisc replace dev {host_veth} handle ffff: ingress\n\
-             filter replace dev {host_veth} parent ffff: protocol all pref 1 handle 800::1 u32 match u32 0 0 action mirred egress redirect dev {ifb}\n\
-             qdisc replace dev {ifb} root handle 1: {}\n",
-            limit.tbf()
-        ));
+        commands.push(tc(&[
+            "qdisc", "replace", "dev", host_veth, "handle", "ffff:", "ingress",
+        ]));
+        commands.push(tc(&[
+            "filter", "replace", "dev", host_veth, "parent", "ffff:", "protocol", "all", "pref",
+            "1", "handle", "800::1", "u32", "match", "u32", "0", "0", "action", "mirred", "egress",
+            "redirect", "dev", ifb,
+        ]));
+        let mut qdisc = tc(&["qdisc", "replace", "dev", ifb, "root", "handle", "1:"]);
+        qdisc.extend(limit.tbf());
+        commands.push(qdisc);
     }
-    batch(&commands, false)
+    run(&commands, false)
 }
 
 /// Removes what [`apply`] put on `host_veth` (the ifb goes with its device); what is not
 /// there is skipped.
 pub fn clear(host_veth: &str) -> Result<(), ShapingError> {
-    batch(
-        &format!("qdisc del dev {host_veth} root\nqdisc del dev {host_veth} ingress\n"),
+    run(
+        &[
+            tc(&["qdisc", "del", "dev", host_veth, "root"]),
+            tc(&["qdisc", "del", "dev", host_veth, "ingress"]),
+        ],
         true,
     )
 }
@@ -232,11 +287,24 @@ mod tests {
     fn the_queue_limit_stays_within_32_bits() {
         let huge = Limit::new(1000, 8 * u64::from(u32::MAX) - 8).expect("holdable");
         assert!(
-            huge.tbf().ends_with(&format!("limit {}b", u32::MAX)),
-            "{}",
+            huge.tbf()
+                .join(" ")
+                .ends_with(&format!("limit {}b", u32::MAX)),
+            "{:?}",
             huge.tbf()
         );
         let usual = Limit::new(16_000_000, 256_000).expect("holdable");
-        assert_eq!(usual.tbf(), "tbf rate 2000000bps burst 32000b limit 82000b");
+        assert_eq!(
+            usual.tbf().join(" "),
+            "tbf rate 2000000bps burst 32000b limit 82000b"
+        );
+    }
+
+    #[test]
+    fn only_plain_words_go_into_batch_text() {
+        assert!(super::batch_safe("veth1a2b3c4d"));
+        for word in ["v\"x", "v#x", "v'x", "v x", "v\\x", ""] {
+            assert!(!super::batch_safe(word), "{word:?}");
+        }
     }
 }

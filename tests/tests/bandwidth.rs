@@ -388,3 +388,49 @@ fn limits_tbf_cannot_hold_are_refused_as_the_reference_refuses_them() {
         clean();
     }
 }
+
+/// The host end of the container's veth may be named by another plugin with characters that
+/// tc's batch text cannot carry (`"` and `#`, which the kernel allows): the limits still
+/// land on exactly that link, and DEL still removes the ifb.
+#[test]
+fn a_host_link_whose_name_holds_quotes_and_hashes_is_shaped() {
+    require_root!();
+    let node = Node::new();
+    let container = NetnsGuard::new("fbq");
+    let host_end = "v\"b#1";
+    node.sandbox.ns.exec_ok(&[
+        "ip",
+        "link",
+        "add",
+        host_end,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &container.path_str(),
+    ]);
+    let previous = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": host_end},
+            {"name": "eth0", "sandbox": container.path_str()}
+        ],
+        "ips": [{"address": "10.131.0.2/24", "interface": 1}]
+    });
+    let config = Node::conf("1.0.0", &previous, limits());
+    node.call("ADD", "q", &container, &config).success();
+    let qdiscs = node
+        .sandbox
+        .ns
+        .exec(&["tc", "qdisc", "show", "dev", host_end]);
+    let shown = String::from_utf8_lossy(&qdiscs.stdout);
+    assert!(
+        shown.contains("tbf") && shown.contains("ingress"),
+        "both limits on {host_end:?}: {shown}"
+    );
+    node.call("CHECK", "q", &container, &config).success();
+    node.call("DEL", "q", &container, &config).success();
+    assert!(node.ifbs().is_empty(), "DEL removed the ifb");
+}
