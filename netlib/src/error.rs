@@ -34,7 +34,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A record read back from disk that no ADD of the plugin would have written (someone
-    /// else wrote or replaced it): nothing is done with it, and it stays for an admin.
+    /// else wrote or replaced it): nothing is done with it, and it is set aside for an admin.
     #[error("plugin state {path:?} is no record this plugin wrote: {reason}")]
     Record {
         path: std::path::PathBuf,

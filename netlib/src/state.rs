@@ -96,17 +96,31 @@ impl Store {
     }
 
     /// The record of `key`, if there is one; a link in its place is refused, not followed.
+    ///
+    /// A record that does not decode or fails its check is refused once: it is set aside as
+    /// `<name>.rejected` for an admin to read, and the error names it. The runtime's retry
+    /// then finds no record and goes on without it, so one bad file cannot make every DEL
+    /// of the attachment fail for good (which would block the rest of the chain's DELs).
     pub fn load<T: Record>(&self, key: Key) -> Result<Option<T>> {
         let path = self.path(key);
-        let record: T = match files::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io(&path)(e.into()))?,
+        let bytes = match files::read(&path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(&path)(e)),
         };
-        record
-            .check()
-            .map_err(|reason| Error::Record { path, reason })?;
-        Ok(Some(record))
+        let refusal = match serde_json::from_slice::<T>(&bytes) {
+            Ok(record) => match record.check() {
+                Ok(()) => return Ok(Some(record)),
+                Err(reason) => reason,
+            },
+            Err(e) => format!("it is not a record of this plugin: {e}"),
+        };
+        let aside = path.with_extension("json.rejected");
+        let reason = match fs::rename(&path, &aside) {
+            Ok(()) => format!("{refusal} (set aside as {aside:?}; nothing was restored from it)"),
+            Err(e) => format!("{refusal} (and it could not be set aside: {e})"),
+        };
+        Err(Error::Record { path, reason })
     }
 
     pub fn remove(&self, key: Key) -> Result<()> {

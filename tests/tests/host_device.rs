@@ -392,7 +392,7 @@ fn record_modes_do_not_depend_on_the_umask() {
 }
 
 /// A record is input like any other: DEL refuses one whose device name, kind or MAC no
-/// ADD would have recorded, acts on nothing and keeps it; with the real record back, DEL
+/// ADD would have recorded, acts on nothing and sets it aside; with the real record back, DEL
 /// returns the device.
 #[test]
 fn a_record_no_add_wrote_is_refused_by_del() {
@@ -417,7 +417,10 @@ fn a_record_no_add_wrote_is_refused_by_del() {
         std::fs::write(&path, planted.to_string()).expect("plant");
         rig.call("DEL", "hdrec", &container, &config)
             .assert_error(6, field);
-        assert!(path.exists(), "the refused record stays ({field} {value})");
+        assert!(
+            !path.exists() && path.with_extension("json.rejected").exists(),
+            "the refused record is set aside ({field} {value})"
+        );
         assert!(
             container.links().contains(&"eth0".to_string()),
             "nothing moved on a refused record ({field} {value})"
