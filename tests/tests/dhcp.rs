@@ -712,7 +712,7 @@ fn the_daemon_serves_only_root_and_its_own_user() {
 }
 
 /// A lease record is input like any other: one whose namespace is no path the plugin could
-/// have sent (a relative one) is neither taken up nor forgotten, but left for an admin.
+/// have sent (a relative one) is neither taken up nor forgotten, but set aside for an admin.
 #[test]
 fn a_restarted_daemon_refuses_a_record_no_plugin_sent() {
     require_root!();
@@ -734,5 +734,8 @@ fn a_restarted_daemon_refuses_a_record_no_plugin_sent() {
     second.await_log("is not an absolute path", Duration::from_secs(2));
     ipam_call(&lab, "CHECK", "dhbad", &with_previous(&config, &result))
         .assert_error(999, "holds no lease");
-    assert!(record.exists(), "the refused record stays");
+    assert!(
+        !record.exists() && record.with_extension("json.rejected").exists(),
+        "the refused record is set aside"
+    );
 }

@@ -521,12 +521,12 @@ impl Daemon {
                 network,
                 ifname,
             };
-            // An unreadable record (a newer daemon's, say) stays for whoever can read it.
+            // An unreadable or refused record is set aside (`.rejected`) by the store.
             let record = match self.store.load::<Record>(state_key(&key)) {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(e) => {
-                    log!("cannot read a lease record, left in place: {}", causes(&e));
+                    log!("cannot take up a lease record: {}", causes(&e));
                     continue;
                 }
             };
