@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command. On a fresh Debian machine (as root) it installs what the tests use,
 # then runs the gates (rustfmt, clippy -D warnings) and every test, unit and real-kernel.
-# Tests that need root skip loudly when run as another user.
+# A test that cannot run here (no root, a tool or the reference plugins missing) is counted
+# as skipped, with its reason, never as passed (tests/src/skip.rs, scripts/test-tally.awk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v sysctl >/dev/null 2>&1 || missing+=(procps)
 # Fault injection: strace kills a plugin at a chosen system call.
 command -v strace >/dev/null 2>&1 || missing+=(strace)
 # A real runtime for the end-to-end test (crun refuses this machine's cgroup setup; runc works).
@@ -45,6 +47,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build (the black-box tests run these binaries)"
 cargo build --workspace --quiet
 echo "== tests"
+# Where the harness records each test that cannot run (tests/src/skip.rs): absolute, as every
+# test binary runs in its own package's directory. Steps of this script that cannot run
+# record themselves there too (`skip`), so one list says everything that did not run.
+skips="$PWD/target/test-skips"
+: >"$skips"
+export FERROCNI_TEST_SKIPS="$skips"
+skip() { printf 'scripts/test.sh\t%s\t%s\n' "$1" "$2" >>"$skips"; }
 # A hung test must fail CI, not stall it: the whole suite takes a few minutes. Every test
 # binary runs even when one fails, so a failure never hides the others.
 set +e
@@ -54,36 +63,38 @@ set -e
 
 # Podman end to end, with the reference plugins first (so a failure there is the test's or
 # the machine's) and then with ours; skipped, loudly, where Podman cannot run.
-podman_passed=0
-podman_failed=0
-podman_skipped=0
-if [ "$(id -u)" -eq 0 ] && command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1; then
-  for plugins in /usr/lib/cni target/debug; do
+steps_passed=0
+steps_failed=0
+for plugins in /usr/lib/cni target/debug; do
+  if [ "$(id -u)" -ne 0 ] || ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+    skip "podman e2e with $plugins" "needs root, podman and runc"
+  elif [ ! -x "$plugins/bridge" ]; then
+    skip "podman e2e with $plugins" "$plugins/bridge not installed"
+  else
     echo "== podman e2e with $plugins"
     if timeout 300 tests/podman/e2e.sh "$plugins"; then
-      podman_passed=$((podman_passed + 1))
+      steps_passed=$((steps_passed + 1))
     else
-      podman_failed=$((podman_failed + 1))
+      steps_failed=$((steps_failed + 1))
     fi
-  done
-else
-  echo "!!!! SKIPPED podman e2e: needs root, podman and runc !!!!"
-  podman_skipped=2
-fi
+  fi
+done
 
 # Coverage-guided fuzzing of the config and result decoders, 45 s per target; counted as
-# one run that passes or fails.
-echo "== fuzz"
-fuzz_passed=0
-fuzz_failed=0
-if timeout 900 scripts/fuzz.sh 45; then
-  fuzz_passed=1
+# one run that passes or fails, or is skipped where libFuzzer (C++) cannot be built.
+if command -v c++ >/dev/null 2>&1; then
+  echo "== fuzz"
+  if timeout 900 scripts/fuzz.sh 45; then
+    steps_passed=$((steps_passed + 1))
+  else
+    steps_failed=$((steps_failed + 1))
+  fi
 else
-  fuzz_failed=1
+  skip "fuzz" "needs a C++ compiler (g++) to build libFuzzer"
 fi
 
-# One closing line with the totals over every test binary, the end-to-end runs and the fuzzing.
-awk -v pp="$((podman_passed + fuzz_passed))" -v pf="$((podman_failed + fuzz_failed))" -v ps="$podman_skipped" \
-  '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p + pp, f + pf, i + ps }' \
-  target/test-output.txt
-[ "$cargo_status" -eq 0 ] && [ "$podman_failed" -eq 0 ] && [ "$fuzz_failed" -eq 0 ]
+# One closing line with the totals over every test binary, the end-to-end runs and the
+# fuzzing, after the list of what was skipped and why.
+awk -v more_passed="$steps_passed" -v more_failed="$steps_failed" -f scripts/test-tally.awk \
+  "$skips" target/test-output.txt | tee target/test-summary.txt
+[ "$cargo_status" -eq 0 ] && [ "$steps_failed" -eq 0 ] && tail -n 1 target/test-summary.txt | grep -q ' 0 failed,'

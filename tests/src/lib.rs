@@ -2,6 +2,8 @@
 //! environment of `CNI_*` variables, config on stdin, JSON on stdout), each from inside a
 //! sandbox "host" namespace the test made, so no test touches the machine's own network.
 //! Everything a test creates is named uniquely and removed on drop, also when it fails.
+//! A test that cannot run here (no root, a tool or a reference plugin missing) is counted as
+//! skipped, never as passed: see [`skip`].
 
 use serde_json::Value;
 use std::io::Write;
@@ -17,47 +19,8 @@ pub const VERSIONS: [&str; 7] = [
 /// Where the reference plugins live (Debian's containernetworking-plugins).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 
-/// Whether this test can run: root is needed for namespaces. Says so loudly when not.
-pub fn is_root(test: &str) -> bool {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("\n!!!! SKIPPED {test}: needs root to create network namespaces !!!!\n");
-    }
-    root
-}
-
-/// Skips the calling test (returns) unless running as root.
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if !$crate::is_root(module_path!()) {
-            return;
-        }
-    };
-}
-
-/// `require_root!`, and strace to inject faults with.
-#[macro_export]
-macro_rules! require_fault_injection {
-    () => {
-        $crate::require_root!();
-        if !$crate::can_inject_faults() {
-            return;
-        }
-    };
-}
-
-/// Whether strace can inject faults here; says so loudly when it cannot.
-pub fn can_inject_faults() -> bool {
-    let present = Path::new(STRACE).exists();
-    if !present {
-        eprintln!("SKIPPED: {STRACE} is not installed (scripts/test.sh installs it)");
-    }
-    present
-}
-
-const STRACE: &str = "/usr/bin/strace";
+/// strace, which kills a plugin at a chosen system call ([`Call::killed_at_send`]).
+pub const STRACE: &str = "/usr/bin/strace";
 
 /// Runs `attempt` with a plugin killed at its request 1, 2, ... (see
 /// [`Call::killed_at_send`]) until `attempt` says the plugin ran to its end; returns how many
@@ -78,6 +41,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 fn ip(args: &[&str]) -> std::process::Output {
+    skip::assert_installed(Path::new("ip"));
     let output = Command::new("ip")
         .args(args)
         .output()
@@ -133,6 +97,7 @@ impl NetnsGuard {
 impl NetnsGuard {
     /// Runs a command inside this namespace.
     pub fn exec(&self, command: &[&str]) -> std::process::Output {
+        skip::assert_installed(Path::new(command[0]));
         Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(command)
@@ -219,6 +184,7 @@ impl Drop for Background {
 impl NetnsGuard {
     /// Starts `command` inside this namespace in the background.
     pub fn spawn(&self, command: &[&str]) -> Background {
+        skip::assert_installed(Path::new(command[0]));
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name])
             .args(command)
@@ -233,6 +199,7 @@ impl NetnsGuard {
     /// A command that runs inside this namespace (network only: mounts are not touched, unlike
     /// `ip netns exec`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        skip::assert_installed(Path::new(program.as_ref()));
         let netns = netlib::netns::Netns::open(self.path()).expect("the sandbox namespace opens");
         netns.command(program).expect("a descriptor for the child")
     }
@@ -387,14 +354,19 @@ impl Impl {
         self.dir().join(name)
     }
 
-    /// Whether this implementation is installed; says so loudly when the reference is not.
-    pub fn available(self, name: &str) -> bool {
-        let present = self.plugin(name).is_file();
-        if !present {
-            eprintln!(
-                "\n!!!! SKIPPED differential part: {} not found (apt-get install containernetworking-plugins) !!!!\n",
-                self.plugin(name).display()
-            );
+    /// Whether this implementation of `plugin` is installed; records a skip when the
+    /// reference is not (the comparison cannot run). Ours is always there: a plugin of ours
+    /// that was not built fails the test.
+    pub fn available(self, plugin: &str) -> bool {
+        let path = self.plugin(plugin);
+        let present = path.is_file();
+        match self {
+            Impl::Ours => assert!(present, "{path:?} was not built"),
+            Impl::Reference if !present => skip::skip(&format!(
+                "no reference {} to compare with (apt-get install containernetworking-plugins)",
+                path.display()
+            )),
+            Impl::Reference => {}
         }
         present
     }
@@ -808,3 +780,4 @@ pub fn convert(result: &Value, version: &str) -> Value {
 }
 pub mod fuzz;
 pub mod lab;
+pub mod skip;

@@ -2,8 +2,8 @@
 //! band), every verb in every version, the ifb goes on DEL and GC, bad input is refused.
 
 use ferrocni_tests::{
-    address, require_root, with_previous, Call, Impl, NetnsGuard, Outcome, Sandbox, TempDir,
-    VERSIONS,
+    address, require_root, require_tools, with_previous, Call, Impl, NetnsGuard, Outcome, Sandbox,
+    TempDir, VERSIONS,
 };
 use serde_json::{json, Value};
 
@@ -105,6 +105,7 @@ fn throughput(
 #[test]
 fn limits_cap_throughput_both_ways() {
     require_root!();
+    require_tools!("curl", "python3");
     let node = Node::new();
     let docroot = TempDir::new("bw");
     let free = NetnsGuard::new("fbw");

@@ -3,7 +3,8 @@
 //! reference as an oracle. After each test nothing of the attachment is left (checked).
 
 use ferrocni_tests::{
-    address, require_root, wire, with_previous, Call, Impl, NetnsGuard, Sandbox, VERSIONS,
+    address, require_reference, require_root, require_tools, wire, with_previous, Call, Impl,
+    NetnsGuard, Sandbox, VERSIONS,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -547,8 +548,9 @@ fn vlans_separate_containers_on_one_bridge() {
         host.call(Impl::Ours, "ADD", "v10a", &a, &on_vlan(10))
             .assert_error(2, "CONFIG_BRIDGE_VLAN_FILTERING");
         host.assert_clean(&[]);
-        eprintln!(
-            "\n!!!! SKIPPED VLAN reachability: this kernel has no bridge VLAN filtering !!!!\n"
+        ferrocni_tests::skip::skip(
+            "VLAN reachability: this kernel has no bridge VLAN filtering \
+             (CONFIG_BRIDGE_VLAN_FILTERING); only the error was checked",
         );
         return;
     }
@@ -614,9 +616,7 @@ fn bad_configs_are_refused_before_anything_changes() {
 #[test]
 fn same_shape_and_reachability_as_the_reference() {
     require_root!();
-    if !Impl::Reference.available("bridge") {
-        return;
-    }
+    require_reference!("bridge");
     for implementation in [Impl::Ours, Impl::Reference] {
         let host = Host::new();
         let config = host.conf(
@@ -748,6 +748,7 @@ fn ipv6_settings_reach_an_interface_whose_name_holds_a_dot() {
 #[test]
 fn a_new_container_announces_itself_with_gratuitous_arp() {
     require_root!();
+    require_tools!("sysctl");
     let host = Host::new();
     // Let the host learn neighbours from unsolicited ARP, so an announcement is visible.
     host.ns

@@ -3,7 +3,7 @@
 //! prevResult, CHECK in order, DEL in reverse with the final result.
 
 use ferrocni_tests::{
-    address, require_root, wire, Call, Impl, NetnsGuard, Sandbox, TempDir, VERSIONS,
+    address, require_root, require_tools, wire, Call, Impl, NetnsGuard, Sandbox, TempDir, VERSIONS,
 };
 use serde_json::{json, Value};
 
@@ -113,6 +113,7 @@ impl Node {
 #[test]
 fn podman_chain_in_every_version() {
     require_root!();
+    require_tools!("curl");
     let node = Node::new();
     let docroot = TempDir::new("www");
     for version in VERSIONS {
@@ -416,6 +417,7 @@ fn concurrent_iptables_adds_and_dels_lose_no_rules() {
 #[test]
 fn long_container_ids_on_both_backends() {
     require_root!();
+    require_tools!("curl");
     let docroot = TempDir::new("www");
     for backend in ["nftables", "iptables"] {
         let node = Node::new();

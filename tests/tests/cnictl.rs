@@ -2,7 +2,8 @@
 //! del, gc), `run`, `netns`, and Kubernetes-style CNI_ARGS.
 
 use ferrocni_tests::{
-    modes_under, our_bin_dir, require_root, reserved_ips, with_umask, NetnsGuard, TempDir,
+    modes_under, our_bin_dir, require_root, reserved_ips, skip::tools_installed, with_umask,
+    NetnsGuard, TempDir,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -239,19 +240,9 @@ struct Podman {
 }
 
 impl Podman {
-    /// `None` (said loudly) where podman or runc is missing.
+    /// `None` (a skip recorded) where podman or runc is missing.
     fn new() -> Option<Podman> {
-        let present = |tool: &str| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !["podman", "runc", "busybox", "unshare", "nsenter"]
-            .iter()
-            .all(|tool| present(tool))
-        {
-            eprintln!("\n!!!! SKIPPED libcni cache test: needs podman, runc, busybox !!!!\n");
+        if !tools_installed(&["podman", "runc", "unshare", "nsenter"]) {
             return None;
         }
         let host = NetnsGuard::new("fph");

@@ -2,13 +2,12 @@
 //! result parsed, its error object passed on unchanged.
 
 use ferrocni_tests::{
-    address, our_bin_dir, require_root, Call, NetnsGuard, Sandbox, TempDir, REFERENCE_DIR,
+    address, our_bin_dir, require_root, Call, Impl, NetnsGuard, Sandbox, TempDir,
 };
 use netlib::invoke::{self, InvokeError};
 use netlib::netns::Netns;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 #[test]
 fn runs_a_delegate_from_cni_path_and_passes_its_errors_on() {
@@ -74,10 +73,13 @@ fn recognises_its_own_ipam_binaries_and_nothing_else() {
     // binary, a truncated ELF and a script are all exec'd instead.
     assert!(!invoke::is_ferrocni(&ours.join("host-local"), "static"));
     assert!(!invoke::is_ferrocni(&ours.join("bridge"), "bridge"));
-    assert!(!invoke::is_ferrocni(
-        &Path::new(REFERENCE_DIR).join("host-local"),
-        "host-local"
-    ));
+    // A missing file is not ours either: only an installed reference shows anything.
+    if Impl::Reference.available("host-local") {
+        assert!(!invoke::is_ferrocni(
+            &Impl::Reference.plugin("host-local"),
+            "host-local"
+        ));
+    }
     let dir = TempDir::new("idn");
     let binary = std::fs::read(ours.join("host-local")).expect("read our host-local");
     std::fs::write(dir.path().join("truncated"), &binary[..200]).expect("write");
@@ -98,14 +100,11 @@ fn recognises_its_own_ipam_binaries_and_nothing_else() {
 #[test]
 fn runs_its_own_host_local_in_process_and_a_foreign_one_by_exec() {
     require_root!();
-    for (source, executable) in [
-        (our_bin_dir().join("host-local"), false),
-        (Path::new(REFERENCE_DIR).join("host-local"), true),
-    ] {
-        if !source.is_file() {
-            eprintln!("SKIPPED part: {source:?} is not installed");
+    for (implementation, executable) in [(Impl::Ours, false), (Impl::Reference, true)] {
+        if !implementation.available("host-local") {
             continue;
         }
+        let source = implementation.plugin("host-local");
         let plugins = TempDir::new("ipd");
         let copy = plugins.path().join("host-local");
         std::fs::copy(&source, &copy).expect("copy host-local");

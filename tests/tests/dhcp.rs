@@ -3,7 +3,8 @@
 //! plugin and daemon, on the same server, are the oracle for the result.
 
 use ferrocni_tests::{
-    address, require_root, unique, with_previous, Background, Call, Impl, NetnsGuard, TempDir,
+    address, require_reference, require_root, unique, with_previous, Background, Call, Impl,
+    NetnsGuard, TempDir,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -315,9 +316,7 @@ fn leases_renews_and_releases_an_address() {
 #[test]
 fn same_result_as_the_reference_on_the_same_server() {
     require_root!();
-    if !Impl::Reference.available("dhcp") {
-        return;
-    }
+    require_reference!("dhcp");
     let lab = DhcpLab::new(false);
     let shape = |result: &Value| {
         json!({

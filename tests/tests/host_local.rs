@@ -2,7 +2,8 @@
 //! reference plugin as an oracle for results and as a co-tenant of the same on-disk store.
 
 use ferrocni_tests::{
-    modes_under, require_root, reserved_ips, Call, Impl, NetnsGuard, TempDir, VERSIONS,
+    modes_under, require_reference, require_root, reserved_ips, Call, Impl, NetnsGuard, TempDir,
+    VERSIONS,
 };
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -366,9 +367,7 @@ fn network_names_cannot_escape_the_data_dir() {
 #[test]
 fn same_results_as_the_reference() {
     require_root!();
-    if !Impl::Reference.available("host-local") {
-        return;
-    }
+    require_reference!("host-local");
     let configs = [
         subnet("10.68.0.0/24"),
         json!({"subnet": "10.68.1.0/24", "rangeStart": "10.68.1.20", "rangeEnd": "10.68.1.30", "gateway": "10.68.1.254"}),
@@ -412,9 +411,7 @@ fn same_results_as_the_reference() {
 #[test]
 fn shares_the_on_disk_store_with_the_reference_both_ways() {
     require_root!();
-    if !Impl::Reference.available("host-local") {
-        return;
-    }
+    require_reference!("host-local");
     for (first, second) in [(Impl::Reference, Impl::Ours), (Impl::Ours, Impl::Reference)] {
         let node = Node::new();
         let config = conf("1.0.0", &node.data_dir, subnet("10.69.0.0/24"));

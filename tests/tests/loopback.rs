@@ -1,6 +1,6 @@
 //! loopback in every spec version, against the kernel and against the reference.
 
-use ferrocni_tests::{require_root, Call, Impl, NetnsGuard, VERSIONS};
+use ferrocni_tests::{require_reference, require_root, Call, Impl, NetnsGuard, VERSIONS};
 use serde_json::{json, Value};
 
 fn conf(version: &str) -> Value {
@@ -186,9 +186,7 @@ fn chained_loopback_passes_the_previous_result_through() {
 #[test]
 fn same_result_as_the_reference() {
     require_root!();
-    if !Impl::Reference.available("loopback") {
-        return;
-    }
+    require_reference!("loopback");
     let host = NetnsGuard::new("flh");
     let ours_ns = NetnsGuard::new("flc");
     let theirs_ns = NetnsGuard::new("flc");

@@ -3,7 +3,7 @@
 //! addresses. Each test builds its own lab (node namespaces on a private underlay).
 
 use ferrocni_tests::lab::{wait_for, Lab, PREFIX, TTL};
-use ferrocni_tests::{require_root, NetnsGuard, TempDir};
+use ferrocni_tests::{require_root, require_tools, NetnsGuard, TempDir};
 use std::time::Duration;
 
 /// A TCP connection from `client` to `server`'s address is answered (an HTTP fetch).
@@ -29,6 +29,7 @@ fn fragments_created(ns: &NetnsGuard) -> u64 {
 #[test]
 fn pods_on_three_nodes_reach_each_other_by_their_own_addresses() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let lab = Lab::new(3);
     let subnets: Vec<String> = (0..3).map(|i| lab.subnet(i)).collect();
     let mut unique = subnets.clone();
@@ -82,6 +83,7 @@ fn pods_on_three_nodes_reach_each_other_by_their_own_addresses() {
 #[test]
 fn a_joining_node_is_reachable_from_every_node_within_a_second() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let mut lab = Lab::new(3);
     let pods: Vec<_> = (0..3).map(|i| lab.pod(i)).collect();
     let joined = lab.add_node();
@@ -105,6 +107,7 @@ fn a_joining_node_is_reachable_from_every_node_within_a_second() {
 #[test]
 fn a_stopped_node_is_forgotten_after_its_lease_expires() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let mut lab = Lab::new(3);
     let gone = lab.subnet(2);
     for i in 0..2 {
@@ -131,6 +134,7 @@ fn a_stopped_node_is_forgotten_after_its_lease_expires() {
 #[test]
 fn an_agent_restart_keeps_its_subnet_and_its_pods_connected() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let mut lab = Lab::new(2);
     let before = lab.subnet(1);
     let (a, b) = (lab.pod(0), lab.pod(1));
@@ -171,6 +175,7 @@ fn an_agent_restart_keeps_its_subnet_and_its_pods_connected() {
 #[test]
 fn an_etcd_outage_loses_no_connectivity_and_agents_resync_after_it() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let mut lab = Lab::new(2);
     let (a, b) = (lab.pod(0), lab.pod(1));
     lab.stop_etcd();
@@ -206,6 +211,7 @@ fn an_etcd_outage_loses_no_connectivity_and_agents_resync_after_it() {
 #[test]
 fn agents_recover_from_an_etcd_that_hangs_with_connections_open() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let mut lab = Lab::new(2);
     // Longer than a store call's 5 s limit and the HTTP/2 ping timeout: the agents must give
     // up on the silent connection rather than wait behind it.
@@ -231,6 +237,7 @@ fn agents_recover_from_an_etcd_that_hangs_with_connections_open() {
 #[test]
 fn a_malformed_lease_is_skipped_and_valid_ones_still_apply() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let mut lab = Lab::new(2);
     let subnets = format!("{PREFIX}/subnets/");
     lab.etcdctl(&["put", &format!("{subnets}10.244.77.0-24"), "not json"])
@@ -267,6 +274,7 @@ fn a_malformed_lease_is_skipped_and_valid_ones_still_apply() {
 #[test]
 fn the_plugin_asks_to_retry_until_the_agent_has_a_lease() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let mut lab = Lab::empty(false);
     // An agent that cannot reach etcd has no lease: ADD says "try again later", STATUS 50.
     let node = lab.add_node();
@@ -331,6 +339,7 @@ fn static_mode_connects_nodes_without_etcd() {
 #[test]
 fn gc_releases_attachments_the_runtime_no_longer_has() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let lab = Lab::new(1);
     let (kept, lost) = (lab.pod(0), lab.pod(0));
     let mut config = lab.plugin_config(0);
@@ -360,6 +369,7 @@ fn gc_releases_attachments_the_runtime_no_longer_has() {
 #[test]
 fn a_deleted_vxlan_device_is_set_up_again() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let lab = Lab::new(2);
     let (a, b) = (lab.pod(0), lab.pod(1));
     lab.nodes[0]
@@ -386,6 +396,7 @@ fn a_deleted_vxlan_device_is_set_up_again() {
 #[test]
 fn ip_masq_hides_pods_leaving_the_cluster_but_not_pod_to_pod_traffic() {
     require_root!();
+    require_tools!("etcd", "etcdctl");
     let lab = Lab::new(2);
     let pod = NetnsGuard::new("fop");
     let mut config = lab.plugin_config(0);

@@ -3,8 +3,8 @@
 //! (hairpin); UDP too; both backends; scale; bad inputs; nothing left after DEL.
 
 use ferrocni_tests::{
-    address, require_root, wire, with_previous, Call, Impl, NetnsGuard, Outcome, Sandbox, TempDir,
-    VERSIONS,
+    address, require_reference, require_root, require_tools, wire, with_previous, Call, Impl,
+    NetnsGuard, Outcome, Sandbox, TempDir, VERSIONS,
 };
 use serde_json::{json, Value};
 
@@ -191,18 +191,21 @@ fn publishes_tcp(backend: Option<&str>) {
 #[test]
 fn publishes_tcp_with_nftables() {
     require_root!();
+    require_tools!("curl");
     publishes_tcp(None);
 }
 
 #[test]
 fn publishes_tcp_with_iptables() {
     require_root!();
+    require_tools!("curl");
     publishes_tcp(Some("iptables"));
 }
 
 #[test]
 fn publishes_udp() {
     require_root!();
+    require_tools!("python3", "conntrack");
     let node = Node::new();
     let container = NetnsGuard::new("fpc");
     let result = node.attach("udp", &container);
@@ -298,6 +301,7 @@ fn every_verb_in_every_version() {
 #[test]
 fn a_taken_host_port_is_refused_and_the_first_mapping_survives() {
     require_root!();
+    require_tools!("curl");
     let node = Node::new();
     let (a, b) = (NetnsGuard::new("fpc"), NetnsGuard::new("fpc"));
     let (ra, rb) = (node.attach("a", &a), node.attach("b", &b));
@@ -329,6 +333,7 @@ fn a_taken_host_port_is_refused_and_the_first_mapping_survives() {
 #[test]
 fn a_del_removes_only_what_its_own_add_made() {
     require_root!();
+    require_tools!("curl");
     let node = Node::new();
     let a = NetnsGuard::new("fpc");
     let ra = node.attach("a", &a);
@@ -472,6 +477,7 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
 #[test]
 fn interface_names_with_nft_syntax_stay_data() {
     require_root!();
+    require_tools!("curl");
     let node = Node::new();
     let docroot = TempDir::new("www");
     for (i, ifname) in [r#"e"x"#, "e;x", "e{x", "e#x", r#"e"};{#"#]
@@ -521,6 +527,7 @@ fn interface_names_with_nft_syntax_stay_data() {
 #[test]
 fn two_hundred_mappings_all_answer_and_all_go() {
     require_root!();
+    require_tools!("curl");
     let node = Node::new();
     let docroot = TempDir::new("www");
     let mut attached = Vec::new();
@@ -567,6 +574,7 @@ fn two_hundred_mappings_all_answer_and_all_go() {
 #[test]
 fn publishes_over_ipv6_and_honours_conditions() {
     require_root!();
+    require_tools!("curl");
     let node = Node::new();
     node.sandbox
         .ns
@@ -677,6 +685,7 @@ fn maps_a_container_the_host_has_no_route_to_yet() {
 #[test]
 fn a_thousand_mappings_in_one_add() {
     require_root!();
+    require_tools!("curl");
     for backend in ["nftables", "iptables"] {
         let node = Node::new();
         let container = NetnsGuard::new("fpc");
@@ -899,9 +908,7 @@ fn elements_named_in_full_by_earlier_versions_are_still_found() {
 #[test]
 fn rules_the_reference_wrote_for_a_long_id_are_removed() {
     require_root!();
-    if !Impl::Reference.available("portmap") {
-        return;
-    }
+    require_reference!("portmap");
     let host = NetnsGuard::new("fph");
     let container = NetnsGuard::new("fpc");
     let previous = json!({"cniVersion": "1.0.0",
@@ -935,6 +942,7 @@ fn rules_the_reference_wrote_for_a_long_id_are_removed() {
 #[test]
 fn a_dotted_bridge_name_still_takes_localhost_traffic() {
     require_root!();
+    require_tools!("curl");
     let mut node = Node::new();
     node.bridge = ferrocni_tests::unique("pm.");
     let container = NetnsGuard::new("fpc");

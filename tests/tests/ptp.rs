@@ -3,7 +3,8 @@
 //! reference as an oracle.
 
 use ferrocni_tests::{
-    address, require_root, wire, with_previous, Call, Impl, NetnsGuard, Sandbox, VERSIONS,
+    address, require_reference, require_root, wire, with_previous, Call, Impl, NetnsGuard, Sandbox,
+    VERSIONS,
 };
 use serde_json::json;
 
@@ -118,9 +119,7 @@ fn del_without_namespace_and_failed_add_leave_nothing() {
 #[test]
 fn same_shape_and_reachability_as_the_reference() {
     require_root!();
-    if !Impl::Reference.available("ptp") {
-        return;
-    }
+    require_reference!("ptp");
     for implementation in [Impl::Ours, Impl::Reference] {
         let host = Sandbox::new("ptp", NET);
         let config = host.conf("1.0.0", json!([[{"subnet": "10.96.0.0/24"}]]), json!({}));

@@ -1,7 +1,7 @@
 //! static IPAM: addresses from the config, CNI_ARGS and runtimeConfig; CHECK; the reference
 //! as an oracle.
 
-use ferrocni_tests::{require_root, Call, Impl, NetnsGuard, Outcome, VERSIONS};
+use ferrocni_tests::{require_reference, require_root, Call, Impl, NetnsGuard, Outcome, VERSIONS};
 use serde_json::{json, Value};
 
 fn conf(version: &str, ipam: Value) -> Value {
@@ -163,9 +163,7 @@ fn bad_addresses_name_the_field() {
 #[test]
 fn same_results_as_the_reference() {
     require_root!();
-    if !Impl::Reference.available("static") {
-        return;
-    }
+    require_reference!("static");
     let host = NetnsGuard::new("fsh");
     let dual = json!({
         "addresses": [{"address": "10.70.0.5/24", "gateway": "10.70.0.1"}, {"address": "fd00:70::5/64"}],

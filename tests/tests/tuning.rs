@@ -2,7 +2,7 @@
 //! originals, renames go and come back, bad keys are refused before anything changes.
 
 use ferrocni_tests::{
-    require_root, with_previous, Call, Impl, NetnsGuard, Outcome, TempDir, VERSIONS,
+    require_root, require_tools, with_previous, Call, Impl, NetnsGuard, Outcome, TempDir, VERSIONS,
 };
 use serde_json::{json, Value};
 
@@ -100,6 +100,7 @@ fn everything() -> Value {
 #[test]
 fn applies_everything_and_del_restores_it() {
     require_root!();
+    require_tools!("sysctl");
     let setup = Setup::new();
     let before = setup.state("eth0");
     let host_somaxconn = setup
@@ -154,6 +155,7 @@ fn applies_everything_and_del_restores_it() {
 #[test]
 fn renames_and_renames_back() {
     require_root!();
+    require_tools!("sysctl");
     let setup = Setup::new();
     let before = setup.state("eth0");
     let config = setup.renaming();
@@ -206,6 +208,7 @@ fn every_verb_in_every_version_and_gc() {
 #[test]
 fn bad_inputs_are_refused_before_anything_changes() {
     require_root!();
+    require_tools!("sysctl");
     let setup = Setup::new();
     let before = setup.state("eth0");
     let cases = [
@@ -299,6 +302,7 @@ fn a_killed_then_retried_add_is_still_undone_by_del() {
 #[test]
 fn del_restores_ipv6_sysctls_after_an_mtu_below_1280() {
     require_root!();
+    require_tools!("sysctl");
     let setup = Setup::new();
     let accept_ra = |setup: &Setup| {
         let out = setup
@@ -351,6 +355,7 @@ fn del_restores_ipv6_sysctls_after_an_mtu_below_1280() {
 #[test]
 fn del_whose_rename_back_fails_restores_the_rest_once() {
     require_root!();
+    require_tools!("sysctl");
     let setup = Setup::new();
     let before = setup.state("eth0");
     let config = setup.renaming();
@@ -420,6 +425,7 @@ fn hostname() -> String {
 #[test]
 fn a_record_naming_a_host_sysctl_is_refused_by_del() {
     require_root!();
+    require_tools!("sysctl");
     let setup = Setup::new();
     let machine = hostname();
     let config = setup.conf("1.0.0", json!({"mtu": 1400}));
