@@ -51,6 +51,7 @@ echo "== tests"
 # test binary runs in its own package's directory. Steps of this script that cannot run
 # record themselves there too (`skip`), so one list says everything that did not run.
 skips="$PWD/target/test-skips"
+mkdir -p target
 : >"$skips"
 export FERROCNI_TEST_SKIPS="$skips"
 skip() { printf 'scripts/test.sh\t%s\t%s\n' "$1" "$2" >>"$skips"; }
