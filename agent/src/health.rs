@@ -39,6 +39,7 @@ pub struct Status {
     pub reconcile_seconds: f64,
     pub kernel_errors: u64,
     pub etcd_errors: u64,
+    pub reasserts: u64,
 }
 
 impl Status {
@@ -125,8 +126,14 @@ impl Status {
         metric(
             "ferrocni_agent_etcd_errors_total",
             "counter",
-            "Failed etcd sessions: unreachable, timed out, a lease lost, a record rewritten.",
+            "Sessions with etcd that failed: unreachable, a call timed out, the watch ended.",
             self.etcd_errors.to_string(),
+        );
+        metric(
+            "ferrocni_agent_reasserts_total",
+            "counter",
+            "Times the node's records were re-asserted after a lease was lost or a record deleted or rewritten by someone else.",
+            self.reasserts.to_string(),
         );
         let name = "ferrocni_agent_reconcile_duration_seconds";
         let _ = writeln!(
@@ -284,6 +291,7 @@ mod tests {
             lease_ttl: Duration::from_secs(20),
             renewed: Some(now),
             etcd_errors: 2,
+            reasserts: 1,
             ..Status::default()
         };
         status.record_reconcile(Duration::from_millis(3), 4, 0);
@@ -293,6 +301,7 @@ mod tests {
             "ferrocni_agent_lease_age_seconds 0",
             "ferrocni_agent_peers_programmed 4",
             "ferrocni_agent_etcd_errors_total 2",
+            "ferrocni_agent_reasserts_total 1",
             "ferrocni_agent_ready 1",
             "ferrocni_agent_reconcile_duration_seconds_bucket{le=\"0.005\"} 1",
             "ferrocni_agent_reconcile_duration_seconds_bucket{le=\"0.1\"} 2",

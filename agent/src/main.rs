@@ -42,7 +42,8 @@ HTTP on --metrics-address: /healthz (200 while the agent runs), /readyz (200 whe
 holds its lease and its kernel is programmed, else 503 and why), /metrics (Prometheus).
 
 Exit status: 0 after SIGTERM or SIGINT; 1 when the agent cannot start or must stop: bad
-options, credentials etcd refuses, the node's name or subnet held by another machine.";
+settings, credentials etcd refuses, the node's name or subnet held by another machine; 2 for
+options that do not parse.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -337,11 +338,17 @@ impl Agent {
             let delay = tokio::select! {
                 outcome = self.session(store) => {
                     let Err(failure) = outcome;
-                    if let AgentError::Store(e) = &failure {
-                        self.status.lock().etcd_errors += 1;
-                        if matches!(e, StoreError::Conflict(_) | StoreError::Refused(_)) {
-                            return Err(failure);
+                    match &failure {
+                        AgentError::Store(StoreError::Conflict(_) | StoreError::Refused(_)) => {
+                            return Err(failure)
                         }
+                        AgentError::Store(StoreError::Etcd(_) | StoreError::Timeout(_) | StoreError::WatchEnded(_)) => {
+                            self.status.lock().etcd_errors += 1;
+                        }
+                        AgentError::Store(StoreError::LeaseLost { .. } | StoreError::Rewritten { .. }) => {
+                            self.status.lock().reasserts += 1;
+                        }
+                        _ => {}
                     }
                     let delay = match failure {
                         // A store that holds a bad config will not fix itself quickly.

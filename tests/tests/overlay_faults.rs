@@ -38,6 +38,13 @@ fn records(lab: &Lab) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Metric `name` of machine `i`'s agent, from its /metrics.
+fn metric(lab: &Lab, i: usize, name: &str) -> Option<f64> {
+    let text = lab.health(i, "/metrics")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// The etcd lease `key` is attached to, in hex (0 when none).
 fn attached_lease(lab: &Lab, key: &str) -> String {
     let text = lab
@@ -139,14 +146,15 @@ fn etcd_killed_and_restarted_moves_nothing_and_readiness_follows_it() {
         unready.starts_with("not ready: the lease was last renewed"),
         "{unready}"
     );
-    let metrics = lab.health(0, "/metrics").unwrap_or_default();
-    let errors = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ferrocni_agent_etcd_errors_total "))
-        .and_then(|v| v.parse::<u64>().ok());
+    let errors = metric(&lab, 0, "ferrocni_agent_etcd_errors_total");
     assert!(
-        errors.is_some_and(|e| e > 0),
-        "etcd errors counted:\n{metrics}"
+        errors.is_some_and(|e| e > 0.0),
+        "etcd errors counted: {errors:?}"
+    );
+    let age = metric(&lab, 0, "ferrocni_agent_lease_age_seconds");
+    assert!(
+        age.is_some_and(|a| a > TTL.as_secs_f64()),
+        "lease age: {age:?}"
     );
     assert!(lab.agent_running(0) && lab.agent_running(1));
 
@@ -165,10 +173,9 @@ fn etcd_killed_and_restarted_moves_nothing_and_readiness_follows_it() {
         (0..2).all(|i| lab.overlay_routes(i).contains(&subnet))
     });
     assert!(seen.is_some(), "agents follow etcd again:\n{}", lab.logs());
-    let metrics = lab.health(0, "/metrics").unwrap_or_default();
-    assert!(
-        metrics.contains("ferrocni_agent_peers_programmed 2"),
-        "{metrics}"
+    assert_eq!(
+        metric(&lab, 0, "ferrocni_agent_peers_programmed"),
+        Some(2.0)
     );
     assert!(a.ns.ping(&b.ip) && b.ns.ping(&a.ip));
 }
@@ -289,6 +296,11 @@ fn a_nodes_records_deleted_or_revoked_by_hand_are_re_asserted_and_logged_as_erro
         lab.logs()
     );
     assert!(errors(&lab) > logged, "{}", lab.agent_log(0));
+    let reasserts = metric(&lab, 0, "ferrocni_agent_reasserts_total");
+    assert!(
+        reasserts.is_some_and(|r| r >= 2.0),
+        "counted: {reasserts:?}"
+    );
     assert_eq!(lab.subnet(0), subnet);
     assert!(a.ns.ping(&b.ip) && b.ns.ping(&a.ip));
 }
