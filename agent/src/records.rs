@@ -221,6 +221,28 @@ impl View {
             .collect()
     }
 
+    /// Every subnet with a record, readable or not: none of them is free.
+    pub fn recorded(&self) -> BTreeSet<Ipv4Network> {
+        self.owners
+            .keys()
+            .chain(self.unreadable.keys())
+            .copied()
+            .collect()
+    }
+
+    /// The ownership leases whose liveness [`choose`] and [`View::name_holder`] may need:
+    /// those of records under `me`'s name, and when `config` has no subnet that was never
+    /// owned, all of them (lapsed ones are the only subnets left).
+    pub fn leases_to_check(&self, config: &ClusterConfig, me: &Me) -> BTreeSet<LeaseId> {
+        let full = config.free_subnet(&self.recorded(), None).is_none();
+        self.owners
+            .values()
+            .map(|e| &e.record)
+            .filter(|o| full || o.node == me.node)
+            .map(|o| o.lease)
+            .collect()
+    }
+
     /// Who holds `me`'s name with another identity: its live record, else an ownership
     /// record under that name whose lease etcd still has (a node down for less than its
     /// ownership TTL). `None` when the name is free or held by `me` itself.
@@ -354,13 +376,7 @@ pub fn choose(
             revision: entry.mod_revision,
         });
     }
-    let recorded: BTreeSet<Ipv4Network> = view
-        .owners
-        .keys()
-        .chain(view.unreadable.keys())
-        .copied()
-        .collect();
-    if let Some(subnet) = config.free_subnet(&recorded, preferred) {
+    if let Some(subnet) = config.free_subnet(&view.recorded(), preferred) {
         return Ok(Choice::Free(subnet));
     }
     let lapsed = view.owners.iter().filter(|(s, e)| {
@@ -552,6 +568,20 @@ mod tests {
             ),
             Err(Refusal::Exhausted)
         );
+    }
+
+    #[test]
+    fn only_the_leases_a_choice_depends_on_are_checked() {
+        let config = cluster("10.244.0.0/23");
+        let (a, b, c) = (me("a", "ia"), me("b", "ib"), me("c", "ic"));
+        let mut view = View::default();
+        owned(&mut view, "10.244.0.0/24", &a, 1, 1);
+        // A free subnet left: only records under the asking node's name matter.
+        assert_eq!(view.leases_to_check(&config, &c), leases(&[]));
+        assert_eq!(view.leases_to_check(&config, &a), leases(&[1]));
+        // Full: every record may be a lapsed one to take.
+        owned(&mut view, "10.244.1.0/24", &b, 2, 2);
+        assert_eq!(view.leases_to_check(&config, &c), leases(&[1, 2]));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! someone else.
 
 use ipnetwork::Ipv4Network;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -93,8 +93,6 @@ fn refusal(error: &etcd_client::Error) -> Option<String> {
     let lower = text.to_ascii_lowercase();
     let credentials = [
         "certificate",
-        "handshake",
-        "tls",
         "alert",
         "authentication",
         "auth token",
@@ -438,12 +436,20 @@ impl EtcdStore {
         }
     }
 
-    /// Etcd's live lease IDs: an ownership record whose lease is not among them has lapsed.
-    async fn live_leases(
+    /// Which of `ids` etcd still has: an ownership record whose lease is gone has lapsed.
+    /// Asked lease by lease, not by listing every lease: an etcd shared with other systems
+    /// may hold far more leases than the overlay's.
+    async fn live_among(
         client: &mut Client,
-    ) -> Result<std::collections::BTreeSet<LeaseId>, StoreError> {
-        let leases = bounded(client.leases()).await?;
-        Ok(leases.leases().iter().map(|l| LeaseId(l.id())).collect())
+        ids: BTreeSet<LeaseId>,
+    ) -> Result<BTreeSet<LeaseId>, StoreError> {
+        let mut live = BTreeSet::new();
+        for id in ids {
+            if bounded(client.lease_time_to_live(id.0, None)).await?.ttl() > 0 {
+                live.insert(id);
+            }
+        }
+        Ok(live)
     }
 
     async fn grant(client: &mut Client, ttl: i64) -> Result<LeaseId, StoreError> {
@@ -514,7 +520,7 @@ impl EtcdStore {
         wanted: Wanted,
     ) -> Result<Option<Ipv4Network>, StoreError> {
         let (view, kvs, _) = self.read(client).await?;
-        let live = Self::live_leases(client).await?;
+        let live = Self::live_among(client, view.leases_to_check(config, me)).await?;
         if let Some(holder) = view.name_holder(me, &live) {
             if !self.take_over {
                 return Err(StoreError::Conflict(format!(
