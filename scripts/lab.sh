@@ -3,8 +3,10 @@
 #
 #   scripts/lab.sh up [N]        N nodes (default 3) on a private underlay, etcd, an agent each
 #   scripts/lab.sh pod NODE NAME a container namespace NAME on node NODE (1..N), via the vxlan plugin
-#   scripts/lab.sh exec NAME CMD run CMD inside pod NAME (e.g. busybox ping 10.244.2.2)
-#   scripts/lab.sh status        leases in etcd and each node's overlay routes
+#   scripts/lab.sh ip NAME       pod NAME's overlay address
+#   scripts/lab.sh exec NAME CMD run CMD inside pod NAME (e.g. busybox ping "$(scripts/lab.sh ip b)")
+#   scripts/lab.sh status        records in etcd and each node's overlay routes
+#   scripts/lab.sh check N       whether N nodes fit the kernel's neighbour table (up checks too)
 #   scripts/lab.sh down          remove everything
 #
 # The underlay is 198.18.0.0/24 (a range reserved for benchmarking) and exists only inside
@@ -23,8 +25,27 @@ NS_UL=flab-ul
 
 node_ns() { echo "flab-n$1"; }
 
+# The kernel keeps one neighbour (ARP) table for all namespaces, and its limit
+# (net.ipv4.neigh.default.gc_thresh3) can be set only on the host: the lab cannot raise it
+# for its own namespaces. Every node learns every other node's underlay MAC and the underlay
+# namespace learns them all: about N*N + N entries, on top of those in use already. Past the
+# limit the kernel drops resolutions ("neighbor table overflow" in dmesg) and first pings fail.
+check() {
+  local count=$1 limit used need
+  limit=$(cat /proc/sys/net/ipv4/neigh/default/gc_thresh3)
+  used=$((16#$(awk 'NR == 2 {print $1}' /proc/net/stat/arp_cache)))
+  need=$((count * count + count))
+  if [ $((used + need)) -gt "$limit" ]; then
+    echo "warning: $count nodes need about $need neighbour entries; $used are in use and the" \
+      "kernel's limit is $limit (net.ipv4.neigh.default.gc_thresh3, shared by every namespace)." \
+      "Expect 'neighbor table overflow' and lost first pings, or raise the limit on the host:" \
+      "sysctl -w net.ipv4.neigh.default.gc_thresh3=$(((used + need) * 2))" >&2
+  fi
+}
+
 up() {
   local count=${1:-3}
+  check "$count"
   command -v etcd >/dev/null || { echo "etcd is missing: apt-get install etcd-server" >&2; exit 1; }
   [ -x "$BIN/ferrocni-agent" ] || cargo build --workspace --bins --quiet
   mkdir -p "$LAB"
@@ -77,25 +98,37 @@ add_node() {
   ip -n "$ns" addr add "$UNDERLAY.$i/24" dev eth0
   ip -n "$ns" link set eth0 up
   mkdir -p "$LAB/n$i"
-  ip netns exec "$ns" "$BIN/ferrocni-agent" --node "n$i" --etcd-endpoints "$ETCD" \
-    --config "$LAB/cluster.json" --underlay-interface eth0 --node-file "$LAB/n$i/vxlan.json" \
+  # Each node its own identity: the lab's nodes share one disk.
+  FERROCNI_IDENTITY_FILE="$LAB/n$i/identity" ip netns exec "$ns" "$BIN/ferrocni-agent" \
+    --node "n$i" --etcd-endpoints "$ETCD" --config "$LAB/cluster.json" \
+    --underlay-interface eth0 --node-file "$LAB/n$i/vxlan.json" \
     --lease-ttl 5 >"$LAB/n$i/agent.log" 2>&1 &
   echo $! >"$LAB/n$i/agent.pid"
 }
 
 pod() {
   local node=$1 name=$2
-  ip netns add "flab-$name"
-  ip -n "flab-$name" link set lo up
   cat >"$LAB/n$node/net.json" <<EOF
 {"cniVersion": "1.1.0", "name": "overlay", "type": "vxlan",
  "subnetFile": "$LAB/n$node/vxlan.json", "dataDir": "$LAB/n$node/ipam",
  "stateDir": "$LAB/n$node/state", "ipMasq": false}
 EOF
-  ip netns exec "$(node_ns "$node")" env CNI_COMMAND=ADD CNI_CONTAINERID="$name" \
+  ip netns add "flab-$name"
+  ip -n "flab-$name" link set lo up
+  # A pod whose ADD failed is no pod: its namespace goes too, so the name can be used again.
+  if ! ip netns exec "$(node_ns "$node")" env CNI_COMMAND=ADD CNI_CONTAINERID="$name" \
     CNI_NETNS="/run/netns/flab-$name" CNI_IFNAME=eth0 CNI_PATH="$BIN" \
-    "$BIN/vxlan" <"$LAB/n$node/net.json"
+    "$BIN/vxlan" <"$LAB/n$node/net.json"; then
+    ip netns del "flab-$name"
+    echo >&2
+    echo "ADD of pod $name on node $node failed (see above); its namespace is removed" >&2
+    exit 1
+  fi
   echo
+}
+
+pod_ip() {
+  ip -n "flab-$1" -4 -o addr show dev eth0 | awk '{sub("/.*", "", $4); print $4}'
 }
 
 status() {
@@ -119,8 +152,10 @@ down() {
 case "${1:-}" in
   up) up "${2:-3}" ;;
   pod) pod "$2" "$3" ;;
+  ip) pod_ip "$2" ;;
+  check) check "$2" ;;
   exec) name=$2; shift 2; ip netns exec "flab-$name" "$@" ;;
   status) status ;;
   down) down ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

@@ -1,54 +1,62 @@
-//! Leveled log lines on stderr, where a service manager or a test collects them.
+//! Log lines through `tracing` on stderr, where a service manager or a test collects them:
+//! an RFC 3339 UTC timestamp, the level, the module, the message.
+//!
+//! A stderr that is closed or whose reader went away (a restarted journal, `agent | head`)
+//! loses the lines, never the agent: write errors are dropped, not reported on the same
+//! broken stream.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::str::FromStr;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Level {
-    Error = 0,
-    Warn = 1,
-    Info = 2,
-    Debug = 3,
+/// The filter `--log-level` gives: a bare level (`debug`) applies to the agent, with its
+/// libraries (gRPC, HTTP/2) at `warn` so their chatter does not drown it; anything else is
+/// a full filter, `warn,ferrocni_agent=debug,h2=info` (targets are module paths).
+pub fn filter(text: &str) -> Result<Targets, String> {
+    let text = text.trim();
+    if let Ok(level) = LevelFilter::from_str(text) {
+        return Ok(Targets::new()
+            .with_default(LevelFilter::WARN.min(level))
+            .with_target(env!("CARGO_CRATE_NAME"), level));
+    }
+    Targets::from_str(text).map_err(|e| format!("--log-level {text:?}: {e}"))
 }
 
-static THRESHOLD: AtomicU8 = AtomicU8::new(Level::Info as u8);
-
-pub fn set_level(level: Level) {
-    THRESHOLD.store(level as u8, Ordering::Relaxed);
+pub fn init(filter: Targets) {
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .log_internal_errors(false);
+    tracing_subscriber::registry()
+        .with(lines)
+        .with(filter)
+        .init();
 }
 
-pub fn enabled(level: Level) -> bool {
-    level as u8 <= THRESHOLD.load(Ordering::Relaxed)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
 
-pub fn write(level: Level, message: std::fmt::Arguments) {
-    if enabled(level) {
-        let name = match level {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN",
-            Level::Info => "INFO",
-            Level::Debug => "DEBUG",
-        };
-        eprintln!("{} ferrocni-agent {name}: {message}", clock());
+    #[test]
+    fn a_bare_level_is_the_agents_and_libraries_stay_at_warn() {
+        let debug = filter("debug").expect("parsed");
+        assert!(debug.would_enable("ferrocni_agent::store", &Level::DEBUG));
+        assert!(!debug.would_enable("h2::codec", &Level::DEBUG));
+        assert!(debug.would_enable("h2::codec", &Level::WARN));
+        let error = filter("error").expect("parsed");
+        assert!(!error.would_enable("ferrocni_agent", &Level::WARN));
+        assert!(!error.would_enable("h2", &Level::WARN));
+    }
+
+    #[test]
+    fn a_full_filter_is_taken_as_written_and_nonsense_is_refused() {
+        let custom = filter("info,h2=trace").expect("parsed");
+        assert!(custom.would_enable("h2::proto", &Level::TRACE));
+        assert!(!custom.would_enable("ferrocni_agent", &Level::DEBUG));
+        let error = filter("x=banana").expect_err("refused");
+        assert!(error.contains("--log-level"), "{error}");
     }
 }
-
-/// UTC time of day with milliseconds: enough to line the log up with etcd's and a test's.
-fn clock() -> String {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seconds = since_epoch.as_secs() % 86_400;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-macro_rules! error { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($arg)*)) } }
-macro_rules! warning { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warn, format_args!($($arg)*)) } }
-macro_rules! info { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) } }
-macro_rules! debug { ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($arg)*)) } }
-pub(crate) use {debug, error, info, warning};

@@ -1,75 +1,159 @@
 //! ferrocni-agent: the VXLAN overlay's node agent.
 //!
-//! It leases this node a subnet of the cluster network from etcd (or takes it from a static
-//! config), publishes the node's VTEP in the lease, sets up the VXLAN device and the node
-//! bridge, leaves the subnet and MTU in a file for the `vxlan` plugin, and keeps every other
-//! node's route, neighbour and forwarding entries in line with the leases it watches.
+//! It owns this node a subnet of the cluster network in etcd (or takes it from a static
+//! config), publishes the node's VTEP while it is alive, sets up the VXLAN device and the
+//! node bridge, leaves the subnet and MTU in a file for the `vxlan` plugin, and keeps every
+//! other node's route, neighbour and forwarding entries in line with the records it watches.
 //!
-//! When etcd is unreachable it keeps what it programmed and retries with backoff; once back,
-//! it re-lists and re-watches. SIGTERM stops it without revoking the lease: a restart within
-//! the TTL keeps the subnet, and containers keep their addresses.
+//! Ownership and liveness are apart (see `records`): a short outage, of the node or of etcd,
+//! costs the node its peers' routes for a while, never its subnet. When etcd is unreachable
+//! the agent keeps what it programmed and retries with backoff; once back, it re-asserts its
+//! records, re-lists and re-watches. SIGTERM stops it without removing anything: a restart
+//! keeps the subnet, and containers keep their addresses.
 
+mod health;
+mod identity;
 mod log;
 mod node;
+mod records;
 mod store;
 
 use clap::Parser;
 use ipnetwork::Ipv4Network;
 use serde::Deserialize;
 use std::convert::Infallible;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, Signal, SignalKind};
+use tracing::{error, info, warn};
 
-use log::{error, info, warning, Level};
 use netlib::netlink::Netlink;
 use netlib::overlay::{self, ClusterConfig, NodeFile, NodeLease, DEFAULT_NODE_FILE};
 use node::{NodeKernel, Settings, Underlay};
-use store::{Change, EtcdStore, LeaseStore, Leases, StaticStore, StoreError};
+use records::{Me, Wanted};
+use store::{Access, EtcdStore, LeaseStore, Leases, StaticStore, StoreError, Terms};
+
+const AFTER_HELP: &str = "\
+Every option can also be given in the environment variable shown with it.
+
+HTTP on --metrics-address: /healthz (200 while the agent runs), /readyz (200 when the node
+holds its lease and its kernel is programmed, else 503 and why), /metrics (Prometheus).
+
+Exit status: 0 after SIGTERM or SIGINT; 1 when the agent cannot start or must stop: bad
+settings, credentials etcd refuses, the node's name or subnet held by another machine; 2 for
+options that do not parse.";
 
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "VXLAN overlay node agent: subnet leases in etcd, routes to every node"
+    about = "VXLAN overlay node agent: subnet ownership in etcd, routes to every live node",
+    after_help = AFTER_HELP
 )]
 struct Args {
     /// This node's name (default: the host name).
     #[arg(long, env = "FERROCNI_NODE")]
     node: Option<String>,
+    /// Where this machine's identity is kept (generated on the first start, mode 0600). A
+    /// second machine started with the same --node has another identity and is refused.
+    #[arg(
+        long,
+        env = "FERROCNI_IDENTITY_FILE",
+        default_value = "/var/lib/ferrocni/identity"
+    )]
+    identity_file: PathBuf,
+    /// Take this node's name (and its subnet) over from another machine that held it: for
+    /// a node replaced or reinstalled. An agent still running there stops.
+    #[arg(long, env = "FERROCNI_TAKE_OVER")]
+    take_over: bool,
     /// etcd client URLs; without them the agent runs in static mode from --config.
     #[arg(long, env = "FERROCNI_ETCD_ENDPOINTS", value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// The CA certificate (PEM) that signed etcd's server certificate; needed with https://
+    /// endpoints.
+    #[arg(long, env = "FERROCNI_ETCD_CAFILE")]
+    etcd_cafile: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd's --client-cert-auth, with --etcd-keyfile.
+    #[arg(long, env = "FERROCNI_ETCD_CERTFILE")]
+    etcd_certfile: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "FERROCNI_ETCD_KEYFILE")]
+    etcd_keyfile: Option<PathBuf>,
+    /// An etcd user, with --etcd-password.
+    #[arg(long, env = "FERROCNI_ETCD_USERNAME", requires = "etcd_password")]
+    etcd_username: Option<String>,
+    /// The etcd user's password; better given in the environment than on the command line,
+    /// where every local user can read it.
+    #[arg(
+        long,
+        env = "FERROCNI_ETCD_PASSWORD",
+        hide_env_values = true,
+        requires = "etcd_username"
+    )]
+    etcd_password: Option<String>,
     /// Key prefix of this overlay in etcd.
-    #[arg(long, default_value = "/ferrocni/network")]
+    #[arg(long, env = "FERROCNI_PREFIX", default_value = "/ferrocni/network")]
     prefix: String,
     /// The cluster network (published to etcd if it has none), or in static mode the
     /// node's subnet and its peers.
-    #[arg(long)]
+    #[arg(long, env = "FERROCNI_CONFIG")]
     config: Option<PathBuf>,
     /// The underlay link (default: the default route's).
-    #[arg(long)]
+    #[arg(long, env = "FERROCNI_UNDERLAY_INTERFACE")]
     underlay_interface: Option<String>,
     /// The underlay address (default: the underlay link's first).
-    #[arg(long)]
+    #[arg(long, env = "FERROCNI_UNDERLAY_IP")]
     underlay_ip: Option<IpAddr>,
     /// The node bridge containers attach to.
-    #[arg(long, default_value = "ferrocni0")]
+    #[arg(long, env = "FERROCNI_BRIDGE", default_value = "ferrocni0")]
     bridge: String,
     /// The VXLAN device.
-    #[arg(long, default_value = "ferrocni.vx")]
+    #[arg(long, env = "FERROCNI_VXLAN_DEVICE", default_value = "ferrocni.vx")]
     vxlan_device: String,
     /// Where the node's subnet and MTU are written for the vxlan plugin.
-    #[arg(long, default_value = DEFAULT_NODE_FILE)]
+    #[arg(long, env = "FERROCNI_NODE_FILE", default_value = DEFAULT_NODE_FILE)]
     node_file: PathBuf,
-    /// Seconds without renewal after which other nodes forget this one.
-    #[arg(long, default_value_t = 20)]
+    /// Seconds of liveness: a node that has not renewed for this long is dropped from its
+    /// peers' routes (its subnet stays its own; see --subnet-ttl).
+    #[arg(long, env = "FERROCNI_LEASE_TTL", default_value_t = 20)]
     lease_ttl: u64,
+    /// Seconds of subnet ownership: a node down for longer loses its subnet to the next node
+    /// that needs one (not before its owner had a grace period to come back, counted while
+    /// etcd answers). At least twice --lease-ttl.
+    #[arg(long, env = "FERROCNI_SUBNET_TTL", default_value_t = 24 * 3600)]
+    subnet_ttl: u64,
     /// Seconds between full reconciliations (repairing entries someone else changed).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "FERROCNI_RESYNC", default_value_t = 30)]
     resync: u64,
-    #[arg(long, value_enum, default_value = "info")]
-    log_level: Level,
+    /// Where /healthz, /readyz and /metrics are served (address:port), or "off".
+    #[arg(
+        long,
+        env = "FERROCNI_METRICS_ADDRESS",
+        default_value = "127.0.0.1:9471"
+    )]
+    metrics_address: Listen,
+    /// A level (error, warn, info, debug, trace) for the agent, its libraries staying at
+    /// warn; or a filter by module, e.g. "info,ferrocni_agent::store=debug,h2=warn".
+    #[arg(long, env = "FERROCNI_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+/// `--metrics-address`: an address to listen on, or none.
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+impl FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" {
+            return Ok(Listen(None));
+        }
+        text.parse()
+            .map(|address| Listen(Some(address)))
+            .map_err(|e| format!("{text:?} is no address:port ({e}), nor \"off\""))
+    }
 }
 
 /// The `--config` file: the cluster network, and for static mode this node's subnet and peers.
@@ -96,6 +180,8 @@ enum AgentError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Netlib(#[from] netlib::Error),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
     #[error("{0}")]
     Usage(String),
     /// The node's own network is not as the agent needs it.
@@ -109,7 +195,8 @@ impl From<netlib::netlink::NetlinkError> for AgentError {
     }
 }
 
-/// How long a session may take to get its config and lease.
+/// How long a session may take to get its config and lease, besides waiting out a lapsed
+/// subnet.
 const SESSION_START_LIMIT: Duration = Duration::from_secs(15);
 
 /// Retry delays: 200 ms doubling to 5 s.
@@ -134,38 +221,45 @@ impl Backoff {
 struct Agent {
     settings: Settings,
     local_config: Option<ClusterConfig>,
-    me: NodeLease,
+    me: Me,
     underlay: Underlay,
     lease_ttl: Duration,
     resync: Duration,
     kernel: Option<NodeKernel>,
-    /// The subnet held before (from this run or the node file): tried first on re-lease.
+    /// The subnet this run set the node up for: re-asserted, never traded for another.
+    running: Option<Ipv4Network>,
+    /// The subnet in the node file from an earlier run: asked for first.
     previous_subnet: Option<Ipv4Network>,
     backoff: Backoff,
+    status: health::Shared,
 }
 
 impl Agent {
-    /// One session: lease, set up, list, then follow changes until the store fails.
+    /// One session: own a subnet, set up, list, then follow changes until the store fails.
     async fn session<S: LeaseStore>(&mut self, store: &mut S) -> Result<Infallible, AgentError> {
         // Each store call is bounded; the start as a whole is too, so a session that stalls
         // anywhere before it has a lease is abandoned and retried rather than waited on.
+        let wanted = match self.running {
+            Some(subnet) => Wanted::Held(subnet),
+            None => Wanted::Any(self.previous_subnet),
+        };
+        let limit = SESSION_START_LIMIT + store.claim_wait();
         let start = async {
             let config = store.cluster_config(self.local_config.as_ref()).await?;
-            let subnet = store
-                .acquire(&config, &self.me, self.previous_subnet)
-                .await?;
+            let subnet = store.acquire(&config, &self.me, wanted).await?;
             Ok::<_, AgentError>((config, subnet))
         };
-        let (config, subnet) = tokio::time::timeout(SESSION_START_LIMIT, start)
+        let (config, subnet) = tokio::time::timeout(limit, start)
             .await
-            .map_err(|_| StoreError::Timeout(SESSION_START_LIMIT))??;
+            .map_err(|_| StoreError::Timeout(limit))??;
+        self.status.lock().renewed = Some(Instant::now());
         let stale = self
             .kernel
             .as_ref()
             .is_none_or(|k| k.subnet != subnet || k.config != config);
         if stale {
             if self.previous_subnet.is_some_and(|s| s != subnet) {
-                warning!(
+                warn!(
                     "the subnet changed to {subnet}: containers on the old one must be re-created"
                 );
             }
@@ -180,7 +274,9 @@ impl Agent {
                 self.me.node, self.underlay.ip
             );
         }
+        self.running = Some(subnet);
         self.previous_subnet = Some(subnet);
+        self.status.lock().subnet = Some(subnet);
         let mut leases = store.list().await?;
         self.reconcile(&leases)?;
         self.backoff.reset();
@@ -190,15 +286,13 @@ impl Agent {
         loop {
             tokio::select! {
                 changes = store.next_changes() => {
-                    for change in changes? {
-                        match change {
-                            Change::Put(subnet, lease) => leases.insert(subnet, lease),
-                            Change::Delete(subnet) => leases.remove(&subnet),
-                        };
-                    }
+                    leases = changes?;
                     self.reconcile(&leases)?;
                 }
-                _ = renew.tick() => store.keep_alive().await?,
+                _ = renew.tick() => {
+                    store.keep_alive().await?;
+                    self.status.lock().renewed = Some(Instant::now());
+                }
                 _ = resync.tick() => {
                     self.reconcile(&leases)?;
                 }
@@ -210,24 +304,31 @@ impl Agent {
         let Some(kernel) = self.kernel.as_mut() else {
             return Ok(());
         };
+        let started = Instant::now();
         match kernel.reconcile(leases) {
-            Ok(0) => Ok(()),
-            Ok(changed) => {
-                info!(
-                    "{changed} kernel entries changed; {} nodes known",
-                    leases.len()
-                );
+            Ok(pass) => {
+                self.status
+                    .lock()
+                    .record_reconcile(started.elapsed(), pass.peers, pass.failed);
+                if pass.changed > 0 {
+                    info!(
+                        "{} kernel entries changed; {} nodes routed",
+                        pass.changed, pass.peers
+                    );
+                }
                 Ok(())
             }
             Err(e) => {
                 // The next session sets the node up from scratch.
                 self.kernel = None;
+                self.status.lock().programmed = false;
                 Err(e)
             }
         }
     }
 
-    /// Sessions until SIGTERM or SIGINT; between failed ones, backoff.
+    /// Sessions until SIGTERM or SIGINT, or a failure no retry can fix; between failed
+    /// sessions, backoff.
     async fn run<S: LeaseStore>(&mut self, store: &mut S) -> Result<(), AgentError> {
         let mut terminate = signal(SignalKind::terminate())
             .map_err(|e| AgentError::Usage(format!("cannot handle SIGTERM: {e}")))?;
@@ -237,12 +338,29 @@ impl Agent {
             let delay = tokio::select! {
                 outcome = self.session(store) => {
                     let Err(failure) = outcome;
+                    match &failure {
+                        AgentError::Store(StoreError::Conflict(_) | StoreError::Refused(_)) => {
+                            return Err(failure)
+                        }
+                        AgentError::Store(StoreError::Etcd(_) | StoreError::Timeout(_) | StoreError::WatchEnded(_)) => {
+                            self.status.lock().etcd_errors += 1;
+                        }
+                        AgentError::Store(StoreError::LeaseLost { .. } | StoreError::Rewritten { .. }) => {
+                            self.status.lock().reasserts += 1;
+                        }
+                        _ => {}
+                    }
                     let delay = match failure {
                         // A store that holds a bad config will not fix itself quickly.
                         AgentError::Store(StoreError::Config(_)) => Backoff::LAST,
+                        // Re-assert at once: peers are not routing to this node meanwhile.
+                        AgentError::Store(StoreError::LeaseLost { .. } | StoreError::Rewritten { .. }) => {
+                            self.backoff.reset();
+                            self.backoff.next()
+                        }
                         _ => self.backoff.next(),
                     };
-                    warning!("{}; keeping the kernel as it is, retrying in {delay:?}", netlib::error::causes(&failure));
+                    warn!("{}; keeping the kernel as it is, retrying in {delay:?}", netlib::error::causes(&failure));
                     delay
                 }
                 _ = stopped(&mut terminate, &mut interrupt) => break,
@@ -253,10 +371,10 @@ impl Agent {
             }
             if let Err(e) = store.recover().await {
                 // The next session fails on the same cause and backs off further.
-                warning!("{}", netlib::error::causes(&e));
+                warn!("{}", netlib::error::causes(&e));
             }
         }
-        info!("stopping; the lease and the kernel entries stay until the lease expires");
+        info!("stopping; the records and the kernel entries stay (peers drop this node when its liveness lease expires)");
         Ok(())
     }
 }
@@ -285,6 +403,34 @@ fn load_config(path: &PathBuf) -> Result<ConfigFile, AgentError> {
     Ok(file)
 }
 
+/// The static-mode store from `--config`.
+fn static_store(file: Option<ConfigFile>) -> Result<StaticStore, AgentError> {
+    let file = file.ok_or_else(|| {
+        AgentError::Usage("give --etcd-endpoints, or --config with a static subnet".into())
+    })?;
+    let subnet = file.subnet.ok_or_else(|| {
+        AgentError::Usage("static mode (no --etcd-endpoints) needs \"subnet\" in --config".into())
+    })?;
+    let peers = file
+        .peers
+        .iter()
+        .map(|p| {
+            let lease = NodeLease {
+                node: p.node.clone(),
+                vtep: p.vtep,
+                mac: overlay::node_mac(&p.node),
+            };
+            (p.subnet, lease)
+        })
+        .collect();
+    info!("static mode: {subnet} with {} peers", file.peers.len());
+    Ok(StaticStore {
+        config: file.cluster,
+        subnet,
+        peers,
+    })
+}
+
 async fn start(args: Args) -> Result<(), AgentError> {
     let node = args
         .node
@@ -292,6 +438,20 @@ async fn start(args: Args) -> Result<(), AgentError> {
         .or_else(host_name)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| AgentError::Usage("give --node: the host name is unknown".into()))?;
+    if node.contains('/') {
+        return Err(AgentError::Usage(format!(
+            "--node {node:?}: a node name cannot contain '/'"
+        )));
+    }
+    let lease_ttl = Duration::from_secs(args.lease_ttl.max(3));
+    let subnet_ttl = Duration::from_secs(args.subnet_ttl);
+    if subnet_ttl < lease_ttl * 2 {
+        return Err(AgentError::Usage(format!(
+            "--subnet-ttl {} must be at least twice --lease-ttl ({} s)",
+            args.subnet_ttl,
+            lease_ttl.as_secs()
+        )));
+    }
     let file = args.config.as_ref().map(load_config).transpose()?;
     let mut netlink = Netlink::open()?;
     let underlay = Underlay::find(
@@ -299,10 +459,33 @@ async fn start(args: Args) -> Result<(), AgentError> {
         args.underlay_interface.as_deref(),
         args.underlay_ip,
     )?;
+    let status = health::Shared::default();
+    status.lock().lease_ttl = lease_ttl;
+    if let Listen(Some(address)) = args.metrics_address {
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            AgentError::Usage(format!("cannot serve --metrics-address {address}: {e}"))
+        })?;
+        tokio::spawn(health::serve(listener, status.clone()));
+    }
     let previous_subnet = NodeFile::load(&args.node_file)
         .ok()
         .flatten()
         .map(|f| f.subnet);
+    let etcd = !args.etcd_endpoints.is_empty();
+    // Static mode has no records to tell machines apart by, and needs no identity on disk.
+    let identity = if etcd {
+        let (identity, created) = identity::load_or_create(&args.identity_file)?;
+        if created {
+            info!(
+                "generated this machine's identity {}… in {}",
+                records::short(&identity),
+                args.identity_file.display()
+            );
+        }
+        identity
+    } else {
+        String::new()
+    };
     let mut agent = Agent {
         settings: Settings {
             node: node.clone(),
@@ -311,54 +494,58 @@ async fn start(args: Args) -> Result<(), AgentError> {
             node_file: args.node_file.clone(),
         },
         local_config: file.as_ref().map(|f| f.cluster.clone()),
-        me: NodeLease {
+        me: Me {
             node: node.clone(),
+            identity,
             vtep: underlay.ip,
             mac: overlay::node_mac(&node),
         },
         underlay,
-        lease_ttl: Duration::from_secs(args.lease_ttl.max(3)),
+        lease_ttl,
         resync: Duration::from_secs(args.resync.max(1)),
         kernel: None,
+        running: None,
         previous_subnet,
         backoff: Backoff(Backoff::FIRST),
+        status,
     };
-    if args.etcd_endpoints.is_empty() {
-        let file = file.ok_or_else(|| {
-            AgentError::Usage("give --etcd-endpoints, or --config with a static subnet".into())
-        })?;
-        let subnet = file.subnet.ok_or_else(|| {
-            AgentError::Usage(
-                "static mode (no --etcd-endpoints) needs \"subnet\" in --config".into(),
-            )
-        })?;
-        let peers = file
-            .peers
-            .iter()
-            .map(|p| {
-                let lease = NodeLease {
-                    node: p.node.clone(),
-                    vtep: p.vtep,
-                    mac: overlay::node_mac(&p.node),
-                };
-                (p.subnet, lease)
-            })
-            .collect();
-        info!("static mode: {subnet} with {} peers", file.peers.len());
-        let mut store = StaticStore {
-            config: file.cluster,
-            subnet,
-            peers,
-        };
+    if !etcd {
+        let mut store = static_store(file)?;
         return agent.run(&mut store).await;
     }
-    let mut store = EtcdStore::connect(&args.etcd_endpoints, &args.prefix, agent.lease_ttl).await?;
+    let access = Access {
+        endpoints: args.etcd_endpoints.clone(),
+        ca_file: args.etcd_cafile.clone(),
+        cert_file: args.etcd_certfile.clone(),
+        key_file: args.etcd_keyfile.clone(),
+        user: args.etcd_username.clone().zip(args.etcd_password.clone()),
+    };
+    let terms = Terms {
+        prefix: args.prefix.clone(),
+        liveness_ttl: lease_ttl,
+        ownership_ttl: subnet_ttl,
+        // A live owner whose ownership lapsed (an etcd stall longer than --subnet-ttl)
+        // notices within a renewal (a third of the liveness TTL) or a call's time limit,
+        // sleeps at most the longest backoff, then re-asserts: the grace covers all three.
+        grace: lease_ttl + store::CALL_LIMIT + Backoff::LAST,
+        take_over: args.take_over,
+    };
+    let mut store = EtcdStore::new(access, terms)?;
+    store.probe().await?;
     agent.run(&mut store).await
 }
 
 fn main() {
     let args = Args::parse();
-    log::set_level(args.log_level);
+    match log::filter(&args.log_level) {
+        Ok(filter) => log::init(filter),
+        Err(e) => {
+            // Before logging is set up: say it once, and never panic on a closed stderr.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "ferrocni-agent: {e}");
+            std::process::exit(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -14,8 +14,8 @@ use crate::AgentError;
 
 type Result<T> = std::result::Result<T, AgentError>;
 
-use crate::log::{debug, warning};
 use crate::store::Leases;
+use tracing::{debug, warn};
 
 /// Where the tunnels leave from.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +77,15 @@ fn is_link_local(ip: IpAddr) -> bool {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
     }
+}
+
+/// What one reconciliation did.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    pub changed: usize,
+    pub failed: usize,
+    /// Remote nodes routed to, as desired.
+    pub peers: usize,
 }
 
 /// What the node is told at start.
@@ -148,9 +157,9 @@ impl NodeKernel {
         })
     }
 
-    /// Brings the kernel's entries in line with `leases` (every node but this one). Returns
-    /// how many changes it made; failures are logged and retried on the next pass.
-    pub fn reconcile(&mut self, leases: &Leases) -> Result<usize> {
+    /// Brings the kernel's entries in line with `leases` (every node but this one). Failures
+    /// of single entries are logged and retried on the next pass.
+    pub fn reconcile(&mut self, leases: &Leases) -> Result<Pass> {
         if self.netlink.link_by_index(self.vxlan)?.is_none() {
             return Err(AgentError::Node(
                 "the VXLAN device is gone; setting the node up again".to_string(),
@@ -173,8 +182,12 @@ impl NodeKernel {
         }
         let failures = overlay::apply(&mut self.netlink, self.vxlan, &operations);
         for (operation, error) in &failures {
-            warning!("{operation:?} failed: {}", netlib::error::causes(error));
+            warn!("{operation:?} failed: {}", netlib::error::causes(error));
         }
-        Ok(operations.len() - failures.len())
+        Ok(Pass {
+            changed: operations.len() - failures.len(),
+            failed: failures.len(),
+            peers: desired.routes.len(),
+        })
     }
 }

@@ -104,7 +104,8 @@ pub struct NodeLease {
     pub mac: MacAddr,
 }
 
-mod mac_text {
+/// A MAC as its text (`02:00:5e:00:53:01`) in serde: `#[serde(with = "mac_text")]`.
+pub mod mac_text {
     use super::MacAddr;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -11,11 +11,88 @@ use std::time::{Duration, Instant};
 
 use crate::{address, our_bin_dir, Call, NetnsGuard, Outcome, TempDir};
 
-pub const ETCD: &str = "http://198.18.0.254:23790";
+/// etcd's client address inside the underlay namespace (`https` with [`EtcdTls`]).
+const ETCD_ADDRESS: &str = "198.18.0.254:23790";
 pub const PREFIX: &str = "/ferrocni/network";
 /// The lease TTL the lab's agents use: short, so departures are seen quickly, but long
 /// enough that an etcd slowed by a loaded CI machine (ten labs at once) does not expire it.
 pub const TTL: Duration = Duration::from_secs(5);
+/// Where each agent serves /healthz, /readyz and /metrics, inside its node's namespace.
+pub const HEALTH: &str = "http://127.0.0.1:9471";
+
+/// Certificates for an etcd that speaks TLS and asks clients for theirs: a CA, etcd's
+/// certificate for its lab address, a client certificate, and a second CA that signed
+/// nothing of this (to be the wrong one). Made with openssl, valid for a day.
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    pub other_ca: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[String]) {
+    let output = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `text` split at spaces, for arguments that contain none.
+fn words(text: &str) -> Vec<String> {
+    text.split(' ').map(str::to_string).collect()
+}
+
+impl EtcdTls {
+    pub fn make(dir: &std::path::Path) -> EtcdTls {
+        let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        for ca in ["ca", "other-ca"] {
+            let mut args = words(&format!(
+                "req -x509 -days 1 {key} -keyout {ca}.key -out {ca}.crt \
+                 -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -subj"
+            ));
+            args.push(format!("/CN=ferrocni lab {ca}"));
+            openssl(dir, &args);
+        }
+        let ip = ETCD_ADDRESS.split(':').next().unwrap_or_default();
+        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            std::fs::write(
+                dir.join(format!("{name}.ext")),
+                format!(
+                    "subjectAltName=IP:{ip}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"
+                ),
+            )
+            .expect("write extensions");
+            let mut args = words(&format!(
+                "req {key} -keyout {name}.key -out {name}.csr -subj"
+            ));
+            args.push(format!("/CN=ferrocni lab {name}"));
+            openssl(dir, &args);
+            openssl(
+                dir,
+                &words(&format!(
+                    "x509 -req -days 1 -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+                     -extfile {name}.ext -out {name}.crt"
+                )),
+            );
+        }
+        EtcdTls {
+            ca: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+            other_ca: dir.join("other-ca.crt"),
+        }
+    }
+}
 
 pub struct LabNode {
     pub ns: NetnsGuard,
@@ -31,6 +108,14 @@ pub struct Lab {
     etcd: Option<Child>,
     /// Static mode: no etcd, each node's peers in its config file.
     static_mode: bool,
+    /// etcd speaks TLS with these (set before [`Lab::start_etcd`]).
+    pub tls: Option<EtcdTls>,
+    /// etcdctl logs in as this user (`name:password`) once auth is on.
+    pub etcd_user: Option<String>,
+    /// Environment of every agent started from now on. Settings the lab's tests need are
+    /// given this way rather than as flags, so an agent that predates them still starts
+    /// and shows how it behaves without them.
+    pub agent_env: Vec<(String, String)>,
 }
 
 /// A pod: its namespace and its overlay address.
@@ -46,6 +131,23 @@ fn signal(child: &Child, signal: i32) {
     unsafe {
         libc::kill(pid, signal);
     }
+}
+
+/// The ownership record, then the liveness record (keys and values) of a simulated node:
+/// see [`Lab::simulate_node`].
+pub fn simulated_records(name: &str, subnet: &str, vtep: &str, mac: &str) -> [(String, String); 2] {
+    let identity = format!("simulated-{name}");
+    let ownership = json!({"node": name, "identity": identity, "vtep": vtep, "lease": "0"});
+    let liveness = json!({"identity": identity, "subnet": subnet, "vtep": vtep, "mac": mac});
+    [
+        (subnet_key(subnet), ownership.to_string()),
+        (format!("{PREFIX}/nodes/{name}"), liveness.to_string()),
+    ]
+}
+
+/// The etcd key of `subnet` (`10.244.3.0/24`).
+pub fn subnet_key(subnet: &str) -> String {
+    format!("{PREFIX}/subnets/{}", subnet.replace('/', "-"))
 }
 
 /// Waits up to `limit` for `condition`; returns how long it took, or `None`.
@@ -65,7 +167,13 @@ pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<
 impl Lab {
     /// `count` nodes with etcd and an agent each, all leased.
     pub fn new(count: usize) -> Lab {
+        Lab::with(count, |_| {})
+    }
+
+    /// As [`Lab::new`], with `setup` run on the empty lab first (agent settings, network).
+    pub fn with(count: usize, setup: impl FnOnce(&mut Lab)) -> Lab {
         let mut lab = Lab::empty(false);
+        setup(&mut lab);
         lab.start_etcd();
         for _ in 0..count {
             lab.add_node();
@@ -102,17 +210,37 @@ impl Lab {
         ]);
         underlay.exec_ok(&["ip", "addr", "add", "198.18.0.254/24", "dev", "ul0"]);
         underlay.exec_ok(&["ip", "link", "set", "ul0", "up"]);
-        let dir = TempDir::new("lab");
-        let cluster = json!({"network": "10.244.0.0/16", "subnetLen": 24, "vni": 42});
-        std::fs::write(dir.path().join("cluster.json"), cluster.to_string()).expect("write");
-        Lab {
-            dir,
+        let lab = Lab {
+            dir: TempDir::new("lab"),
             etcd_data: TempDir::in_memory("etcd"),
             underlay,
             nodes: Vec::new(),
             etcd: None,
             static_mode,
-        }
+            tls: None,
+            etcd_user: None,
+            agent_env: Vec::new(),
+        };
+        lab.set_network("10.244.0.0/16");
+        lab
+    }
+
+    /// The cluster network node subnets (/24) are carved from, as the agents started from
+    /// now on publish it (the first one's wins in etcd).
+    pub fn set_network(&self, network: &str) {
+        let cluster = json!({"network": network, "subnetLen": 24, "vni": 42});
+        std::fs::write(self.dir.path().join("cluster.json"), cluster.to_string()).expect("write");
+    }
+
+    /// Every agent started from now on gets `key=value` in its environment.
+    pub fn agent_env(&mut self, key: &str, value: &str) {
+        self.agent_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// The URL agents and etcdctl reach etcd at.
+    pub fn etcd_url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{ETCD_ADDRESS}")
     }
 
     fn log(&self, name: &str) -> File {
@@ -125,15 +253,23 @@ impl Lab {
 
     pub fn start_etcd(&mut self) {
         let data = self.etcd_data.path().join("etcd");
-        let child = self
-            .underlay
-            .command("etcd")
+        let url = self.etcd_url();
+        let mut command = self.underlay.command("etcd");
+        if let Some(tls) = &self.tls {
+            let path = |p: &PathBuf| p.display().to_string();
+            command
+                .args(["--cert-file", &path(&tls.server_cert)])
+                .args(["--key-file", &path(&tls.server_key)])
+                .args(["--trusted-ca-file", &path(&tls.ca)])
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "lab", "--data-dir", &data.display().to_string()])
             .args([
                 "--listen-client-urls",
-                ETCD,
+                &url,
                 "--advertise-client-urls",
-                ETCD,
+                &url,
             ])
             .args(["--listen-peer-urls", "http://127.0.0.1:23800"])
             .args(["--initial-advertise-peer-urls", "http://127.0.0.1:23800"])
@@ -150,8 +286,17 @@ impl Lab {
     }
 
     pub fn stop_etcd(&mut self) {
+        self.signal_etcd(libc::SIGTERM);
+    }
+
+    /// etcd dies at once, as on a crash or an OOM kill: no clean shutdown.
+    pub fn kill_etcd(&mut self) {
+        self.signal_etcd(libc::SIGKILL);
+    }
+
+    fn signal_etcd(&mut self, sig: i32) {
         if let Some(mut etcd) = self.etcd.take() {
-            signal(&etcd, libc::SIGTERM);
+            signal(&etcd, sig);
             let _ = etcd.wait();
         }
     }
@@ -159,21 +304,38 @@ impl Lab {
     /// Stops etcd's process for `pause` without closing its sockets: connections stay up but
     /// nothing answers, the way a hung or partitioned server looks to a client.
     pub fn freeze_etcd(&self, pause: Duration) {
-        let etcd = self.etcd.as_ref().expect("etcd runs");
-        signal(etcd, libc::SIGSTOP);
+        self.pause_etcd();
         std::thread::sleep(pause);
-        signal(etcd, libc::SIGCONT);
+        self.resume_etcd();
+    }
+
+    /// Stops etcd's process (SIGSTOP) until [`Lab::resume_etcd`].
+    pub fn pause_etcd(&self) {
+        signal(self.etcd.as_ref().expect("etcd runs"), libc::SIGSTOP);
+    }
+
+    pub fn resume_etcd(&self) {
+        signal(self.etcd.as_ref().expect("etcd runs"), libc::SIGCONT);
     }
 
     /// `etcdctl ARGS` against the lab's etcd; its stdout, or `None` when it fails.
     pub fn etcdctl(&self, args: &[&str]) -> Option<String> {
-        let output = self
-            .underlay
-            .command("etcdctl")
+        let mut command = self.underlay.command("etcdctl");
+        if let Some(tls) = &self.tls {
+            let path = |p: &PathBuf| p.display().to_string();
+            command
+                .args(["--cacert", &path(&tls.ca)])
+                .args(["--cert", &path(&tls.client_cert)])
+                .args(["--key", &path(&tls.client_key)]);
+        }
+        if let Some(user) = &self.etcd_user {
+            command.args(["--user", user]);
+        }
+        let output = command
             .env("ETCDCTL_API", "3")
             .args([
                 "--endpoints",
-                ETCD,
+                &self.etcd_url(),
                 "--dial-timeout",
                 "1s",
                 "--command-timeout",
@@ -190,8 +352,16 @@ impl Lab {
 
     /// Adds node `n<i+1>` at 198.18.0.<i+1> and starts its agent; returns its index.
     pub fn add_node(&mut self) -> usize {
+        let i = self.add_machine(None);
+        self.start_agent(i);
+        i
+    }
+
+    /// Adds a machine (index i) at 198.18.0.<i+1>, its node called `name` (default
+    /// `n<i+1>`), with no agent running yet; returns its index.
+    pub fn add_machine(&mut self, name: Option<&str>) -> usize {
         let i = self.nodes.len();
-        let name = format!("n{}", i + 1);
+        let name = name.map_or_else(|| format!("n{}", i + 1), str::to_string);
         let ns = NetnsGuard::new("fon");
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
         let port = format!("p{}", i + 1);
@@ -224,7 +394,6 @@ impl Lab {
             name,
             agent: None,
         });
-        self.start_agent(i);
         i
     }
 
@@ -253,6 +422,12 @@ impl Lab {
     }
 
     pub fn start_agent(&mut self, i: usize) {
+        let log = Stdio::from(self.log(&self.log_name(i)));
+        self.start_agent_with(i, &[], log);
+    }
+
+    /// Starts node `i`'s agent with `env` besides the lab's, its stderr going to `stderr`.
+    pub fn start_agent_with(&mut self, i: usize, env: &[(&str, &str)], stderr: Stdio) {
         let node = &self.nodes[i];
         let agent = our_bin_dir().join("ferrocni-agent");
         let dir = self.node_dir(i);
@@ -261,21 +436,73 @@ impl Lab {
             .args(["--node", &node.name, "--underlay-interface", "eth0"])
             .args(["--node-file", &dir.join("vxlan.json").display().to_string()])
             .args(["--lease-ttl", &TTL.as_secs().to_string(), "--resync", "2"])
-            .args(["--log-level", "debug"]);
+            .args(["--log-level", "debug"])
+            // Each machine its own identity: they share this filesystem.
+            .env("FERROCNI_IDENTITY_FILE", dir.join("identity"));
         if self.static_mode {
             command.args(["--config", &dir.join("static.json").display().to_string()]);
         } else {
             let cluster = self.dir.path().join("cluster.json");
             command
-                .args(["--etcd-endpoints", ETCD])
+                .args(["--etcd-endpoints", &self.etcd_url()])
                 .args(["--config", &cluster.display().to_string()]);
         }
+        command.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
+        command.envs(env.iter().copied());
         let child = command
             .stdout(Stdio::null())
-            .stderr(self.log(&format!("{}.log", node.name)))
+            .stderr(stderr)
             .spawn()
             .expect("the agent starts");
         self.nodes[i].agent = Some(child);
+    }
+
+    /// The log file of machine `i`'s agent (named by machine, as two may share a node name).
+    fn log_name(&self, i: usize) -> String {
+        format!("agent{}-{}.log", i + 1, self.nodes[i].name)
+    }
+
+    /// What machine `i`'s agent has logged.
+    pub fn agent_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(self.log_name(i))).unwrap_or_default()
+    }
+
+    /// Waits up to `limit` for machine `i`'s agent to exit; its status, or `None`.
+    pub fn agent_exit(&mut self, i: usize, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let agent = self.nodes[i].agent.as_mut()?;
+            if let Ok(Some(status)) = agent.try_wait() {
+                self.nodes[i].agent = None;
+                return Some(status);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET path` of machine `i`'s agent's health endpoint: the body, or `None` when
+    /// nothing answers.
+    pub fn health(&self, i: usize, path: &str) -> Option<String> {
+        self.nodes[i].ns.curl(&format!("{HEALTH}{path}"))
+    }
+
+    /// Writes the records of a node that no agent runs (a simulated one): it owns `subnet`
+    /// and is live, reachable at `vtep` with VXLAN MAC `mac`. No lease: it stays until
+    /// deleted ([`Lab::forget_simulated`]).
+    pub fn simulate_node(&self, name: &str, subnet: &str, vtep: &str, mac: &str) {
+        for (key, value) in simulated_records(name, subnet, vtep, mac) {
+            self.etcdctl(&["put", &key, &value])
+                .expect("put a simulated record");
+        }
+    }
+
+    /// Removes a simulated node's records: it is gone, and its subnet free.
+    pub fn forget_simulated(&self, name: &str, subnet: &str) {
+        self.etcdctl(&["del", &format!("{PREFIX}/nodes/{name}")]);
+        self.etcdctl(&["del", &subnet_key(subnet)]);
     }
 
     /// Stops node `i`'s agent with `sig` and returns how it exited.
@@ -290,6 +517,11 @@ impl Lab {
             .agent
             .as_mut()
             .is_some_and(|a| matches!(a.try_wait(), Ok(None)))
+    }
+
+    /// Whether machine `i` got a subnet (its agent wrote the node file).
+    pub fn leased(&self, i: usize) -> bool {
+        self.node_file(i).is_file()
     }
 
     /// Waits until node `i` has its lease and node file.

@@ -228,7 +228,10 @@ fn agents_recover_from_an_etcd_that_hangs_with_connections_open() {
         lab.logs()
     );
     let logs = lab.logs();
-    assert!(logs.contains("WARN: etcd"), "the freeze was seen:\n{logs}");
+    assert!(
+        logs.contains("WARN ferrocni_agent: etcd"),
+        "the freeze was seen:\n{logs}"
+    );
     let (a, c) = (lab.pod(0), lab.pod(joined));
     assert!(a.ns.ping(&c.ip) && c.ns.ping(&a.ip));
     assert_ne!(lab.subnet(0), lab.subnet(1));
@@ -240,14 +243,14 @@ fn a_malformed_lease_is_skipped_and_valid_ones_still_apply() {
     require_tools!("etcd", "etcdctl");
     let mut lab = Lab::new(2);
     let subnets = format!("{PREFIX}/subnets/");
-    lab.etcdctl(&["put", &format!("{subnets}10.244.77.0-24"), "not json"])
+    lab.etcdctl(&["put", &format!("{subnets}10.244.2.0-24"), "not json"])
         .expect("put garbage");
     lab.etcdctl(&["put", &format!("{subnets}nonsense"), "{}"])
         .expect("put a bad key");
-    // A valid lease of a simulated node after the garbage: still applied.
-    let simulated = r#"{"node":"sim","vtep":"198.18.0.99","mac":"02:00:00:00:00:99"}"#;
-    lab.etcdctl(&["put", &format!("{subnets}10.244.99.0-24"), simulated])
-        .expect("put a valid lease");
+    lab.etcdctl(&["put", &format!("{PREFIX}/nodes/garbled"), "{"])
+        .expect("put a bad liveness record");
+    // A valid node simulated after the garbage: still applied.
+    lab.simulate_node("sim", "10.244.99.0/24", "198.18.0.99", "02:00:00:00:00:99");
     let applied = wait_for(Duration::from_secs(2), || {
         (0..2).all(|i| {
             lab.overlay_routes(i)
@@ -260,10 +263,12 @@ fn a_malformed_lease_is_skipped_and_valid_ones_still_apply() {
         lab.logs()
     );
     assert!(lab.agent_running(0) && lab.agent_running(1));
-    assert!(!lab
-        .overlay_routes(0)
-        .contains(&"10.244.77.0/24".to_string()));
+    assert!(!lab.overlay_routes(0).contains(&"10.244.2.0/24".to_string()));
     assert!(lab.logs().contains("malformed"), "{}", lab.logs());
+    // A malformed record occupies its subnet: a node that joins now does not take it.
+    let joined = lab.add_node();
+    lab.wait_leased(joined);
+    assert_ne!(lab.subnet(joined), "10.244.2.0/24");
     // A restarted agent lists the garbage too, and still comes up.
     lab.stop_agent(0, libc::SIGTERM);
     lab.start_agent(0);
@@ -426,4 +431,103 @@ fn ip_masq_hides_pods_leaving_the_cluster_but_not_pod_to_pod_traffic() {
         !lab.nodes[0].ns.nft_ruleset().contains("10.244.0.0/16"),
         "DEL removed the masquerade rule"
     );
+}
+
+#[test]
+fn the_agents_help_documents_every_option_with_its_environment_variable() {
+    let output = std::process::Command::new(ferrocni_tests::our_bin_dir().join("ferrocni-agent"))
+        .arg("--help")
+        .output()
+        .expect("the agent runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    // An option's block: its line (indented by at most 6) and its description (by 10).
+    let mut blocks: Vec<String> = Vec::new();
+    for line in help.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if line.trim_start().starts_with('-') && indent <= 6 {
+            blocks.push(String::new());
+        }
+        if let Some(block) = blocks.last_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    let mut count = 0;
+    for block in &blocks {
+        let name = block
+            .split_whitespace()
+            .find(|w| w.starts_with("--"))
+            .unwrap_or_default();
+        if name == "--help" || name == "--version" {
+            continue;
+        }
+        count += 1;
+        let variable = format!(
+            "[env: FERROCNI_{}",
+            name.trim_start_matches("--")
+                .replace('-', "_")
+                .to_uppercase()
+        );
+        assert!(block.contains(&variable), "{name}: {variable} in\n{block}");
+    }
+    assert!(count >= 20, "{count} options in\n{help}");
+    for endpoint in ["/healthz", "/readyz", "/metrics"] {
+        assert!(help.contains(endpoint), "{endpoint} in\n{help}");
+    }
+}
+
+/// `scripts/lab.sh ARGS` of this checkout, with its lab directory in `dir`.
+fn lab_script(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lab.sh");
+    std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("LAB_DIR", dir.path())
+        .env("LAB_BIN", ferrocni_tests::our_bin_dir())
+        .output()
+        .expect("bash runs")
+}
+
+#[test]
+fn the_lab_script_removes_a_pods_namespace_when_its_add_fails() {
+    require_root!();
+    let dir = TempDir::new("labsh");
+    // A node namespace named as `lab.sh up` names them, whose agent never leased a subnet:
+    // the vxlan plugin's ADD fails (code 11, try again later).
+    let node_ns = NetnsGuard::new("flab-n");
+    let node = node_ns.name().trim_start_matches("flab-n").to_string();
+    std::fs::create_dir_all(dir.path().join(format!("n{node}"))).expect("node dir");
+    let pod = ferrocni_tests::unique("p");
+    let output = lab_script(&dir, &["pod", &node, &pod]);
+    let left = std::path::Path::new("/run/netns")
+        .join(format!("flab-{pod}"))
+        .exists();
+    if left {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &format!("flab-{pod}")])
+            .status();
+    }
+    assert!(!output.status.success(), "ADD failed");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("not leased"),
+        "the plugin's error is shown"
+    );
+    assert!(!left, "the failed pod's namespace is removed");
+}
+
+#[test]
+fn the_lab_script_warns_before_the_neighbour_table_overflows() {
+    require_root!();
+    let dir = TempDir::new("labsh");
+    let fifty = lab_script(&dir, &["check", "50"]);
+    assert!(fifty.status.success());
+    let warning = String::from_utf8_lossy(&fifty.stderr);
+    assert!(
+        warning.contains("50 nodes need about 2550 neighbour entries")
+            && warning.contains("gc_thresh3"),
+        "{warning}"
+    );
+    let three = lab_script(&dir, &["check", "3"]);
+    assert!(three.status.success() && three.stderr.is_empty());
 }
