@@ -5,7 +5,7 @@
 //! variables (see `Lab::agent_env`).
 
 use ferrocni_tests::lab::{subnet_key, wait_for, EtcdTls, Lab, PREFIX, TTL};
-use ferrocni_tests::require_root;
+use ferrocni_tests::{require_root, require_tools};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,7 @@ fn ownership_lease(lab: &Lab, subnet: &str) -> String {
 #[test]
 fn an_etcd_frozen_for_30_s_while_a_node_joins_moves_no_live_node() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::with(3, |lab| {
         // Four subnets: three live nodes and one never owned.
         lab.set_network("10.244.0.0/22");
@@ -122,6 +123,7 @@ fn an_etcd_frozen_for_30_s_while_a_node_joins_moves_no_live_node() {
 #[test]
 fn etcd_killed_and_restarted_moves_nothing_and_readiness_follows_it() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::new(2);
     let before = subnets(&lab, 2);
     let (a, b) = (lab.pod(0), lab.pod(1));
@@ -183,6 +185,7 @@ fn etcd_killed_and_restarted_moves_nothing_and_readiness_follows_it() {
 #[test]
 fn a_duplicate_node_name_is_refused_and_the_first_node_keeps_working() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::new(2);
     let (a, b) = (lab.pod(0), lab.pod(1));
     let before = records(&lab);
@@ -215,6 +218,7 @@ fn a_duplicate_node_name_is_refused_and_the_first_node_keeps_working() {
 #[test]
 fn taking_over_a_name_moves_the_node_and_stops_the_machine_that_held_it() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::new(2);
     let subnet = lab.subnet(0);
     // The node's replacement, told to take over.
@@ -254,6 +258,7 @@ fn taking_over_a_name_moves_the_node_and_stops_the_machine_that_held_it() {
 #[test]
 fn a_nodes_records_deleted_or_revoked_by_hand_are_re_asserted_and_logged_as_errors() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let lab = Lab::new(2);
     let subnet = lab.subnet(0);
     let (a, b) = (lab.pod(0), lab.pod(1));
@@ -308,6 +313,7 @@ fn a_nodes_records_deleted_or_revoked_by_hand_are_re_asserted_and_logged_as_erro
 #[test]
 fn an_agent_killed_keeps_its_subnet_within_and_beyond_the_liveness_ttl() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::new(2);
     let subnet = lab.subnet(1);
     let (a, b) = (lab.pod(0), lab.pod(1));
@@ -354,6 +360,7 @@ fn an_agent_killed_keeps_its_subnet_within_and_beyond_the_liveness_ttl() {
 #[test]
 fn a_dead_nodes_subnet_is_reused_only_after_its_ownership_lapses() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     const OWNERSHIP: Duration = Duration::from_secs(12);
     let mut lab = Lab::with(2, |lab| {
         // Two subnets, both taken: a newcomer can only have a dead node's.
@@ -396,6 +403,7 @@ fn a_dead_nodes_subnet_is_reused_only_after_its_ownership_lapses() {
 #[test]
 fn an_owner_re_asserts_a_revoked_ownership_before_a_waiting_node_can_take_it() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::with(2, |lab| lab.set_network("10.244.0.0/23"));
     let subnet = lab.subnet(0);
     // The pool is full: the newcomer waits for a subnet.
@@ -430,6 +438,7 @@ fn an_owner_re_asserts_a_revoked_ownership_before_a_waiting_node_can_take_it() {
 #[test]
 fn a_closed_stderr_does_not_stop_the_agent() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::empty(false);
     lab.start_etcd();
     let node = lab.add_machine(None);
@@ -465,6 +474,7 @@ fn tls_lab() -> Lab {
 #[test]
 fn agents_reach_etcd_over_tls_with_client_certificates() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl", "openssl");
     let mut lab = tls_lab();
     let tls = lab.tls.as_ref().expect("tls");
     let env = [
@@ -518,6 +528,7 @@ fn fails_fast(lab: &mut Lab, env: &[(&str, &str)], needles: &[&str]) {
 #[test]
 fn a_wrong_ca_or_a_missing_client_certificate_fails_fast_and_says_why() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl", "openssl");
     let mut lab = tls_lab();
     let tls = lab.tls.as_ref().expect("tls");
     let (ca, other_ca) = (
@@ -559,6 +570,7 @@ fn a_wrong_ca_or_a_missing_client_certificate_fails_fast_and_says_why() {
 #[test]
 fn etcd_users_log_in_and_a_wrong_password_fails_fast() {
     require_root!();
+    require_tools!("etcd", "etcdctl", "curl");
     let mut lab = Lab::empty(false);
     lab.start_etcd();
     for args in [
