@@ -242,7 +242,7 @@ impl Agent {
                         AgentError::Store(StoreError::Config(_)) => Backoff::LAST,
                         _ => self.backoff.next(),
                     };
-                    warning!("{}; keeping the kernel as it is, retrying in {delay:?}", netlib::error::causes(&failure));
+                    warning!("{}; keeping the kernel as it is, retrying in {delay:?}", netlib::cni::error::causes(&failure));
                     delay
                 }
                 _ = stopped(&mut terminate, &mut interrupt) => break,
@@ -253,7 +253,7 @@ impl Agent {
             }
             if let Err(e) = store.recover().await {
                 // The next session fails on the same cause and backs off further.
-                warning!("{}", netlib::error::causes(&e));
+                warning!("{}", netlib::cni::error::causes(&e));
             }
         }
         info!("stopping; the lease and the kernel entries stay until the lease expires");
@@ -370,7 +370,7 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(start(args)) {
-        error!("{}", netlib::error::causes(&e));
+        error!("{}", netlib::cni::error::causes(&e));
         std::process::exit(1);
     }
 }

@@ -173,7 +173,10 @@ impl NodeKernel {
         }
         let failures = overlay::apply(&mut self.netlink, self.vxlan, &operations);
         for (operation, error) in &failures {
-            warning!("{operation:?} failed: {}", netlib::error::causes(error));
+            warning!(
+                "{operation:?} failed: {}",
+                netlib::cni::error::causes(error)
+            );
         }
         Ok(operations.len() - failures.len())
     }

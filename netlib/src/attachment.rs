@@ -5,7 +5,7 @@
 use ipnetwork::IpNetwork;
 
 use crate::cni::{AttachmentKey, CniResult, Interface};
-use crate::error::{Error, Result};
+use crate::cni::{Error, Failure, Result};
 use crate::firewall::{Backend, Owner};
 use crate::netlink::{Link, MacAddr, Netlink};
 use crate::netns::{Netns, NetnsError};
@@ -215,7 +215,7 @@ pub fn check_masquerade(
     addresses: &[IpNetwork],
 ) -> Result<()> {
     if !firewall.has_masquerade(owner(request, attachment), addresses)? {
-        return Err(Error::Check("masquerade rules are missing".to_string()));
+        return Err(Failure::Check("masquerade rules are missing".to_string()).into());
     }
     Ok(())
 }
@@ -232,7 +232,7 @@ pub fn container_link(
         .iter()
         .position(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
         .ok_or_else(|| {
-            Error::Check(format!(
+            Failure::Check(format!(
                 "prevResult has no interface {:?} in a sandbox",
                 attachment.ifname
             ))
@@ -241,14 +241,15 @@ pub fn container_link(
     let mut container = Netlink::open_in(&netns)?;
     let link = container
         .link_by_name(&attachment.ifname)?
-        .ok_or_else(|| Error::Check(format!("interface {:?} is missing", attachment.ifname)))?;
+        .ok_or_else(|| Failure::Check(format!("interface {:?} is missing", attachment.ifname)))?;
     let expected = &previous.interfaces[index].mac;
     let actual = link.mac.map(|m| m.to_string()).unwrap_or_default();
     if !expected.is_empty() && actual != *expected {
-        return Err(Error::Check(format!(
+        return Err(Failure::Check(format!(
             "{} has MAC {actual}, prevResult says {expected}",
             link.name
-        )));
+        ))
+        .into());
     }
     Ok((container, link, index))
 }

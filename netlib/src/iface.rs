@@ -6,11 +6,25 @@ use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::cni::{CniResult, Route};
-use crate::error::{Error, Result};
+use crate::cni::{CniResult, Coded, ErrorCode, Failure, Result, Route};
 use crate::netlink::{Link, Netlink, RouteSpec};
 use crate::netns::Netns;
 use crate::sysctl;
+
+/// A file of the kernel's under /proc that must be there could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}")]
+pub struct ProcError {
+    path: &'static str,
+    #[source]
+    source: std::io::Error,
+}
+
+impl Coded for ProcError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Io
+    }
+}
 
 /// The gateway of the first address of each family on interface `index` of the result.
 fn gateways(result: &CniResult, index: usize) -> (Option<IpAddr>, Option<IpAddr>) {
@@ -141,7 +155,7 @@ pub fn await_solicited_node_groups(index: u32, addresses: &[IpNetwork]) -> Resul
     let deadline = Instant::now() + SETTLE_WITHIN;
     let mut pause = Duration::from_micros(100);
     loop {
-        let joined = std::fs::read_to_string(GROUPS).map_err(|source| Error::Proc {
+        let joined = std::fs::read_to_string(GROUPS).map_err(|source| ProcError {
             path: GROUPS,
             source,
         })?;
@@ -149,10 +163,10 @@ pub fn await_solicited_node_groups(index: u32, addresses: &[IpNetwork]) -> Resul
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(Error::NotReadyYet(format!(
+            return Err(Failure::NotReadyYet(format!(
                 "the kernel did not join the IPv6 solicited-node groups of interface {index} within {} s",
                 SETTLE_WITHIN.as_secs()
-            )));
+            )).into());
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(10));
@@ -201,10 +215,11 @@ fn settle_dad(netlink: &mut Netlink, index: u32) -> Result<()> {
     let deadline = Instant::now() + SETTLE_WITHIN;
     while netlink.has_tentative_address(index)? {
         if Instant::now() > deadline {
-            return Err(Error::NotReadyYet(format!(
+            return Err(Failure::NotReadyYet(format!(
                 "IPv6 duplicate address detection did not finish within {} s",
                 SETTLE_WITHIN.as_secs()
-            )));
+            ))
+            .into());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -216,10 +231,11 @@ pub fn verify(netlink: &mut Netlink, link: &Link, result: &CniResult, index: usi
     let present = netlink.addresses(link.index)?;
     for ip in result.ips.iter().filter(|ip| ip.interface == Some(index)) {
         if !present.contains(&ip.address) {
-            return Err(Error::Check(format!(
+            return Err(Failure::Check(format!(
                 "{} does not have address {}",
                 link.name, ip.address
-            )));
+            ))
+            .into());
         }
     }
     let gateways = gateways(result, index);
@@ -242,10 +258,11 @@ pub fn verify(netlink: &mut Netlink, link: &Link, result: &CniResult, index: usi
                     && k.oif == want.oif
             });
             if !found {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "route to {} on {} is missing",
                     route.dst, link.name
-                )));
+                ))
+                .into());
             }
         }
     }

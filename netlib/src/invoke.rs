@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use crate::cni::CniError;
+use crate::cni::{CniError, Coded, ErrorCode};
 
 /// libcni retries an exec that hits ETXTBSY (a binary still being written by an installer).
 const TEXT_BUSY_ATTEMPTS: u32 = 5;
@@ -40,6 +40,16 @@ pub enum InvokeError {
         status: String,
         output: String,
     },
+}
+
+impl Coded for InvokeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            InvokeError::NotFound { .. } | InvokeError::BadName(_) => ErrorCode::InvalidConfig,
+            InvokeError::Spawn { .. } => ErrorCode::Io,
+            InvokeError::Plugin(_) | InvokeError::Garbled { .. } => ErrorCode::Internal,
+        }
+    }
 }
 
 /// Finds `plugin` in the directories of `CNI_PATH`, first match wins.

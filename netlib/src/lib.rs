@@ -6,7 +6,6 @@ pub mod arena;
 pub mod attachment;
 pub mod bridge;
 pub mod cni;
-pub mod error;
 pub mod files;
 pub mod firewall;
 pub mod iface;
@@ -20,11 +19,12 @@ pub mod shaping;
 pub mod skel;
 pub mod state;
 pub mod sysctl;
+pub mod tool;
 pub mod tuning;
 pub mod undo;
 pub mod veth;
 
-pub use error::{Error, Result};
+pub use cni::{Error, Result};
 
 /// Random bytes from getrandom(2), for names, marks and addresses that need to be unique,
 /// not secret. One syscall, where opening /dev/urandom takes four. Zeros if the kernel

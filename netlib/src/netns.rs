@@ -17,6 +17,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::cni::{Coded, ErrorCode};
+
 /// The magic of nsfs, where `/run/netns/*` bind mounts and `/proc/*/ns/net` point.
 const NSFS_MAGIC: FsType = FsType(0x6e73_6673);
 
@@ -58,6 +60,21 @@ pub enum NetnsError {
         #[source]
         source: io::Error,
     },
+}
+
+impl Coded for NetnsError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            NetnsError::NotFound(_)
+            | NetnsError::NotANetns { .. }
+            | NetnsError::Exists(_)
+            | NetnsError::BadName(_) => ErrorCode::InvalidNetns,
+            NetnsError::Open { .. }
+            | NetnsError::Enter { .. }
+            | NetnsError::Create { .. }
+            | NetnsError::Delete { .. } => ErrorCode::Io,
+        }
+    }
 }
 
 /// What a namespace file is when it is not a network namespace, as the kernel says

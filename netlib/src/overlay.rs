@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::cni::Result;
 use crate::netlink::{FdbEntry, MacAddr, Neighbour, Netlink, NetlinkError, RouteSpec};
+use crate::state::StateError;
 
 /// IANA's VXLAN port.
 pub const DEFAULT_PORT: u16 = 4789;
@@ -158,21 +159,21 @@ pub struct NodeFile {
 impl NodeFile {
     /// The file, or `None` while the agent has not written it (no lease yet).
     pub fn load(path: &Path) -> Result<Option<NodeFile>> {
-        let io = |source| Error::State {
+        let io = |source| StateError::Io {
             path: path.to_path_buf(),
             source,
         };
         match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|e| io(e.into())),
+                .map_err(|e| io(e.into()).into()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(e)),
+            Err(e) => Err(io(e).into()),
         }
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::state::write_json(path, self)
+        Ok(crate::state::write_json(path, self)?)
     }
 }
 

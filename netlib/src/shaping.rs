@@ -6,8 +6,7 @@
 //! with one `tc -batch` process for the whole set (one `tc` per command where a name
 //! cannot be written as batch text).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use crate::tool::{self, ToolError};
 
 /// The reference's fixed queueing latency: the queue holds the burst plus this long at the
 /// rate.
@@ -16,14 +15,6 @@ const LATENCY_MS: u64 = 25;
 /// The kernel's packet scheduler clock: 64 ns a tick (`PSCHED_SHIFT`, what
 /// `/proc/net/psched` reports), in which TBF's classic parameters give the bucket.
 const NS_PER_TICK: u64 = 64;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ShapingError {
-    #[error("cannot run tc")]
-    Spawn(#[source] std::io::Error),
-    #[error("tc failed: {0}")]
-    Failed(String),
-}
 
 /// Why TBF cannot hold a rate and burst: each is a limit the reference's bandwidth plugin
 /// refuses too (by its own check, or by the kernel's EINVAL on the qdisc it sends).
@@ -143,47 +134,26 @@ fn batch_safe(word: &str) -> bool {
 /// Runs `commands`: as one `tc -batch` when every word survives its line parser, else one
 /// `tc` per command with the words as arguments (a link name may hold `"` or `#`, which
 /// batch text cannot carry). With `force`, failures are skipped, as `tc -force` does.
-fn run(commands: &[TcCommand], force: bool) -> Result<(), ShapingError> {
+fn run(commands: &[TcCommand], force: bool) -> Result<(), ToolError> {
+    let ran = |args: &[&str], input: Option<&str>| match tool::run(
+        "tc",
+        args,
+        input.map(str::as_bytes),
+    ) {
+        Err(ToolError::Failed { .. }) if force => Ok(()),
+        other => other.map(drop),
+    };
     if commands.iter().flatten().all(|word| batch_safe(word)) {
         let text: String = commands.iter().map(|c| c.join(" ") + "\n").collect();
         let mut args = vec!["-batch", "-"];
         if force {
             args.insert(0, "-force");
         }
-        return check(spawn(&args, Some(&text))?, force);
+        return ran(&args, Some(&text));
     }
     for command in commands {
         let args: Vec<&str> = command.iter().map(String::as_str).collect();
-        check(spawn(&args, None)?, force)?;
-    }
-    Ok(())
-}
-
-fn spawn(args: &[&str], input: Option<&str>) -> Result<std::process::Output, ShapingError> {
-    let mut child = Command::new("tc")
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(ShapingError::Spawn)?;
-    if let (Some(mut stdin), Some(text)) = (child.stdin.take(), input) {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(ShapingError::Spawn)?;
-    }
-    child.wait_with_output().map_err(ShapingError::Spawn)
-}
-
-fn check(output: std::process::Output, force: bool) -> Result<(), ShapingError> {
-    if !output.status.success() && !force {
-        return Err(ShapingError::Failed(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ));
+        ran(&args, None)?;
     }
     Ok(())
 }
@@ -195,7 +165,7 @@ pub fn apply(
     host_veth: &str,
     ingress: Option<Limit>,
     egress: Option<(Limit, &str)>,
-) -> Result<(), ShapingError> {
+) -> Result<(), ToolError> {
     let mut commands = Vec::new();
     if let Some(limit) = ingress {
         let mut qdisc = tc(&["qdisc", "replace", "dev", host_veth, "root", "handle", "1:"]);
@@ -220,7 +190,7 @@ pub fn apply(
 
 /// Removes what [`apply`] put on `host_veth` (the ifb goes with its device); what is not
 /// there is skipped.
-pub fn clear(host_veth: &str) -> Result<(), ShapingError> {
+pub fn clear(host_veth: &str) -> Result<(), ToolError> {
     run(
         &[
             tc(&["qdisc", "del", "dev", host_veth, "root"]),
@@ -231,12 +201,14 @@ pub fn clear(host_veth: &str) -> Result<(), ShapingError> {
 }
 
 /// The TBF rate (bytes/s, as the kernel keeps it) at the root of `device`, if there is one.
-pub fn root_rate(device: &str) -> Result<Option<u64>, ShapingError> {
-    let output = Command::new("tc")
-        .args(["-j", "qdisc", "show", "dev", device])
-        .output()
-        .map_err(ShapingError::Spawn)?;
-    let qdiscs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+pub fn root_rate(device: &str) -> Result<Option<u64>, ToolError> {
+    let shown = match tool::run("tc", &["-j", "qdisc", "show", "dev", device], None) {
+        Ok(shown) => shown,
+        // No such device: nothing shapes it.
+        Err(ToolError::Failed { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let qdiscs: serde_json::Value = serde_json::from_str(&shown).unwrap_or_default();
     Ok(qdiscs.as_array().into_iter().flatten().find_map(|q| {
         (q["kind"] == "tbf" && q["root"] == true)
             .then(|| q["options"]["rate"].as_u64())

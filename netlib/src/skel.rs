@@ -17,7 +17,7 @@ use crate::cni::version::numbers;
 use crate::cni::{
     json, AttachmentKey, CniArgs, CniResult, IfNameFault, NetConf, ProtocolError, Version,
 };
-use crate::error::{Error, Result};
+use crate::cni::{Error, Result};
 use crate::invoke;
 use crate::netns::Netns;
 
@@ -254,14 +254,15 @@ fn install_panic_hook() {
     }));
 }
 
-type Failure = (Error, Option<Version>);
+/// An error, and the version of the config it answers (none before the config was read).
+type VersionedError = (Error, Option<Version>);
 
 /// The skeleton's logic, apart from process I/O so tests can drive it.
 pub fn dispatch(
     plugin: &dyn Plugin,
     env: &dyn Fn(&str) -> Option<OsString>,
     stdin: &mut dyn Read,
-) -> std::result::Result<Option<String>, Failure> {
+) -> std::result::Result<Option<String>, VersionedError> {
     let fail = |error: Error| (error, None);
     let Some(command_text) = env("CNI_COMMAND") else {
         eprintln!("{}", plugin.about());

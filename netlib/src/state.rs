@@ -7,9 +7,34 @@ use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::cni::AttachmentKey;
-use crate::error::{Error, Result};
+use crate::cni::{config::data_dir, AttachmentKey, Coded, ErrorCode};
 use crate::files::{self, PRIVATE_DIR, PRIVATE_FILE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// State a plugin keeps on disk between ADD and DEL.
+    #[error("plugin state {path:?}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record read back from disk that no ADD of the plugin would have written (someone
+    /// else wrote or replaced it): nothing is done with it, and it is set aside for an admin.
+    #[error("plugin state {path:?} is no record this plugin wrote: {reason}")]
+    Record { path: PathBuf, reason: String },
+}
+
+impl Coded for StateError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StateError::Io { .. } => ErrorCode::Io,
+            StateError::Record { .. } => ErrorCode::Decode,
+        }
+    }
+}
+
+type Result<T, E = StateError> = std::result::Result<T, E>;
 
 /// Which attachment a record belongs to.
 #[derive(Debug, Clone, Copy)]
@@ -42,25 +67,8 @@ pub struct Store {
     dir: PathBuf,
 }
 
-/// A plugin's state directory from its config (`field`, e.g. `dataDir`), or `default` when
-/// unset or empty. A relative path would be relative to whatever directory the runtime runs
-/// plugins in, and a DEL run from another would look in another store and leak what ADD made.
-pub fn data_dir(field: &str, configured: Option<PathBuf>, default: &str) -> Result<PathBuf> {
-    let dir = configured
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from(default));
-    if dir.is_relative() {
-        return Err(crate::cni::ProtocolError::config(
-            field,
-            format!("{dir:?} is relative: give an absolute path"),
-        )
-        .into());
-    }
-    Ok(dir)
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |source| Error::State {
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -78,8 +86,11 @@ impl Store {
         Store { dir: dir.into() }
     }
 
-    /// The store a meta plugin's `dataDir` key names (see [`data_dir`]).
-    pub fn configured(data_dir_key: Option<PathBuf>, default: &str) -> Result<Self> {
+    /// The store a meta plugin's `dataDir` key names (see [`data_dir`](crate::cni::config::data_dir)).
+    pub fn configured(
+        data_dir_key: Option<PathBuf>,
+        default: &str,
+    ) -> Result<Self, crate::cni::ProtocolError> {
         Ok(Store::new(data_dir("dataDir", data_dir_key, default)?))
     }
 
@@ -120,7 +131,7 @@ impl Store {
             Ok(()) => format!("{refusal} (set aside as {aside:?}; nothing was restored from it)"),
             Err(e) => format!("{refusal} (and it could not be set aside: {e})"),
         };
-        Err(Error::Record { path, reason })
+        Err(StateError::Record { path, reason })
     }
 
     pub fn remove(&self, key: Key) -> Result<()> {

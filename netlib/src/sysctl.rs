@@ -4,6 +4,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::cni::{Coded, ErrorCode};
+
 /// What went wrong, with the key and (for a write) the value: the kernel's errno alone
 /// ("Invalid argument") does not say which of a config's sysctls it refused.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,16 @@ pub enum SysctlError {
         #[source]
         source: io::Error,
     },
+}
+
+impl Coded for SysctlError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            SysctlError::Missing(_) | SysctlError::Read { .. } | SysctlError::Write { .. } => {
+                ErrorCode::Internal
+            }
+        }
+    }
 }
 
 /// Where a key lives, read as sysctl(8) and the reference read it: the first separator

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::cni::config::validate_ifname;
 use crate::cni::ProtocolError;
-use crate::error::{Error, Result};
+use crate::cni::{Error, Result};
 use crate::netlink::{Link, MacAddr, Netlink};
 use crate::netns::Netns;
 use crate::sysctl::{self, SysctlError};

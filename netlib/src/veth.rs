@@ -1,7 +1,7 @@
 //! veth pairs for container interfaces: the host end on the host, the container end created
 //! directly inside the container's namespace under its final name.
 
-use crate::error::{Error, Result};
+use crate::cni::{Failure, Result};
 use crate::netlink::{link::random_name, Link, MacAddr, Netlink};
 use crate::netns::Netns;
 use crate::undo::Undo;
@@ -46,10 +46,11 @@ pub fn create_pair(
         match created {
             Err(e) if e.already_exists() => {
                 if container.link_by_name(ifname)?.is_some() {
-                    return Err(Error::AlreadyExists(format!(
+                    return Err(Failure::AlreadyExists(format!(
                         "container interface {ifname:?} already exists in {}",
                         netns.path().display()
-                    )));
+                    ))
+                    .into());
                 }
                 if attempt == NAME_ATTEMPTS {
                     return Err(e.into());

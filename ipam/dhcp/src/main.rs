@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
 
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniArgs, CniResult, ProtocolError};
 use netlib::invoke::InvokeError;
 use netlib::ipam::dhcp::option;
@@ -165,10 +166,11 @@ impl DaemonSocket {
             Ok(Reply::Done { result }) => Ok(Ok(result)),
             Ok(Reply::Failed(error)) => Err(InvokeError::Plugin(error).into()),
             Err(CallError::Unreachable(reason)) => Ok(Err(reason)),
-            Err(CallError::Broken(text)) => Err(Error::Unavailable(format!(
+            Err(CallError::Broken(text)) => Err(Failure::Unavailable(format!(
                 "the dhcp daemon at {} broke off: {text}",
                 self.0.display()
-            ))),
+            ))
+            .into()),
         }
     }
 
@@ -180,8 +182,8 @@ impl DaemonSocket {
             self.0.display()
         );
         match command {
-            Command::Status => Error::Unavailable(text),
-            _ => Error::NotReadyYet(text),
+            Command::Status => Failure::Unavailable(text).into(),
+            _ => Failure::NotReadyYet(text).into(),
         }
     }
 }
@@ -218,7 +220,9 @@ impl Plugin for DhcpPlugin {
         daemon
             .ask(&allocate)?
             .map_err(|e| daemon.not_running(Command::Add, &e))?
-            .ok_or_else(|| Error::Unavailable("the dhcp daemon returned no lease".to_string()))
+            .ok_or_else(|| {
+                Failure::Unavailable("the dhcp daemon returned no lease".to_string()).into()
+            })
     }
 
     /// A daemon that is not running holds no lease to give back (the reference's DEL fails
@@ -249,10 +253,11 @@ impl Plugin for DhcpPlugin {
                 .iter()
                 .any(|p| p.address.ip() == ip.address.ip())
             {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "the dhcp lease is for {}, which the previous result does not have",
                     ip.address
-                )));
+                ))
+                .into());
             }
         }
         Ok(())

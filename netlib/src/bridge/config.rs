@@ -2,7 +2,7 @@
 //! before anything is touched.
 
 use crate::cni::ProtocolError;
-use crate::error::Result;
+use crate::cni::Result;
 use crate::firewall::Backend;
 use crate::skel::Request;
 use serde::Deserialize;

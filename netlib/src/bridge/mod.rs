@@ -10,7 +10,7 @@ pub use plugin::BridgePlugin;
 use ipnetwork::IpNetwork;
 use std::net::IpAddr;
 
-use crate::error::{Error, Result};
+use crate::cni::{Failure, Result};
 use crate::iface;
 use crate::ipam::range::{from_bits, to_bits};
 use crate::netlink::Netlink;
@@ -38,9 +38,9 @@ pub fn ensure_gateway_address(
     if gateway.is_ipv4() {
         for other in existing.iter().filter(|a| a.is_ipv4()) {
             if !force {
-                return Err(Error::AlreadyExists(format!(
+                return Err(Failure::AlreadyExists(format!(
                     "{bridge_name:?} already has an IP address different from {gateway}: {other} (set forceAddress to replace it)"
-                )));
+                )).into());
             }
             netlink.delete_address(bridge, *other)?;
         }

@@ -7,14 +7,27 @@ use ipnetwork::IpNetwork;
 
 use super::config::BridgeConf;
 use crate::bridge;
-use crate::cni::{AttachmentKey, CniResult, ProtocolError, Route};
-use crate::error::{Error, Result};
+use crate::cni::{
+    AttachmentKey, CniResult, Coded, ErrorCode, Failure, ProtocolError, Result, Route,
+};
 use crate::firewall::spoofcheck;
 use crate::netlink::{Link, MacAddr, Netlink, NetlinkError};
 use crate::netns::Netns;
 use crate::skel::{Attachment, Command, Plugin, Request};
 use crate::undo::Undo;
 use crate::{attachment, iface, veth};
+
+/// The kernel numbers bridge ports in 10 bits and answers the 1024th with a bare EXFULL,
+/// which musl cannot even name.
+#[derive(Debug, thiserror::Error)]
+#[error("bridge {0:?} is full: a Linux bridge takes at most 1023 ports")]
+pub struct BridgeFull(String);
+
+impl Coded for BridgeFull {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Internal
+    }
+}
 
 /// Result layout, as the reference: bridge, host veth, container veth.
 const CONTAINER_INTERFACE: usize = 2;
@@ -148,11 +161,11 @@ impl Plugin for BridgePlugin {
                 bridge: Some(bridge.index),
             },
         )
-        .map_err(|e| match e {
-            Error::Netlink(ref failed) if failed.errno() == Some(libc::EXFULL) => {
-                Error::BridgeFull(conf.bridge.clone())
+        .map_err(|e| match e.downcast_ref::<NetlinkError>() {
+            Some(failed) if failed.errno() == Some(libc::EXFULL) => {
+                BridgeFull(conf.bridge.clone()).into()
             }
-            other => other,
+            _ => e,
         })?;
         if conf.hairpin_mode || conf.port_isolation {
             host.set_bridge_port(host_veth.index, conf.hairpin_mode, conf.port_isolation)?;
@@ -248,7 +261,7 @@ impl Plugin for BridgePlugin {
         let bridge = host
             .link_by_name(&conf.bridge)?
             .filter(|l| l.kind.as_deref() == Some("bridge"))
-            .ok_or_else(|| Error::Check(format!("bridge {:?} is missing", conf.bridge)))?;
+            .ok_or_else(|| Failure::Check(format!("bridge {:?} is missing", conf.bridge)))?;
         let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
         for host_side in previous
             .interfaces
@@ -257,10 +270,11 @@ impl Plugin for BridgePlugin {
         {
             let port = host.link_by_name(&host_side.name)?;
             if port.and_then(|p| p.master) != Some(bridge.index) {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "{} is not a port of {}",
                     host_side.name, conf.bridge
-                )));
+                ))
+                .into());
             }
         }
         if !conf.disable_container_interface {
@@ -274,10 +288,11 @@ impl Plugin for BridgePlugin {
                 None => false,
             };
             if !present {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "MAC spoof check on {:?} is missing",
                     port.map(|(name, _)| name).unwrap_or_default()
-                )));
+                ))
+                .into());
             }
         }
         if let Some(firewall) = conf.masquerade {

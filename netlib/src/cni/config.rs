@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use super::error::{IfNameFault, ProtocolError};
 use super::result::Dns;
@@ -129,6 +130,26 @@ pub fn validate_ifname(name: &str) -> Result<(), ProtocolError> {
         name: name.to_string(),
         fault,
     })
+}
+
+/// A plugin's state directory from its config (`field`, e.g. `dataDir`), or `default` when
+/// unset or empty. A relative path would be relative to whatever directory the runtime runs
+/// plugins in, and a DEL run from another would look in another store and leak what ADD made.
+pub fn data_dir(
+    field: &str,
+    configured: Option<PathBuf>,
+    default: &str,
+) -> Result<PathBuf, ProtocolError> {
+    let dir = configured
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from(default));
+    if dir.is_relative() {
+        return Err(ProtocolError::config(
+            field,
+            format!("{dir:?} is relative: give an absolute path"),
+        ));
+    }
+    Ok(dir)
 }
 
 /// An `mtu` key of a plugin's config. 0 means unset (the link keeps the kernel's default),

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use super::version::Version;
+use crate::invoke::InvokeError;
 
 /// Error codes of the spec (0-99), plus the two libcni adds (8 and 999).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,5 +228,235 @@ impl ProtocolError {
             Some(details) => format!("{self}: {details}"),
             None => self.to_string(),
         }
+    }
+}
+
+impl Coded for ProtocolError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::MissingEnv(_)
+            | ProtocolError::UnknownCommand(_)
+            | ProtocolError::InvalidContainerId { .. }
+            | ProtocolError::InvalidIfName { .. }
+            | ProtocolError::InvalidArgs(_) => ErrorCode::InvalidEnvironment,
+            ProtocolError::MissingContainerId => ErrorCode::UnknownContainer,
+            ProtocolError::MissingNetworkName
+            | ProtocolError::InvalidNetworkName(_)
+            | ProtocolError::InvalidConfig { .. }
+            | ProtocolError::OneAddressPerFamily { .. }
+            | ProtocolError::MissingPrevResult => ErrorCode::InvalidConfig,
+            ProtocolError::ReadStdin(_) => ErrorCode::Io,
+            ProtocolError::Decode { .. } => ErrorCode::Decode,
+            ProtocolError::IncompatibleVersion { .. }
+            | ProtocolError::VerbNotAllowed { .. }
+            | ProtocolError::VerbNotSupported { .. }
+            | ProtocolError::Conversion { .. } => ErrorCode::IncompatibleVersion,
+            ProtocolError::SameNetns(_) => ErrorCode::InvalidNetns,
+        }
+    }
+}
+
+/// An error that knows its CNI code. Every error type of ferrocni implements it once,
+/// beside its definition, so that the code of a new variant is decided where it is added.
+pub trait Coded: std::error::Error + Send + Sync + 'static {
+    fn code(&self) -> ErrorCode;
+}
+
+/// What a verb can fail with, whatever failed: any [`Coded`] error (`?` converts it), kept
+/// whole with its code, until the skeleton prints it as the spec's error object.
+pub struct Error {
+    code: ErrorCode,
+    inner: Box<dyn std::error::Error + Send + Sync>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl<E: Coded> From<E> for Error {
+    fn from(error: E) -> Self {
+        Error {
+            code: error.code(),
+            inner: Box::new(error),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+/// The error it holds, whose sentence and causes it reports as its own.
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The error it holds, if it is a `T`: for the few callers that treat one specially.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.inner.downcast_ref()
+    }
+
+    /// The spec's error object: `msg` is this error's sentence, `details` what a fixed
+    /// sentence leaves out, then its causes. A delegate's own error object passes unchanged.
+    pub fn to_cni(&self, version: Option<Version>) -> CniError {
+        if let Some(InvokeError::Plugin(delegated)) = self.downcast_ref() {
+            return delegated.clone();
+        }
+        let msg = self.to_string();
+        let mut causes: Vec<String> = chain(self).skip(1).map(ToString::to_string).collect();
+        // An error that wraps another transparently reports it as its first cause too.
+        if causes.first() == Some(&msg) {
+            causes.remove(0);
+        }
+        if let Some(details) = self.downcast_ref().and_then(ProtocolError::details) {
+            causes.insert(0, details);
+        }
+        CniError {
+            cni_version: version.map(|v| v.to_string()).unwrap_or_default(),
+            code: self.code.number(),
+            msg,
+            details: causes.join(": "),
+        }
+    }
+}
+
+/// The generic outcomes of a verb that no module's error names: each is a sentence of the
+/// plugin's, with the code the spec gives that outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// ADD found the interface it must create already there (the spec says ADD must fail).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// CHECK found the attachment differs from what ADD made.
+    #[error("check failed: {0}")]
+    Check(String),
+    /// Something the plugin depends on is not ready yet (an overlay agent without a lease):
+    /// the runtime should retry ADD later.
+    #[error("{0}")]
+    NotReadyYet(String),
+    /// STATUS: the network cannot take ADDs now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Coded for Failure {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Failure::AlreadyExists(_) | Failure::Check(_) => ErrorCode::Internal,
+            Failure::NotReadyYet(_) => ErrorCode::TryAgainLater,
+            Failure::Unavailable(_) => ErrorCode::NotAvailable,
+        }
+    }
+}
+
+/// `error` and its causes, outermost first: the one walk down a cause chain.
+pub fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'a),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'a)> {
+    std::iter::successors(Some(error), |e| e.source().map(|s| s as _))
+}
+
+/// An error and its causes on one line: "netlink add route failed: Network is unreachable".
+pub fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = String::new();
+    for cause in chain(error) {
+        let next = cause.to_string();
+        if text.is_empty() {
+            text = next;
+        } else if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that wraps another, as a module's error wraps the kernel's.
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("cannot do it")]
+        Caused(#[source] std::io::Error),
+        #[error(transparent)]
+        Through(ProtocolError),
+    }
+
+    impl Coded for Outer {
+        fn code(&self) -> ErrorCode {
+            match self {
+                Outer::Caused(_) => ErrorCode::Io,
+                Outer::Through(e) => e.code(),
+            }
+        }
+    }
+
+    fn fails(error: Outer) -> Result<()> {
+        Err(error)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_object_holds_the_sentence_its_code_and_its_causes() {
+        let error = fails(Outer::Caused(std::io::Error::other("disk gone"))).expect_err("fails");
+        assert_eq!(error.code(), ErrorCode::Io);
+        let object = error.to_cni(Some(Version::V1_0_0));
+        assert_eq!(
+            (object.code, &*object.msg, &*object.details),
+            (5, "cannot do it", "disk gone")
+        );
+        assert_eq!(object.cni_version, "1.0.0");
+        assert!(error.downcast_ref::<Outer>().is_some());
+        assert!(error.downcast_ref::<ProtocolError>().is_none());
+    }
+
+    #[test]
+    fn protocol_details_come_first_and_delegates_pass_unchanged() {
+        let error = Error::from(ProtocolError::InvalidNetworkName("a/b".to_string()));
+        let object = error.to_cni(None);
+        assert_eq!(object.code, 7);
+        assert_eq!(object.msg, "invalid characters found in network name");
+        assert!(
+            object.details.starts_with("\"a/b\": it must match"),
+            "{object:?}"
+        );
+        let wrapped = fails(Outer::Through(ProtocolError::MissingPrevResult)).expect_err("fails");
+        assert_eq!(
+            wrapped.to_cni(None).details,
+            "",
+            "no cause repeats the sentence"
+        );
+
+        let delegated = CniError {
+            cni_version: "0.4.0".to_string(),
+            code: 117,
+            msg: "its own".to_string(),
+            details: "words".to_string(),
+        };
+        let error = Error::from(InvokeError::Plugin(delegated.clone()));
+        assert_eq!(error.to_cni(Some(Version::V1_1_0)), delegated);
+    }
+
+    #[test]
+    fn causes_read_as_one_line_without_repeats() {
+        let error = Outer::Caused(std::io::Error::other("disk gone"));
+        assert_eq!(causes(&error), "cannot do it: disk gone");
+        let through = Outer::Through(ProtocolError::MissingPrevResult);
+        assert_eq!(causes(&through), "required prevResult missing");
     }
 }

@@ -10,6 +10,6 @@ pub mod version;
 
 pub use args::CniArgs;
 pub use config::{AttachmentKey, NetConf, NetConfList};
-pub use error::{CniError, ErrorCode, IfNameFault, ProtocolError};
+pub use error::{CniError, Coded, Error, ErrorCode, Failure, IfNameFault, ProtocolError, Result};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use version::Version;

@@ -5,32 +5,22 @@
 //! the `conntrack` tool, one call per UDP mapping and only where UDP mappings exist.
 
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use super::FirewallError;
+use crate::tool::{self, ToolError};
 
 /// Deletes entries matching `filter`. conntrack exits 1 when nothing matched, which is fine;
 /// a missing tool is reported on stderr and skipped, as a flush is an optimisation.
 fn delete(filter: &[String]) -> Result<(), FirewallError> {
-    let output = Command::new("conntrack")
-        .arg("-D")
-        .args(filter)
-        .stdin(Stdio::null())
-        .output();
-    match output {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let mut args = vec!["-D"];
+    args.extend(filter.iter().map(String::as_str));
+    match tool::run("conntrack", &args, None) {
+        Err(e) if e.is_missing() => {
             eprintln!("ferrocni: conntrack not installed; stale UDP flows are not flushed");
             Ok(())
         }
-        Err(source) => Err(FirewallError::Spawn {
-            tool: "conntrack",
-            source,
-        }),
-        Ok(out) if out.status.success() || out.status.code() == Some(1) => Ok(()),
-        Ok(out) => Err(FirewallError::Failed {
-            tool: "conntrack",
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        }),
+        Err(ToolError::Failed { code: Some(1), .. }) => Ok(()),
+        other => Ok(other.map(drop)?),
     }
 }
 

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::cni::AttachmentKey;
 use crate::lock::FileLock;
+use crate::tool::ToolError;
 
 /// Legacy iptables fails instead of waiting when another process holds the xtables lock.
 const LOCK_ATTEMPTS: u32 = 20;
@@ -138,7 +139,7 @@ fn restore(v6: bool, input: &str) -> Result<(), FirewallError> {
     loop {
         attempt += 1;
         match run(tool, &["--noflush"], input) {
-            Err(FirewallError::Failed { stderr, .. })
+            Err(FirewallError::Tool(ToolError::Failed { stderr, .. }))
                 if stderr.contains("xtables lock") && attempt < LOCK_ATTEMPTS =>
             {
                 thread::sleep(Duration::from_millis(50));

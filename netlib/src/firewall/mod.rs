@@ -17,11 +17,11 @@ mod nftables;
 
 use ipnetwork::IpNetwork;
 use sha2::{Digest, Sha512};
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use crate::cni::AttachmentKey;
+use crate::cni::{AttachmentKey, Coded, ErrorCode};
+use crate::tool::ToolError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {
@@ -29,14 +29,8 @@ pub enum FirewallError {
     UnknownBackend(String),
     #[error("no firewall tool found: install nftables (nft) or iptables")]
     NoTool,
-    #[error("cannot run {tool}")]
-    Spawn {
-        tool: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{tool} failed: {stderr}")]
-    Failed { tool: &'static str, stderr: String },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
     #[error("cannot lock this namespace's iptables rules")]
     Lock(#[source] io::Error),
     #[error("host port already mapped by another container: {0}")]
@@ -45,6 +39,19 @@ pub enum FirewallError {
     Parse { tool: &'static str, reason: String },
     #[error("nftables refused the change")]
     Kernel(#[from] crate::netlink::NetlinkError),
+}
+
+impl Coded for FirewallError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            FirewallError::UnknownBackend(_) => ErrorCode::InvalidConfig,
+            FirewallError::NoTool | FirewallError::Lock(_) => ErrorCode::Io,
+            FirewallError::Tool(e) => e.code(),
+            FirewallError::Parse { .. }
+            | FirewallError::Kernel(_)
+            | FirewallError::PortTaken(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 /// Which attachment rules belong to.
@@ -352,47 +359,11 @@ pub mod spoofcheck {
 
 /// Runs a firewall tool with `input` on stdin and returns its stdout.
 fn run(tool: &'static str, args: &[&str], input: &str) -> Result<String, FirewallError> {
-    let mut child = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| FirewallError::Spawn { tool, source })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|source| FirewallError::Spawn { tool, source })?;
-    }
-    let output = child
-        .wait_with_output()
-        .map_err(|source| FirewallError::Spawn { tool, source })?;
-    if !output.status.success() {
-        let said = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        // A tool killed (the OOM killer, a runtime's timeout) says nothing: say how it ended.
-        let stderr = if said.is_empty() {
-            format!("{} and no message", output.status)
-        } else {
-            said
-        };
-        return Err(FirewallError::Failed { tool, stderr });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    Ok(crate::tool::run(tool, args, Some(input.as_bytes()))?)
 }
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_tool_that_dies_silently_is_reported_by_how_it_ended() {
-        let failed = super::run("sh", &["-c", "kill -9 $$"], "").expect_err("killed");
-        assert!(
-            failed.to_string().contains("signal: 9"),
-            "names the signal: {failed}"
-        );
-        let failed = super::run("sh", &["-c", "echo refused >&2; exit 3"], "").expect_err("fails");
-        assert_eq!(failed.to_string(), "sh failed: refused");
-    }
-
     #[test]
     fn digest_matches_the_reference_chain_names() {
         // The reference names a masquerade chain "CNI-" + sha512(name + containerID)[:24].

@@ -42,6 +42,7 @@ use super::{
 use crate::cni::AttachmentKey;
 use crate::netlink::nftables::{Batch, Data, Expr, Family, Field, Key};
 use crate::netlink::MacAddr;
+use crate::tool::ToolError;
 
 struct Scheme {
     family: Family,
@@ -212,7 +213,7 @@ impl Scheme {
     /// a batch of elements and plain chains), and it is there after the first ADD.
     fn apply_on_base(&self, batch: &str) -> Result<(), FirewallError> {
         match apply(batch) {
-            Err(FirewallError::Failed { stderr, .. })
+            Err(FirewallError::Tool(ToolError::Failed { stderr, .. }))
                 if stderr.contains("No such file or directory") =>
             {
                 apply(&format!("{}{batch}", self.base()))
@@ -314,7 +315,9 @@ impl Scheme {
         let text = match run("nft", &args, "") {
             Ok(text) => text,
             // No table yet: nothing of ours exists.
-            Err(FirewallError::Failed { stderr, .. }) if stderr.contains("No such file") => {
+            Err(FirewallError::Tool(ToolError::Failed { stderr, .. }))
+                if stderr.contains("No such file") =>
+            {
                 return Ok((Vec::new(), Vec::new()))
             }
             Err(e) => return Err(e),
@@ -379,7 +382,7 @@ impl Scheme {
             let (elements, chains) = self.list()?;
             let picked: Vec<&Element> = elements.iter().filter(|e| select(e)).collect();
             match self.remove(&picked, &chains) {
-                Err(FirewallError::Failed { stderr, .. })
+                Err(FirewallError::Tool(ToolError::Failed { stderr, .. }))
                     if attempts == 1 && stderr.contains("File exists") => {}
                 other => return other,
             }
@@ -830,7 +833,7 @@ pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), Fire
 fn key_taken(error: &FirewallError) -> bool {
     match error {
         FirewallError::Kernel(e) => e.already_exists(),
-        FirewallError::Failed { stderr, .. } => stderr.contains("File exists"),
+        FirewallError::Tool(ToolError::Failed { stderr, .. }) => stderr.contains("File exists"),
         _ => false,
     }
 }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use super::range::{range_sets, RangeConfig, RangeSet};
 use super::store::{Reservation, Store};
 use super::{parse_requested_ips, resolv, ArgsSection, IpamError};
+use crate::cni::Result;
 use crate::cni::{AttachmentKey, CniArgs, CniResult, IpConfig, ProtocolError, Route, Version};
-use crate::error::Result;
 use crate::skel::{self, Attachment, Request};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
@@ -121,7 +121,8 @@ impl HostLocal {
         let mut seen = HashSet::new();
         requested.retain(|ip| seen.insert(*ip));
 
-        let data_dir = crate::state::data_dir("ipam.dataDir", ipam.data_dir, DEFAULT_DATA_DIR)?;
+        let data_dir =
+            crate::cni::config::data_dir("ipam.dataDir", ipam.data_dir, DEFAULT_DATA_DIR)?;
 
         Ok(HostLocal {
             network: request.conf.name.clone(),

@@ -14,7 +14,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::cni::ProtocolError;
+use crate::cni::{Coded, ErrorCode, ProtocolError};
 use crate::skel::Plugin;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +50,25 @@ pub enum IpamError {
         #[source]
         source: io::Error,
     },
+}
+
+impl Coded for IpamError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            IpamError::RequestedNotInRange { .. } | IpamError::RequestedIsGateway(_) => {
+                ErrorCode::InvalidConfig
+            }
+            IpamError::Store { .. } | IpamError::ResolvConf { .. } => ErrorCode::Io,
+            IpamError::NoFreeAddress { .. } => ErrorCode::NotAvailable,
+            // The reference answers these with plain errors (999); runtimes and users
+            // match on the message, which we keep.
+            IpamError::Exhausted { .. }
+            | IpamError::RequestedTaken { .. }
+            | IpamError::Unfulfilled(_)
+            | IpamError::Duplicate { .. }
+            | IpamError::NotReserved { .. } => ErrorCode::Internal,
+        }
+    }
 }
 
 /// `args.cni` of the config (CONVENTIONS.md): what a runtime asks for per attachment.

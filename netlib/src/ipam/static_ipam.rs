@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::ArgsSection;
 use crate::cni::{AttachmentKey, CniArgs, CniResult, Dns, IpConfig, ProtocolError, Route, Version};
-use crate::error::{Error, Result};
+use crate::cni::{Failure, Result};
 use crate::skel::{self, Attachment, Request};
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,10 +152,11 @@ impl Static {
                 .iter()
                 .any(|ip| ip.address == *address && ip.gateway == *gateway);
             if !found {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "static: address {address} (gateway {}) is not in prevResult",
                     gateway.map_or("none".to_string(), |g| g.to_string())
-                )));
+                ))
+                .into());
             }
         }
         Ok(())

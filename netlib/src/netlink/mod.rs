@@ -17,6 +17,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::io;
 
+use crate::cni::{Coded, ErrorCode};
 use crate::netns::{Netns, NetnsError};
 
 pub mod addr;
@@ -105,6 +106,21 @@ pub enum NetlinkError {
         name: String,
         expected: &'static str,
     },
+}
+
+impl Coded for NetlinkError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            NetlinkError::Netns(_) => ErrorCode::InvalidNetns,
+            NetlinkError::KernelLacks(_) => ErrorCode::UnsupportedField,
+            NetlinkError::Socket(_)
+            | NetlinkError::Request { .. }
+            | NetlinkError::Route { .. }
+            | NetlinkError::Decode { .. }
+            | NetlinkError::LinkNotFound(_)
+            | NetlinkError::WrongKind { .. } => ErrorCode::Internal,
+        }
+    }
 }
 
 impl NetlinkError {

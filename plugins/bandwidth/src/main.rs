@@ -1,13 +1,14 @@
 //! bandwidth: caps a container's traffic in each direction with token bucket filters on
 //! the host end of its veth (see netlib::shaping), chained after a veth-based main plugin.
 
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, Interface, ProtocolError, Version};
 use netlib::netlink::{Link, Netlink};
 use netlib::netns::Netns;
 use netlib::shaping::{self, Limit};
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::undo::Undo;
-use netlib::{Error, Result};
+use netlib::Result;
 use serde::Deserialize;
 use sha2::{Digest, Sha512};
 
@@ -225,20 +226,22 @@ impl Plugin for Bandwidth {
         let veth = host_veth(attachment, &mut host)?;
         if let Some(limit) = ingress {
             if shaping::root_rate(&veth.name)? != Some(limit.rate_bytes()) {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "{} is not shaped to {} bit/s",
                     veth.name,
                     limit.rate()
-                )));
+                ))
+                .into());
             }
         }
         if let Some(limit) = egress {
             let ifb = ifb_name(request, attachment);
             if shaping::root_rate(&ifb)? != Some(limit.rate_bytes()) {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "{ifb} is not shaped to {} bit/s",
                     limit.rate()
-                )));
+                ))
+                .into());
             }
         }
         Ok(())

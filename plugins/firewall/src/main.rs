@@ -3,11 +3,12 @@
 //! forwarded packets, and optionally isolates bridges from each other.
 
 use ipnetwork::IpNetwork;
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::firewall::Backend;
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::undo::Undo;
-use netlib::{attachment, Error, Result};
+use netlib::{attachment, Result};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,7 +141,7 @@ impl Plugin for Firewall {
             attachment::owner(request, attachment),
             &addresses(&previous),
         )? {
-            return Err(Error::Check("forwarding rules are missing".to_string()));
+            return Err(Failure::Check("forwarding rules are missing".to_string()).into());
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! state, addresses included (moving a link between namespaces drops its addresses).
 
 use ipnetwork::IpNetwork;
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::netlink::{Link, MacAddr, Netlink};
 use netlib::netns::{Netns, NetnsError};
@@ -299,10 +300,11 @@ impl Plugin for HostDevice {
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut container = Netlink::open_in(&netns)?;
         if container.link_by_name(&attachment.ifname)?.is_some() {
-            return Err(Error::AlreadyExists(format!(
+            return Err(Failure::AlreadyExists(format!(
                 "container interface {:?} already exists",
                 attachment.ifname
-            )));
+            ))
+            .into());
         }
         let mut host = Netlink::open()?;
         let device = find(&mut host, &selector)?;
@@ -337,7 +339,7 @@ impl Plugin for HostDevice {
         let mut undo = Undo::new();
         undo.push("the device", || {
             return_device(Some(&netns), &attachment.ifname, &original)?;
-            store.remove(key)
+            Ok(store.remove(key)?)
         });
         host.set_link_up(device.index, false)?;
         host.move_to(device.index, &netns, &attachment.ifname)?;
@@ -392,7 +394,7 @@ impl Plugin for HostDevice {
         let (_, store) = load(request)?;
         let records = store.gc(&request.conf.name, valid);
         attachment::collect(request, valid, None)?;
-        records
+        Ok(records?)
     }
 
     fn status(&self, request: &Request) -> Result<()> {

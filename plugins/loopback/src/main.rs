@@ -1,10 +1,11 @@
 //! loopback: sets `lo` up inside the container's namespace (ADD) and down again (DEL).
 
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, Interface, IpConfig};
 use netlib::netlink::Netlink;
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::{Error, Result};
+use netlib::Result;
 
 struct Loopback;
 
@@ -64,7 +65,7 @@ impl Plugin for Loopback {
         let netns = Netns::open(attachment.required_netns()?)?;
         let lo = Netlink::open_in(&netns)?.link("lo")?;
         if !lo.up {
-            return Err(Error::Check("loopback interface is down".to_string()));
+            return Err(Failure::Check("loopback interface is down".to_string()).into());
         }
         Ok(())
     }

@@ -1,13 +1,14 @@
 //! macvlan: the container gets its own MAC on the host's link (`master`), so it appears on
 //! that LAN directly. IPAM is optional: without it the link has no address.
 
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::netlink::link::MacVlanMode;
 use netlib::netlink::Netlink;
 use netlib::netns::Netns;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
 use netlib::undo::Undo;
-use netlib::{attachment, iface, Error, Result};
+use netlib::{attachment, iface, Result};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,10 +117,11 @@ impl Plugin for Macvlan {
             }
         }
         if container.link_by_name(&attachment.ifname)?.is_some() {
-            return Err(Error::AlreadyExists(format!(
+            return Err(Failure::AlreadyExists(format!(
                 "container interface {:?} already exists",
                 attachment.ifname
-            )));
+            ))
+            .into());
         }
         let target = if conf.link_in_container {
             None
@@ -167,7 +169,7 @@ impl Plugin for Macvlan {
         }
         let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
         if link.kind.as_deref() != Some("macvlan") {
-            return Err(Error::Check(format!("{} is not a macvlan", link.name)));
+            return Err(Failure::Check(format!("{} is not a macvlan", link.name)).into());
         }
         iface::verify(&mut container, &link, &previous, index)
     }

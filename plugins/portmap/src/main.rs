@@ -3,11 +3,12 @@
 //! the container's addresses. Rules live in netlib's firewall layer.
 
 use ipnetwork::IpNetwork;
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
 use netlib::netlink::Netlink;
 use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::{attachment, sysctl, Error, Result};
+use netlib::{attachment, sysctl, Result};
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -298,7 +299,7 @@ impl Plugin for Portmap {
             attachment::owner(request, attachment),
             &conf.rules(&targets),
         )? {
-            return Err(Error::Check("port mapping rules are missing".to_string()));
+            return Err(Failure::Check("port mapping rules are missing".to_string()).into());
         }
         Ok(())
     }

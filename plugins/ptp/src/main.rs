@@ -3,13 +3,14 @@
 //! through the gateway, so containers talk to each other only through the host's routing.
 
 use ipnetwork::IpNetwork;
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::firewall::Backend;
 use netlib::netlink::{Netlink, RouteSpec, SCOPE_LINK};
 use netlib::netns::Netns;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
 use netlib::undo::Undo;
-use netlib::{attachment, bridge, iface, veth, Error, Result};
+use netlib::{attachment, bridge, iface, veth, Result};
 use serde::Deserialize;
 
 /// Result layout, as the reference: host veth, container veth.
@@ -187,12 +188,11 @@ impl Plugin for Ptp {
             .interfaces
             .iter()
             .find(|i| i.sandbox.is_empty())
-            .ok_or_else(|| Error::Check("prevResult has no host-side interface".to_string()))?;
+            .ok_or_else(|| Failure::Check("prevResult has no host-side interface".to_string()))?;
         if Netlink::open()?.link_by_name(&host_side.name)?.is_none() {
-            return Err(Error::Check(format!(
-                "host interface {} is missing",
-                host_side.name
-            )));
+            return Err(
+                Failure::Check(format!("host interface {} is missing", host_side.name)).into(),
+            );
         }
         if let Some(firewall) = masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();

@@ -1,6 +1,7 @@
 //! tuning: changes sysctls and link settings of a container interface made by an earlier
 //! plugin in the chain, recording the originals so DEL restores them.
 
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
 use netlib::netlink::{Link, Netlink, NetlinkError};
 use netlib::netns::{Netns, NetnsError};
@@ -8,7 +9,7 @@ use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::state::{Key, Store};
 use netlib::tuning::{sysctl_key, Record, Settings};
 use netlib::undo::Undo;
-use netlib::{attachment, Error, Result};
+use netlib::{attachment, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -89,7 +90,7 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
 /// not use (CNI_ARGS, the settings to apply) can fail them.
 fn records(request: &Request) -> Result<Store> {
     let raw: Raw = request.plugin_config()?;
-    Store::configured(raw.data_dir, DEFAULT_DATA_DIR)
+    Ok(Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?)
 }
 
 fn state_key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
@@ -161,7 +162,7 @@ impl Plugin for Tuning {
             if let Some(now) = netlink.link_by_index(link.index)? {
                 original.restore(&netns, &mut netlink, &now, &attachment.ifname)?;
             }
-            records.remove(key)
+            Ok(records.remove(key)?)
         });
         // A rename takes the link down on the way: it ends as it was before the first ADD.
         let applied = Settings {
@@ -233,13 +234,13 @@ impl Plugin for Tuning {
         let link = Netlink::open_in(&netns)?.link(&name)?;
         let differences = wanted.differences(&netns, &link, &attachment.ifname)?;
         if !differences.is_empty() {
-            return Err(Error::Check(differences.join("; ")));
+            return Err(Failure::Check(differences.join("; ")).into());
         }
         Ok(())
     }
 
     fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        records(request)?.gc(&request.conf.name, valid)
+        Ok(records(request)?.gc(&request.conf.name, valid)?)
     }
 
     /// Needs no daemon and allocates nothing.

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 use netlib::bridge::BridgePlugin;
+use netlib::cni::Failure;
 use netlib::cni::{AttachmentKey, CniResult};
 use netlib::firewall::Backend;
 use netlib::overlay::{NodeFile, DEFAULT_NODE_FILE};
@@ -56,7 +57,7 @@ impl Vxlan {
         } else {
             None
         };
-        let records = Store::new(netlib::state::data_dir(
+        let records = Store::new(netlib::cni::config::data_dir(
             "stateDir",
             conf.state_dir.clone(),
             DEFAULT_STATE_DIR,
@@ -171,7 +172,7 @@ impl Plugin for VxlanPlugin {
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
         let vxlan = Vxlan::load(request)?;
         let node = vxlan.node_file()?.ok_or_else(|| {
-            Error::NotReadyYet(format!(
+            Failure::NotReadyYet(format!(
                 "the overlay agent has not leased a subnet for this node yet ({} is missing)",
                 vxlan.node_file_path().display()
             ))
@@ -181,7 +182,7 @@ impl Plugin for VxlanPlugin {
         let mut undo = Undo::new();
         vxlan.records.save(key(request, attachment), &config)?;
         undo.push("the attachment record", || {
-            vxlan.records.remove(key(request, attachment))
+            Ok(vxlan.records.remove(key(request, attachment))?)
         });
         let result = BridgePlugin.add(&inner, attachment)?;
         undo.push("the bridge attachment", || {
@@ -221,7 +222,7 @@ impl Plugin for VxlanPlugin {
         let config = vxlan
             .records
             .load::<Value>(key(request, attachment))?
-            .ok_or_else(|| Error::Check("no record of this attachment".to_string()))?;
+            .ok_or_else(|| Failure::Check("no record of this attachment".to_string()))?;
         let cluster = cluster_of(&config);
         let inner = vxlan.bridge_request(request, config)?;
         BridgePlugin.check(&inner, attachment)?;
@@ -245,14 +246,20 @@ impl Plugin for VxlanPlugin {
             let collected = firewall.gc_masquerade(&request.conf.name, valid);
             failures.extend(collected.err().map(Error::from));
         }
-        failures.extend(vxlan.records.gc(&request.conf.name, valid).err());
+        failures.extend(
+            vxlan
+                .records
+                .gc(&request.conf.name, valid)
+                .err()
+                .map(Error::from),
+        );
         failures.into_iter().next().map_or(Ok(()), Err)
     }
 
     fn status(&self, request: &Request) -> Result<()> {
         let vxlan = Vxlan::load(request)?;
         let node = vxlan.node_file()?.ok_or_else(|| {
-            Error::Unavailable(format!(
+            Failure::Unavailable(format!(
                 "the overlay agent has not leased a subnet for this node ({} is missing)",
                 vxlan.node_file_path().display()
             ))

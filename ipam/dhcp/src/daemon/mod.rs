@@ -21,8 +21,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use netlib::cni::{CniError, CniResult, ErrorCode};
-use netlib::error::causes;
+use netlib::cni::error::causes;
+use netlib::cni::{CniError, CniResult, Coded, ErrorCode};
 use netlib::ipam::dhcp::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
 use netlib::netlink::{Link, Netlink};
 use netlib::netns::{Netns, NetnsError};
@@ -220,7 +220,7 @@ impl Daemon {
                     Ok(result) => Reply::Done {
                         result: Some(result),
                     },
-                    Err(e) => failure(code_of(&e), causes(&e)),
+                    Err(e) => failure(e.code(), causes(&e)),
                 }
             }
             Request::Release { lease } => {
@@ -607,16 +607,6 @@ fn container_gone(error: &DhcpError) -> bool {
         DhcpError::Gone(_) => true,
         DhcpError::Socket { source, .. } => source.raw_os_error() == Some(libc::ENODEV),
         _ => false,
-    }
-}
-
-fn code_of(error: &DhcpError) -> ErrorCode {
-    match error {
-        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns { .. }) => {
-            ErrorCode::InvalidNetns
-        }
-        DhcpError::Timeout { .. } => ErrorCode::TryAgainLater,
-        _ => ErrorCode::Internal,
     }
 }
 

@@ -13,6 +13,7 @@ pub use message::option;
 
 use std::time::Duration;
 
+use crate::cni::{Coded, ErrorCode};
 use crate::netns::NetnsError;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,4 +43,20 @@ pub enum DhcpError {
     Malformed(&'static str),
     #[error("the exchange was called off")]
     Cancelled,
+}
+
+impl Coded for DhcpError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            DhcpError::Netns(e) => e.code(),
+            // The server may answer a later attempt.
+            DhcpError::Timeout { .. } => ErrorCode::TryAgainLater,
+            DhcpError::Link { .. }
+            | DhcpError::Gone(_)
+            | DhcpError::Socket { .. }
+            | DhcpError::Refused { .. }
+            | DhcpError::Malformed(_)
+            | DhcpError::Cancelled => ErrorCode::Internal,
+        }
+    }
 }
