@@ -1,7 +1,7 @@
 //! A plugin whose ADD panics. The tests run it to prove that a bug in a plugin still answers
 //! the runtime with a spec error object instead of a bare stack trace.
 
-use netlib::cni::{AttachmentKey, CniResult};
+use netlib::cni::{CniResult, ValidAttachments};
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::Result;
 
@@ -24,7 +24,7 @@ impl Plugin for Panicking {
         Ok(())
     }
 
-    fn gc(&self, _request: &Request, _valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, _request: &Request, _valid: &ValidAttachments) -> Result<()> {
         Ok(())
     }
 

@@ -1,24 +1,14 @@
-//! What every interface-creating plugin does the same way: name its firewall owner, report
-//! links in a result, and tear down, collect garbage and report status. DEL and GC keep
+//! What every interface-creating plugin does the same way: report links in a result, and tear down, collect garbage and report status. DEL and GC keep
 //! going past failures and report the first; a vanished namespace is not a failure.
 
 use ipnetwork::IpNetwork;
 
-use crate::cni::{AttachmentKey, CniResult, Interface};
-use crate::cni::{Error, Failure, Result};
-use crate::firewall::{Backend, Owner};
+use crate::cni::{CniResult, Error, Failure, Interface, Result, ValidAttachments};
+use crate::firewall::Backend;
 use crate::netlink::{Link, MacAddr, Netlink};
 use crate::netns::{Netns, NetnsError};
 use crate::skel::{Attachment, Command, Request};
 use crate::undo::Undo;
-
-pub fn owner<'a>(request: &'a Request, attachment: &'a Attachment) -> Owner<'a> {
-    Owner {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
-    }
-}
 
 /// A link as a result lists it; `sandbox` is empty for host-side links.
 pub fn interface(link: &Link, sandbox: &str) -> Interface {
@@ -32,14 +22,13 @@ pub fn interface(link: &Link, sandbox: &str) -> Interface {
 
 /// ADD's masquerade step: rules for every address of `result`, undone if ADD fails later.
 pub fn masquerade<'a>(
-    request: &'a Request,
     attachment: &'a Attachment,
     firewall: Backend,
     result: &CniResult,
     undo: &mut Undo<'a>,
 ) -> Result<()> {
     let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
-    let owner = owner(request, attachment);
+    let owner = &attachment.id;
     firewall.add_masquerade(owner, &addresses)?;
     undo.push("the masquerade rules", move || {
         Ok(firewall.del_masquerade(owner, &addresses)?)
@@ -157,7 +146,7 @@ pub fn teardown(
     // Rules first: the kernel frees them after a grace period, which then passes while the
     // link's deletion waits for its own (see `netlink::nftables`).
     if let Some(firewall) = masquerade {
-        let removed = firewall.del_masquerade(owner(request, attachment), &addresses);
+        let removed = firewall.del_masquerade(&attachment.id, &addresses);
         failures.extend(removed.err().map(Error::from));
     }
     if let Some(ipam) = ipam_type(request) {
@@ -167,7 +156,7 @@ pub fn teardown(
         let removed = match Netns::open(path) {
             Err(NetnsError::NotFound(_)) => Ok(()),
             Err(e) => Err(e.into()),
-            Ok(netns) => remove_link(&netns, &attachment.ifname),
+            Ok(netns) => remove_link(&netns, &attachment.id.ifname),
         };
         failures.extend(removed.err());
     }
@@ -185,12 +174,12 @@ fn remove_link(netns: &Netns, ifname: &str) -> Result<()> {
 /// GC: masquerade rules of attachments not in `valid`, then the IPAM plugin's GC.
 pub fn collect(
     request: &Request,
-    valid: &[AttachmentKey],
+    valid: &ValidAttachments,
     masquerade: Option<Backend>,
 ) -> Result<()> {
     let mut failures: Vec<Error> = Vec::new();
     if let Some(firewall) = masquerade {
-        let collected = firewall.gc_masquerade(&request.conf.name, valid);
+        let collected = firewall.gc_masquerade(valid);
         failures.extend(collected.err().map(Error::from));
     }
     if let Some(ipam) = ipam_type(request) {
@@ -209,12 +198,11 @@ pub fn status(request: &Request) -> Result<()> {
 
 /// CHECK of the masquerade rules for the addresses in prevResult.
 pub fn check_masquerade(
-    request: &Request,
     attachment: &Attachment,
     firewall: Backend,
     addresses: &[IpNetwork],
 ) -> Result<()> {
-    if !firewall.has_masquerade(owner(request, attachment), addresses)? {
+    if !firewall.has_masquerade(&attachment.id, addresses)? {
         return Err(Failure::Check("masquerade rules are missing".to_string()).into());
     }
     Ok(())
@@ -230,18 +218,20 @@ pub fn container_link(
     let index = previous
         .interfaces
         .iter()
-        .position(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
+        .position(|i| i.name == attachment.id.ifname && !i.sandbox.is_empty())
         .ok_or_else(|| {
             Failure::Check(format!(
                 "prevResult has no interface {:?} in a sandbox",
-                attachment.ifname
+                attachment.id.ifname
             ))
         })?;
     let netns = Netns::open(attachment.required_netns()?)?;
     let mut container = Netlink::open_in(&netns)?;
     let link = container
-        .link_by_name(&attachment.ifname)?
-        .ok_or_else(|| Failure::Check(format!("interface {:?} is missing", attachment.ifname)))?;
+        .link_by_name(&attachment.id.ifname)?
+        .ok_or_else(|| {
+            Failure::Check(format!("interface {:?} is missing", attachment.id.ifname))
+        })?;
     let expected = &previous.interfaces[index].mac;
     let actual = link.mac.map(|m| m.to_string()).unwrap_or_default();
     if !expected.is_empty() && actual != *expected {

@@ -10,12 +10,11 @@ use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::cni::config::{
-    valid_attachments, validate_container_id, validate_ifname, validate_network_name,
-};
+use crate::cni::config::{validate_container_id, validate_ifname, validate_network_name};
 use crate::cni::version::numbers;
 use crate::cni::{
-    json, AttachmentKey, CniArgs, CniResult, IfNameFault, NetConf, ProtocolError, Version,
+    json, AttachmentId, CniArgs, CniResult, IfNameFault, NetConf, ProtocolError, ValidAttachments,
+    Version,
 };
 use crate::cni::{Error, Result};
 use crate::invoke;
@@ -91,11 +90,11 @@ pub struct Request {
 /// Which attachment an ADD, DEL or CHECK is about.
 #[derive(Debug, Clone)]
 pub struct Attachment {
-    pub container_id: String,
+    /// The config's network, `CNI_CONTAINERID` and `CNI_IFNAME`.
+    pub id: AttachmentId,
     /// Optional on DEL: the runtime may have lost the namespace already (or handed over one
     /// that turned out to be the plugin's own, which DEL must not touch).
     pub netns: Option<PathBuf>,
-    pub ifname: String,
     /// `CNI_ARGS` as the runtime passed it, parsed only by the plugins that read it.
     raw_args: OsString,
 }
@@ -198,7 +197,7 @@ pub trait Plugin {
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult>;
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()>;
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()>;
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()>;
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()>;
     fn status(&self, request: &Request) -> Result<()>;
 }
 
@@ -306,7 +305,7 @@ pub fn dispatch(
 
     match command {
         Command::Add | Command::Del | Command::Check => {
-            let attachment = parse_attachment(command, env).map_err(with_version)?;
+            let attachment = parse_attachment(&request, command, env).map_err(with_version)?;
             match command {
                 Command::Add => {
                     let result = plugin.add(&request, &attachment).map_err(with_version)?;
@@ -326,7 +325,8 @@ pub fn dispatch(
             }
         }
         Command::Gc => {
-            let valid = valid_attachments(&request.config).map_err(|e| with_version(e.into()))?;
+            let valid = ValidAttachments::of_request(&request.config, &request.conf.name)
+                .map_err(|e| with_version(e.into()))?;
             plugin
                 .gc(&request, &valid)
                 .map(|()| None)
@@ -439,6 +439,7 @@ fn verb_allowed(command: Command, config: &str, supported: &[Version]) -> Result
 }
 
 fn parse_attachment(
+    request: &Request,
     command: Command,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<Attachment> {
@@ -477,9 +478,8 @@ fn parse_attachment(
         }
     }
     Ok(Attachment {
-        container_id,
+        id: AttachmentId::new(&*request.conf.name, container_id, ifname),
         netns,
-        ifname,
         raw_args: env("CNI_ARGS").unwrap_or_default(),
     })
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::cni::{config::data_dir, AttachmentKey, Coded, ErrorCode};
+use crate::cni::{config::data_dir, AttachmentId, Coded, ErrorCode, ValidAttachments};
 use crate::files::{self, PRIVATE_DIR, PRIVATE_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +35,6 @@ impl Coded for StateError {
 }
 
 type Result<T, E = StateError> = std::result::Result<T, E>;
-
-/// Which attachment a record belongs to.
-#[derive(Debug, Clone, Copy)]
-pub struct Key<'a> {
-    pub network: &'a str,
-    pub container_id: &'a str,
-    pub ifname: &'a str,
-}
 
 /// What a plugin records. A record read back is input like any other, chosen by whoever
 /// could write the directory: `check` says why it is not one the plugin's ADD would have
@@ -94,16 +86,13 @@ impl Store {
         Ok(Store::new(data_dir("dataDir", data_dir_key, default)?))
     }
 
-    fn path(&self, key: Key) -> PathBuf {
-        // ':' can appear in none of the three (validated names), so the name is unambiguous.
-        self.dir.join(format!(
-            "{}:{}:{}.json",
-            key.network, key.container_id, key.ifname
-        ))
+    /// `<network>:<containerID>:<ifname>.json`, the attachment's text form.
+    fn path(&self, id: &AttachmentId) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
     }
 
-    pub fn save<T: Record>(&self, key: Key, value: &T) -> Result<()> {
-        write_json(&self.path(key), value)
+    pub fn save<T: Record>(&self, id: &AttachmentId, value: &T) -> Result<()> {
+        write_json(&self.path(id), value)
     }
 
     /// The record of `key`, if there is one; a link in its place is refused, not followed.
@@ -112,8 +101,8 @@ impl Store {
     /// `<name>.rejected` for an admin to read, and the error names it. The runtime's retry
     /// then finds no record and goes on without it, so one bad file cannot make every DEL
     /// of the attachment fail for good (which would block the rest of the chain's DELs).
-    pub fn load<T: Record>(&self, key: Key) -> Result<Option<T>> {
-        let path = self.path(key);
+    pub fn load<T: Record>(&self, id: &AttachmentId) -> Result<Option<T>> {
+        let path = self.path(id);
         let bytes = match files::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -134,52 +123,40 @@ impl Store {
         Err(StateError::Record { path, reason })
     }
 
-    pub fn remove(&self, key: Key) -> Result<()> {
-        let path = self.path(key);
+    pub fn remove(&self, id: &AttachmentId) -> Result<()> {
+        let path = self.path(id);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path)(e)),
             _ => Ok(()),
         }
     }
 
-    /// The (network, container ID, ifname) of every record.
-    pub fn keys(&self) -> Vec<(String, String, String)> {
+    /// The attachment of every record.
+    pub fn ids(&self) -> Vec<AttachmentId> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
         entries
             .flatten()
             .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let mut parts = name.strip_suffix(".json")?.splitn(3, ':');
-                let (network, container_id, ifname) = (parts.next()?, parts.next()?, parts.next()?);
-                Some((
-                    network.to_string(),
-                    container_id.to_string(),
-                    ifname.to_string(),
-                ))
+                let name = entry.file_name();
+                name.to_str()?.strip_suffix(".json")?.parse().ok()
             })
             .collect()
     }
 
-    /// The (container ID, ifname) of every record of `network` not in `valid`.
-    pub fn stale(&self, network: &str, valid: &[AttachmentKey]) -> Vec<(String, String)> {
-        self.keys()
+    /// The attachments of `valid`'s network whose records it does not list.
+    pub fn stale(&self, valid: &ValidAttachments) -> Vec<AttachmentId> {
+        self.ids()
             .into_iter()
-            .filter(|(n, _, _)| n == network)
-            .map(|(_, container_id, ifname)| (container_id, ifname))
-            .filter(|(c, i)| !valid.iter().any(|k| k.container_id == *c && k.ifname == *i))
+            .filter(|id| id.network == valid.network() && !valid.contains(id))
             .collect()
     }
 
-    /// Removes the records of `network`'s attachments not in `valid`.
-    pub fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<()> {
-        for (container_id, ifname) in self.stale(network, valid) {
-            self.remove(Key {
-                network,
-                container_id: &container_id,
-                ifname: &ifname,
-            })?;
+    /// Removes the records of the attachments of `valid`'s network that it does not list.
+    pub fn gc(&self, valid: &ValidAttachments) -> Result<()> {
+        for id in self.stale(valid) {
+            self.remove(&id)?;
         }
         Ok(())
     }

@@ -7,8 +7,7 @@
 //! panic, and every result that decodes must survive a trip through every spec version.
 
 use netlib::bridge::BridgeConf;
-use netlib::cni::config::valid_attachments;
-use netlib::cni::{json, AttachmentKey, CniResult, NetConfList, Version};
+use netlib::cni::{json, CniResult, NetConfList, ValidAttachments, Version};
 use netlib::ipam::host_local::HostLocal;
 use netlib::ipam::static_ipam::Static;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
@@ -76,8 +75,8 @@ impl Decoders {
             note(attachment::requested_mac(request, attachment, None).map(drop));
         }
         note(
-            valid_attachments(&request.config)
-                .map(|keys| check_attachments(&keys))
+            ValidAttachments::of_request(&request.config, &request.conf.name)
+                .map(|valid| check_attachments(&valid))
                 .map_err(Error::from),
         );
         if let Some(sysctls) = request.config.get("sysctl").and_then(Value::as_object) {
@@ -104,10 +103,11 @@ impl Decoders {
     }
 }
 
-fn check_attachments(keys: &[AttachmentKey]) {
-    let text = serde_json::to_value(keys).expect("keys serialize");
-    let back: Vec<AttachmentKey> = json::from_value(text).expect("keys read back");
-    assert_eq!(back, keys);
+/// The valid attachments as the dhcp plugin sends them to its daemon, and back.
+fn check_attachments(valid: &ValidAttachments) {
+    let text = serde_json::to_value(valid).expect("valid attachments serialize");
+    let back: ValidAttachments = json::from_value(text).expect("valid attachments read back");
+    assert_eq!(&back, valid);
 }
 
 impl Plugin for Decoders {
@@ -127,7 +127,7 @@ impl Plugin for Decoders {
         Self::decode(request, Some(attachment)).map(drop)
     }
 
-    fn gc(&self, request: &Request, _valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, _valid: &ValidAttachments) -> Result<()> {
         Self::decode(request, None).map(drop)
     }
 

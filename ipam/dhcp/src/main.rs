@@ -12,13 +12,13 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniArgs, CniResult, ProtocolError};
+use netlib::cni::{CniArgs, CniResult, ProtocolError, ValidAttachments};
 use netlib::invoke::InvokeError;
 use netlib::ipam::dhcp::option;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
 use netlib::{Error, Result};
 
-use protocol::{CallError, LeaseKey, Reply};
+use protocol::{CallError, Reply};
 
 netlib::identity!("dhcp");
 
@@ -188,14 +188,6 @@ impl DaemonSocket {
     }
 }
 
-fn lease_key(request: &Request, attachment: &Attachment) -> LeaseKey {
-    LeaseKey {
-        container_id: attachment.container_id.clone(),
-        network: request.conf.name.clone(),
-        ifname: attachment.ifname.clone(),
-    }
-}
-
 struct DhcpPlugin;
 
 impl Plugin for DhcpPlugin {
@@ -210,7 +202,7 @@ impl Plugin for DhcpPlugin {
         let netns = attachment.required_netns()?;
         let netns = std::path::absolute(netns).unwrap_or_else(|_| netns.to_path_buf());
         let allocate = protocol::Request::Allocate {
-            lease: lease_key(request, attachment),
+            lease: attachment.id.clone(),
             netns,
             request: conf.request,
             provide: conf.provide,
@@ -229,7 +221,7 @@ impl Plugin for DhcpPlugin {
     /// here, and its users' DELs pile up: their issue #235).
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let release = protocol::Request::Release {
-            lease: lease_key(request, attachment),
+            lease: attachment.id.clone(),
         };
         DaemonSocket::of(request)?.ask(&release).map(drop)
     }
@@ -241,7 +233,7 @@ impl Plugin for DhcpPlugin {
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
         let lookup = protocol::Request::Lookup {
-            lease: lease_key(request, attachment),
+            lease: attachment.id.clone(),
         };
         let held = daemon
             .ask(&lookup)?
@@ -263,10 +255,9 @@ impl Plugin for DhcpPlugin {
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let gc = protocol::Request::Gc {
-            network: request.conf.name.clone(),
-            keep: valid.to_vec(),
+            valid: valid.clone(),
         };
         DaemonSocket::of(request)?.ask(&gc).map(drop)
     }

@@ -8,7 +8,7 @@ use ipnetwork::IpNetwork;
 use super::config::BridgeConf;
 use crate::bridge;
 use crate::cni::{
-    AttachmentKey, CniResult, Coded, ErrorCode, Failure, ProtocolError, Result, Route,
+    CniResult, Coded, ErrorCode, Failure, ProtocolError, Result, Route, ValidAttachments,
 };
 use crate::firewall::spoofcheck;
 use crate::netlink::{Link, MacAddr, Netlink, NetlinkError};
@@ -155,7 +155,7 @@ impl Plugin for BridgePlugin {
             &mut container,
             &netns,
             &veth::PairSpec {
-                ifname: &attachment.ifname,
+                ifname: &attachment.id.ifname,
                 mtu: conf.mtu,
                 mac,
                 bridge: Some(bridge.index),
@@ -172,7 +172,7 @@ impl Plugin for BridgePlugin {
         }
         configure_vlans(&mut host, &conf, host_veth.index)?;
         if conf.macspoofchk {
-            let owner = attachment::owner(request, attachment);
+            let owner = &attachment.id;
             let mac = container_veth.mac.ok_or(NetlinkError::Decode {
                 op: "get link",
                 reason: "the container's veth has no MAC address".into(),
@@ -214,7 +214,7 @@ impl Plugin for BridgePlugin {
             bridge::enable_forwarding(&gateways)?;
         }
         if let Some(firewall) = conf.masquerade {
-            attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
+            attachment::masquerade(attachment, firewall, &result, &mut undo)?;
         }
         if !conf.disable_container_interface {
             // The bridge enables the port once the kernel has seen its carrier; announce then.
@@ -243,8 +243,8 @@ impl Plugin for BridgePlugin {
         let torn_down = attachment::teardown(request, attachment, conf.masquerade);
         if conf.macspoofchk {
             let previous = request.prev_result().ok().flatten().unwrap_or_default();
-            let port = spoofcheck_port(&conf, &previous, &attachment.ifname);
-            spoofcheck::del(attachment::owner(request, attachment), port)?;
+            let port = spoofcheck_port(&conf, &previous, &attachment.id.ifname);
+            spoofcheck::del(&attachment.id, port)?;
         }
         torn_down
     }
@@ -281,8 +281,8 @@ impl Plugin for BridgePlugin {
             iface::verify(&mut container, &link, &previous, index)?;
         }
         if conf.macspoofchk {
-            let owner = attachment::owner(request, attachment);
-            let port = spoofcheck_port(&conf, &previous, &attachment.ifname);
+            let owner = &attachment.id;
+            let port = spoofcheck_port(&conf, &previous, &attachment.id.ifname);
             let present = match port {
                 Some((name, mac)) => spoofcheck::has(owner, name, mac)?,
                 None => false,
@@ -297,16 +297,16 @@ impl Plugin for BridgePlugin {
         }
         if let Some(firewall) = conf.masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(request, attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, firewall, &addresses)?;
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let conf = BridgeConf::load(request)?;
         let collected = attachment::collect(request, valid, conf.masquerade);
         if conf.macspoofchk {
-            spoofcheck::gc(&request.conf.name, valid)?;
+            spoofcheck::gc(valid)?;
         }
         collected
     }

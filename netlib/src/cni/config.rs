@@ -2,7 +2,7 @@
 //! conflist a runtime loads. Plugin-specific keys are decoded by each plugin from the same
 //! JSON, so nothing a plugin does not know is lost.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -49,29 +49,6 @@ pub struct NetConfList {
     #[serde(rename = "loadOnlyInlinedPlugins")]
     pub load_only_inlined_plugins: bool,
     pub plugins: Vec<Value>,
-}
-
-/// One attachment named in a GC request's `cni.dev/valid-attachments`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct AttachmentKey {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-}
-
-/// Reads the attachments a GC request says are still valid. Spec 1.1 renamed the key
-/// after its release; libcni sends both, older runtimes only the first.
-pub fn valid_attachments(config: &Value) -> Result<Vec<AttachmentKey>, ProtocolError> {
-    let list = config
-        .get("cni.dev/valid-attachments")
-        .or_else(|| config.get("cni.dev/attachments"));
-    match list {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(list) => super::json::from_ref(list).map_err(|source| ProtocolError::Decode {
-            what: "cni.dev/valid-attachments",
-            error: source,
-        }),
-    }
 }
 
 /// The alphabet of network names and container IDs, as the reference's `utils` writes it.
@@ -169,7 +146,6 @@ pub fn link_mtu(field: &str, value: Option<u32>) -> Result<Option<u32>, Protocol
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn names_follow_the_spec_alphabet() {
@@ -223,14 +199,5 @@ mod tests {
             let error = link_mtu("args.cni.mtu", Some(bad)).expect_err("out of range");
             assert!(error.to_string().contains("args.cni.mtu"), "{error}");
         }
-    }
-
-    #[test]
-    fn gc_reads_both_attachment_keys() {
-        let new = json!({"cni.dev/valid-attachments": [{"containerID": "a", "ifname": "eth0"}]});
-        let old = json!({"cni.dev/attachments": [{"containerID": "b", "ifname": "eth1"}]});
-        assert_eq!(valid_attachments(&new).expect("ok")[0].container_id, "a");
-        assert_eq!(valid_attachments(&old).expect("ok")[0].ifname, "eth1");
-        assert!(valid_attachments(&json!({})).expect("ok").is_empty());
     }
 }

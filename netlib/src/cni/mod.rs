@@ -4,12 +4,14 @@
 pub mod args;
 pub mod config;
 pub mod error;
+pub mod id;
 pub mod json;
 pub mod result;
 pub mod version;
 
 pub use args::CniArgs;
-pub use config::{AttachmentKey, NetConf, NetConfList};
+pub use config::{NetConf, NetConfList};
 pub use error::{CniError, Coded, Error, ErrorCode, Failure, IfNameFault, ProtocolError, Result};
+pub use id::{AttachmentId, ValidAttachments};
 pub use result::{CniResult, Dns, Interface, IpConfig, Route};
 pub use version::Version;

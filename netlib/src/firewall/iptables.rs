@@ -16,17 +16,16 @@ use std::fmt::Write;
 use std::thread;
 use std::time::Duration;
 
-use super::{
-    digest, head, network_in_short_comment, run, shortened, FirewallError, Owner, PortmapRules,
-};
-use crate::cni::AttachmentKey;
+use super::{run, FirewallError, PortmapRules};
+use crate::cni::id::{digest, head, network_in_short_tag, shortened};
+use crate::cni::{AttachmentId, ValidAttachments};
 use crate::lock::FileLock;
 use crate::tool::ToolError;
 
 /// Legacy iptables fails instead of waiting when another process holds the xtables lock.
 const LOCK_ATTEMPTS: u32 = 20;
 
-fn chain_name(owner: Owner) -> String {
+fn chain_name(owner: &AttachmentId) -> String {
     format!(
         "CNI-{}",
         digest(&format!("{}{}", owner.network, owner.container_id), 24)
@@ -55,7 +54,7 @@ fn comment(kind: &str, network: &str, container_id: &str) -> String {
     if whole.len() <= COMMENT_MAX {
         return whole;
     }
-    let network = network_in_short_comment(network);
+    let network = network_in_short_tag(network);
     let room = COMMENT_MAX - whole_comment(kind, &network, "").len();
     whole_comment(kind, &network, &shortened(container_id, room))
 }
@@ -76,12 +75,10 @@ fn comments(kind: &str, network: &str, container_id: &str) -> Vec<String> {
 
 /// Whether a comment is of `network`'s rules of `kind`, in any of its forms.
 fn of_network(comment: &str, kind: &str, network: &str) -> bool {
-    [network, &network_in_short_comment(network)]
-        .iter()
-        .any(|n| {
-            let without_id = whole_comment(kind, n, "");
-            comment.starts_with(&without_id[..without_id.len() - 1])
-        })
+    [network, &network_in_short_tag(network)].iter().any(|n| {
+        let without_id = whole_comment(kind, n, "");
+        comment.starts_with(&without_id[..without_id.len() - 1])
+    })
 }
 
 /// `value` as one argument of an iptables-restore line, quoted and escaped as iptables-save
@@ -173,16 +170,19 @@ fn all_or_nothing(
     })
 }
 
-pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+pub(super) fn add_masquerade(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<(), FirewallError> {
     all_or_nothing(
         || write_masquerade(owner, addresses),
         || del_masquerade(owner),
     )
 }
 
-fn write_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+fn write_masquerade(owner: &AttachmentId, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
     let chain = chain_name(owner);
-    let comment = quoted(&comment("", owner.network, owner.container_id));
+    let comment = quoted(&comment("", &owner.network, &owner.container_id));
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
         if family.is_empty() {
@@ -219,24 +219,20 @@ fn write_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), Firewal
 }
 
 /// Picks the rules of `owner` of `kind`, by their comments.
-fn owned_by(kind: &str, owner: Owner) -> impl Fn(&str) -> bool {
-    let ours = comments(kind, owner.network, owner.container_id);
+fn owned_by(kind: &str, owner: &AttachmentId) -> impl Fn(&str) -> bool {
+    let ours = comments(kind, &owner.network, &owner.container_id);
     move |comment| ours.iter().any(|c| c == comment)
 }
 
-/// Picks the rules of `kind` of `network`'s containers that are not in `valid`. The
-/// reference's comment names no interface, so an attachment counts as valid when any valid
-/// attachment has its container ID.
-fn stale_in<'a>(
-    kind: &'a str,
-    network: &'a str,
-    valid: &[AttachmentKey],
-) -> impl Fn(&str) -> bool + 'a {
+/// Picks the rules of `kind` of the containers of `valid`'s network that are not in it.
+/// The reference's comment names no interface, so an attachment counts as valid when any
+/// valid attachment has its container ID.
+fn stale_in<'a>(kind: &'a str, valid: &'a ValidAttachments) -> impl Fn(&str) -> bool + 'a {
     let kept: HashSet<String> = valid
         .iter()
-        .flat_map(|k| comments(kind, network, &k.container_id))
+        .flat_map(|id| comments(kind, valid.network(), &id.container_id))
         .collect();
-    move |comment| of_network(comment, kind, network) && !kept.contains(comment)
+    move |comment| of_network(comment, kind, valid.network()) && !kept.contains(comment)
 }
 
 /// Both families, for removals that cannot know which ones hold rules.
@@ -294,7 +290,7 @@ fn remove_where(
     Ok(())
 }
 
-pub(super) fn del_masquerade(owner: Owner) -> Result<(), FirewallError> {
+pub(super) fn del_masquerade(owner: &AttachmentId) -> Result<(), FirewallError> {
     remove_where(
         "nat",
         "POSTROUTING",
@@ -304,7 +300,10 @@ pub(super) fn del_masquerade(owner: Owner) -> Result<(), FirewallError> {
     )
 }
 
-pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+pub(super) fn has_masquerade(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<bool, FirewallError> {
     let chain = chain_name(owner);
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
@@ -328,13 +327,13 @@ pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bo
     Ok(true)
 }
 
-pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+pub(super) fn gc_masquerade(valid: &ValidAttachments) -> Result<(), FirewallError> {
     remove_where(
         "nat",
         "POSTROUTING",
         Some("CNI-"),
         &BOTH_FAMILIES,
-        stale_in("", network, valid),
+        stale_in("", valid),
     )
 }
 
@@ -343,7 +342,7 @@ const HOSTPORT_SETMARK: &str = "CNI-HOSTPORT-SETMARK";
 const HOSTPORT_MASQ: &str = "CNI-HOSTPORT-MASQ";
 
 /// As the reference: chain names are cut to 28 characters, 21 of them hash.
-fn dnat_chain(owner: Owner) -> String {
+fn dnat_chain(owner: &AttachmentId) -> String {
     format!(
         "CNI-DN-{}",
         digest(&format!("{}{}", owner.network, owner.container_id), 21)
@@ -389,14 +388,14 @@ fn shared_chains(saved: &str, rules: &PortmapRules, mark: &str, input: &mut Stri
     }
 }
 
-pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+pub(super) fn add_portmap(owner: &AttachmentId, rules: &PortmapRules) -> Result<(), FirewallError> {
     all_or_nothing(|| write_portmap(owner, rules), || del_portmap(owner))
 }
 
-fn write_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+fn write_portmap(owner: &AttachmentId, rules: &PortmapRules) -> Result<(), FirewallError> {
     let _one_at_a_time = serialized()?;
     let chain = dnat_chain(owner);
-    let comment = quoted(&comment(DNAT, owner.network, owner.container_id));
+    let comment = quoted(&comment(DNAT, &owner.network, &owner.container_id));
     let ours = owned_by(DNAT, owner);
     let mark = format!("{:#x}", 1u32 << rules.mark_bit);
     let set_mark = quoted(rules.external_mark_chain.unwrap_or(HOSTPORT_SETMARK));
@@ -492,7 +491,7 @@ fn write_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError
     Ok(())
 }
 
-pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
+pub(super) fn del_portmap(owner: &AttachmentId) -> Result<(), FirewallError> {
     remove_where(
         "nat",
         HOSTPORT_DNAT,
@@ -502,7 +501,10 @@ pub(super) fn del_portmap(owner: Owner) -> Result<(), FirewallError> {
     )
 }
 
-pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
+pub(super) fn has_portmap(
+    owner: &AttachmentId,
+    rules: &PortmapRules,
+) -> Result<bool, FirewallError> {
     let chain = dnat_chain(owner);
     for v6 in [false, true] {
         if !rules.targets.iter().any(|t| t.is_ipv6() == v6) {
@@ -519,13 +521,13 @@ pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, Fi
     Ok(true)
 }
 
-pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+pub(super) fn gc_portmap(valid: &ValidAttachments) -> Result<(), FirewallError> {
     remove_where(
         "nat",
         HOSTPORT_DNAT,
         Some("CNI-DN-"),
         &BOTH_FAMILIES,
-        stale_in(DNAT, network, valid),
+        stale_in(DNAT, valid),
     )
 }
 
@@ -547,7 +549,7 @@ fn forward_position(saved: &str) -> usize {
 }
 
 pub(super) fn allow_forward(
-    owner: Owner,
+    owner: &AttachmentId,
     addresses: &[IpNetwork],
     admin_chain: &str,
 ) -> Result<(), FirewallError> {
@@ -558,12 +560,12 @@ pub(super) fn allow_forward(
 }
 
 fn write_forward(
-    owner: Owner,
+    owner: &AttachmentId,
     addresses: &[IpNetwork],
     admin_chain: &str,
 ) -> Result<(), FirewallError> {
     let _one_at_a_time = serialized()?;
-    let comment = quoted(&comment("", owner.network, owner.container_id));
+    let comment = quoted(&comment("", &owner.network, &owner.container_id));
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
         if family.is_empty() {
@@ -612,7 +614,10 @@ fn write_forward(
 
 /// `addresses` (from prevResult) name the families ADD wrote rules for, which saves the
 /// other family's save; without them both are read.
-pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+pub(super) fn del_forward(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<(), FirewallError> {
     let families: Vec<bool> = if addresses.is_empty() {
         BOTH_FAMILIES.to_vec()
     } else {
@@ -630,7 +635,10 @@ pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), F
     )
 }
 
-pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+pub(super) fn has_forward(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<bool, FirewallError> {
     let ours = owned_by("", owner);
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
@@ -652,13 +660,13 @@ pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool,
     Ok(true)
 }
 
-pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+pub(super) fn gc_forward(valid: &ValidAttachments) -> Result<(), FirewallError> {
     remove_where(
         "filter",
         FORWARD_CHAIN,
         None,
         &BOTH_FAMILIES,
-        stale_in("", network, valid),
+        stale_in("", valid),
     )
 }
 
@@ -711,11 +719,7 @@ mod tests {
 
     #[test]
     fn names_and_comments_match_the_reference() {
-        let owner = Owner {
-            network: "mynet",
-            container_id: "abc",
-            ifname: "eth0",
-        };
+        let owner = &AttachmentId::new("mynet", "abc", "eth0");
         assert_eq!(chain_name(owner).len(), 28);
         assert!(chain_name(owner).starts_with("CNI-"));
         let line = r#"-A POSTROUTING -s 10.1.0.5/32 -m comment --comment "name: \"mynet\" id: \"abc\"" -j CNI-0123"#;

@@ -16,11 +16,10 @@ mod iptables;
 mod nftables;
 
 use ipnetwork::IpNetwork;
-use sha2::{Digest, Sha512};
 use std::io;
 use std::path::Path;
 
-use crate::cni::{AttachmentKey, Coded, ErrorCode};
+use crate::cni::{AttachmentId, Coded, ErrorCode, ValidAttachments};
 use crate::tool::ToolError;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,54 +53,6 @@ impl Coded for FirewallError {
     }
 }
 
-/// Which attachment rules belong to.
-#[derive(Debug, Clone, Copy)]
-pub struct Owner<'a> {
-    pub network: &'a str,
-    pub container_id: &'a str,
-    pub ifname: &'a str,
-}
-
-/// The first `len` hex digits of SHA-512 over `text`: short, stable names for chains.
-pub(crate) fn digest(text: &str, len: usize) -> String {
-    let hash = Sha512::digest(text.as_bytes());
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..len].to_string()
-}
-
-/// Hex digits of the hash that keeps a shortened name unique: 128 bits.
-const UNIQUE_DIGITS: usize = 32;
-
-/// The longest network name a shortened owner comment keeps whole.
-const NETWORK_ROOM: usize = 48;
-
-/// The longest start of `text` that fits in `max` bytes.
-fn head(text: &str, max: usize) -> &str {
-    let mut end = max.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// `text` as `<its head>~<hash of the whole>` in `room` bytes (at least 40): readable, and
-/// unique as the hash is. Names of networks and container IDs never hold `~`, so a
-/// shortened name never equals one kept whole.
-fn shortened(text: &str, room: usize) -> String {
-    let kept = head(text, room.saturating_sub(UNIQUE_DIGITS + 1));
-    format!("{kept}~{}", digest(text, UNIQUE_DIGITS))
-}
-
-/// A network's name as an owner comment holds it once that comment has to be shortened:
-/// whole up to [`NETWORK_ROOM`] bytes, so the comments of a network still share a prefix.
-fn network_in_short_comment(network: &str) -> std::borrow::Cow<'_, str> {
-    if network.len() <= NETWORK_ROOM {
-        network.into()
-    } else {
-        shortened(network, NETWORK_ROOM).into()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Nftables,
@@ -132,7 +83,7 @@ impl Backend {
     /// excepted), as the reference's `ipMasq` does.
     pub fn add_masquerade(
         self,
-        owner: Owner,
+        owner: &AttachmentId,
         addresses: &[IpNetwork],
     ) -> Result<(), FirewallError> {
         match self {
@@ -145,7 +96,7 @@ impl Backend {
     /// a listing; without it the rules are found by owner. Removing nothing is fine.
     pub fn del_masquerade(
         self,
-        owner: Owner,
+        owner: &AttachmentId,
         addresses: &[IpNetwork],
     ) -> Result<(), FirewallError> {
         match self {
@@ -157,7 +108,7 @@ impl Backend {
     /// Whether every address of the attachment is masqueraded.
     pub fn has_masquerade(
         self,
-        owner: Owner,
+        owner: &AttachmentId,
         addresses: &[IpNetwork],
     ) -> Result<bool, FirewallError> {
         match self {
@@ -166,15 +117,11 @@ impl Backend {
         }
     }
 
-    /// Removes the masquerade of every attachment of `network` not in `valid`.
-    pub fn gc_masquerade(
-        self,
-        network: &str,
-        valid: &[AttachmentKey],
-    ) -> Result<(), FirewallError> {
+    /// Removes the masquerade of every attachment of `valid`'s network not in it.
+    pub fn gc_masquerade(self, valid: &ValidAttachments) -> Result<(), FirewallError> {
         match self {
-            Backend::Nftables => nftables::gc_masquerade(network, valid),
-            Backend::Iptables => iptables::gc_masquerade(network, valid),
+            Backend::Nftables => nftables::gc_masquerade(valid),
+            Backend::Iptables => iptables::gc_masquerade(valid),
         }
     }
 }
@@ -250,7 +197,11 @@ impl PortmapRules<'_> {
 }
 
 impl Backend {
-    pub fn add_portmap(self, owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+    pub fn add_portmap(
+        self,
+        owner: &AttachmentId,
+        rules: &PortmapRules,
+    ) -> Result<(), FirewallError> {
         match self {
             Backend::Nftables => nftables::add_portmap(owner, rules),
             Backend::Iptables => iptables::add_portmap(owner, rules),
@@ -262,7 +213,7 @@ impl Backend {
     /// longer matches, they are found by owner.
     pub fn del_portmap(
         self,
-        owner: Owner,
+        owner: &AttachmentId,
         rules: Option<&PortmapRules>,
     ) -> Result<(), FirewallError> {
         match self {
@@ -271,17 +222,21 @@ impl Backend {
         }
     }
 
-    pub fn has_portmap(self, owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
+    pub fn has_portmap(
+        self,
+        owner: &AttachmentId,
+        rules: &PortmapRules,
+    ) -> Result<bool, FirewallError> {
         match self {
             Backend::Nftables => nftables::has_portmap(owner, rules),
             Backend::Iptables => iptables::has_portmap(owner, rules),
         }
     }
 
-    pub fn gc_portmap(self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    pub fn gc_portmap(self, valid: &ValidAttachments) -> Result<(), FirewallError> {
         match self {
-            Backend::Nftables => nftables::gc_portmap(network, valid),
-            Backend::Iptables => iptables::gc_portmap(network, valid),
+            Backend::Nftables => nftables::gc_portmap(valid),
+            Backend::Iptables => iptables::gc_portmap(valid),
         }
     }
 }
@@ -291,7 +246,7 @@ impl Backend {
     /// the host's forwarding, even where the host's policy drops forwarded packets.
     pub fn allow_forward(
         self,
-        owner: Owner,
+        owner: &AttachmentId,
         addresses: &[IpNetwork],
         admin_chain: &str,
     ) -> Result<(), FirewallError> {
@@ -301,24 +256,32 @@ impl Backend {
         }
     }
 
-    pub fn del_forward(self, owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+    pub fn del_forward(
+        self,
+        owner: &AttachmentId,
+        addresses: &[IpNetwork],
+    ) -> Result<(), FirewallError> {
         match self {
             Backend::Nftables => nftables::del_forward(owner, addresses),
             Backend::Iptables => iptables::del_forward(owner, addresses),
         }
     }
 
-    pub fn has_forward(self, owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+    pub fn has_forward(
+        self,
+        owner: &AttachmentId,
+        addresses: &[IpNetwork],
+    ) -> Result<bool, FirewallError> {
         match self {
             Backend::Nftables => nftables::has_forward(owner, addresses),
             Backend::Iptables => iptables::has_forward(owner, addresses),
         }
     }
 
-    pub fn gc_forward(self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
+    pub fn gc_forward(self, valid: &ValidAttachments) -> Result<(), FirewallError> {
         match self {
-            Backend::Nftables => nftables::gc_forward(network, valid),
-            Backend::Iptables => iptables::gc_forward(network, valid),
+            Backend::Nftables => nftables::gc_forward(valid),
+            Backend::Iptables => iptables::gc_forward(valid),
         }
     }
 
@@ -334,39 +297,30 @@ impl Backend {
 /// MAC spoof checking on a bridge port: frames from `port` (the container's host-side veth)
 /// whose source is not the container's MAC are dropped. nftables only, as the reference.
 pub mod spoofcheck {
-    use super::{nftables, FirewallError, Owner};
-    use crate::cni::AttachmentKey;
+    use super::{nftables, FirewallError};
+    use crate::cni::{AttachmentId, ValidAttachments};
     use crate::netlink::MacAddr;
 
-    pub fn add(owner: Owner, port: &str, mac: MacAddr) -> Result<(), FirewallError> {
+    pub fn add(owner: &AttachmentId, port: &str, mac: MacAddr) -> Result<(), FirewallError> {
         nftables::add_spoofcheck(owner, port, mac)
     }
 
     /// `port` and its MAC (from prevResult) save a listing; without them the rules are found
     /// by owner.
-    pub fn del(owner: Owner, port: Option<(&str, MacAddr)>) -> Result<(), FirewallError> {
+    pub fn del(owner: &AttachmentId, port: Option<(&str, MacAddr)>) -> Result<(), FirewallError> {
         nftables::del_spoofcheck(owner, port)
     }
 
-    pub fn has(owner: Owner, port: &str, mac: MacAddr) -> Result<bool, FirewallError> {
+    pub fn has(owner: &AttachmentId, port: &str, mac: MacAddr) -> Result<bool, FirewallError> {
         nftables::has_spoofcheck(owner, port, mac)
     }
 
-    pub fn gc(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-        nftables::gc_spoofcheck(network, valid)
+    pub fn gc(valid: &ValidAttachments) -> Result<(), FirewallError> {
+        nftables::gc_spoofcheck(valid)
     }
 }
 
 /// Runs a firewall tool with `input` on stdin and returns its stdout.
 fn run(tool: &'static str, args: &[&str], input: &str) -> Result<String, FirewallError> {
     Ok(crate::tool::run(tool, args, Some(input.as_bytes()))?)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn digest_matches_the_reference_chain_names() {
-        // The reference names a masquerade chain "CNI-" + sha512(name + containerID)[:24].
-        assert_eq!(super::digest("", 8), "cf83e135");
-    }
 }

@@ -36,10 +36,9 @@ use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use super::{
-    digest, head, network_in_short_comment, run, FirewallError, Owner, PortmapRules, UNIQUE_DIGITS,
-};
-use crate::cni::AttachmentKey;
+use super::{run, FirewallError, PortmapRules};
+use crate::cni::id::digest;
+use crate::cni::{AttachmentId, ValidAttachments};
 use crate::netlink::nftables::{Batch, Data, Expr, Family, Field, Key};
 use crate::netlink::MacAddr;
 use crate::tool::ToolError;
@@ -249,7 +248,7 @@ impl Scheme {
 
     /// Adds the attachment's elements and manifest. A non-exclusive key another attachment
     /// holds is stale (keys are the attachment's own addresses and ports): it is taken over.
-    fn add(&self, owner: Owner, entries: &[Entry]) -> Result<(), FirewallError> {
+    fn add(&self, owner: &AttachmentId, entries: &[Entry]) -> Result<(), FirewallError> {
         let comment = comment(owner);
         let manifest = manifest(owner, entries);
         let batch = |take_over: bool| {
@@ -287,7 +286,7 @@ impl Scheme {
     /// to an alphabet of its own (see [`comment`]).
     fn add_with_chain(
         &self,
-        owner: Owner,
+        owner: &AttachmentId,
         chain: &str,
         rules: &[String],
         entries: &[Entry],
@@ -430,7 +429,7 @@ impl Scheme {
     /// without entries, the elements are found by owner.
     fn delete(
         &self,
-        owner: Owner,
+        owner: &AttachmentId,
         entries: &[Entry],
         chain: Option<&str>,
     ) -> Result<(), FirewallError> {
@@ -466,7 +465,7 @@ impl Scheme {
 
     /// Whether every entry is there under the owner's name; an entry that jumps must find
     /// the chain it jumps to.
-    fn has(&self, owner: Owner, entries: &[Entry]) -> Result<bool, FirewallError> {
+    fn has(&self, owner: &AttachmentId, entries: &[Entry]) -> Result<bool, FirewallError> {
         let (elements, chains) = self.list()?;
         let ours = comments(owner);
         // Keys as listed, looked up once: a mapping of 1,000 ports has thousands of entries.
@@ -485,7 +484,7 @@ impl Scheme {
     /// then the owner's own elements map them elsewhere), as nft writes them.
     fn held_by_others(
         &self,
-        owner: Owner,
+        owner: &AttachmentId,
         entries: &[Entry],
     ) -> Result<Vec<String>, FirewallError> {
         let (elements, _) = self.list()?;
@@ -509,25 +508,12 @@ impl Scheme {
         Ok(taken)
     }
 
-    /// Removes the elements of `network`'s attachments that are not in `valid`, whichever
-    /// form their comments take.
-    fn gc(&self, network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-        let prefixes = [
-            format!("{network}/"),
-            format!("{}/", network_in_short_comment(network)),
-        ];
-        let kept: HashSet<String> = valid
-            .iter()
-            .flat_map(|k| {
-                comments(Owner {
-                    network,
-                    container_id: &k.container_id,
-                    ifname: &k.ifname,
-                })
-            })
-            .collect();
+    /// Removes the elements of the attachments of `valid`'s network that are not in it,
+    /// whichever form their comments take.
+    fn gc(&self, valid: &ValidAttachments) -> Result<(), FirewallError> {
+        let kept: HashSet<String> = valid.iter().flat_map(|id| comments(&id)).collect();
         self.remove_where(|e| {
-            prefixes.iter().any(|p| e.comment.starts_with(p)) && !kept.contains(&e.comment)
+            AttachmentId::tag_is_of(&e.comment, valid.network()) && !kept.contains(&e.comment)
         })
     }
 }
@@ -555,50 +541,17 @@ fn key_text(value: &Value) -> String {
 /// The longest comment nft accepts and reads back; elements carry their owner in it.
 const COMMENT_MAX: usize = 128;
 
-/// `<network>/<containerID>/<ifname>`.
-fn whole_name(owner: Owner) -> String {
-    format!("{}/{}/{}", owner.network, owner.container_id, owner.ifname)
+/// How elements name their owner (see [`AttachmentId::tag`]): in a comment nft keeps, of an
+/// alphabet that stays data inside `nft -f` text too, where rules with an admin's conditions
+/// go.
+fn comment(owner: &AttachmentId) -> String {
+    owner.tag(COMMENT_MAX)
 }
 
-/// Whether `text` keeps to the alphabet of network names and container IDs (skel refuses
-/// others), `[A-Za-z0-9_.-]`.
-fn plain(text: &str) -> bool {
-    text.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// How elements name their owner: [`whole_name`] when it fits in a comment and the
-/// interface name keeps to the alphabet of the other two; else the network, the head of
-/// the container ID and a hash of the whole name (unique as the hash is). A comment thus
-/// holds nothing but `[A-Za-z0-9_.-/~]`, which stays data inside `nft -f` text too, where
-/// rules with an admin's conditions go: nft's quoted strings know no escapes, so a `"` in an
-/// interface name (the kernel allows it) would end the string and the rest would be read
-/// as nft syntax.
-fn comment(owner: Owner) -> String {
-    let whole = whole_name(owner);
-    if whole.len() <= COMMENT_MAX && plain(owner.ifname) {
-        return whole;
-    }
-    let network = network_in_short_comment(owner.network);
-    let room = COMMENT_MAX - network.len() - UNIQUE_DIGITS - 2;
-    format!(
-        "{network}/{}~{}",
-        head(owner.container_id, room),
-        digest(&whole, UNIQUE_DIGITS)
-    )
-}
-
-/// Every comment an owner's elements may carry: [`comment`], and the whole name, which
-/// earlier versions wrote whatever the interface name held (where it fit): DEL, CHECK and
-/// GC still find what they added.
-fn comments(owner: Owner) -> Vec<String> {
-    let current = comment(owner);
-    let whole = whole_name(owner);
-    if whole == current || whole.len() > COMMENT_MAX {
-        vec![current]
-    } else {
-        vec![current, whole]
-    }
+/// Every comment an owner's elements may carry, this version's and earlier ones': DEL,
+/// CHECK and GC still find what those added.
+fn comments(owner: &AttachmentId) -> Vec<String> {
+    owner.tags(COMMENT_MAX)
 }
 
 /// The first 32 bits of SHA-512 over `text`.
@@ -607,12 +560,12 @@ fn digest32(text: &str) -> u32 {
 }
 
 /// The value of an owner's elements in maps that serve as sets.
-fn owner_tag(owner: Owner) -> u32 {
+fn owner_tag(owner: &AttachmentId) -> u32 {
     digest32(&comment(owner))
 }
 
 /// The element that says which entries an attachment owns: owner tag . digest of them.
-fn manifest(owner: Owner, entries: &[Entry]) -> Entry {
+fn manifest(owner: &AttachmentId, entries: &[Entry]) -> Entry {
     let listed: String = entries
         .iter()
         .map(|e| format!("{} {} {}\n", e.map, e.key, e.data))
@@ -640,7 +593,7 @@ fn per_family(ipv6: bool, v4: &'static str, v6: &'static str) -> &'static str {
     }
 }
 
-fn masquerade_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
+fn masquerade_entries(owner: &AttachmentId, addresses: &[IpNetwork]) -> Vec<Entry> {
     let tag = owner_tag(owner);
     let mut entries = Vec::new();
     for address in addresses {
@@ -660,23 +613,32 @@ fn masquerade_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
     entries
 }
 
-pub(super) fn add_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+pub(super) fn add_masquerade(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<(), FirewallError> {
     MASQUERADE.add(owner, &masquerade_entries(owner, addresses))
 }
 
-pub(super) fn del_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+pub(super) fn del_masquerade(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<(), FirewallError> {
     MASQUERADE.delete(owner, &masquerade_entries(owner, addresses), None)
 }
 
-pub(super) fn has_masquerade(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+pub(super) fn has_masquerade(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<bool, FirewallError> {
     MASQUERADE.has(owner, &masquerade_entries(owner, addresses))
 }
 
-pub(super) fn gc_masquerade(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    MASQUERADE.gc(network, valid)
+pub(super) fn gc_masquerade(valid: &ValidAttachments) -> Result<(), FirewallError> {
+    MASQUERADE.gc(valid)
 }
 
-fn spoofcheck_entries(owner: Owner, port: &str, mac: MacAddr) -> [Entry; 2] {
+fn spoofcheck_entries(owner: &AttachmentId, port: &str, mac: MacAddr) -> [Entry; 2] {
     let (tag, port) = (owner_tag(owner), Field::Ifname(port.to_string()));
     [
         Entry::tagged("spoofing", Key::exact(vec![port.clone()]), tag),
@@ -684,12 +646,16 @@ fn spoofcheck_entries(owner: Owner, port: &str, mac: MacAddr) -> [Entry; 2] {
     ]
 }
 
-pub(super) fn add_spoofcheck(owner: Owner, port: &str, mac: MacAddr) -> Result<(), FirewallError> {
+pub(super) fn add_spoofcheck(
+    owner: &AttachmentId,
+    port: &str,
+    mac: MacAddr,
+) -> Result<(), FirewallError> {
     SPOOFCHECK.add(owner, &spoofcheck_entries(owner, port, mac))
 }
 
 pub(super) fn del_spoofcheck(
-    owner: Owner,
+    owner: &AttachmentId,
     port: Option<(&str, MacAddr)>,
 ) -> Result<(), FirewallError> {
     let entries = port.map(|(port, mac)| spoofcheck_entries(owner, port, mac));
@@ -697,19 +663,19 @@ pub(super) fn del_spoofcheck(
 }
 
 pub(super) fn has_spoofcheck(
-    owner: Owner,
+    owner: &AttachmentId,
     port: &str,
     mac: MacAddr,
 ) -> Result<bool, FirewallError> {
     SPOOFCHECK.has(owner, &spoofcheck_entries(owner, port, mac))
 }
 
-pub(super) fn gc_spoofcheck(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    SPOOFCHECK.gc(network, valid)
+pub(super) fn gc_spoofcheck(valid: &ValidAttachments) -> Result<(), FirewallError> {
+    SPOOFCHECK.gc(valid)
 }
 
 /// The chain of a port mapping with an admin's conditions.
-fn portmap_chain(owner: Owner) -> String {
+fn portmap_chain(owner: &AttachmentId) -> String {
     format!("pm-{}", digest(&comment(owner), 16))
 }
 
@@ -737,7 +703,7 @@ fn masqueraded_sources(rules: &PortmapRules, target: &IpNetwork) -> Vec<IpNetwor
     }
 }
 
-fn portmap_entries(owner: Owner, rules: &PortmapRules) -> Vec<Entry> {
+fn portmap_entries(owner: &AttachmentId, rules: &PortmapRules) -> Vec<Entry> {
     let chain = has_conditions(rules).then(|| portmap_chain(owner));
     let tag = owner_tag(owner);
     let mut entries = Vec::new();
@@ -811,7 +777,7 @@ fn conditional_rules(rules: &PortmapRules) -> Vec<String> {
     chain_rules
 }
 
-pub(super) fn add_portmap(owner: Owner, rules: &PortmapRules) -> Result<(), FirewallError> {
+pub(super) fn add_portmap(owner: &AttachmentId, rules: &PortmapRules) -> Result<(), FirewallError> {
     let entries = portmap_entries(owner, rules);
     let added = if has_conditions(rules) {
         let chain = portmap_chain(owner);
@@ -838,7 +804,10 @@ fn key_taken(error: &FirewallError) -> bool {
     }
 }
 
-pub(super) fn del_portmap(owner: Owner, rules: Option<&PortmapRules>) -> Result<(), FirewallError> {
+pub(super) fn del_portmap(
+    owner: &AttachmentId,
+    rules: Option<&PortmapRules>,
+) -> Result<(), FirewallError> {
     let entries = rules.map(|r| portmap_entries(owner, r)).unwrap_or_default();
     let chain = rules
         .filter(|r| has_conditions(r))
@@ -846,15 +815,18 @@ pub(super) fn del_portmap(owner: Owner, rules: Option<&PortmapRules>) -> Result<
     PORTMAP.delete(owner, &entries, chain.as_deref())
 }
 
-pub(super) fn has_portmap(owner: Owner, rules: &PortmapRules) -> Result<bool, FirewallError> {
+pub(super) fn has_portmap(
+    owner: &AttachmentId,
+    rules: &PortmapRules,
+) -> Result<bool, FirewallError> {
     PORTMAP.has(owner, &portmap_entries(owner, rules))
 }
 
-pub(super) fn gc_portmap(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    PORTMAP.gc(network, valid)
+pub(super) fn gc_portmap(valid: &ValidAttachments) -> Result<(), FirewallError> {
+    PORTMAP.gc(valid)
 }
 
-fn forward_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
+fn forward_entries(owner: &AttachmentId, addresses: &[IpNetwork]) -> Vec<Entry> {
     let tag = owner_tag(owner);
     addresses
         .iter()
@@ -865,20 +837,29 @@ fn forward_entries(owner: Owner, addresses: &[IpNetwork]) -> Vec<Entry> {
         .collect()
 }
 
-pub(super) fn allow_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+pub(super) fn allow_forward(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<(), FirewallError> {
     FORWARD.add(owner, &forward_entries(owner, addresses))
 }
 
-pub(super) fn del_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
+pub(super) fn del_forward(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<(), FirewallError> {
     FORWARD.delete(owner, &forward_entries(owner, addresses), None)
 }
 
-pub(super) fn has_forward(owner: Owner, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
+pub(super) fn has_forward(
+    owner: &AttachmentId,
+    addresses: &[IpNetwork],
+) -> Result<bool, FirewallError> {
     FORWARD.has(owner, &forward_entries(owner, addresses))
 }
 
-pub(super) fn gc_forward(network: &str, valid: &[AttachmentKey]) -> Result<(), FirewallError> {
-    FORWARD.gc(network, valid)
+pub(super) fn gc_forward(valid: &ValidAttachments) -> Result<(), FirewallError> {
+    FORWARD.gc(valid)
 }
 
 /// `isolated` gets the bridge, and `isolation` sends what enters from it to a chain that
@@ -906,57 +887,4 @@ pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
     let jump = Data::Jump(chain.clone());
     batch.add_element("isolation", &key, Some(&jump), None, false);
     FORWARD.commit_on_base(&batch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn owner<'a>(network: &'a str, container_id: &'a str, ifname: &'a str) -> Owner<'a> {
-        Owner {
-            network,
-            container_id,
-            ifname,
-        }
-    }
-
-    #[test]
-    fn owners_are_named_in_full_where_that_fits_and_is_plain() {
-        let plain = owner("net", "abc", "eth0.100");
-        assert_eq!(comment(plain), "net/abc/eth0.100");
-        assert_eq!(comments(plain), ["net/abc/eth0.100"]);
-    }
-
-    #[test]
-    fn other_owners_get_short_plain_unique_names_and_keep_their_old_ones() {
-        let (long, alike) = ("c".repeat(300), format!("{}d", "c".repeat(299)));
-        let network = "n".repeat(200);
-        let owners = [
-            owner("net", &long, "eth0"),
-            owner("net", &alike, "eth0"),
-            owner("net", "abc", r#"e"x"#),
-            owner("net", "abc", "e;x"),
-            owner(&network, "abc", "eth0"),
-        ];
-        let names: Vec<String> = owners.iter().map(|o| comment(*o)).collect();
-        for name in &names {
-            assert!(name.len() <= COMMENT_MAX, "{name}");
-            assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_.-/~".contains(&b)),
-                "{name}"
-            );
-        }
-        let unique: HashSet<&String> = names.iter().collect();
-        assert_eq!(unique.len(), names.len(), "{names:?}");
-        assert!(names[0].starts_with("net/cccccccccc"), "{}", names[0]);
-        assert!(names[4].starts_with(&format!("{}/", network_in_short_comment(&network))));
-        // What earlier versions wrote for an interface name nft text could not hold.
-        assert_eq!(
-            comments(owners[2]),
-            [names[2].clone(), r#"net/abc/e"x"#.to_string()]
-        );
-        // Nothing was ever written for names too long for a comment.
-        assert_eq!(comments(owners[0]), [names[0].clone()]);
-    }
 }

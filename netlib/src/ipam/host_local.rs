@@ -11,7 +11,9 @@ use super::range::{range_sets, RangeConfig, RangeSet};
 use super::store::{Reservation, Store};
 use super::{parse_requested_ips, resolv, ArgsSection, IpamError};
 use crate::cni::Result;
-use crate::cni::{AttachmentKey, CniArgs, CniResult, IpConfig, ProtocolError, Route, Version};
+use crate::cni::{
+    AttachmentId, CniArgs, CniResult, IpConfig, ProtocolError, Route, ValidAttachments, Version,
+};
 use crate::skel::{self, Attachment, Request};
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
@@ -258,16 +260,17 @@ impl HostLocal {
     /// Releases every reservation whose attachment is not in `valid`, continuing past
     /// failures and reporting the first. Legacy reservations (no ifname) stay while any
     /// valid attachment has their container ID.
-    pub fn gc(&self, valid: &[AttachmentKey]) -> Result<()> {
+    pub fn gc(&self, valid: &ValidAttachments) -> Result<()> {
         let store = self.store()?;
-        let valid_ids: HashSet<&str> = valid.iter().map(|k| k.container_id.as_str()).collect();
         let mut first_error = None;
         for reservation in store.reservations()? {
             let keep = match &reservation.ifname {
-                Some(ifname) => valid
-                    .iter()
-                    .any(|k| k.container_id == reservation.container_id && k.ifname == *ifname),
-                None => valid_ids.contains(reservation.container_id.as_str()),
+                Some(ifname) => valid.contains(&AttachmentId::new(
+                    &*self.network,
+                    &*reservation.container_id,
+                    &**ifname,
+                )),
+                None => valid.has_container(&reservation.container_id),
             };
             if !keep {
                 if let Err(e) = store.release(&reservation) {
@@ -316,20 +319,20 @@ impl skel::Plugin for HostLocalPlugin {
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
         HostLocal::load(request, Some(&attachment.args()?))?
-            .allocate(&attachment.container_id, &attachment.ifname)
+            .allocate(&attachment.id.container_id, &attachment.id.ifname)
     }
 
     /// Releases by container and interface: the requested addresses of CNI_ARGS play no
     /// part, so their text cannot fail a DEL.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        HostLocal::load(request, None)?.release(&attachment.container_id, &attachment.ifname)
+        HostLocal::load(request, None)?.release(&attachment.id.container_id, &attachment.id.ifname)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
-        HostLocal::load(request, None)?.check(&attachment.container_id, &attachment.ifname)
+        HostLocal::load(request, None)?.check(&attachment.id.container_id, &attachment.id.ifname)
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         HostLocal::load(request, None)?.gc(valid)
     }
 

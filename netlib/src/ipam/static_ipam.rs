@@ -5,7 +5,9 @@ use serde::Deserialize;
 use std::net::IpAddr;
 
 use super::ArgsSection;
-use crate::cni::{AttachmentKey, CniArgs, CniResult, Dns, IpConfig, ProtocolError, Route, Version};
+use crate::cni::{
+    CniArgs, CniResult, Dns, IpConfig, ProtocolError, Route, ValidAttachments, Version,
+};
 use crate::cni::{Failure, Result};
 use crate::skel::{self, Attachment, Request};
 
@@ -190,7 +192,7 @@ impl skel::Plugin for StaticPlugin {
     }
 
     /// Nothing to collect: static keeps no state between calls.
-    fn gc(&self, _request: &Request, _valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, _request: &Request, _valid: &ValidAttachments) -> Result<()> {
         Ok(())
     }
 

@@ -112,7 +112,7 @@ fn owner_key(container_id: &str, ifname: Option<&str>) -> String {
         Some(ifname) => format!("{}\r\n{ifname}", container_id.trim()),
         None => container_id.trim().to_string(),
     };
-    crate::firewall::digest(&owner, 32)
+    crate::cni::id::digest(&owner, 32)
 }
 
 /// One network's store, locked for as long as the value lives.

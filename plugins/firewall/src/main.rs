@@ -4,11 +4,11 @@
 
 use ipnetwork::IpNetwork;
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
 use netlib::firewall::Backend;
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::undo::Undo;
-use netlib::{attachment, Result};
+use netlib::Result;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,7 +107,7 @@ impl Plugin for Firewall {
             ),
             false => None,
         };
-        let owner = attachment::owner(request, attachment);
+        let owner = &attachment.id;
         let addresses = addresses(&previous);
         let mut undo = Undo::new();
         conf.backend
@@ -126,10 +126,9 @@ impl Plugin for Firewall {
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = Conf::load(request)?;
         let previous = request.prev_result().ok().flatten().unwrap_or_default();
-        Ok(conf.backend.del_forward(
-            attachment::owner(request, attachment),
-            &addresses(&previous),
-        )?)
+        Ok(conf
+            .backend
+            .del_forward(&attachment.id, &addresses(&previous))?)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -137,19 +136,17 @@ impl Plugin for Firewall {
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
-        if !conf.backend.has_forward(
-            attachment::owner(request, attachment),
-            &addresses(&previous),
-        )? {
+        if !conf
+            .backend
+            .has_forward(&attachment.id, &addresses(&previous))?
+        {
             return Err(Failure::Check("forwarding rules are missing".to_string()).into());
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        Ok(Conf::load(request)?
-            .backend
-            .gc_forward(&request.conf.name, valid)?)
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
+        Ok(Conf::load(request)?.backend.gc_forward(valid)?)
     }
 
     /// Needs no daemon and allocates nothing.

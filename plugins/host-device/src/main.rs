@@ -4,11 +4,11 @@
 
 use ipnetwork::IpNetwork;
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
 use netlib::netlink::{Link, MacAddr, Netlink};
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::state::{Key, Store};
+use netlib::state::Store;
 use netlib::undo::Undo;
 use netlib::{attachment, iface, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -182,14 +182,6 @@ fn find(host: &mut Netlink, selector: &Selector) -> Result<Link> {
     }
 }
 
-fn key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
-    Key {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
-    }
-}
-
 /// Puts a device that is back in the host namespace (`link`) into its original state.
 fn restore_on_host(host: &mut Netlink, link: &Link, original: &Original) -> Result<()> {
     if link.name != original.name {
@@ -299,16 +291,16 @@ impl Plugin for HostDevice {
         let (selector, store) = load(request)?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut container = Netlink::open_in(&netns)?;
-        if container.link_by_name(&attachment.ifname)?.is_some() {
+        if container.link_by_name(&attachment.id.ifname)?.is_some() {
             return Err(Failure::AlreadyExists(format!(
                 "container interface {:?} already exists",
-                attachment.ifname
+                attachment.id.ifname
             ))
             .into());
         }
         let mut host = Netlink::open()?;
         let device = find(&mut host, &selector)?;
-        let key = key(request, attachment);
+        let key = &attachment.id;
         // A retry of an ADD that died before the move keeps the first record: the device
         // is down by now, which is not how it was.
         let original = match store.load::<Original>(key)? {
@@ -338,12 +330,12 @@ impl Plugin for HostDevice {
         store.save(key, &original)?;
         let mut undo = Undo::new();
         undo.push("the device", || {
-            return_device(Some(&netns), &attachment.ifname, &original)?;
+            return_device(Some(&netns), &attachment.id.ifname, &original)?;
             Ok(store.remove(key)?)
         });
         host.set_link_up(device.index, false)?;
-        host.move_to(device.index, &netns, &attachment.ifname)?;
-        let link = container.link(&attachment.ifname)?;
+        host.move_to(device.index, &netns, &attachment.id.ifname)?;
+        let link = container.link(&attachment.id.ifname)?;
         let allocated = attachment::ipam_add(request, &mut undo)?;
         let result = attachment::finish_single(request, &netns, &mut container, &link, allocated)?;
         undo.commit();
@@ -360,13 +352,13 @@ impl Plugin for HostDevice {
         if let Some(ipam) = attachment::ipam_type(request) {
             failures.extend(request.delegate(ipam, Command::Del).err());
         }
-        let key = key(request, attachment);
+        let key = &attachment.id;
         if let Some(original) = store.load::<Original>(key)? {
             let netns = attachment.netns.as_ref().map(Netns::open);
             let restored = match netns {
-                Some(Ok(netns)) => return_device(Some(&netns), &attachment.ifname, &original),
+                Some(Ok(netns)) => return_device(Some(&netns), &attachment.id.ifname, &original),
                 Some(Err(NetnsError::NotFound(_))) | None => {
-                    return_device(None, &attachment.ifname, &original)
+                    return_device(None, &attachment.id.ifname, &original)
                 }
                 Some(Err(e)) => Err(e.into()),
             };
@@ -390,9 +382,9 @@ impl Plugin for HostDevice {
         iface::verify(&mut container, &link, &previous, index)
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let (_, store) = load(request)?;
-        let records = store.gc(&request.conf.name, valid);
+        let records = store.gc(valid);
         attachment::collect(request, valid, None)?;
         Ok(records?)
     }

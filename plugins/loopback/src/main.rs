@@ -1,7 +1,7 @@
 //! loopback: sets `lo` up inside the container's namespace (ADD) and down again (DEL).
 
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult, Interface, IpConfig};
+use netlib::cni::{CniResult, Interface, IpConfig, ValidAttachments};
 use netlib::netlink::Netlink;
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Plugin, Request};
@@ -71,7 +71,7 @@ impl Plugin for Loopback {
     }
 
     /// Nothing to collect: everything loopback touches lives and dies with the namespace.
-    fn gc(&self, _request: &Request, _valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, _request: &Request, _valid: &ValidAttachments) -> Result<()> {
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! that LAN directly. IPAM is optional: without it the link has no address.
 
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
 use netlib::netlink::link::MacVlanMode;
 use netlib::netlink::Netlink;
 use netlib::netns::Netns;
@@ -116,10 +116,10 @@ impl Plugin for Macvlan {
                 .into());
             }
         }
-        if container.link_by_name(&attachment.ifname)?.is_some() {
+        if container.link_by_name(&attachment.id.ifname)?.is_some() {
             return Err(Failure::AlreadyExists(format!(
                 "container interface {:?} already exists",
-                attachment.ifname
+                attachment.id.ifname
             ))
             .into());
         }
@@ -134,14 +134,14 @@ impl Plugin for Macvlan {
             &mut host
         };
         creator.create_macvlan(
-            &attachment.ifname,
+            &attachment.id.ifname,
             master.index,
             conf.mode,
             conf.mtu,
             mac,
             target,
         )?;
-        let link = container.link(&attachment.ifname)?;
+        let link = container.link(&attachment.id.ifname)?;
         let mut undo = Undo::new();
         undo.push("the macvlan", || {
             Ok(Netlink::open_in(&netns)?.delete_link(link.index)?)
@@ -174,7 +174,7 @@ impl Plugin for Macvlan {
         iface::verify(&mut container, &link, &previous, index)
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         attachment::collect(request, valid, None)
     }
 

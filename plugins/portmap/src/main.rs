@@ -4,11 +4,11 @@
 
 use ipnetwork::IpNetwork;
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
 use netlib::firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
 use netlib::netlink::Netlink;
 use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::{attachment, sysctl, Result};
+use netlib::{sysctl, Result};
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -236,7 +236,7 @@ impl Plugin for Portmap {
         if conf.mappings.is_empty() {
             return Ok(previous);
         }
-        let targets = targets(&previous, &attachment.ifname);
+        let targets = targets(&previous, &attachment.id.ifname);
         for (i, mapping) in conf.mappings.iter().enumerate() {
             if let Some(host) = mapping.host_ip {
                 if !targets.iter().any(|t| t.is_ipv4() == host.is_ipv4()) {
@@ -256,10 +256,8 @@ impl Plugin for Portmap {
             .into());
         }
         allow_localnet(&targets)?;
-        conf.backend.add_portmap(
-            attachment::owner(request, attachment),
-            &conf.rules(&targets),
-        )?;
+        conf.backend
+            .add_portmap(&attachment.id, &conf.rules(&targets))?;
         for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
             conntrack::flush_udp_to_host_port(mapping.host_port, mapping.host_ip)?;
         }
@@ -274,10 +272,9 @@ impl Plugin for Portmap {
             return Ok(());
         }
         let previous = request.prev_result().ok().flatten().unwrap_or_default();
-        let targets = targets(&previous, &attachment.ifname);
+        let targets = targets(&previous, &attachment.id.ifname);
         let rules = (!targets.is_empty()).then(|| conf.rules(&targets));
-        conf.backend
-            .del_portmap(attachment::owner(request, attachment), rules.as_ref())?;
+        conf.backend.del_portmap(&attachment.id, rules.as_ref())?;
         for target in &targets {
             for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
                 conntrack::flush_udp_to_container(target.ip(), mapping.container_port)?;
@@ -294,20 +291,18 @@ impl Plugin for Portmap {
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
-        let targets = targets(&previous, &attachment.ifname);
-        if !conf.backend.has_portmap(
-            attachment::owner(request, attachment),
-            &conf.rules(&targets),
-        )? {
+        let targets = targets(&previous, &attachment.id.ifname);
+        if !conf
+            .backend
+            .has_portmap(&attachment.id, &conf.rules(&targets))?
+        {
             return Err(Failure::Check("port mapping rules are missing".to_string()).into());
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        Ok(Conf::load(request)?
-            .backend
-            .gc_portmap(&request.conf.name, valid)?)
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
+        Ok(Conf::load(request)?.backend.gc_portmap(valid)?)
     }
 
     /// Needs no daemon and allocates nothing that could run out.

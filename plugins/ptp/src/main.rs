@@ -4,7 +4,7 @@
 
 use ipnetwork::IpNetwork;
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
 use netlib::firewall::Backend;
 use netlib::netlink::{Netlink, RouteSpec, SCOPE_LINK};
 use netlib::netns::Netns;
@@ -105,7 +105,7 @@ impl Plugin for Ptp {
             &mut container,
             &netns,
             &veth::PairSpec {
-                ifname: &attachment.ifname,
+                ifname: &attachment.id.ifname,
                 mtu: conf.mtu,
                 mac: None,
                 bridge: None,
@@ -160,7 +160,7 @@ impl Plugin for Ptp {
             CONTAINER_INTERFACE,
         );
         if let Some(firewall) = masquerade {
-            attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
+            attachment::masquerade(attachment, firewall, &result, &mut undo)?;
         }
         result.interfaces = vec![
             attachment::interface(&host_veth, ""),
@@ -196,12 +196,12 @@ impl Plugin for Ptp {
         }
         if let Some(firewall) = masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(request, attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, firewall, &addresses)?;
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let (_, _, masquerade) = PtpConf::load(request)?;
         attachment::collect(request, valid, masquerade)
     }

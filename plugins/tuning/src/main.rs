@@ -2,11 +2,11 @@
 //! plugin in the chain, recording the originals so DEL restores them.
 
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
+use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
 use netlib::netlink::{Link, Netlink, NetlinkError};
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::state::{Key, Store};
+use netlib::state::Store;
 use netlib::tuning::{sysctl_key, Record, Settings};
 use netlib::undo::Undo;
 use netlib::{attachment, Result};
@@ -72,7 +72,7 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
         ..Settings::default()
     };
     for (key, value) in top.sysctl.iter().chain(args.sysctl.iter()) {
-        let key = sysctl_key(key, &attachment.ifname)?;
+        let key = sysctl_key(key, &attachment.id.ifname)?;
         settings.sysctls.insert(key, value.clone());
     }
     if let Some(mac) = attachment::requested_mac(request, attachment, top.mac)? {
@@ -91,14 +91,6 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
 fn records(request: &Request) -> Result<Store> {
     let raw: Raw = request.plugin_config()?;
     Ok(Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?)
-}
-
-fn state_key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
-    Key {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
-    }
 }
 
 /// The interface ADD tuned: under the name its record gives, or still under `ifname` when
@@ -130,17 +122,17 @@ impl Plugin for Tuning {
             .ok_or(ProtocolError::MissingPrevResult)?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut netlink = Netlink::open_in(&netns)?;
-        let key = state_key(request, attachment);
+        let key = &attachment.id;
         // A repeated ADD (a runtime's retry) keeps the values from before the first: taking
         // the tuned ones for originals would leave DEL nothing to restore.
         let earlier: Option<Record> = records.load(key)?;
-        let mut link = tuned_link(&mut netlink, earlier.as_ref(), &attachment.ifname)?
-            .ok_or_else(|| NetlinkError::LinkNotFound(attachment.ifname.clone()))?;
-        if link.name != attachment.ifname {
+        let mut link = tuned_link(&mut netlink, earlier.as_ref(), &attachment.id.ifname)?
+            .ok_or_else(|| NetlinkError::LinkNotFound(attachment.id.ifname.clone()))?;
+        if link.name != attachment.id.ifname {
             // The first ADD got as far as its rename: take the runtime's name back, so the
             // sysctl keys (which name the interface by it) and the rest apply as the first time.
-            netlink.rename(&link, &attachment.ifname)?;
-            link = netlink.link(&attachment.ifname)?;
+            netlink.rename(&link, &attachment.id.ifname)?;
+            link = netlink.link(&attachment.id.ifname)?;
         }
         let current = Settings::current(&netns, &link, &wanted)?;
         let original = match earlier {
@@ -151,7 +143,7 @@ impl Plugin for Tuning {
             current_name: wanted
                 .name
                 .clone()
-                .unwrap_or_else(|| attachment.ifname.clone()),
+                .unwrap_or_else(|| attachment.id.ifname.clone()),
             original: original.clone(),
         };
         // Recorded before anything changes, so a DEL can restore even after a crash here.
@@ -160,7 +152,7 @@ impl Plugin for Tuning {
         undo.push("the tuning", || {
             let mut netlink = Netlink::open_in(&netns)?;
             if let Some(now) = netlink.link_by_index(link.index)? {
-                original.restore(&netns, &mut netlink, &now, &attachment.ifname)?;
+                original.restore(&netns, &mut netlink, &now, &attachment.id.ifname)?;
             }
             Ok(records.remove(key)?)
         });
@@ -169,12 +161,12 @@ impl Plugin for Tuning {
             up: original.up,
             ..wanted.clone()
         };
-        applied.apply(&netns, &mut netlink, &link, &attachment.ifname)?;
+        applied.apply(&netns, &mut netlink, &link, &attachment.id.ifname)?;
         undo.commit();
         for interface in result
             .interfaces
             .iter_mut()
-            .filter(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
+            .filter(|i| i.name == attachment.id.ifname && !i.sandbox.is_empty())
         {
             if let Some(mac) = &wanted.mac {
                 interface.mac.clone_from(mac);
@@ -190,7 +182,7 @@ impl Plugin for Tuning {
     /// only the record to forget.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let records = records(request)?;
-        let key = state_key(request, attachment);
+        let key = &attachment.id;
         let Some(record) = records.load::<Record>(key)? else {
             return Ok(());
         };
@@ -201,13 +193,14 @@ impl Plugin for Tuning {
                 Err(e) => return Err(e.into()),
                 Ok(netns) => {
                     let mut netlink = Netlink::open_in(&netns)?;
-                    if let Some(link) = tuned_link(&mut netlink, Some(&record), &attachment.ifname)?
+                    if let Some(link) =
+                        tuned_link(&mut netlink, Some(&record), &attachment.id.ifname)?
                     {
                         restored = record.original.restore(
                             &netns,
                             &mut netlink,
                             &link,
-                            &attachment.ifname,
+                            &attachment.id.ifname,
                         );
                     }
                 }
@@ -230,17 +223,17 @@ impl Plugin for Tuning {
         let name = wanted
             .name
             .clone()
-            .unwrap_or_else(|| attachment.ifname.clone());
+            .unwrap_or_else(|| attachment.id.ifname.clone());
         let link = Netlink::open_in(&netns)?.link(&name)?;
-        let differences = wanted.differences(&netns, &link, &attachment.ifname)?;
+        let differences = wanted.differences(&netns, &link, &attachment.id.ifname)?;
         if !differences.is_empty() {
             return Err(Failure::Check(differences.join("; ")).into());
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        Ok(records(request)?.gc(&request.conf.name, valid)?)
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
+        Ok(records(request)?.gc(valid)?)
     }
 
     /// Needs no daemon and allocates nothing.

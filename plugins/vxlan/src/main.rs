@@ -13,11 +13,11 @@ use std::path::PathBuf;
 
 use netlib::bridge::BridgePlugin;
 use netlib::cni::Failure;
-use netlib::cni::{AttachmentKey, CniResult};
+use netlib::cni::{AttachmentId, CniResult, ValidAttachments};
 use netlib::firewall::Backend;
 use netlib::overlay::{NodeFile, DEFAULT_NODE_FILE};
 use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::state::{Key, Store};
+use netlib::state::Store;
 use netlib::undo::Undo;
 use netlib::{attachment, Error, Result};
 
@@ -124,7 +124,7 @@ impl Vxlan {
 
     /// The recorded config, or (no record: ADD never finished, or the state was lost) the one
     /// the node file gives now, or none at all.
-    fn recorded_config(&self, request: &Request, key: Key) -> Result<Option<Value>> {
+    fn recorded_config(&self, request: &Request, key: &AttachmentId) -> Result<Option<Value>> {
         if let Some(config) = self.records.load::<Value>(key)? {
             return Ok(Some(config));
         }
@@ -144,14 +144,6 @@ impl Vxlan {
             }
         }
         view
-    }
-}
-
-fn key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
-    Key {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
     }
 }
 
@@ -180,9 +172,9 @@ impl Plugin for VxlanPlugin {
         let config = vxlan.bridge_config(request, &node);
         let inner = vxlan.bridge_request(request, config.clone())?;
         let mut undo = Undo::new();
-        vxlan.records.save(key(request, attachment), &config)?;
+        vxlan.records.save(&attachment.id, &config)?;
         undo.push("the attachment record", || {
-            Ok(vxlan.records.remove(key(request, attachment))?)
+            Ok(vxlan.records.remove(&attachment.id)?)
         });
         let result = BridgePlugin.add(&inner, attachment)?;
         undo.push("the bridge attachment", || {
@@ -190,7 +182,7 @@ impl Plugin for VxlanPlugin {
         });
         if let Some(firewall) = vxlan.masquerade {
             let exempt = Vxlan::masquerade_view(&result, Some(node.network.into()));
-            attachment::masquerade(request, attachment, firewall, &exempt, &mut undo)?;
+            attachment::masquerade(attachment, firewall, &exempt, &mut undo)?;
         }
         undo.commit();
         Ok(result)
@@ -198,7 +190,7 @@ impl Plugin for VxlanPlugin {
 
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let vxlan = Vxlan::load(request)?;
-        let key = key(request, attachment);
+        let key = &attachment.id;
         let mut failures = Vec::new();
         if let Some(config) = vxlan.recorded_config(request, key)? {
             let inner = vxlan.bridge_request(request, config)?;
@@ -208,7 +200,7 @@ impl Plugin for VxlanPlugin {
             failures.extend(attachment::teardown(request, attachment, None).err());
         }
         if let Some(firewall) = vxlan.masquerade {
-            let owner = attachment::owner(request, attachment);
+            let owner = &attachment.id;
             failures.extend(firewall.del_masquerade(owner, &[]).err().map(Error::from));
         }
         if failures.is_empty() {
@@ -221,7 +213,7 @@ impl Plugin for VxlanPlugin {
         let vxlan = Vxlan::load(request)?;
         let config = vxlan
             .records
-            .load::<Value>(key(request, attachment))?
+            .load::<Value>(&attachment.id)?
             .ok_or_else(|| Failure::Check("no record of this attachment".to_string()))?;
         let cluster = cluster_of(&config);
         let inner = vxlan.bridge_request(request, config)?;
@@ -230,12 +222,12 @@ impl Plugin for VxlanPlugin {
             let previous = request.prev_result()?.unwrap_or_default();
             let view = Vxlan::masquerade_view(&previous, cluster);
             let addresses: Vec<IpNetwork> = view.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(request, attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, firewall, &addresses)?;
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let vxlan = Vxlan::load(request)?;
         let mut failures = Vec::new();
         if let Some(node) = vxlan.node_file()? {
@@ -243,16 +235,10 @@ impl Plugin for VxlanPlugin {
             failures.extend(BridgePlugin.gc(&inner, valid).err());
         }
         if let Some(firewall) = vxlan.masquerade {
-            let collected = firewall.gc_masquerade(&request.conf.name, valid);
+            let collected = firewall.gc_masquerade(valid);
             failures.extend(collected.err().map(Error::from));
         }
-        failures.extend(
-            vxlan
-                .records
-                .gc(&request.conf.name, valid)
-                .err()
-                .map(Error::from),
-        );
+        failures.extend(vxlan.records.gc(valid).err().map(Error::from));
         failures.into_iter().next().map_or(Ok(()), Err)
     }
 

@@ -22,13 +22,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use netlib::cni::error::causes;
-use netlib::cni::{CniError, CniResult, Coded, ErrorCode};
+use netlib::cni::{AttachmentId, CniError, CniResult, Coded, ErrorCode};
 use netlib::ipam::dhcp::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
 use netlib::netlink::{Link, Netlink};
 use netlib::netns::{Netns, NetnsError};
 use netlib::state::{self, Store};
 
-use crate::protocol::{LeaseKey, Reply, Request};
+use crate::protocol::{self, Reply, Request};
 use settings::Settings;
 
 /// Logs a line to stderr. eprintln! panics when stderr is gone (a journald restart closes
@@ -124,7 +124,7 @@ impl Stop {
 
 /// A lease the daemon holds, and the thread that keeps it.
 struct Held {
-    key: LeaseKey,
+    key: AttachmentId,
     record: Mutex<Record>,
     stop: Stop,
     keeper: Mutex<Option<JoinHandle<()>>>,
@@ -170,7 +170,7 @@ type Slot = Arc<Mutex<Option<Arc<Held>>>>;
 struct Daemon {
     settings: Settings,
     store: Store,
-    leases: Mutex<HashMap<LeaseKey, Slot>>,
+    leases: Mutex<HashMap<AttachmentId, Slot>>,
 }
 
 /// A poisoned lock only means another request panicked; the data itself stays sound.
@@ -187,16 +187,8 @@ fn failure(code: ErrorCode, msg: String) -> Reply {
     })
 }
 
-fn state_key(key: &LeaseKey) -> state::Key<'_> {
-    state::Key {
-        network: &key.network,
-        container_id: &key.container_id,
-        ifname: &key.ifname,
-    }
-}
-
 impl Daemon {
-    fn slot(&self, key: &LeaseKey) -> Slot {
+    fn slot(&self, key: &AttachmentId) -> Slot {
         lock(&self.leases).entry(key.clone()).or_default().clone()
     }
 
@@ -210,7 +202,7 @@ impl Daemon {
                 priority,
             } => {
                 let options = ClientOptions {
-                    client_id: lease.client_id(),
+                    client_id: protocol::client_id(&lease),
                     request,
                     provide,
                 };
@@ -241,15 +233,10 @@ impl Daemon {
                     ),
                 }
             }
-            Request::Gc { network, keep } => {
-                let stale: Vec<LeaseKey> = lock(&self.leases)
+            Request::Gc { valid } => {
+                let stale: Vec<AttachmentId> = lock(&self.leases)
                     .keys()
-                    .filter(|k| {
-                        k.network == network
-                            && !keep
-                                .iter()
-                                .any(|v| v.container_id == k.container_id && v.ifname == k.ifname)
-                    })
+                    .filter(|k| k.network == valid.network() && !valid.contains(k))
                     .cloned()
                     .collect();
                 for key in stale {
@@ -266,7 +253,7 @@ impl Daemon {
     /// first.
     fn allocate(
         self: &Arc<Self>,
-        key: &LeaseKey,
+        key: &AttachmentId,
         netns_path: &Path,
         options: ClientOptions,
         priority: Option<u32>,
@@ -320,7 +307,7 @@ impl Daemon {
     fn start(
         self: &Arc<Self>,
         slot: &mut Option<Arc<Held>>,
-        key: LeaseKey,
+        key: AttachmentId,
         record: Record,
         granted: Instant,
     ) -> Arc<Held> {
@@ -340,7 +327,7 @@ impl Daemon {
         held
     }
 
-    fn release(&self, key: &LeaseKey) {
+    fn release(&self, key: &AttachmentId) {
         let Some(slot) = lock(&self.leases).get(key).cloned() else {
             return;
         };
@@ -488,7 +475,7 @@ impl Daemon {
     /// Drops the slot of `key` if it holds no lease and no request uses it, so a daemon
     /// that runs for months keeps nothing of failed or released leases. Slots are cloned
     /// only under the map's lock, so under it a count of one means nobody else has it.
-    fn drop_if_unused(&self, key: &LeaseKey) {
+    fn drop_if_unused(&self, key: &AttachmentId) {
         let mut leases = lock(&self.leases);
         let unused = |slot: &Slot| Arc::strong_count(slot) == 1 && lock(slot).is_none();
         if leases.get(key).is_some_and(unused) {
@@ -498,7 +485,7 @@ impl Daemon {
 
     fn persist(&self, held: &Held) {
         let record = lock(&held.record).clone();
-        if let Err(e) = self.store.save(state_key(&held.key), &record) {
+        if let Err(e) = self.store.save(&held.key, &record) {
             log!(
                 "cannot record the lease of {} (a restart will forget it): {}",
                 key_text(&held.key),
@@ -507,22 +494,17 @@ impl Daemon {
         }
     }
 
-    fn unpersist(&self, key: &LeaseKey) {
-        if let Err(e) = self.store.remove(state_key(key)) {
+    fn unpersist(&self, key: &AttachmentId) {
+        if let Err(e) = self.store.remove(key) {
             log!("{}", causes(&e));
         }
     }
 
     /// Takes up the leases a previous daemon recorded whose interfaces are still there.
     fn restore(self: &Arc<Self>) {
-        for (network, container_id, ifname) in self.store.keys() {
-            let key = LeaseKey {
-                container_id,
-                network,
-                ifname,
-            };
+        for key in self.store.ids() {
             // An unreadable or refused record is set aside (`.rejected`) by the store.
-            let record = match self.store.load::<Record>(state_key(&key)) {
+            let record = match self.store.load::<Record>(&key) {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(e) => {
@@ -610,7 +592,7 @@ fn container_gone(error: &DhcpError) -> bool {
     }
 }
 
-fn key_text(key: &LeaseKey) -> String {
+fn key_text(key: &AttachmentId) -> String {
     format!(
         "{} of container {} on network {}",
         key.ifname, key.container_id, key.network
