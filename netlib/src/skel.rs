@@ -8,17 +8,16 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::cni::config::{validate_container_id, validate_ifname, validate_network_name};
 use crate::cni::version::numbers;
 use crate::cni::{
-    json, AttachmentId, CniArgs, CniResult, IfNameFault, NetConf, ProtocolError, ValidAttachments,
-    Version,
+    json, AttachmentId, CniArgs, CniResult, Coded, Error, ErrorCode, IfNameFault, NetConf,
+    ProtocolError, Result, ValidAttachments, Version,
 };
-use crate::cni::{Error, Result};
 use crate::invoke;
-use crate::netns::Netns;
 
 /// The verbs of the spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +84,25 @@ pub struct Request {
     pub config: Value,
     pub stdin: Vec<u8>,
     pub cni_path: Vec<PathBuf>,
+    /// The plugins this binary can run in place of a delegate's binary.
+    delegates: &'static [Delegate],
+}
+
+/// A plugin a binary also carries (an IPAM plugin in a main plugin's binary), run in-process
+/// in place of the delegate's binary on `CNI_PATH` when that binary is ferrocni's own of the
+/// same name and version ([`invoke::is_ferrocni`]): a fork+exec and the child's start-up cost
+/// more than host-local's whole work.
+#[derive(Clone, Copy)]
+pub struct Delegate {
+    /// The plugin type a config names it by, which is also its binary's name.
+    pub plugin_type: &'static str,
+    pub plugin: &'static dyn Plugin,
+}
+
+impl std::fmt::Debug for Delegate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.plugin_type)
+    }
 }
 
 /// Which attachment an ADD, DEL or CHECK is about.
@@ -154,6 +172,7 @@ impl Request {
             config,
             stdin,
             cni_path: self.cni_path.clone(),
+            delegates: self.delegates,
         })
     }
 
@@ -161,11 +180,14 @@ impl Request {
     /// Returns its result for ADD.
     pub fn delegate(&self, plugin: &str, command: Command) -> Result<Option<CniResult>> {
         let path = invoke::find(plugin, &self.cni_path)?;
-        let stdout = match crate::ipam::builtin(plugin) {
-            Some(builtin) if invoke::is_ferrocni(&path, plugin) => {
-                run_in_process(builtin, &self.stdin, command)?
-            }
-            _ => invoke::exec(&path, &self.stdin, &[("CNI_COMMAND", command.as_str())])?,
+        let in_process = self
+            .delegates
+            .iter()
+            .find(|d| d.plugin_type == plugin)
+            .filter(|_| invoke::is_ferrocni(&path, plugin));
+        let stdout = match in_process {
+            Some(delegate) => run_in_process(delegate.plugin, &self.stdin, command)?,
+            None => invoke::exec(&path, &self.stdin, &[("CNI_COMMAND", command.as_str())])?,
         };
         if command != Command::Add {
             return Ok(None);
@@ -203,9 +225,19 @@ pub trait Plugin {
 
 /// Runs a plugin as a runtime expects and exits the process.
 pub fn run(plugin: &dyn Plugin) -> ! {
+    run_with(plugin, &[])
+}
+
+/// [`run`], with the plugins this binary carries to run in place of its delegates' binaries.
+pub fn run_with(plugin: &dyn Plugin, delegates: &'static [Delegate]) -> ! {
     install_panic_hook();
     let mut stdout = std::io::stdout().lock();
-    let outcome = dispatch(plugin, &process_env, &mut std::io::stdin().lock());
+    let outcome = dispatch(
+        plugin,
+        delegates,
+        &process_env,
+        &mut std::io::stdin().lock(),
+    );
     let (text, code) = match outcome {
         Ok(Some(text)) => (text, 0),
         Ok(None) => (String::new(), 0),
@@ -235,7 +267,7 @@ fn run_in_process(plugin: &dyn Plugin, stdin: &[u8], command: Command) -> Result
         "CNI_COMMAND" => Some(OsString::from(command.as_str())),
         _ => process_env(key),
     };
-    match dispatch(plugin, &env, &mut &stdin[..]) {
+    match dispatch(plugin, &[], &env, &mut &stdin[..]) {
         Ok(printed) => Ok(printed.unwrap_or_default().into_bytes()),
         Err((error, version)) => Err(invoke::InvokeError::Plugin(error.to_cni(version)).into()),
     }
@@ -259,6 +291,7 @@ type VersionedError = (Error, Option<Version>);
 /// The skeleton's logic, apart from process I/O so tests can drive it.
 pub fn dispatch(
     plugin: &dyn Plugin,
+    delegates: &'static [Delegate],
     env: &dyn Fn(&str) -> Option<OsString>,
     stdin: &mut dyn Read,
 ) -> std::result::Result<Option<String>, VersionedError> {
@@ -299,7 +332,7 @@ pub fn dispatch(
         return Err(fail(ProtocolError::MissingEnv(missing).into()));
     }
 
-    let request = parse_request(plugin, command, &stdin_bytes, env).map_err(fail)?;
+    let request = parse_request(plugin, delegates, command, &stdin_bytes, env).map_err(fail)?;
     let version = Some(request.version);
     let with_version = |error: Error| (error, version);
 
@@ -367,6 +400,7 @@ fn version_answer(plugin: &dyn Plugin, stdin: &[u8]) -> String {
 
 fn parse_request(
     plugin: &dyn Plugin,
+    delegates: &'static [Delegate],
     command: Command,
     stdin: &[u8],
     env: &dyn Fn(&str) -> Option<OsString>,
@@ -399,6 +433,7 @@ fn parse_request(
         config,
         stdin: stdin.to_vec(),
         cni_path: invoke::split_path(env("CNI_PATH").unwrap_or_default()),
+        delegates,
     })
 }
 
@@ -484,14 +519,30 @@ fn parse_attachment(
     })
 }
 
-/// Whether a `CNI_NETNS` resolves to the plugin's own namespace: configuring it would
-/// configure the host (the reference's issue #714). A path that does not open is left to
-/// the plugin, which knows whether it needs the namespace at all.
+/// Whether a `CNI_NETNS` resolves to the plugin's own namespace (the same nsfs inode):
+/// configuring it would configure the host (the reference's issue #714). A path that is
+/// missing, or no namespace at all, is left to the plugin, which knows whether it needs the
+/// namespace and says what is wrong with it (`Netns::open`).
 fn is_own_netns(path: &Path) -> Result<bool> {
-    let Ok(target) = Netns::open(path) else {
+    let Ok(target) = std::fs::metadata(path) else {
         return Ok(false);
     };
-    Ok(target.same_as(&Netns::open("/proc/self/ns/net")?)?)
+    let own = std::fs::metadata(OWN_NETNS).map_err(OwnNetnsUnknown)?;
+    Ok(target.dev() == own.dev() && target.ino() == own.ino())
+}
+
+const OWN_NETNS: &str = "/proc/self/ns/net";
+
+/// Without its own namespace to compare, the skeleton cannot tell whether `CNI_NETNS` is the
+/// host's.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the plugin's own network namespace {OWN_NETNS}")]
+pub struct OwnNetnsUnknown(#[source] std::io::Error);
+
+impl Coded for OwnNetnsUnknown {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Io
+    }
 }
 
 #[cfg(test)]

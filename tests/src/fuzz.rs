@@ -31,7 +31,7 @@ pub fn config(data: &[u8]) {
             };
             Some(value.into())
         };
-        match skel::dispatch(&Decoders, &env, &mut &data[..]) {
+        match skel::dispatch(&Decoders, &[], &env, &mut &data[..]) {
             Ok(printed) => {
                 // Whatever ADD prints must read back as a result of the version it names.
                 if let Some(text) = printed {

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::cni::{Coded, ErrorCode, ProtocolError};
-use crate::skel::Plugin;
+use crate::skel::Delegate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpamError {
@@ -99,11 +99,14 @@ pub fn parse_requested_ips(items: &[String], field: &str) -> Result<Vec<IpAddr>,
         .collect()
 }
 
-/// The IPAM plugins ferrocni can run in-process when the binary on `CNI_PATH` is its own.
-pub fn builtin(plugin: &str) -> Option<&'static dyn Plugin> {
-    match plugin {
-        "host-local" => Some(&host_local::HostLocalPlugin),
-        "static" => Some(&static_ipam::StaticPlugin),
-        _ => None,
-    }
-}
+/// host-local, for a main plugin's binary to run in-process (see [`run_with`](crate::skel::run_with)).
+pub const HOST_LOCAL: Delegate = Delegate {
+    plugin_type: "host-local",
+    plugin: &host_local::HostLocalPlugin,
+};
+
+/// static, for a main plugin's binary to run in-process (see [`run_with`](crate::skel::run_with)).
+pub const STATIC: Delegate = Delegate {
+    plugin_type: "static",
+    plugin: &static_ipam::StaticPlugin,
+};

@@ -6,5 +6,8 @@
 static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
 
 fn main() {
-    netlib::skel::run(&netlib::bridge::BridgePlugin)
+    netlib::skel::run_with(
+        &netlib::bridge::BridgePlugin,
+        &[netlib::ipam::HOST_LOCAL, netlib::ipam::STATIC],
+    )
 }

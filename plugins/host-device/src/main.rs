@@ -5,6 +5,7 @@
 use ipnetwork::IpNetwork;
 use netlib::cni::Failure;
 use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
+use netlib::ipam;
 use netlib::netlink::{Link, MacAddr, Netlink};
 use netlib::netns::{Netns, NetnsError};
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
@@ -399,5 +400,5 @@ impl Plugin for HostDevice {
 static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
 
 fn main() {
-    skel::run(&HostDevice)
+    skel::run_with(&HostDevice, &[ipam::HOST_LOCAL, ipam::STATIC])
 }

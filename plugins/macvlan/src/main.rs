@@ -3,6 +3,7 @@
 
 use netlib::cni::Failure;
 use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
+use netlib::ipam;
 use netlib::netlink::link::MacVlanMode;
 use netlib::netlink::Netlink;
 use netlib::netns::Netns;
@@ -188,5 +189,5 @@ impl Plugin for Macvlan {
 static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
 
 fn main() {
-    skel::run(&Macvlan)
+    skel::run_with(&Macvlan, &[ipam::HOST_LOCAL, ipam::STATIC])
 }

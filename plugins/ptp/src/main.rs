@@ -6,6 +6,7 @@ use ipnetwork::IpNetwork;
 use netlib::cni::Failure;
 use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
 use netlib::firewall::Backend;
+use netlib::ipam;
 use netlib::netlink::{Netlink, RouteSpec, SCOPE_LINK};
 use netlib::netns::Netns;
 use netlib::skel::{self, Attachment, Command, Plugin, Request};
@@ -216,5 +217,5 @@ impl Plugin for Ptp {
 static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
 
 fn main() {
-    skel::run(&Ptp)
+    skel::run_with(&Ptp, &[ipam::HOST_LOCAL, ipam::STATIC])
 }

@@ -15,6 +15,7 @@ use netlib::bridge::BridgePlugin;
 use netlib::cni::Failure;
 use netlib::cni::{AttachmentId, CniResult, ValidAttachments};
 use netlib::firewall::Backend;
+use netlib::ipam;
 use netlib::overlay::{NodeFile, DEFAULT_NODE_FILE};
 use netlib::skel::{self, Attachment, Plugin, Request};
 use netlib::state::Store;
@@ -260,5 +261,5 @@ impl Plugin for VxlanPlugin {
 static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
 
 fn main() {
-    skel::run(&VxlanPlugin)
+    skel::run_with(&VxlanPlugin, &[ipam::HOST_LOCAL, ipam::STATIC])
 }
