@@ -22,10 +22,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use kernel::netlink::Netlink;
 use log::{error, info, warning, Level};
-use netlib::netlink::Netlink;
-use netlib::overlay::{self, ClusterConfig, NodeFile, NodeLease, DEFAULT_NODE_FILE};
 use node::{NodeKernel, Settings, Underlay};
+use overlay::{self, ClusterConfig, NodeFile, NodeLease, DEFAULT_NODE_FILE};
 use store::{Change, EtcdStore, LeaseStore, Leases, StaticStore, StoreError};
 
 #[derive(Debug, Parser)]
@@ -95,7 +95,7 @@ enum AgentError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Netlib(#[from] netlib::Error),
+    Netlib(#[from] cni::Error),
     #[error("{0}")]
     Usage(String),
     /// The node's own network is not as the agent needs it.
@@ -103,8 +103,8 @@ enum AgentError {
     Node(String),
 }
 
-impl From<netlib::netlink::NetlinkError> for AgentError {
-    fn from(error: netlib::netlink::NetlinkError) -> Self {
+impl From<kernel::netlink::NetlinkError> for AgentError {
+    fn from(error: kernel::netlink::NetlinkError) -> Self {
         AgentError::Netlib(error.into())
     }
 }
@@ -242,7 +242,7 @@ impl Agent {
                         AgentError::Store(StoreError::Config(_)) => Backoff::LAST,
                         _ => self.backoff.next(),
                     };
-                    warning!("{}; keeping the kernel as it is, retrying in {delay:?}", netlib::cni::error::causes(&failure));
+                    warning!("{}; keeping the kernel as it is, retrying in {delay:?}", cni::error::causes(&failure));
                     delay
                 }
                 _ = stopped(&mut terminate, &mut interrupt) => break,
@@ -253,7 +253,7 @@ impl Agent {
             }
             if let Err(e) = store.recover().await {
                 // The next session fails on the same cause and backs off further.
-                warning!("{}", netlib::cni::error::causes(&e));
+                warning!("{}", cni::error::causes(&e));
             }
         }
         info!("stopping; the lease and the kernel entries stay until the lease expires");
@@ -370,7 +370,7 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(start(args)) {
-        error!("{}", netlib::cni::error::causes(&e));
+        error!("{}", cni::error::causes(&e));
         std::process::exit(1);
     }
 }

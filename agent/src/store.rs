@@ -16,7 +16,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseKeepAliveStream,
     LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
-use netlib::overlay::{ClusterConfig, NodeLease};
+use overlay::{ClusterConfig, NodeLease};
 
 use crate::log::{debug, info, warning};
 

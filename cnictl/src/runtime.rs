@@ -4,10 +4,10 @@
 //! (`<cache>/results/<network>-<containerID>-<ifname>`), so other CNI tools can read them.
 
 use base64::Engine;
-use netlib::cni::Version;
-use netlib::files;
-use netlib::invoke;
-use netlib::netns::Netns;
+use cni::invoke;
+use cni::Version;
+use kernel::files;
+use kernel::netns::Netns;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};

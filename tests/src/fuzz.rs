@@ -6,16 +6,18 @@
 //! delegate's stdout, a prevResult). Any input may be refused, with a CNI error; none may
 //! panic, and every result that decodes must survive a trip through every spec version.
 
-use netlib::bridge::BridgeConf;
-use netlib::cni::{json, CniResult, NetConfList, ValidAttachments, Version};
-use netlib::ipam::host_local::HostLocal;
-use netlib::ipam::static_ipam::Static;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::{attachment, tuning, Error, Result};
+use bridge::BridgeConf;
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::{json, CniResult, NetConfList, ValidAttachments, Version};
+use cni::{Error, Result};
+use ipam::host_local::HostLocal;
+use ipam::static_ipam::Static;
+use netlib::attachment;
 use serde_json::Value;
 
 /// A network config, run through the plugin skeleton for each verb as a runtime would send
-/// it, with a plugin whose every verb runs every config decoder of netlib. The decoders of
+/// it, with a plugin whose every verb runs every shared config decoder (the libraries', and
+/// the bridge and tuning plugins' readers, which are libraries too). The other decoders of
 /// the plugin binaries are fuzzed through the binaries themselves (tests/tests/fuzz.rs).
 pub fn config(data: &[u8]) {
     for command in [Command::Add, Command::Check, Command::Gc] {
@@ -51,7 +53,7 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// Decodes with each of netlib's config readers, as a plugin's verbs do.
+/// Decodes with each of the shared config readers, as a plugin's verbs do.
 struct Decoders;
 
 impl Decoders {
@@ -112,7 +114,7 @@ fn check_attachments(valid: &ValidAttachments) {
 
 impl Plugin for Decoders {
     fn about(&self) -> &'static str {
-        "fuzz: every config decoder of netlib"
+        "fuzz: every shared config decoder"
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
@@ -199,7 +201,7 @@ fn expected(result: &CniResult, version: Version) -> CniResult {
         let Some(first) = result.ips.iter().find(|ip| ip.address.is_ipv4() == v4) else {
             continue;
         };
-        kept.ips.push(netlib::cni::IpConfig {
+        kept.ips.push(cni::IpConfig {
             interface: None,
             ..first.clone()
         });
@@ -208,7 +210,7 @@ fn expected(result: &CniResult, version: Version) -> CniResult {
                 .routes
                 .iter()
                 .filter(|route| route.dst.is_ipv4() == v4)
-                .map(|route| netlib::cni::Route::via(route.dst, route.gw)),
+                .map(|route| cni::Route::via(route.dst, route.gw)),
         );
     }
     kept

@@ -233,7 +233,7 @@ impl NetnsGuard {
     /// A command that runs inside this namespace (network only: mounts are not touched, unlike
     /// `ip netns exec`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let netns = netlib::netns::Netns::open(self.path()).expect("the sandbox namespace opens");
+        let netns = kernel::netns::Netns::open(self.path()).expect("the sandbox namespace opens");
         netns.command(program).expect("a descriptor for the child")
     }
 

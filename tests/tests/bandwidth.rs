@@ -446,10 +446,7 @@ fn ifbs_an_earlier_version_labelled_stay_their_owners() {
     let main = node.attach("old", &container);
     let config = Node::conf("1.1.0", &main, limits());
     // Every version names the ifb `bwp` and the head of sha512(network + id + ifname).
-    let ifb = format!(
-        "bwp{}",
-        netlib::cni::id::digest(&format!("{NET}oldeth0"), 12)
-    );
+    let ifb = format!("bwp{}", cni::id::digest(&format!("{NET}oldeth0"), 12));
     let alias = format!("ferrocni-bandwidth {NET}/old/eth0");
     node.sandbox
         .ns

@@ -5,22 +5,23 @@
 //! No arena allocator here, unlike the other plugins: the daemon runs for months.
 
 mod daemon;
+mod dhcp4;
 mod protocol;
 
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
 
-use netlib::cni::Failure;
-use netlib::cni::{CniArgs, CniResult, ProtocolError, ValidAttachments};
-use netlib::invoke::InvokeError;
-use netlib::ipam::dhcp::option;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::{Error, Result};
+use crate::dhcp4::option;
+use cni::invoke::InvokeError;
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::Failure;
+use cni::{CniArgs, CniResult, ProtocolError, ValidAttachments};
+use cni::{Error, Result};
 
 use protocol::{CallError, Reply};
 
-netlib::identity!("dhcp");
+cni::identity!("dhcp");
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use netlib::cni::{AttachmentId, CniError, CniResult, ValidAttachments};
+use cni::{AttachmentId, CniError, CniResult, ValidAttachments};
 
 /// The client identifier of a lease, as the reference makes it: `containerID/network/ifname`,
 /// cut to the 254 bytes an option can carry... less the type byte that precedes it.

@@ -1,17 +1,17 @@
 //! bandwidth: caps a container's traffic in each direction with token bucket filters on
-//! the host end of its veth (see netlib::shaping), chained after a veth-based main plugin.
+//! the host end of its veth (see [`shaping`]), chained after a veth-based main plugin.
 
-use netlib::cni::id::digest;
-use netlib::cni::{
-    AttachmentId, CniResult, Failure, Interface, ProtocolError, ValidAttachments, Version,
-};
-use netlib::netlink::{Link, Netlink};
-use netlib::netns::Netns;
-use netlib::shaping::{self, Limit};
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::Result;
+mod shaping;
+
+use cni::id::digest;
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::Result;
+use cni::{AttachmentId, CniResult, Failure, Interface, ProtocolError, ValidAttachments, Version};
+use kernel::netlink::{Link, Netlink};
+use kernel::netns::Netns;
 use serde::Deserialize;
+use shaping::Limit;
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
 #[serde(default)]
@@ -269,9 +269,9 @@ impl Plugin for Bandwidth {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Bandwidth)

@@ -2,13 +2,13 @@
 //! published ports) through the host's forwarding even where the host's policy drops
 //! forwarded packets, and optionally isolates bridges from each other.
 
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::Failure;
+use cni::Result;
+use cni::{CniResult, ProtocolError, ValidAttachments};
+use firewall::Backend;
 use ipnetwork::IpNetwork;
-use netlib::cni::Failure;
-use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
-use netlib::firewall::Backend;
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::Result;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,9 +155,9 @@ impl Plugin for Firewall {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Firewall)

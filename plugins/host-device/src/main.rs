@@ -2,16 +2,16 @@
 //! container and renames it; DEL brings it back under its original name with its original
 //! state, addresses included (moving a link between namespaces drops its addresses).
 
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::undo::Undo;
+use cni::Failure;
+use cni::{CniResult, ProtocolError, ValidAttachments};
+use cni::{Error, Result};
 use ipnetwork::IpNetwork;
-use netlib::cni::Failure;
-use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
-use netlib::ipam;
-use netlib::netlink::{Link, MacAddr, Netlink};
-use netlib::netns::{Netns, NetnsError};
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
+use kernel::netlink::{Link, MacAddr, Netlink};
+use kernel::netns::{Netns, NetnsError};
 use netlib::state::Store;
-use netlib::undo::Undo;
-use netlib::{attachment, iface, Error, Result};
+use netlib::{attachment, iface};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -64,7 +64,7 @@ struct Original {
 /// MAC no link could have is refused whole.
 impl netlib::state::Record for Original {
     fn check(&self) -> std::result::Result<(), String> {
-        netlib::cni::config::validate_ifname(&self.name).map_err(|e| format!("name: {e}"))?;
+        cni::config::validate_ifname(&self.name).map_err(|e| format!("name: {e}"))?;
         if let Some(mac) = &self.mac {
             mac.parse::<MacAddr>()
                 .map_err(|e| format!("mac {mac:?}: {e}"))?;
@@ -208,7 +208,7 @@ fn returning_name(original: &Original) -> String {
     const PREFIX: &str = "hd";
     let mut name = String::from(PREFIX);
     for c in original.name.chars() {
-        if name.len() + c.len_utf8() > netlib::cni::config::IFNAME_MAX {
+        if name.len() + c.len_utf8() > cni::config::IFNAME_MAX {
             break;
         }
         name.push(c);
@@ -395,9 +395,9 @@ impl Plugin for HostDevice {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run_with(&HostDevice, &[ipam::HOST_LOCAL, ipam::STATIC])

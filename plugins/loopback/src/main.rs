@@ -1,11 +1,11 @@
 //! loopback: sets `lo` up inside the container's namespace (ADD) and down again (DEL).
 
-use netlib::cni::Failure;
-use netlib::cni::{CniResult, Interface, IpConfig, ValidAttachments};
-use netlib::netlink::Netlink;
-use netlib::netns::{Netns, NetnsError};
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::Result;
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::Failure;
+use cni::Result;
+use cni::{CniResult, Interface, IpConfig, ValidAttachments};
+use kernel::netlink::Netlink;
+use kernel::netns::{Netns, NetnsError};
 
 struct Loopback;
 
@@ -81,9 +81,9 @@ impl Plugin for Loopback {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Loopback)

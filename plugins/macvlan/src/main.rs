@@ -1,15 +1,15 @@
 //! macvlan: the container gets its own MAC on the host's link (`master`), so it appears on
 //! that LAN directly. IPAM is optional: without it the link has no address.
 
-use netlib::cni::Failure;
-use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
-use netlib::ipam;
-use netlib::netlink::link::MacVlanMode;
-use netlib::netlink::Netlink;
-use netlib::netns::Netns;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::{attachment, iface, Result};
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::undo::Undo;
+use cni::Failure;
+use cni::Result;
+use cni::{CniResult, ProtocolError, ValidAttachments};
+use kernel::netlink::link::MacVlanMode;
+use kernel::netlink::Netlink;
+use kernel::netns::Netns;
+use netlib::{attachment, iface};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,9 +184,9 @@ impl Plugin for Macvlan {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run_with(&Macvlan, &[ipam::HOST_LOCAL, ipam::STATIC])

@@ -1,14 +1,15 @@
 //! portmap: publishes container ports on the host (DNAT from outside and from the host
 //! itself, hairpin and localhost SNAT), chained after a main plugin whose prevResult names
-//! the container's addresses. Rules live in netlib's firewall layer.
+//! the container's addresses. Rules live in the firewall crate.
 
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::Failure;
+use cni::Result;
+use cni::{CniResult, ProtocolError, ValidAttachments};
+use firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
 use ipnetwork::IpNetwork;
-use netlib::cni::Failure;
-use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
-use netlib::firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
-use netlib::netlink::Netlink;
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::{sysctl, Result};
+use kernel::netlink::Netlink;
+use kernel::sysctl;
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -311,9 +312,9 @@ impl Plugin for Portmap {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Portmap)

@@ -2,16 +2,16 @@
 //! (/32 or /128) and a host route to the container; the container reaches its whole subnet
 //! through the gateway, so containers talk to each other only through the host's routing.
 
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::undo::Undo;
+use cni::Failure;
+use cni::Result;
+use cni::{CniResult, ProtocolError, ValidAttachments};
+use firewall::Backend;
 use ipnetwork::IpNetwork;
-use netlib::cni::Failure;
-use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
-use netlib::firewall::Backend;
-use netlib::ipam;
-use netlib::netlink::{Netlink, RouteSpec, SCOPE_LINK};
-use netlib::netns::Netns;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::{attachment, bridge, iface, veth, Result};
+use kernel::netlink::{Netlink, RouteSpec, SCOPE_LINK};
+use kernel::netns::Netns;
+use netlib::{attachment, bridge, iface, veth};
 use serde::Deserialize;
 
 /// Result layout, as the reference: host veth, container veth.
@@ -33,7 +33,7 @@ impl PtpConf {
         let ipam = attachment::ipam_type(request)
             .ok_or_else(|| ProtocolError::config("ipam", "ptp needs an IPAM plugin"))?
             .to_string();
-        conf.mtu = netlib::cni::config::link_mtu("mtu", conf.mtu)?;
+        conf.mtu = cni::config::link_mtu("mtu", conf.mtu)?;
         let masquerade = match conf.ip_masq {
             true => Some(Backend::select(conf.ip_masq_backend.as_deref())?),
             false => None,
@@ -119,7 +119,7 @@ impl Plugin for Ptp {
             ip.interface = Some(CONTAINER_INTERFACE);
             let gateway = *ip
                 .gateway
-                .get_or_insert_with(|| bridge::default_gateway(&ip.address));
+                .get_or_insert_with(|| ipam::range::default_gateway(&ip.address));
             gateways.push((ip.address, gateway));
         }
         iface::configure(
@@ -212,9 +212,9 @@ impl Plugin for Ptp {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run_with(&Ptp, &[ipam::HOST_LOCAL, ipam::STATIC])

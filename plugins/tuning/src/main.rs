@@ -1,18 +1,19 @@
 //! tuning: changes sysctls and link settings of a container interface made by an earlier
 //! plugin in the chain, recording the originals so DEL restores them.
 
-use netlib::cni::Failure;
-use netlib::cni::{CniResult, ProtocolError, ValidAttachments};
-use netlib::netlink::{Link, Netlink, NetlinkError};
-use netlib::netns::{Netns, NetnsError};
-use netlib::skel::{self, Attachment, Plugin, Request};
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::Failure;
+use cni::Result;
+use cni::{CniResult, ProtocolError, ValidAttachments};
+use kernel::netlink::{Link, Netlink, NetlinkError};
+use kernel::netns::{Netns, NetnsError};
+use netlib::attachment;
 use netlib::state::Store;
-use netlib::tuning::{sysctl_key, Record, Settings};
-use netlib::undo::Undo;
-use netlib::{attachment, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use tuning::{sysctl_key, Record, Settings};
 
 const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";
 
@@ -65,7 +66,7 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
         None => (top.mtu, "mtu"),
     };
     let mut settings = Settings {
-        mtu: netlib::cni::config::link_mtu(mtu_field, mtu)?,
+        mtu: cni::config::link_mtu(mtu_field, mtu)?,
         promisc: args.promisc.or(top.promisc),
         allmulti: args.allmulti.or(top.allmulti),
         txqlen: args.txqlen.or(top.txqlen),
@@ -79,7 +80,7 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
         settings.mac = Some(mac.to_string());
     }
     if let Some(name) = args.ifname.or(top.ifname) {
-        netlib::cni::config::validate_ifname(&name)
+        cni::config::validate_ifname(&name)
             .map_err(|e| ProtocolError::config("ifName", e.with_details()))?;
         settings.name = Some(name);
     }
@@ -242,9 +243,9 @@ impl Plugin for Tuning {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Tuning)

@@ -11,16 +11,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-use netlib::bridge::BridgePlugin;
-use netlib::cni::Failure;
-use netlib::cni::{AttachmentId, CniResult, ValidAttachments};
-use netlib::firewall::Backend;
-use netlib::ipam;
-use netlib::overlay::{NodeFile, DEFAULT_NODE_FILE};
-use netlib::skel::{self, Attachment, Plugin, Request};
+use bridge::BridgePlugin;
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::Failure;
+use cni::{AttachmentId, CniResult, ValidAttachments};
+use cni::{Error, Result};
+use firewall::Backend;
+use netlib::attachment;
 use netlib::state::Store;
-use netlib::undo::Undo;
-use netlib::{attachment, Error, Result};
+use overlay::{NodeFile, DEFAULT_NODE_FILE};
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/cni/ferrocni-vxlan";
 
@@ -58,7 +58,7 @@ impl Vxlan {
         } else {
             None
         };
-        let records = Store::new(netlib::cni::config::data_dir(
+        let records = Store::new(cni::config::data_dir(
             "stateDir",
             conf.state_dir.clone(),
             DEFAULT_STATE_DIR,
@@ -256,9 +256,9 @@ impl Plugin for VxlanPlugin {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run_with(&VxlanPlugin, &[ipam::HOST_LOCAL, ipam::STATIC])

@@ -21,11 +21,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use netlib::cni::error::causes;
-use netlib::cni::{AttachmentId, CniError, CniResult, Coded, ErrorCode};
-use netlib::ipam::dhcp::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
-use netlib::netlink::{Link, Netlink};
-use netlib::netns::{Netns, NetnsError};
+use crate::dhcp4::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
+use cni::error::causes;
+use cni::{AttachmentId, CniError, CniResult, Coded, ErrorCode};
+use kernel::netlink::{Link, Netlink};
+use kernel::netns::{Netns, NetnsError};
 use netlib::state::{self, Store};
 
 use crate::protocol::{self, Reply, Request};
@@ -656,7 +656,7 @@ pub fn main(args: &[String]) -> i32 {
         .and_then(|listener| {
             if let Some(pidfile) = &settings.pidfile {
                 // Readable by all, as the reference writes it; never writable by others.
-                netlib::files::replace(
+                kernel::files::replace(
                     pidfile,
                     format!("{}\n", std::process::id()).as_bytes(),
                     0o644,
