@@ -21,12 +21,14 @@ use crate::netns::{Netns, NetnsError};
 use cni::{Coded, ErrorCode};
 
 pub mod addr;
+mod kinds;
 pub mod link;
 pub mod neigh;
 pub mod nftables;
 
 pub use addr::RouteSpec;
-pub use link::{Link, MacAddr, VxlanSpec};
+pub use kinds::VxlanSpec;
+pub use link::{Link, MacAddr};
 pub use neigh::{FdbEntry, Neighbour};
 
 /// RT_SCOPE_LINK: a route whose destination (or gateway) is directly on the wire.

@@ -11,22 +11,19 @@ mod settings;
 
 pub use settings::DEFAULT_SOCKET;
 
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::dhcp4::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
+use crate::dhcp4::{Client, ClientOptions, DhcpError, Patience};
 use cni::error::causes;
 use cni::{AttachmentId, CniError, CniResult, Coded, ErrorCode};
-use kernel::netlink::{Link, Netlink};
-use kernel::netns::{Netns, NetnsError};
-use netlib::state::{self, Store};
+use kernel::netns::Netns;
+use netlib::state::Store;
 
 use crate::protocol::{self, Reply, Request};
 use settings::Settings;
@@ -40,6 +37,12 @@ macro_rules! log {
     }};
 }
 
+// After `log!`, which they use.
+mod held;
+mod keeper;
+
+use held::{container_gone, prepare_link, Held, Record, Stop};
+
 /// A plugin that connects and says nothing is not waited for longer than this.
 const REQUEST_READ_LIMIT: Duration = Duration::from_secs(10);
 /// Requests are a few hundred bytes.
@@ -47,121 +50,6 @@ const REQUEST_SIZE_LIMIT: u64 = 64 * 1024;
 /// The first resend of an acquisition, and of a renewal.
 const FIRST_RESEND: Duration = Duration::from_millis(250);
 const FIRST_RENEWAL_RESEND: Duration = Duration::from_secs(1);
-
-/// What survives a restart of the daemon: enough to renew, release or report the lease.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    /// As this daemon sees it (under `-hostprefix`).
-    netns: PathBuf,
-    mac: [u8; 6],
-    options: ClientOptions,
-    priority: Option<u32>,
-    lease: Lease,
-    /// When the request the server granted was sent, by the wall clock: instants do not
-    /// survive a restart.
-    granted_at: SystemTime,
-}
-
-/// The daemon opens the namespace a record names and brings the interface up there: the
-/// plugin sends it as an absolute path, so a record with any other names no namespace it sent.
-impl state::Record for Record {
-    fn check(&self) -> Result<(), String> {
-        if self.netns.is_relative() {
-            return Err(format!("netns {:?} is not an absolute path", self.netns));
-        }
-        Ok(())
-    }
-}
-
-impl Record {
-    /// The container's interface `ifname`, if it is still the one the lease is for (same
-    /// MAC in the same namespace path): a path or a name may have been reused since.
-    fn link(&self, ifname: &str) -> Result<(Netns, Netlink, Link), DhcpError> {
-        let netns = Netns::open(&self.netns)?;
-        let (netlink, link) = container_link(&netns, ifname)?;
-        if link.mac.map(|m| m.0) != Some(self.mac) {
-            return Err(DhcpError::Gone(ifname.to_string()));
-        }
-        Ok((netns, netlink, link))
-    }
-}
-
-/// Tells a lease's keeper to stop, and wakes it from its sleep.
-#[derive(Default)]
-struct Stop {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Stop {
-    fn stop(&self) {
-        *lock(&self.stopped) = true;
-        self.wake.notify_all();
-    }
-
-    fn is_stopped(&self) -> bool {
-        *lock(&self.stopped)
-    }
-
-    /// Sleeps until `when`; false when told to stop first.
-    fn sleep_until(&self, when: Instant) -> bool {
-        let mut stopped = lock(&self.stopped);
-        loop {
-            if *stopped {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= when {
-                return true;
-            }
-            stopped = match self.wake.wait_timeout(stopped, when - now) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-    }
-}
-
-/// A lease the daemon holds, and the thread that keeps it.
-struct Held {
-    key: AttachmentId,
-    record: Mutex<Record>,
-    stop: Stop,
-    keeper: Mutex<Option<JoinHandle<()>>>,
-    /// Expired, refused or gone: its keeper has ended, and whoever next holds its slot
-    /// drops it (the keeper cannot always take the slot itself).
-    lost: AtomicBool,
-}
-
-impl Held {
-    fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
-    }
-
-    fn result(&self) -> CniResult {
-        let record = lock(&self.record);
-        record.lease.result(record.priority)
-    }
-
-    fn link(&self) -> Result<(Netns, Netlink, Link), DhcpError> {
-        lock(&self.record).link(&self.key.ifname)
-    }
-
-    fn client(&self) -> Result<Client, DhcpError> {
-        let (netns, _, _) = self.link()?;
-        let record = lock(&self.record).clone();
-        Client::open(&netns, &self.key.ifname, record.mac, record.options)
-    }
-
-    /// An address nobody leases any more must not stay in use: the interface goes down,
-    /// as the reference does it.
-    fn take_down(&self) -> Result<(), DhcpError> {
-        let (_, mut netlink, link) = self.link()?;
-        netlink
-            .set_link_up(link.index, false)
-            .map_err(|e| link_error(&self.key.ifname, e.to_string()))
-    }
-}
 
 /// One slot per lease key: held while a lease is acquired or given back, so two requests
 /// for the same interface never run two exchanges.
@@ -186,7 +74,6 @@ fn failure(code: ErrorCode, msg: String) -> Reply {
         details: String::new(),
     })
 }
-
 impl Daemon {
     fn slot(&self, key: &AttachmentId) -> Slot {
         lock(&self.leases).entry(key.clone()).or_default().clone()
@@ -366,112 +253,6 @@ impl Daemon {
         self.unpersist(&held.key);
     }
 
-    /// Renews `held` at T1 (unicast to its server), rebinds at T2 (broadcast to any), and
-    /// takes the interface down when the lease expires or the server refuses it. Stops when
-    /// told to, or when the container is gone.
-    fn keep(&self, held: &Held, mut granted: Instant) {
-        let mut failed = None;
-        loop {
-            let lease = lock(&held.record).lease.clone();
-            let now = Instant::now();
-            match lease.next(granted, now, failed) {
-                Next::Wait(until) => {
-                    if !held.stop.sleep_until(until) {
-                        return;
-                    }
-                }
-                Next::Expired => return self.lose(held, "expired"),
-                Next::Extend { rebinding, until } => {
-                    let patience = Patience {
-                        total: self
-                            .settings
-                            .resend_timeout
-                            .min(until.saturating_duration_since(now)),
-                        first_resend: FIRST_RENEWAL_RESEND,
-                        max_resend: self.settings.resend_max,
-                    };
-                    let (asked, asked_at) = (Instant::now(), SystemTime::now());
-                    let cancelled = || held.stop.is_stopped();
-                    let extended = held
-                        .client()
-                        .and_then(|client| client.extend(&lease, rebinding, patience, &cancelled));
-                    match extended {
-                        Ok(renewed) => {
-                            log!(
-                                "renewed {} of {} for {} s",
-                                renewed.address,
-                                key_text(&held.key),
-                                renewed.lease_time.as_secs()
-                            );
-                            {
-                                let mut record = lock(&held.record);
-                                record.lease = renewed;
-                                record.granted_at = asked_at;
-                            }
-                            (granted, failed) = (asked, None);
-                            self.persist(held);
-                        }
-                        Err(DhcpError::Cancelled) => return,
-                        Err(DhcpError::Refused { .. }) => {
-                            return self.lose(held, "was refused by its server (NAK)")
-                        }
-                        Err(e) if container_gone(&e) => {
-                            log!("{} is gone; forgetting its lease", key_text(&held.key));
-                            return self.forget(held);
-                        }
-                        Err(e) => {
-                            log!(
-                                "{} {} of {} failed: {}",
-                                if rebinding { "rebinding" } else { "renewing" },
-                                lease.address,
-                                key_text(&held.key),
-                                causes(&e)
-                            );
-                            failed = Some(asked);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The lease is lost: the interface goes down and the lease is forgotten.
-    fn lose(&self, held: &Held, how: &str) {
-        let address = lock(&held.record).lease.address;
-        let down = match held.take_down() {
-            Ok(()) => "taking the interface down".to_string(),
-            Err(e) => format!("could not take the interface down: {}", causes(&e)),
-        };
-        log!("lease {address} of {} {how}; {down}", key_text(&held.key));
-        self.forget(held);
-    }
-
-    /// Marks `held` lost and drops it unless a newer lease took its place. A slot in use is
-    /// left to whoever uses it (an ADD, DEL or GC of the same key drops a lost lease):
-    /// waiting for it here could wait for ever, since that user may be waiting for this
-    /// keeper to end.
-    fn forget(&self, held: &Held) {
-        held.lost.store(true, Ordering::Release);
-        let Some(slot) = lock(&self.leases).get(&held.key).cloned() else {
-            return;
-        };
-        let mut current = match slot.try_lock() {
-            Ok(current) => current,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
-        };
-        if current
-            .as_ref()
-            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), held))
-        {
-            *current = None;
-            self.unpersist(&held.key);
-            drop(current);
-            drop(slot);
-            self.drop_if_unused(&held.key);
-        }
-    }
-
     /// Drops the slot of `key` if it holds no lease and no request uses it, so a daemon
     /// that runs for months keeps nothing of failed or released leases. Slots are cloned
     /// only under the map's lock, so under it a count of one means nobody else has it.
@@ -546,49 +327,6 @@ impl Daemon {
             let mut held = lock(&slot);
             self.start(&mut held, key, record, granted);
         }
-    }
-}
-
-/// The interface `ifname` in `netns`, with a netlink socket there.
-fn container_link(netns: &Netns, ifname: &str) -> Result<(Netlink, Link), DhcpError> {
-    let mut netlink = Netlink::open_in(netns).map_err(|e| link_error(ifname, e.to_string()))?;
-    let link = netlink
-        .link_by_name(ifname)
-        .map_err(|e| link_error(ifname, e.to_string()))?
-        .ok_or_else(|| DhcpError::Gone(ifname.to_string()))?;
-    Ok((netlink, link))
-}
-
-fn link_error(ifname: &str, reason: String) -> DhcpError {
-    DhcpError::Link {
-        ifname: ifname.to_string(),
-        reason,
-    }
-}
-
-/// The interface must be up to send, as the reference's daemon ensures; returns its MAC.
-fn prepare_link(netns: &Netns, ifname: &str) -> Result<[u8; 6], DhcpError> {
-    let (mut netlink, link) = container_link(netns, ifname)?;
-    let mac = link
-        .mac
-        .ok_or_else(|| link_error(ifname, "the interface has no MAC address".to_string()))?;
-    if !link.up {
-        netlink
-            .set_link_up(link.index, true)
-            .map_err(|e| link_error(ifname, e.to_string()))?;
-    }
-    // A bridge forwards from a new port only once linkwatch has seen its carrier; asking
-    // before that loses the first DISCOVER. Resends cover it if this runs out.
-    let _ = netlink.wait_oper_up(link.index, Duration::from_secs(1));
-    Ok(mac.0)
-}
-
-fn container_gone(error: &DhcpError) -> bool {
-    match error {
-        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns { .. }) => true,
-        DhcpError::Gone(_) => true,
-        DhcpError::Socket { source, .. } => source.raw_os_error() == Some(libc::ENODEV),
-        _ => false,
     }
 }
 

@@ -37,9 +37,9 @@
 //! RENAME_NOREPLACE. A link planted in the store is never followed: it is no reservation,
 //! no spare and no index file, and GC or the next rebuild removes it.
 
-use std::cell::{Cell, OnceCell, RefCell, RefMut};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -47,11 +47,15 @@ use std::path::{Path, PathBuf};
 use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
-use nix::sys::stat::{fchmod, fstat, mkdirat, Mode};
+use nix::sys::stat::{fstat, Mode};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::IpamError;
+use crate::IpamError;
+use dirfd::*;
 use kernel::lock::FileLock;
+
+mod dirfd;
+mod index;
 
 const LAST_RESERVED_PREFIX: &str = "last_reserved_ip.";
 const TEMP_PREFIX: &str = ".tmp-";
@@ -140,52 +144,6 @@ impl Drop for Store {
     }
 }
 
-/// Flags every open in the store has: never through a link, never blocking on a FIFO
-/// someone named as a file of ours.
-fn no_follow() -> OFlag {
-    OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC
-}
-
-/// A directory in `parent`, opened without following a link.
-fn open_dir(parent: BorrowedFd, name: &str) -> io::Result<OwnedFd> {
-    Ok(openat(
-        parent,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | no_follow(),
-        Mode::empty(),
-    )?)
-}
-
-/// A directory in `parent`, made with exactly `mode` if missing (mkdir(2) applies the
-/// umask), and opened.
-fn make_dir(parent: BorrowedFd, name: &str, mode: u32) -> io::Result<OwnedFd> {
-    match open_dir(parent, name) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        other => return other,
-    }
-    mkdirat(parent, name, Mode::from_bits_truncate(mode))?;
-    let fd = open_dir(parent, name)?;
-    fchmod(&fd, Mode::from_bits_truncate(mode))?;
-    Ok(fd)
-}
-
-/// A small file in `dir`, read with as few syscalls as a file that fits one buffer allows.
-fn read_small(dir: BorrowedFd, name: &str) -> io::Result<String> {
-    let fd = openat(dir, name, OFlag::O_RDONLY | no_follow(), Mode::empty())?;
-    let mut file = std::fs::File::from(fd);
-    let mut buffer = [0u8; 512];
-    let mut content = Vec::new();
-    loop {
-        let read = io::Read::read(&mut file, &mut buffer)?;
-        content.extend_from_slice(&buffer[..read]);
-        // A regular file returns all it has; a short read means the end.
-        if read < buffer.len() {
-            break;
-        }
-    }
-    String::from_utf8(content).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
 /// The reservations of one attachment among `all`: those naming it, or else legacy ones
 /// (no ifname) of its container, as the reference matches them.
 fn select_owner(all: Vec<Reservation>, container_id: &str, ifname: &str) -> Vec<Reservation> {
@@ -222,118 +180,6 @@ fn read_reservation(dir: BorrowedFd, ip: IpAddr) -> io::Result<Option<Reservatio
         Err(e) if is_no_file(&e) => Ok(Some(Reservation::nobody(ip))),
         Err(e) => Err(e),
     }
-}
-
-/// What open(2) with O_NOFOLLOW says of a link (ELOOP), a directory (EISDIR) or a device
-/// without a driver (ENXIO): something other than a file of ours is there.
-fn is_no_file(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::ELOOP | libc::EISDIR | libc::ENXIO)
-    )
-}
-
-/// Replaces a small file's content in place: open without truncating, write, shrink to
-/// length only when the old content was longer. Truncating to zero, or renaming a new file
-/// over the old, makes ext4 flush the data to disk on close (its `auto_da_alloc` safeguard),
-/// and ext4 runs a journalled truncate even when the size does not change (up to 0.2 ms
-/// here), both costs on every ADD. A write torn by a crash is harmless for the files written
-/// so: hints and caches that are checked.
-/// A link (or a FIFO) where the file belongs is removed and the file made anew.
-fn overwrite(dir: BorrowedFd, name: &str, content: &[u8]) -> io::Result<()> {
-    let open = || {
-        openat(
-            dir,
-            name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | no_follow(),
-            Mode::from_bits_truncate(FILE_MODE),
-        )
-    };
-    let fd = match open() {
-        Err(Errno::ELOOP | Errno::ENXIO) => {
-            unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?;
-            open()?
-        }
-        other => other?,
-    };
-    let mut file = std::fs::File::from(fd);
-    let old_length = file.metadata()?.len();
-    file.write_all(content)?;
-    let length = content.len() as u64;
-    if old_length > length {
-        file.set_len(length)?;
-    }
-    Ok(())
-}
-
-/// Overwrites a file kept as a spare with blanks, in place for the reason [`overwrite`]
-/// gives: what it said must not outlive its release (a container's ID, its addresses).
-fn blank(dir: BorrowedFd, name: &str) -> io::Result<()> {
-    let fd = openat(dir, name, OFlag::O_WRONLY | no_follow(), Mode::empty())?;
-    let mut file = std::fs::File::from(fd);
-    let length = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
-    if length > SPARE_SIZE_LIMIT {
-        return Err(io::ErrorKind::FileTooLarge.into());
-    }
-    file.write_all(&[b' '; SPARE_SIZE_LIMIT][..length])
-}
-
-/// Moves `from` (in `from_dir`) to `to` (in `to_dir`) unless `to` exists, atomically
-/// (renameat2(2) with RENAME_NOREPLACE). A filesystem that cannot do that gets a hard link
-/// and the removal of `from`, which claims `to` as atomically.
-fn place(from_dir: BorrowedFd, from: &str, to_dir: BorrowedFd, to: &str) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::fd::AsRawFd;
-    let c_name =
-        |name: &str| CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
-    let (c_from, c_to) = (c_name(from)?, c_name(to)?);
-    // A raw system call: nix wraps renameat2 for glibc only, and plugins link musl.
-    // SAFETY: both descriptors are open directories and both pointers NUL-terminated
-    // strings that outlive the call; the kernel only reads them.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            from_dir.as_raw_fd(),
-            c_from.as_ptr(),
-            to_dir.as_raw_fd(),
-            c_to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if done == 0 {
-        return Ok(());
-    }
-    let error = io::Error::last_os_error();
-    match error.raw_os_error() {
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
-            nix::unistd::linkat(from_dir, from, to_dir, to, nix::fcntl::AtFlags::empty())?;
-            let _ = unlinkat(from_dir, from, UnlinkatFlags::NoRemoveDir);
-            Ok(())
-        }
-        _ => Err(error),
-    }
-}
-
-/// The names in a directory with their types, `.` and `..` left out.
-fn entries(dir: &mut Dir) -> Vec<(String, Option<Type>)> {
-    dir.iter()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_str().ok()?.to_string();
-            (name != "." && name != "..").then_some((name, entry.file_type()))
-        })
-        .collect()
-}
-
-/// A listing of the directory `fd` opens (through a descriptor of its own).
-fn list(fd: BorrowedFd) -> io::Result<Vec<(String, Option<Type>)>> {
-    let mut dir = Dir::openat(
-        fd,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
-    Ok(entries(&mut dir))
 }
 
 fn io_error(path: &Path) -> impl Fn(io::Error) -> IpamError + '_ {
@@ -571,253 +417,6 @@ impl Store {
             }
         }
         Ok(())
-    }
-
-    fn index_path(&self) -> PathBuf {
-        self.dir.join(INDEX_DIR)
-    }
-
-    /// The index directory, made if `create` and missing; an error when it cannot be had
-    /// (missing, or something that is no directory of ours has its name). One that others
-    /// could write (made under a careless umask by an older ferrocni) is no index to trust:
-    /// the store then works as the reference's does, from full reads.
-    fn index(&self, create: bool) -> io::Result<BorrowedFd<'_>> {
-        if self.index.get().is_none() {
-            let opened = if create {
-                make_dir(self.fd.as_fd(), INDEX_DIR, INDEX_MODE)
-            } else {
-                open_dir(self.fd.as_fd(), INDEX_DIR)
-            }?;
-            private(&opened).map_err(unsafe_store)?;
-            let _ = self.index.set(opened);
-        }
-        self.index
-            .get()
-            .map(AsFd::as_fd)
-            .ok_or_else(|| io::ErrorKind::NotFound.into())
-    }
-
-    /// The spare directory, made if `create` and missing.
-    fn spares(&self, create: bool) -> Option<RefMut<'_, Dir>> {
-        let mut spares = self.spares.borrow_mut();
-        if spares.is_none() {
-            let index = self.index(create).ok()?;
-            let opened = if create {
-                make_dir(index, SPARE_DIR, INDEX_MODE)
-            } else {
-                open_dir(index, SPARE_DIR)
-            };
-            *spares = Some(Dir::from_fd(opened.ok()?).ok()?);
-        }
-        RefMut::filter_map(spares, Option::as_mut).ok()
-    }
-
-    /// The directory's modification time, as the stamp records it.
-    fn directory_state(&self) -> io::Result<String> {
-        let status = fstat(&self.fd)?;
-        Ok(format!("{}.{:09}", status.st_mtime, status.st_mtime_nsec))
-    }
-
-    /// Whether the index describes every reservation: nobody but ferrocni, and ferrocni
-    /// only to the end, changed the directory since the stamp was written.
-    fn index_is_complete(&self) -> bool {
-        let Ok(index) = self.index(false) else {
-            return false;
-        };
-        match (read_small(index, STAMP), self.directory_state()) {
-            (Ok(stamp), Ok(state)) => stamp == state,
-            _ => false,
-        }
-    }
-
-    /// Marks the directory with a modification time of its own, a random nanosecond within
-    /// the current second, and records it. Any later entry made or removed by anyone sets
-    /// the kernel's clock time instead, which is the mark by a one in a billion chance. The
-    /// clock itself would not do: where it ticks every few milliseconds (kernels before
-    /// 6.13's multigrain timestamps), a change right after ours would keep our time.
-    fn write_stamp(&self) -> io::Result<()> {
-        use nix::sys::stat::futimens;
-        use nix::sys::time::TimeSpec;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mark = TimeSpec::new(
-            now.as_secs().try_into().unwrap_or_default(),
-            (kernel::random::u32() % 1_000_000_000).into(),
-        );
-        futimens(&self.fd, &TimeSpec::UTIME_OMIT, &mark)?;
-        let state = self.directory_state()?;
-        overwrite(self.index(true)?, STAMP, state.as_bytes())
-    }
-
-    /// The reservations an index file lists that `owns` still holds.
-    fn indexed(
-        &self,
-        key: &str,
-        owns: impl Fn(&Reservation) -> bool,
-    ) -> Result<Vec<Reservation>, IpamError> {
-        let mut held = Vec::new();
-        for ip in self.owner_entries(key)?.unwrap_or_default() {
-            let reservation = read_reservation(self.fd.as_fd(), ip)
-                .map_err(|e| io_error(&self.dir.join(ip.to_string()))(e))?;
-            if let Some(reservation) = reservation.filter(&owns) {
-                held.push(reservation);
-            }
-        }
-        Ok(held)
-    }
-
-    /// The addresses an index file lists; `None` when there is no such file.
-    fn owner_entries(&self, key: &str) -> Result<Option<Vec<IpAddr>>, IpamError> {
-        let Ok(index) = self.index(false) else {
-            return Ok(None);
-        };
-        match read_small(index, key) {
-            Ok(text) => Ok(Some(text.lines().filter_map(|l| l.parse().ok()).collect())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(&self.index_path().join(key))(e)),
-        }
-    }
-
-    /// Rewrites one index file through `change`; an empty list removes it. The index is a
-    /// cache: failing to update it fails nothing but the stamp.
-    fn update_owner(&self, key: &str, change: impl FnOnce(&mut Vec<IpAddr>)) {
-        let updated = self.owner_entries(key).and_then(|entries| {
-            let exists = entries.is_some();
-            let mut ips = entries.unwrap_or_default();
-            change(&mut ips);
-            self.write_owner(key, &ips, exists)
-        });
-        self.index_failed
-            .set(self.index_failed.get() || updated.is_err());
-    }
-
-    /// Writes the index file `key` (which `exists` or not yet), reusing a spare for a new one.
-    fn write_owner(&self, key: &str, ips: &[IpAddr], exists: bool) -> Result<(), IpamError> {
-        let path = self.index_path().join(key);
-        let failed = io_error(&path);
-        let index = self.index(true).map_err(&failed)?;
-        if ips.is_empty() {
-            return match self.retire(index, key, &format!("{SPARE_OWNER}{key}")) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(failed(e)),
-                _ => Ok(()),
-            };
-        }
-        if !exists {
-            if let Some((spares, name)) = self.spare_of(SPARE_OWNER) {
-                // Best effort: without it the file is simply made anew below.
-                let _ = place(spares.as_fd(), &name, index, key);
-            }
-        }
-        let text: String = ips.iter().map(|ip| format!("{ip}\n")).collect();
-        overwrite(index, key, text.as_bytes()).map_err(failed)
-    }
-
-    /// Replaces the index with one made from `all`, the store's every reservation.
-    fn rebuild_index(&self, all: &[Reservation]) {
-        self.changed.set(true);
-        let rebuilt = self.write_index(all);
-        self.index_failed
-            .set(self.index_failed.get() || rebuilt.is_err());
-    }
-
-    /// Removes every file of the index (the stamp, the owner lists, whatever else was put
-    /// there: unlinkat(2) removes a link, not what it points at), keeps the spares, and
-    /// writes an owner list per attachment of `all`.
-    fn write_index(&self, all: &[Reservation]) -> Result<(), IpamError> {
-        let path = self.index_path();
-        let failed = io_error(&path);
-        let index = self.index(true).map_err(&failed)?;
-        for (name, kind) in list(index).map_err(&failed)? {
-            if kind != Some(Type::Directory) {
-                match unlinkat(index, name.as_str(), UnlinkatFlags::NoRemoveDir) {
-                    Ok(()) | Err(Errno::ENOENT | Errno::EISDIR) => {}
-                    Err(e) => return Err(failed(e.into())),
-                }
-            }
-        }
-        let mut owners: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        for reservation in all {
-            owners
-                .entry(reservation.owner_key())
-                .or_default()
-                .push(reservation.ip);
-        }
-        for (key, ips) in &owners {
-            self.write_owner(key, ips, false)?;
-        }
-        Ok(())
-    }
-
-    /// A spare of one kind (its name starts with `kind`), if there is one: the spare
-    /// directory and the name in it.
-    fn spare_of(&self, kind: &str) -> Option<(RefMut<'_, Dir>, String)> {
-        let mut spares = self.spares(false)?;
-        // The first will do: no need to read the directory to its end.
-        let name = spares.iter().flatten().find_map(|entry| {
-            let name = entry.file_name().to_str().ok()?;
-            (name.starts_with(kind) && entry.file_type() != Some(Type::Directory))
-                .then(|| name.to_string())
-        })?;
-        Some((spares, name))
-    }
-
-    /// A spare of one kind, overwritten with `content`; one that cannot be (a link, say) is
-    /// removed, and a new file will do instead.
-    fn reused_spare(&self, kind: &str, content: &[u8]) -> Option<(RefMut<'_, Dir>, String)> {
-        let (spares, name) = self.spare_of(kind)?;
-        if overwrite(spares.as_fd(), &name, content).is_err() {
-            let _ = unlinkat(spares.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
-            return None;
-        }
-        Some((spares, name))
-    }
-
-    /// Takes `name` (in `dir`) out of use: among the spares as `spare` (replacing an older
-    /// spare of that name), blanked; or removed when there are enough spares already, or
-    /// it cannot be kept or blanked (it is no file of ours).
-    fn retire(&self, dir: BorrowedFd, name: &str, spare: &str) -> io::Result<()> {
-        let remove = || Ok(unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?);
-        let Some(mut spares) = self.spares(true) else {
-            return remove();
-        };
-        if entries(&mut spares).len() >= SPARE_LIMIT
-            || nix::fcntl::renameat(dir, name, spares.as_fd(), spare).is_err()
-        {
-            return remove();
-        }
-        if blank(spares.as_fd(), spare).is_err() {
-            unlinkat(spares.as_fd(), spare, UnlinkatFlags::NoRemoveDir)?;
-        }
-        Ok(())
-    }
-
-    /// A new temporary file in the store holding `content`, by name.
-    fn write_temp(&self, name: &str, content: &[u8]) -> Result<String, IpamError> {
-        let temp = format!("{TEMP_PREFIX}{}-{name}", std::process::id());
-        let create = || {
-            openat(
-                self.fd.as_fd(),
-                temp.as_str(),
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | no_follow(),
-                Mode::from_bits_truncate(FILE_MODE),
-            )
-        };
-        let written = match create() {
-            // Left by a killed process that had this pid, or planted.
-            Err(Errno::EEXIST) => {
-                let _ = unlinkat(self.fd.as_fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
-                create()
-            }
-            other => other,
-        }
-        .map_err(io::Error::from)
-        .and_then(|fd| std::fs::File::from(fd).write_all(content));
-        if let Err(e) = written {
-            let _ = unlinkat(self.fd.as_fd(), temp.as_str(), UnlinkatFlags::NoRemoveDir);
-            return Err(io_error(&self.dir.join(&temp))(e));
-        }
-        Ok(temp)
     }
 }
 
