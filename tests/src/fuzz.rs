@@ -8,8 +8,7 @@
 
 use bridge::BridgeConf;
 use cni::skel::{self, Attachment, Command, Plugin, Request};
-use cni::{json, CniResult, NetConfList, ValidAttachments, Version};
-use cni::{Error, Result};
+use cni::{json, CniResult, Error, NetConfList, Result, ValidAttachments, Version};
 use ipam::host_local::HostLocal;
 use ipam::static_ipam::Static;
 use netlib::attachment;

@@ -70,6 +70,19 @@ impl Host {
         .success();
     }
 
+    /// Masquerade elements as another plugin run left them: (address, owner comment).
+    fn plant_masquerade(&self, elements: &[(&str, &str)]) {
+        let mut batch = "add table inet ferrocni; \
+                         add map inet ferrocni snat4 { type ipv4_addr : mark; }"
+            .to_string();
+        for (address, comment) in elements {
+            batch.push_str(&format!(
+                "; add element inet ferrocni snat4 {{ {address} comment \"{comment}\" : 0x1 }}"
+            ));
+        }
+        self.ns.exec_ok(&["nft", &batch]);
+    }
+
     /// Only the bridge (and links the test made, by prefix) remain; nothing else of ours.
     fn assert_clean(&self, extra: &[&str]) {
         let mut keep = vec![self.bridge.as_str()];
@@ -159,12 +172,7 @@ fn masquerade_with_nftables() {
     // An element another attachment left for the address ADD is about to get (a crash
     // before its DEL) is stale: ADD takes it over, and DEL leaves nothing of either.
     let host = Host::new();
-    host.ns.exec_ok(&[
-        "nft",
-        "add table inet ferrocni; \
-         add map inet ferrocni snat4 { type ipv4_addr : mark; }; \
-         add element inet ferrocni snat4 { 10.82.0.2 comment \"brnet/gone/eth0\" : 0x1 }",
-    ]);
+    host.plant_masquerade(&[("10.82.0.2", "brnet/gone/eth0")]);
     masquerade_case_in(&host, "nftables");
 }
 
@@ -274,12 +282,9 @@ fn gc_removes_rules_and_reservations_of_unlisted_attachments() {
 fn elements_an_earlier_version_commented_are_removed() {
     require_root!();
     let host = Host::new();
-    host.ns.exec_ok(&[
-        "nft",
-        "add table inet ferrocni; \
-         add map inet ferrocni snat4 { type ipv4_addr : mark; }; \
-         add element inet ferrocni snat4 { 10.86.9.8 comment \"brnet/old/eth0\" : 0x1 }; \
-         add element inet ferrocni snat4 { 10.86.9.9 comment \"brnet/gone/eth0\" : 0x1 }",
+    host.plant_masquerade(&[
+        ("10.86.9.8", "brnet/old/eth0"),
+        ("10.86.9.9", "brnet/gone/eth0"),
     ]);
     let config = host.conf("1.1.0", "10.86.9.0/24", None, json!({"ipMasq": true}));
     let container = NetnsGuard::new("fbc");

@@ -2,8 +2,7 @@
 //! the runtime with a spec error object instead of a bare stack trace.
 
 use cni::skel::{self, Attachment, Plugin, Request};
-use cni::Result;
-use cni::{CniResult, ValidAttachments};
+use cni::{CniResult, Result, ValidAttachments};
 
 struct Panicking;
 

@@ -6,8 +6,10 @@ use std::net::IpAddr;
 
 use super::ArgsSection;
 use cni::skel::{self, Attachment, Request};
-use cni::{CniArgs, CniResult, Dns, IpConfig, ProtocolError, Route, ValidAttachments, Version};
-use cni::{Failure, Result};
+use cni::{
+    CniArgs, CniResult, Dns, Failure, IpConfig, ProtocolError, Result, Route, ValidAttachments,
+    Version,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]

@@ -15,9 +15,7 @@ use std::path::PathBuf;
 use crate::dhcp4::option;
 use cni::invoke::InvokeError;
 use cni::skel::{self, Attachment, Command, Plugin, Request};
-use cni::Failure;
-use cni::{CniArgs, CniResult, ProtocolError, ValidAttachments};
-use cni::{Error, Result};
+use cni::{CniArgs, CniResult, Error, Failure, ProtocolError, Result, ValidAttachments};
 
 use protocol::{CallError, Reply};
 

@@ -6,8 +6,9 @@ mod shaping;
 use cni::id::digest;
 use cni::skel::{self, Attachment, Plugin, Request};
 use cni::undo::Undo;
-use cni::Result;
-use cni::{AttachmentId, CniResult, Failure, Interface, ProtocolError, ValidAttachments, Version};
+use cni::{
+    AttachmentId, CniResult, Failure, Interface, ProtocolError, Result, ValidAttachments, Version,
+};
 use kernel::netlink::{Link, Netlink};
 use kernel::netns::Netns;
 use serde::Deserialize;

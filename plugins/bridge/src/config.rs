@@ -2,8 +2,7 @@
 //! before anything is touched.
 
 use cni::skel::Request;
-use cni::ProtocolError;
-use cni::Result;
+use cni::{ProtocolError, Result};
 use firewall::Backend;
 use serde::Deserialize;
 

@@ -4,9 +4,7 @@
 
 use cni::skel::{self, Attachment, Command, Plugin, Request};
 use cni::undo::Undo;
-use cni::Failure;
-use cni::{CniResult, ProtocolError, ValidAttachments};
-use cni::{Error, Result};
+use cni::{CniResult, Error, Failure, ProtocolError, Result, ValidAttachments};
 use ipnetwork::IpNetwork;
 use kernel::netlink::{Link, MacAddr, Netlink};
 use kernel::netns::{Netns, NetnsError};

@@ -1,9 +1,7 @@
 //! loopback: sets `lo` up inside the container's namespace (ADD) and down again (DEL).
 
 use cni::skel::{self, Attachment, Plugin, Request};
-use cni::Failure;
-use cni::Result;
-use cni::{CniResult, Interface, IpConfig, ValidAttachments};
+use cni::{CniResult, Failure, Interface, IpConfig, Result, ValidAttachments};
 use kernel::netlink::Netlink;
 use kernel::netns::{Netns, NetnsError};
 

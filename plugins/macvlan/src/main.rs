@@ -3,9 +3,7 @@
 
 use cni::skel::{self, Attachment, Command, Plugin, Request};
 use cni::undo::Undo;
-use cni::Failure;
-use cni::Result;
-use cni::{CniResult, ProtocolError, ValidAttachments};
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
 use kernel::netlink::link::MacVlanMode;
 use kernel::netlink::Netlink;
 use kernel::netns::Netns;

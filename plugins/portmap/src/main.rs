@@ -3,9 +3,7 @@
 //! the container's addresses. Rules live in the firewall crate.
 
 use cni::skel::{self, Attachment, Plugin, Request};
-use cni::Failure;
-use cni::Result;
-use cni::{CniResult, ProtocolError, ValidAttachments};
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
 use firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
 use ipnetwork::IpNetwork;
 use kernel::netlink::Netlink;

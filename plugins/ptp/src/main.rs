@@ -4,9 +4,7 @@
 
 use cni::skel::{self, Attachment, Command, Plugin, Request};
 use cni::undo::Undo;
-use cni::Failure;
-use cni::Result;
-use cni::{CniResult, ProtocolError, ValidAttachments};
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
 use firewall::Backend;
 use ipnetwork::IpNetwork;
 use kernel::netlink::{Netlink, RouteSpec, SCOPE_LINK};

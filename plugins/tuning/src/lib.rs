@@ -5,8 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use cni::config::validate_ifname;
-use cni::ProtocolError;
-use cni::{Error, Result};
+use cni::{Error, ProtocolError, Result};
 use kernel::netlink::{Link, MacAddr, Netlink};
 use kernel::netns::Netns;
 use kernel::sysctl::{self, SysctlError};
