@@ -134,7 +134,7 @@ impl FromStr for AttachmentId {
 }
 
 /// Hex digits of the hash that keeps a shortened name unique: 128 bits.
-pub const UNIQUE_DIGITS: usize = 32;
+const UNIQUE_DIGITS: usize = 32;
 
 /// The longest network name a shortened tag keeps whole.
 const NETWORK_ROOM: usize = 48;
@@ -184,7 +184,7 @@ fn plain(text: &str) -> bool {
 /// The attachments a GC request names as still in use: its list holds container IDs and
 /// interface names, each of the request's network. Serialized as `network` and `keep`
 /// (entries as the request writes them), the dhcp daemon's GC request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidAttachments {
     network: String,
     keep: Vec<Listed>,
@@ -241,14 +241,6 @@ impl ValidAttachments {
         self.keep
             .iter()
             .map(|l| AttachmentId::new(&*self.network, &*l.container_id, &*l.ifname))
-    }
-
-    pub fn len(&self) -> usize {
-        self.keep.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keep.is_empty()
     }
 }
 
@@ -370,8 +362,7 @@ mod tests {
         let old = json!({"cni.dev/attachments": [{"containerID": "b", "ifname": "eth1"}]});
         let valid = ValidAttachments::of_request(&old, "net").expect("ok");
         assert!(valid.contains(&id("net", "b", "eth1")));
-        assert!(ValidAttachments::of_request(&json!({}), "net")
-            .expect("ok")
-            .is_empty());
+        let none = ValidAttachments::of_request(&json!({}), "net").expect("ok");
+        assert_eq!(none.iter().count(), 0);
     }
 }
