@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../fuzz"
 seconds=${1:-60}
 triple=$(rustc -vV | sed -n 's/^host: //p')
 # --target keeps the instrumentation out of build scripts and proc macros, which run on the
-# host without libFuzzer's runtime. Not --locked: a dependency netlib gains must not break
+# host without libFuzzer's runtime. Not --locked: a dependency a library gains must not break
 # this build before fuzz/Cargo.lock is refreshed (cargo adds it here as it would there).
 RUSTFLAGS="-C passes=sancov-module \
   -C llvm-args=-sanitizer-coverage-level=4 \

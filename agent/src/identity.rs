@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use netlib::files::{self, PRIVATE_DIR, PRIVATE_FILE};
+use kernel::files::{self, PRIVATE_DIR, PRIVATE_FILE};
 
 /// 128 random bits as hex.
 const BYTES: usize = 16;

@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{error, info, warn};
 
-use netlib::netlink::Netlink;
-use netlib::overlay::{self, ClusterConfig, NodeFile, NodeLease, DEFAULT_NODE_FILE};
+use kernel::netlink::Netlink;
 use node::{NodeKernel, Settings, Underlay};
+use overlay::{self, ClusterConfig, NodeFile, NodeLease, DEFAULT_NODE_FILE};
 use records::{Me, Wanted};
 use store::{Access, EtcdStore, LeaseStore, Leases, StaticStore, StoreError, Terms};
 
@@ -179,7 +179,7 @@ enum AgentError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Netlib(#[from] netlib::Error),
+    Netlib(#[from] cni::Error),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
     #[error("{0}")]
@@ -189,8 +189,8 @@ enum AgentError {
     Node(String),
 }
 
-impl From<netlib::netlink::NetlinkError> for AgentError {
-    fn from(error: netlib::netlink::NetlinkError) -> Self {
+impl From<kernel::netlink::NetlinkError> for AgentError {
+    fn from(error: kernel::netlink::NetlinkError) -> Self {
         AgentError::Netlib(error.into())
     }
 }
@@ -360,7 +360,7 @@ impl Agent {
                         }
                         _ => self.backoff.next(),
                     };
-                    warn!("{}; keeping the kernel as it is, retrying in {delay:?}", netlib::error::causes(&failure));
+                    warn!("{}; keeping the kernel as it is, retrying in {delay:?}", cni::error::causes(&failure));
                     delay
                 }
                 _ = stopped(&mut terminate, &mut interrupt) => break,
@@ -371,7 +371,7 @@ impl Agent {
             }
             if let Err(e) = store.recover().await {
                 // The next session fails on the same cause and backs off further.
-                warn!("{}", netlib::error::causes(&e));
+                warn!("{}", cni::error::causes(&e));
             }
         }
         info!("stopping; the records and the kernel entries stay (peers drop this node when its liveness lease expires)");
@@ -557,7 +557,7 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(start(args)) {
-        error!("{}", netlib::error::causes(&e));
+        error!("{}", cni::error::causes(&e));
         std::process::exit(1);
     }
 }

@@ -1,14 +1,14 @@
 //! The node's side of the overlay in its kernel: the VXLAN device, the node bridge with the
 //! subnet's gateway, the file the `vxlan` plugin reads, and reconciliation of the entries for
-//! the other nodes. All of it through netlib.
+//! the other nodes. All of it through the kernel layer and netlib.
 
 use ipnetwork::{IpNetwork, Ipv4Network};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use kernel::netlink::{Netlink, VxlanSpec};
 use netlib::bridge;
-use netlib::netlink::{Netlink, VxlanSpec};
-use netlib::overlay::{self, ClusterConfig, NodeFile, NodeLease, Peer, Programmed};
+use overlay::{self, ClusterConfig, NodeFile, NodeLease, Peer, Programmed};
 
 use crate::AgentError;
 
@@ -128,7 +128,7 @@ impl NodeKernel {
         })?;
         let node_bridge = netlink.ensure_bridge(&settings.bridge, Some(mtu), false)?;
         let gateway = IpNetwork::new(
-            bridge::default_gateway(&IpNetwork::V4(subnet)),
+            ipam::range::default_gateway(&IpNetwork::V4(subnet)),
             subnet.prefix(),
         )
         .map_err(|e| AgentError::Node(format!("gateway of {subnet}: {e}")))?;
@@ -182,7 +182,7 @@ impl NodeKernel {
         }
         let failures = overlay::apply(&mut self.netlink, self.vxlan, &operations);
         for (operation, error) in &failures {
-            warn!("{operation:?} failed: {}", netlib::error::causes(error));
+            warn!("{operation:?} failed: {}", cni::error::causes(error));
         }
         Ok(Pass {
             changed: operations.len() - failures.len(),

@@ -14,8 +14,8 @@
 //!   this record or in keys on the same lease.
 
 use ipnetwork::Ipv4Network;
-use netlib::netlink::MacAddr;
-use netlib::overlay::{ClusterConfig, NodeLease};
+use kernel::netlink::MacAddr;
+use overlay::{ClusterConfig, NodeLease};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -70,7 +70,7 @@ pub struct Liveness {
     /// The node's underlay address.
     pub vtep: IpAddr,
     /// The MAC of the node's VXLAN device.
-    #[serde(with = "netlib::overlay::mac_text")]
+    #[serde(with = "overlay::mac_text")]
     pub mac: MacAddr,
 }
 
@@ -396,7 +396,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netlib::overlay::node_mac;
+    use overlay::node_mac;
 
     fn net(text: &str) -> Ipv4Network {
         text.parse().expect("network")

@@ -18,7 +18,7 @@ use etcd_client::{
     KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
     WatchStream,
 };
-use netlib::overlay::{ClusterConfig, NodeLease};
+use overlay::{ClusterConfig, NodeLease};
 use tracing::{debug, error, info, warn};
 
 use crate::records::{
@@ -69,11 +69,11 @@ pub enum StoreError {
 /// top level says only "transport error" where the cause says "invalid peer certificate".
 fn describe(error: &etcd_client::Error) -> String {
     match error {
-        etcd_client::Error::TransportError(e) => netlib::error::causes(e),
+        etcd_client::Error::TransportError(e) => cni::error::causes(e),
         etcd_client::Error::GRpcStatus(status) => {
             let mut text = format!("{:?}: {}", status.code(), status.message());
             if let Some(source) = std::error::Error::source(status) {
-                let causes = netlib::error::causes(source);
+                let causes = cni::error::causes(source);
                 if !text.ends_with(&causes) {
                     text.push_str(": ");
                     text.push_str(&causes);

@@ -1,7 +1,7 @@
 //! Network configurations as libcni loads them: every `.conf`, `.conflist` and `.json` file
 //! of a directory, in name order; a single-plugin `.conf` becomes a one-plugin list.
 
-use netlib::cni::{json, NetConfList, Version};
+use cni::{json, NetConfList, Version};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,8 @@
 //! shown step by step, then torn down. Everything happens inside a sandbox namespace that
 //! plays the host, so the machine's own interfaces, firewall and sysctls are never touched.
 
-use netlib::netlink::Netlink;
-use netlib::netns::Netns;
+use kernel::netlink::Netlink;
+use kernel::netns::Netns;
 use serde_json::{json, Map};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -52,7 +52,7 @@ fn plugin_dirs() -> Vec<PathBuf> {
     {
         dirs.push(own);
     }
-    dirs.extend(netlib::invoke::split_path(
+    dirs.extend(cni::invoke::split_path(
         std::env::var_os("CNI_PATH").unwrap_or_default(),
     ));
     dirs.push(PathBuf::from("/opt/cni/bin"));
@@ -141,11 +141,11 @@ pub fn run() -> Result<(), CtlError> {
     let host_name = format!("demo-host-{id}");
     let host = Netns::create(&host_name)?;
     scene.names.push(host_name.clone());
-    let mut netlink = Netlink::open_in(&host).map_err(netlib::Error::from)?;
-    let lo = netlink.link("lo").map_err(netlib::Error::from)?;
+    let mut netlink = Netlink::open_in(&host).map_err(cni::Error::from)?;
+    let lo = netlink.link("lo").map_err(cni::Error::from)?;
     netlink
         .set_link_up(lo.index, true)
-        .map_err(netlib::Error::from)?;
+        .map_err(cni::Error::from)?;
     println!("    host namespace: {}", host.path().display());
 
     step(
@@ -165,13 +165,13 @@ pub fn run() -> Result<(), CtlError> {
         ]
     });
     let file = conf_dir.join("10-demo.conflist");
-    netlib::files::replace(
+    kernel::files::replace(
         &file,
         serde_json::to_string_pretty(&config)
             .unwrap_or_default()
             .as_bytes(),
-        netlib::files::PRIVATE_FILE,
-        netlib::files::PRIVATE_DIR,
+        kernel::files::PRIVATE_FILE,
+        kernel::files::PRIVATE_DIR,
     )
     .map_err(|e| CtlError::Io(file.clone(), e))?;
     println!(
@@ -201,7 +201,7 @@ pub fn run() -> Result<(), CtlError> {
         capability_args.insert("portMappings".into(), ports);
         let attachment = Attachment {
             container_id: name.clone(),
-            netns: Path::new(netlib::netns::NETNS_DIR)
+            netns: Path::new(kernel::netns::NETNS_DIR)
                 .join(&name)
                 .display()
                 .to_string(),

@@ -6,7 +6,7 @@ mod demo;
 mod runtime;
 
 use clap::{Args, Parser, Subcommand};
-use netlib::netns::{Netns, NetnsError, NETNS_DIR};
+use kernel::netns::{Netns, NetnsError, NETNS_DIR};
 use serde_json::{json, Map, Value};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub enum CtlError {
     Plugin {
         plugin: String,
         command: String,
-        error: Box<netlib::invoke::InvokeError>,
+        error: Box<cni::invoke::InvokeError>,
     },
     #[error("{0} printed something that is not a result: {1}")]
     Garbled(String, String),
@@ -33,7 +33,7 @@ pub enum CtlError {
     #[error(transparent)]
     Netns(#[from] NetnsError),
     #[error(transparent)]
-    Lib(#[from] netlib::Error),
+    Lib(#[from] cni::Error),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("{0}")]
@@ -41,7 +41,7 @@ pub enum CtlError {
 }
 
 impl CtlError {
-    fn plugin(plugin: &str, command: &str, error: netlib::invoke::InvokeError) -> Self {
+    fn plugin(plugin: &str, command: &str, error: cni::invoke::InvokeError) -> Self {
         CtlError::Plugin {
             plugin: plugin.to_string(),
             command: command.to_string(),
@@ -260,7 +260,7 @@ fn plugin_path(cli_path: &Option<String>) -> Vec<PathBuf> {
         .clone()
         .or_else(|| std::env::var("CNI_PATH").ok())
         .unwrap_or_else(|| "/opt/cni/bin".to_string());
-    netlib::invoke::split_path(&text)
+    cni::invoke::split_path(&text)
 }
 
 /// The addresses of a result, for humans.

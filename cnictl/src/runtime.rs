@@ -4,10 +4,10 @@
 //! (`<cache>/results/<network>-<containerID>-<ifname>`), so other CNI tools can read them.
 
 use base64::Engine;
-use netlib::cni::{AttachmentKey, Version};
-use netlib::files;
-use netlib::invoke;
-use netlib::netns::Netns;
+use cni::invoke;
+use cni::Version;
+use kernel::files;
+use kernel::netns::Netns;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -288,7 +288,8 @@ impl Runtime {
             return Ok(Vec::new());
         }
         let mut removed = Vec::new();
-        let mut valid = Vec::new();
+        // The spec's list of the attachments that remain.
+        let mut valid: Vec<Value> = Vec::new();
         for entry in self
             .attachments()
             .into_iter()
@@ -306,21 +307,17 @@ impl Runtime {
                 self.del(network, &attachment)?;
                 removed.push(entry.container_id.clone());
             } else {
-                valid.push(AttachmentKey {
-                    container_id: entry.container_id,
-                    ifname: entry.ifname,
-                });
+                valid.push(serde_json::json!({
+                    "containerID": entry.container_id,
+                    "ifname": entry.ifname,
+                }));
             }
         }
         if network.version >= Version::V1_1_0 {
-            let list: Vec<Value> = valid
-                .iter()
-                .map(|k| serde_json::json!({"containerID": k.container_id, "ifname": k.ifname}))
-                .collect();
             for plugin in &network.list.plugins {
                 let mut config = Self::plugin_config(network, plugin, &Attachment::default(), None);
-                config["cni.dev/valid-attachments"] = Value::Array(list.clone());
-                config["cni.dev/attachments"] = Value::Array(list.clone());
+                config["cni.dev/valid-attachments"] = Value::Array(valid.clone());
+                config["cni.dev/attachments"] = Value::Array(valid.clone());
                 self.exec(Self::plugin_type(plugin), "GC", &config, None)?;
             }
         }

@@ -6,17 +6,17 @@
 //! delegate's stdout, a prevResult). Any input may be refused, with a CNI error; none may
 //! panic, and every result that decodes must survive a trip through every spec version.
 
-use netlib::bridge::BridgeConf;
-use netlib::cni::config::valid_attachments;
-use netlib::cni::{json, AttachmentKey, CniResult, NetConfList, Version};
-use netlib::ipam::host_local::HostLocal;
-use netlib::ipam::static_ipam::Static;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::{attachment, tuning, Error, Result};
+use bridge::BridgeConf;
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::{json, CniResult, Error, NetConfList, Result, ValidAttachments, Version};
+use ipam::host_local::HostLocal;
+use ipam::static_ipam::Static;
+use netlib::attachment;
 use serde_json::Value;
 
 /// A network config, run through the plugin skeleton for each verb as a runtime would send
-/// it, with a plugin whose every verb runs every config decoder of netlib. The decoders of
+/// it, with a plugin whose every verb runs every shared config decoder (the libraries', and
+/// the bridge and tuning plugins' readers, which are libraries too). The other decoders of
 /// the plugin binaries are fuzzed through the binaries themselves (tests/tests/fuzz.rs).
 pub fn config(data: &[u8]) {
     for command in [Command::Add, Command::Check, Command::Gc] {
@@ -32,7 +32,7 @@ pub fn config(data: &[u8]) {
             };
             Some(value.into())
         };
-        match skel::dispatch(&Decoders, &env, &mut &data[..]) {
+        match skel::dispatch(&Decoders, &[], &env, &mut &data[..]) {
             Ok(printed) => {
                 // Whatever ADD prints must read back as a result of the version it names.
                 if let Some(text) = printed {
@@ -52,7 +52,7 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// Decodes with each of netlib's config readers, as a plugin's verbs do.
+/// Decodes with each of the shared config readers, as a plugin's verbs do.
 struct Decoders;
 
 impl Decoders {
@@ -76,8 +76,8 @@ impl Decoders {
             note(attachment::requested_mac(request, attachment, None).map(drop));
         }
         note(
-            valid_attachments(&request.config)
-                .map(|keys| check_attachments(&keys))
+            ValidAttachments::of_request(&request.config, &request.conf.name)
+                .map(|valid| check_attachments(&valid))
                 .map_err(Error::from),
         );
         if let Some(sysctls) = request.config.get("sysctl").and_then(Value::as_object) {
@@ -104,15 +104,16 @@ impl Decoders {
     }
 }
 
-fn check_attachments(keys: &[AttachmentKey]) {
-    let text = serde_json::to_value(keys).expect("keys serialize");
-    let back: Vec<AttachmentKey> = json::from_value(text).expect("keys read back");
-    assert_eq!(back, keys);
+/// The valid attachments as the dhcp plugin sends them to its daemon, and back.
+fn check_attachments(valid: &ValidAttachments) {
+    let text = serde_json::to_value(valid).expect("valid attachments serialize");
+    let back: ValidAttachments = json::from_value(text).expect("valid attachments read back");
+    assert_eq!(&back, valid);
 }
 
 impl Plugin for Decoders {
     fn about(&self) -> &'static str {
-        "fuzz: every config decoder of netlib"
+        "fuzz: every shared config decoder"
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
@@ -127,7 +128,7 @@ impl Plugin for Decoders {
         Self::decode(request, Some(attachment)).map(drop)
     }
 
-    fn gc(&self, request: &Request, _valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, _valid: &ValidAttachments) -> Result<()> {
         Self::decode(request, None).map(drop)
     }
 
@@ -199,7 +200,7 @@ fn expected(result: &CniResult, version: Version) -> CniResult {
         let Some(first) = result.ips.iter().find(|ip| ip.address.is_ipv4() == v4) else {
             continue;
         };
-        kept.ips.push(netlib::cni::IpConfig {
+        kept.ips.push(cni::IpConfig {
             interface: None,
             ..first.clone()
         });
@@ -208,7 +209,7 @@ fn expected(result: &CniResult, version: Version) -> CniResult {
                 .routes
                 .iter()
                 .filter(|route| route.dst.is_ipv4() == v4)
-                .map(|route| netlib::cni::Route::via(route.dst, route.gw)),
+                .map(|route| cni::Route::via(route.dst, route.gw)),
         );
     }
     kept

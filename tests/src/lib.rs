@@ -200,7 +200,7 @@ impl NetnsGuard {
     /// `ip netns exec`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         skip::assert_installed(Path::new(program.as_ref()));
-        let netns = netlib::netns::Netns::open(self.path()).expect("the sandbox namespace opens");
+        let netns = kernel::netns::Netns::open(self.path()).expect("the sandbox namespace opens");
         netns.command(program).expect("a descriptor for the child")
     }
 

@@ -435,3 +435,43 @@ fn a_host_link_whose_name_holds_quotes_and_hashes_is_shaped() {
     node.call("DEL", "q", &container, &config).success();
     assert!(node.ifbs().is_empty(), "DEL removed the ifb");
 }
+
+/// An ifb an earlier version made names its owner as `<network>/<id>/<ifname>` in its alias:
+/// a retried ADD still takes it for its own, and GC removes it only once its attachment is
+/// no longer valid.
+#[test]
+fn ifbs_an_earlier_version_labelled_stay_their_owners() {
+    require_root!();
+    let node = Node::new();
+    let container = NetnsGuard::new("fbo");
+    let main = node.attach("old", &container);
+    let config = Node::conf("1.1.0", &main, limits());
+    // Every version names the ifb `bwp` and the head of sha512(network + id + ifname).
+    let ifb = format!("bwp{}", cni::id::digest(&format!("{NET}oldeth0"), 12));
+    let alias = format!("ferrocni-bandwidth {NET}/old/eth0");
+    node.sandbox
+        .ns
+        .exec_ok(&["ip", "link", "add", &ifb, "type", "ifb"]);
+    node.sandbox
+        .ns
+        .exec_ok(&["ip", "link", "set", &ifb, "alias", &alias]);
+    node.call("ADD", "old", &container, &config).success();
+    assert_eq!(
+        node.ifbs(),
+        std::slice::from_ref(&ifb),
+        "ADD kept the ifb as its own"
+    );
+    let gc = |valid: Value| {
+        let mut gc = config.clone();
+        gc["cni.dev/valid-attachments"] = valid;
+        Call::new(Impl::Ours, "bandwidth", "GC")
+            .stdin(&gc)
+            .run_in(&node.sandbox.ns)
+            .success();
+    };
+    gc(json!([{"containerID": "old", "ifname": "eth0"}]));
+    assert_eq!(node.ifbs(), [ifb], "GC keeps a valid attachment's ifb");
+    gc(json!([]));
+    assert!(node.ifbs().is_empty(), "GC removed the stale ifb");
+    node.call("DEL", "old", &container, &config).success();
+}

@@ -71,6 +71,19 @@ impl Host {
         .success();
     }
 
+    /// Masquerade elements as another plugin run left them: (address, owner comment).
+    fn plant_masquerade(&self, elements: &[(&str, &str)]) {
+        let mut batch = "add table inet ferrocni; \
+                         add map inet ferrocni snat4 { type ipv4_addr : mark; }"
+            .to_string();
+        for (address, comment) in elements {
+            batch.push_str(&format!(
+                "; add element inet ferrocni snat4 {{ {address} comment \"{comment}\" : 0x1 }}"
+            ));
+        }
+        self.ns.exec_ok(&["nft", &batch]);
+    }
+
     /// Only the bridge (and links the test made, by prefix) remain; nothing else of ours.
     fn assert_clean(&self, extra: &[&str]) {
         let mut keep = vec![self.bridge.as_str()];
@@ -160,12 +173,7 @@ fn masquerade_with_nftables() {
     // An element another attachment left for the address ADD is about to get (a crash
     // before its DEL) is stale: ADD takes it over, and DEL leaves nothing of either.
     let host = Host::new();
-    host.ns.exec_ok(&[
-        "nft",
-        "add table inet ferrocni; \
-         add map inet ferrocni snat4 { type ipv4_addr : mark; }; \
-         add element inet ferrocni snat4 { 10.82.0.2 comment \"brnet/gone/eth0\" : 0x1 }",
-    ]);
+    host.plant_masquerade(&[("10.82.0.2", "brnet/gone/eth0")]);
     masquerade_case_in(&host, "nftables");
 }
 
@@ -260,12 +268,39 @@ fn gc_removes_rules_and_reservations_of_unlisted_attachments() {
     );
     let ruleset = host.ns.nft_ruleset();
     assert!(
-        ruleset.contains("brnet/keep/eth0") && !ruleset.contains("brnet/stale/eth0"),
+        ruleset.contains("brnet:keep:eth0") && !ruleset.contains("brnet:stale:eth0"),
         "{ruleset}"
     );
     gc["cni.dev/valid-attachments"] = json!([]);
     host.call_network("GC", &gc).success();
     drop(keep);
+    host.assert_clean(&[]);
+}
+
+/// Earlier versions commented an attachment's elements `<network>/<containerID>/<ifname>`:
+/// a DEL without prevResult and GC find them by that name too.
+#[test]
+fn elements_an_earlier_version_commented_are_removed() {
+    require_root!();
+    let host = Host::new();
+    host.plant_masquerade(&[
+        ("10.86.9.8", "brnet/old/eth0"),
+        ("10.86.9.9", "brnet/gone/eth0"),
+    ]);
+    let config = host.conf("1.1.0", "10.86.9.0/24", None, json!({"ipMasq": true}));
+    let container = NetnsGuard::new("fbc");
+    host.call(Impl::Ours, "DEL", "old", &container, &config)
+        .success();
+    let ruleset = host.ns.nft_ruleset();
+    assert!(
+        !ruleset.contains("10.86.9.8 ") && ruleset.contains("10.86.9.9 "),
+        "DEL removed its own element only: {ruleset}"
+    );
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    host.call_network("GC", &gc).success();
+    let ruleset = host.ns.nft_ruleset();
+    assert!(!ruleset.contains("10.86.9.9 "), "GC: {ruleset}");
     host.assert_clean(&[]);
 }
 
@@ -667,7 +702,7 @@ fn mac_spoof_check_drops_frames_from_a_changed_mac() {
     let ra = host.add("spoof-a", &a, &checked);
     let rb = host.add("spoof-b", &b, &checked);
     assert!(a.ping(&address(&rb, 0)), "its own MAC passes");
-    assert!(host.ns.nft_ruleset().contains("brnet/spoof-a/eth0"));
+    assert!(host.ns.nft_ruleset().contains("brnet:spoof-a:eth0"));
     host.call(
         Impl::Ours,
         "CHECK",

@@ -169,7 +169,7 @@ fn run_attaches_a_fresh_namespace_and_cleans_up() {
         "the command ran inside, attached: {shown}"
     );
     assert!(setup.listed().is_empty(), "detached afterwards");
-    assert!(!netlib::netns::Netns::list()
+    assert!(!kernel::netns::Netns::list()
         .iter()
         .any(|n| n.starts_with("cnictl-run-")));
     let failing = setup.cnictl(&["run", "--net", "ctlnet", "--", "sh", "-c", "exit 3"]);

@@ -1,11 +1,11 @@
-//! netlib's delegation runs another plugin as libcni's invoke does: found on CNI_PATH, its
+//! cni's delegation runs another plugin as libcni's invoke does: found on CNI_PATH, its
 //! result parsed, its error object passed on unchanged.
 
+use cni::invoke::{self, InvokeError};
 use ferrocni_tests::{
     address, our_bin_dir, require_root, Call, Impl, NetnsGuard, Sandbox, TempDir,
 };
-use netlib::invoke::{self, InvokeError};
-use netlib::netns::Netns;
+use kernel::netns::Netns;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 

@@ -1,5 +1,5 @@
 //! Hostile configs through the real binaries, and the fuzz seeds through the in-process
-//! checks. libFuzzer (scripts/fuzz.sh) covers netlib's decoders with coverage guidance; the
+//! checks. libFuzzer (scripts/fuzz.sh) covers the library decoders with coverage guidance; the
 //! plugins' own config types live in their binaries, so here every binary gets mutated
 //! configs, a 10 MB config and a 100,000-deep one, and must answer each with a result or a
 //! CNI error: never a panic, a signal, a hang, or a reservation left by a failed ADD.
@@ -397,7 +397,7 @@ fn assert_answered(outcome: &Outcome, what: &str) {
         0 if outcome.stdout.trim().is_empty() => {}
         0 => {
             let printed = outcome.json();
-            netlib::cni::CniResult::from_json(printed, netlib::cni::Version::V0_1_0)
+            cni::CniResult::from_json(printed, cni::Version::V0_1_0)
                 .unwrap_or_else(|e| panic!("{what}: printed a result that does not read: {e}"));
         }
         1 => {

@@ -1,10 +1,10 @@
-//! netlib's kernel layer used directly: namespaces, netlink and sysctls stay inside the
+//! The kernel layer used directly: namespaces, netlink and sysctls stay inside the
 //! namespace they are aimed at; and the skeleton's last line of defence against panics.
 
 use ferrocni_tests::{profile_dir, require_root, Call, NetnsGuard};
-use netlib::netlink::Netlink;
-use netlib::netns::{Netns, NetnsError};
-use netlib::sysctl;
+use kernel::netlink::Netlink;
+use kernel::netns::{Netns, NetnsError};
+use kernel::sysctl;
 
 #[test]
 fn netlink_opened_in_a_namespace_acts_only_there() {
@@ -185,7 +185,7 @@ fn a_panicking_plugin_still_answers_with_error_json() {
 /// value refuses too until destroyed, and the keyed delete leaves nothing.
 #[test]
 fn nftables_batches_read_back_in_nft_syntax() {
-    use netlib::netlink::nftables::{Batch, Data, Family, Field, Key};
+    use kernel::netlink::nftables::{Batch, Data, Family, Field, Key};
     require_root!();
     let container = NetnsGuard::new("fkn");
     container.exec_ok(&[
@@ -313,7 +313,7 @@ fn nftables_batches_read_back_in_nft_syntax() {
 /// writes it, with an interface name holding nft syntax compared as data.
 #[test]
 fn nftables_batches_of_any_size_and_rules() {
-    use netlib::netlink::nftables::{Batch, Data, Expr, Family, Field, Key};
+    use kernel::netlink::nftables::{Batch, Data, Expr, Family, Field, Key};
     require_root!();
     let container = NetnsGuard::new("fkn");
     container.exec_ok(&[

@@ -5,21 +5,21 @@
 //! No arena allocator here, unlike the other plugins: the daemon runs for months.
 
 mod daemon;
+mod dhcp4;
 mod protocol;
 
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
 
-use netlib::cni::{AttachmentKey, CniArgs, CniResult, ProtocolError};
-use netlib::invoke::InvokeError;
-use netlib::ipam::dhcp::option;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::{Error, Result};
+use crate::dhcp4::option;
+use cni::invoke::InvokeError;
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::{CniArgs, CniResult, Error, Failure, ProtocolError, Result, ValidAttachments};
 
-use protocol::{CallError, LeaseKey, Reply};
+use protocol::{CallError, Reply};
 
-netlib::identity!("dhcp");
+cni::identity!("dhcp");
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -165,10 +165,11 @@ impl DaemonSocket {
             Ok(Reply::Done { result }) => Ok(Ok(result)),
             Ok(Reply::Failed(error)) => Err(InvokeError::Plugin(error).into()),
             Err(CallError::Unreachable(reason)) => Ok(Err(reason)),
-            Err(CallError::Broken(text)) => Err(Error::Unavailable(format!(
+            Err(CallError::Broken(text)) => Err(Failure::Unavailable(format!(
                 "the dhcp daemon at {} broke off: {text}",
                 self.0.display()
-            ))),
+            ))
+            .into()),
         }
     }
 
@@ -180,17 +181,9 @@ impl DaemonSocket {
             self.0.display()
         );
         match command {
-            Command::Status => Error::Unavailable(text),
-            _ => Error::NotReadyYet(text),
+            Command::Status => Failure::Unavailable(text).into(),
+            _ => Failure::NotReadyYet(text).into(),
         }
-    }
-}
-
-fn lease_key(request: &Request, attachment: &Attachment) -> LeaseKey {
-    LeaseKey {
-        container_id: attachment.container_id.clone(),
-        network: request.conf.name.clone(),
-        ifname: attachment.ifname.clone(),
     }
 }
 
@@ -208,7 +201,7 @@ impl Plugin for DhcpPlugin {
         let netns = attachment.required_netns()?;
         let netns = std::path::absolute(netns).unwrap_or_else(|_| netns.to_path_buf());
         let allocate = protocol::Request::Allocate {
-            lease: lease_key(request, attachment),
+            lease: attachment.id.clone(),
             netns,
             request: conf.request,
             provide: conf.provide,
@@ -218,14 +211,16 @@ impl Plugin for DhcpPlugin {
         daemon
             .ask(&allocate)?
             .map_err(|e| daemon.not_running(Command::Add, &e))?
-            .ok_or_else(|| Error::Unavailable("the dhcp daemon returned no lease".to_string()))
+            .ok_or_else(|| {
+                Failure::Unavailable("the dhcp daemon returned no lease".to_string()).into()
+            })
     }
 
     /// A daemon that is not running holds no lease to give back (the reference's DEL fails
     /// here, and its users' DELs pile up: their issue #235).
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let release = protocol::Request::Release {
-            lease: lease_key(request, attachment),
+            lease: attachment.id.clone(),
         };
         DaemonSocket::of(request)?.ask(&release).map(drop)
     }
@@ -237,7 +232,7 @@ impl Plugin for DhcpPlugin {
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
         let lookup = protocol::Request::Lookup {
-            lease: lease_key(request, attachment),
+            lease: attachment.id.clone(),
         };
         let held = daemon
             .ask(&lookup)?
@@ -249,19 +244,19 @@ impl Plugin for DhcpPlugin {
                 .iter()
                 .any(|p| p.address.ip() == ip.address.ip())
             {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "the dhcp lease is for {}, which the previous result does not have",
                     ip.address
-                )));
+                ))
+                .into());
             }
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let gc = protocol::Request::Gc {
-            network: request.conf.name.clone(),
-            keep: valid.to_vec(),
+            valid: valid.clone(),
         };
         DaemonSocket::of(request)?.ask(&gc).map(drop)
     }

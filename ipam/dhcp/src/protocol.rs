@@ -7,24 +7,14 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use netlib::cni::{AttachmentKey, CniError, CniResult};
+use cni::{AttachmentId, CniError, CniResult, ValidAttachments};
 
-/// Which lease: the reference's client identifier is made of the same three.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LeaseKey {
-    pub container_id: String,
-    pub network: String,
-    pub ifname: String,
-}
-
-impl LeaseKey {
-    /// `containerID/network/ifname`, cut to the 254 bytes an option can carry... less the
-    /// type byte that precedes it.
-    pub fn client_id(&self) -> Vec<u8> {
-        let mut id = format!("{}/{}/{}", self.container_id, self.network, self.ifname).into_bytes();
-        id.truncate(254);
-        id
-    }
+/// The client identifier of a lease, as the reference makes it: `containerID/network/ifname`,
+/// cut to the 254 bytes an option can carry... less the type byte that precedes it.
+pub fn client_id(lease: &AttachmentId) -> Vec<u8> {
+    let mut id = format!("{}/{}/{}", lease.container_id, lease.network, lease.ifname).into_bytes();
+    id.truncate(254);
+    id
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -32,7 +22,7 @@ impl LeaseKey {
 pub enum Request {
     /// Lease an address for the interface, or return the lease it already has.
     Allocate {
-        lease: LeaseKey,
+        lease: AttachmentId,
         netns: PathBuf,
         request: Vec<u8>,
         provide: Vec<(u8, Vec<u8>)>,
@@ -40,16 +30,16 @@ pub enum Request {
     },
     /// Give the lease back and stop renewing it; unknown leases are fine.
     Release {
-        lease: LeaseKey,
+        lease: AttachmentId,
     },
     /// The lease the daemon holds, for CHECK.
     Lookup {
-        lease: LeaseKey,
+        lease: AttachmentId,
     },
-    /// Release every lease of `network` whose attachment is not in `keep`.
+    /// Release every lease of the network whose attachment is not valid.
     Gc {
-        network: String,
-        keep: Vec<AttachmentKey>,
+        #[serde(flatten)]
+        valid: ValidAttachments,
     },
     Status,
 }
@@ -83,4 +73,41 @@ pub fn call(socket: &Path, request: &Request) -> Result<Reply, CallError> {
     stream.read_to_end(&mut answer).map_err(|e| broken(&e))?;
     serde_json::from_slice(&answer)
         .map_err(|e| broken(&format!("{e}: {:?}", String::from_utf8_lossy(&answer))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A daemon started by an earlier version keeps serving the plugins of this one (and the
+    /// other way round) until it is restarted: the requests keep their wire form.
+    #[test]
+    fn requests_keep_the_wire_form_of_earlier_versions() {
+        let lease = AttachmentId::new("net", "abc", "eth0");
+        let release = Request::Release {
+            lease: lease.clone(),
+        };
+        assert_eq!(
+            serde_json::to_value(&release).expect("serializes"),
+            json!({"op": "release",
+                   "lease": {"container_id": "abc", "network": "net", "ifname": "eth0"}})
+        );
+        let earlier = json!({"op": "gc", "network": "net",
+                             "keep": [{"containerID": "abc", "ifname": "eth0"}]});
+        let Request::Gc { valid } = serde_json::from_value(earlier.clone()).expect("reads") else {
+            panic!("not a GC request");
+        };
+        assert!(valid.contains(&lease));
+        let sent = serde_json::to_value(Request::Gc { valid }).expect("serializes");
+        assert_eq!(sent, earlier);
+    }
+
+    #[test]
+    fn client_ids_are_the_references() {
+        let lease = AttachmentId::new("net", "abc", "eth0");
+        assert_eq!(client_id(&lease), b"abc/net/eth0");
+        let long = AttachmentId::new("net", "c".repeat(300), "eth0");
+        assert_eq!(client_id(&long).len(), 254);
+    }
 }

@@ -1,14 +1,14 @@
 //! host-local IPAM: addresses from configured ranges, recorded on the node's disk in the
 //! reference plugin's format.
 
-use netlib::ipam::host_local::HostLocalPlugin;
+use ipam::host_local::HostLocalPlugin;
 
-netlib::identity!("host-local");
+cni::identity!("host-local");
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
-    netlib::skel::run(&HostLocalPlugin)
+    cni::skel::run(&HostLocalPlugin)
 }

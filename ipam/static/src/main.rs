@@ -1,13 +1,13 @@
 //! static IPAM: exactly the addresses the config or the runtime names; no state.
 
-use netlib::ipam::static_ipam::StaticPlugin;
+use ipam::static_ipam::StaticPlugin;
 
-netlib::identity!("static");
+cni::identity!("static");
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
-    netlib::skel::run(&StaticPlugin)
+    cni::skel::run(&StaticPlugin)
 }

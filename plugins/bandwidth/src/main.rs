@@ -1,15 +1,18 @@
 //! bandwidth: caps a container's traffic in each direction with token bucket filters on
-//! the host end of its veth (see netlib::shaping), chained after a veth-based main plugin.
+//! the host end of its veth (see [`shaping`]), chained after a veth-based main plugin.
 
-use netlib::cni::{AttachmentKey, CniResult, Interface, ProtocolError, Version};
-use netlib::netlink::{Link, Netlink};
-use netlib::netns::Netns;
-use netlib::shaping::{self, Limit};
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::{Error, Result};
+mod shaping;
+
+use cni::id::digest;
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::{
+    AttachmentId, CniResult, Failure, Interface, ProtocolError, Result, ValidAttachments, Version,
+};
+use kernel::netlink::{Link, Netlink};
+use kernel::netns::Netns;
 use serde::Deserialize;
-use sha2::{Digest, Sha512};
+use shaping::Limit;
 
 #[derive(Debug, Default, Deserialize, Clone, Copy)]
 #[serde(default)]
@@ -71,26 +74,28 @@ fn load(request: &Request) -> Result<(Option<Limit>, Option<Limit>)> {
 }
 
 /// The ifb's name: stable per attachment, short enough for a link name.
-fn ifb_name(request: &Request, attachment: &Attachment) -> String {
-    let digest = Sha512::digest(format!(
-        "{}{}{}",
-        request.conf.name, attachment.container_id, attachment.ifname
-    ));
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("bwp{hex}")
+fn ifb_name(id: &AttachmentId) -> String {
+    let whole = format!("{}{}{}", id.network, id.container_id, id.ifname);
+    format!("bwp{}", digest(&whole, 12))
 }
 
-fn owner_label(request: &Request, attachment: &Attachment) -> String {
-    format!(
-        "ferrocni-bandwidth {}/{}/{}",
-        request.conf.name, attachment.container_id, attachment.ifname
-    )
+/// What starts the alias of the ifb devices this plugin makes; the attachment follows.
+const ALIAS_PREFIX: &str = "ferrocni-bandwidth ";
+
+/// The ifb's alias: whose it is, so that GC finds the ifbs of attachments that are gone.
+fn owner_label(id: &AttachmentId) -> String {
+    format!("{ALIAS_PREFIX}{id}")
+}
+
+/// The attachment an ifb's alias names, as this version or an earlier one wrote it.
+fn owner_of(alias: &str) -> Option<AttachmentId> {
+    AttachmentId::read(alias.strip_prefix(ALIAS_PREFIX)?)
 }
 
 /// The host end of the container's veth, through the container end's peer index.
 fn host_veth(attachment: &Attachment, host: &mut Netlink) -> Result<Link> {
     let netns = Netns::open(attachment.required_netns()?)?;
-    let container = Netlink::open_in(&netns)?.link(&attachment.ifname)?;
+    let container = Netlink::open_in(&netns)?.link(&attachment.id.ifname)?;
     let peer = container
         .peer
         .filter(|_| container.kind.as_deref() == Some("veth"))
@@ -99,7 +104,7 @@ fn host_veth(attachment: &Attachment, host: &mut Netlink) -> Result<Link> {
                 "type",
                 format!(
                     "{} is not a veth: bandwidth needs a veth-based main plugin",
-                    attachment.ifname
+                    attachment.id.ifname
                 ),
             )
         })?;
@@ -111,7 +116,7 @@ fn host_veth(attachment: &Attachment, host: &mut Netlink) -> Result<Link> {
             format!(
                 "the host end of {}'s veth is not in this namespace: bandwidth needs a main \
                  plugin that leaves it on the host",
-                attachment.ifname
+                attachment.id.ifname
             ),
         )
     };
@@ -156,10 +161,7 @@ impl Plugin for Bandwidth {
         let mut undo = Undo::new();
         let ifb = match egress {
             Some(_) => {
-                let (name, label) = (
-                    ifb_name(request, attachment),
-                    owner_label(request, attachment),
-                );
+                let (name, label) = (ifb_name(&attachment.id), owner_label(&attachment.id));
                 let ifb = match host.create_ifb(&name, veth.mtu, &label) {
                     // A repeated ADD (a runtime's retry) finds the first one's ifb: keep it,
                     // as the qdiscs below are replaced rather than added twice. One killed
@@ -169,7 +171,9 @@ impl Plugin for Bandwidth {
                             .link_by_name(&name)?
                             .filter(|ifb| {
                                 ifb.kind.as_deref() == Some("ifb")
-                                    && ifb.alias.as_deref().is_none_or(|alias| alias == label)
+                                    && ifb.alias.as_deref().is_none_or(|alias| {
+                                        owner_of(alias).as_ref() == Some(&attachment.id)
+                                    })
                             })
                             .ok_or(e)?;
                         if ifb.alias.is_none() {
@@ -211,9 +215,9 @@ impl Plugin for Bandwidth {
 
     /// The ifb goes; the qdiscs on the host veth go with the veth when the main plugin
     /// deletes it.
-    fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
+    fn del(&self, _request: &Request, attachment: &Attachment) -> Result<()> {
         let mut host = Netlink::open()?;
-        if let Some(ifb) = host.link_by_name(&ifb_name(request, attachment))? {
+        if let Some(ifb) = host.link_by_name(&ifb_name(&attachment.id))? {
             host.delete_link(ifb.index)?;
         }
         Ok(())
@@ -225,40 +229,35 @@ impl Plugin for Bandwidth {
         let veth = host_veth(attachment, &mut host)?;
         if let Some(limit) = ingress {
             if shaping::root_rate(&veth.name)? != Some(limit.rate_bytes()) {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "{} is not shaped to {} bit/s",
                     veth.name,
                     limit.rate()
-                )));
+                ))
+                .into());
             }
         }
         if let Some(limit) = egress {
-            let ifb = ifb_name(request, attachment);
+            let ifb = ifb_name(&attachment.id);
             if shaping::root_rate(&ifb)? != Some(limit.rate_bytes()) {
-                return Err(Error::Check(format!(
+                return Err(Failure::Check(format!(
                     "{ifb} is not shaped to {} bit/s",
                     limit.rate()
-                )));
+                ))
+                .into());
             }
         }
         Ok(())
     }
 
     /// Removes the ifb devices of this network's attachments that are no longer valid.
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, _request: &Request, valid: &ValidAttachments) -> Result<()> {
         let mut host = Netlink::open()?;
-        let prefix = format!("ferrocni-bandwidth {}/", request.conf.name);
         for link in host.links()? {
-            let Some(owner) = link.alias.as_deref().and_then(|a| a.strip_prefix(&prefix)) else {
+            let Some(owner) = link.alias.as_deref().and_then(owner_of) else {
                 continue;
             };
-            let Some((container_id, ifname)) = owner.split_once('/') else {
-                continue;
-            };
-            if !valid
-                .iter()
-                .any(|k| k.container_id == container_id && k.ifname == ifname)
-            {
+            if owner.network == valid.network() && !valid.contains(&owner) {
                 host.delete_link(link.index)?;
             }
         }
@@ -271,9 +270,9 @@ impl Plugin for Bandwidth {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Bandwidth)
@@ -281,6 +280,27 @@ fn main() {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// An ifb made by an earlier version (its alias `ferrocni-bandwidth net/cid/if`) is still
+    /// its attachment's: a repeated ADD keeps it, GC and DEL find it.
+    #[test]
+    fn aliases_name_their_owner_in_either_form() {
+        let id = AttachmentId::new("net", "abc", "eth0");
+        assert_eq!(owner_label(&id), "ferrocni-bandwidth net:abc:eth0");
+        assert_eq!(owner_of(&owner_label(&id)), Some(id.clone()));
+        assert_eq!(owner_of("ferrocni-bandwidth net/abc/eth0"), Some(id));
+        assert_eq!(owner_of("net:abc:eth0"), None, "not ours");
+        assert_eq!(owner_of("ferrocni-bandwidth net:abc"), None);
+    }
+
+    #[test]
+    fn ifb_names_stay_what_earlier_versions_made() {
+        let id = AttachmentId::new("net", "abc", "eth0");
+        // bwp and the head of sha512("netabceth0"), as earlier versions named it.
+        assert_eq!(ifb_name(&id), "bwp8b4028313b48");
+    }
+
     #[test]
     fn rate_and_burst_come_together() {
         assert!(super::limit(0, 0, "ingress").expect("none").is_none());

@@ -2,12 +2,11 @@
 //! published ports) through the host's forwarding even where the host's policy drops
 //! forwarded packets, and optionally isolates bridges from each other.
 
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
+use firewall::Backend;
 use ipnetwork::IpNetwork;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::firewall::Backend;
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::{attachment, Error, Result};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,7 +105,7 @@ impl Plugin for Firewall {
             ),
             false => None,
         };
-        let owner = attachment::owner(request, attachment);
+        let owner = &attachment.id;
         let addresses = addresses(&previous);
         let mut undo = Undo::new();
         conf.backend
@@ -125,10 +124,9 @@ impl Plugin for Firewall {
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = Conf::load(request)?;
         let previous = request.prev_result().ok().flatten().unwrap_or_default();
-        Ok(conf.backend.del_forward(
-            attachment::owner(request, attachment),
-            &addresses(&previous),
-        )?)
+        Ok(conf
+            .backend
+            .del_forward(&attachment.id, &addresses(&previous))?)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -136,19 +134,17 @@ impl Plugin for Firewall {
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
-        if !conf.backend.has_forward(
-            attachment::owner(request, attachment),
-            &addresses(&previous),
-        )? {
-            return Err(Error::Check("forwarding rules are missing".to_string()));
+        if !conf
+            .backend
+            .has_forward(&attachment.id, &addresses(&previous))?
+        {
+            return Err(Failure::Check("forwarding rules are missing".to_string()).into());
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        Ok(Conf::load(request)?
-            .backend
-            .gc_forward(&request.conf.name, valid)?)
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
+        Ok(Conf::load(request)?.backend.gc_forward(valid)?)
     }
 
     /// Needs no daemon and allocates nothing.
@@ -157,9 +153,9 @@ impl Plugin for Firewall {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Firewall)

@@ -2,14 +2,14 @@
 //! container and renames it; DEL brings it back under its original name with its original
 //! state, addresses included (moving a link between namespaces drops its addresses).
 
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::undo::Undo;
+use cni::{CniResult, Error, Failure, ProtocolError, Result, ValidAttachments};
 use ipnetwork::IpNetwork;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::netlink::{Link, MacAddr, Netlink};
-use netlib::netns::{Netns, NetnsError};
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::state::{Key, Store};
-use netlib::undo::Undo;
-use netlib::{attachment, iface, Error, Result};
+use kernel::netlink::{Link, MacAddr, Netlink};
+use kernel::netns::{Netns, NetnsError};
+use netlib::state::Store;
+use netlib::{attachment, iface};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -62,7 +62,7 @@ struct Original {
 /// MAC no link could have is refused whole.
 impl netlib::state::Record for Original {
     fn check(&self) -> std::result::Result<(), String> {
-        netlib::cni::config::validate_ifname(&self.name).map_err(|e| format!("name: {e}"))?;
+        cni::config::validate_ifname(&self.name).map_err(|e| format!("name: {e}"))?;
         if let Some(mac) = &self.mac {
             mac.parse::<MacAddr>()
                 .map_err(|e| format!("mac {mac:?}: {e}"))?;
@@ -181,14 +181,6 @@ fn find(host: &mut Netlink, selector: &Selector) -> Result<Link> {
     }
 }
 
-fn key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
-    Key {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
-    }
-}
-
 /// Puts a device that is back in the host namespace (`link`) into its original state.
 fn restore_on_host(host: &mut Netlink, link: &Link, original: &Original) -> Result<()> {
     if link.name != original.name {
@@ -214,7 +206,7 @@ fn returning_name(original: &Original) -> String {
     const PREFIX: &str = "hd";
     let mut name = String::from(PREFIX);
     for c in original.name.chars() {
-        if name.len() + c.len_utf8() > netlib::cni::config::IFNAME_MAX {
+        if name.len() + c.len_utf8() > cni::config::IFNAME_MAX {
             break;
         }
         name.push(c);
@@ -298,15 +290,16 @@ impl Plugin for HostDevice {
         let (selector, store) = load(request)?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut container = Netlink::open_in(&netns)?;
-        if container.link_by_name(&attachment.ifname)?.is_some() {
-            return Err(Error::AlreadyExists(format!(
+        if container.link_by_name(&attachment.id.ifname)?.is_some() {
+            return Err(Failure::AlreadyExists(format!(
                 "container interface {:?} already exists",
-                attachment.ifname
-            )));
+                attachment.id.ifname
+            ))
+            .into());
         }
         let mut host = Netlink::open()?;
         let device = find(&mut host, &selector)?;
-        let key = key(request, attachment);
+        let key = &attachment.id;
         // A retry of an ADD that died before the move keeps the first record: the device
         // is down by now, which is not how it was.
         let original = match store.load::<Original>(key)? {
@@ -336,12 +329,12 @@ impl Plugin for HostDevice {
         store.save(key, &original)?;
         let mut undo = Undo::new();
         undo.push("the device", || {
-            return_device(Some(&netns), &attachment.ifname, &original)?;
-            store.remove(key)
+            return_device(Some(&netns), &attachment.id.ifname, &original)?;
+            Ok(store.remove(key)?)
         });
         host.set_link_up(device.index, false)?;
-        host.move_to(device.index, &netns, &attachment.ifname)?;
-        let link = container.link(&attachment.ifname)?;
+        host.move_to(device.index, &netns, &attachment.id.ifname)?;
+        let link = container.link(&attachment.id.ifname)?;
         let allocated = attachment::ipam_add(request, &mut undo)?;
         let result = attachment::finish_single(request, &netns, &mut container, &link, allocated)?;
         undo.commit();
@@ -358,13 +351,13 @@ impl Plugin for HostDevice {
         if let Some(ipam) = attachment::ipam_type(request) {
             failures.extend(request.delegate(ipam, Command::Del).err());
         }
-        let key = key(request, attachment);
+        let key = &attachment.id;
         if let Some(original) = store.load::<Original>(key)? {
             let netns = attachment.netns.as_ref().map(Netns::open);
             let restored = match netns {
-                Some(Ok(netns)) => return_device(Some(&netns), &attachment.ifname, &original),
+                Some(Ok(netns)) => return_device(Some(&netns), &attachment.id.ifname, &original),
                 Some(Err(NetnsError::NotFound(_))) | None => {
-                    return_device(None, &attachment.ifname, &original)
+                    return_device(None, &attachment.id.ifname, &original)
                 }
                 Some(Err(e)) => Err(e.into()),
             };
@@ -388,11 +381,11 @@ impl Plugin for HostDevice {
         iface::verify(&mut container, &link, &previous, index)
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let (_, store) = load(request)?;
-        let records = store.gc(&request.conf.name, valid);
+        let records = store.gc(valid);
         attachment::collect(request, valid, None)?;
-        records
+        Ok(records?)
     }
 
     fn status(&self, request: &Request) -> Result<()> {
@@ -400,10 +393,10 @@ impl Plugin for HostDevice {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
-    skel::run(&HostDevice)
+    skel::run_with(&HostDevice, &[ipam::HOST_LOCAL, ipam::STATIC])
 }

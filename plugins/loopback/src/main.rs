@@ -1,10 +1,9 @@
 //! loopback: sets `lo` up inside the container's namespace (ADD) and down again (DEL).
 
-use netlib::cni::{AttachmentKey, CniResult, Interface, IpConfig};
-use netlib::netlink::Netlink;
-use netlib::netns::{Netns, NetnsError};
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::{Error, Result};
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::{CniResult, Failure, Interface, IpConfig, Result, ValidAttachments};
+use kernel::netlink::Netlink;
+use kernel::netns::{Netns, NetnsError};
 
 struct Loopback;
 
@@ -64,13 +63,13 @@ impl Plugin for Loopback {
         let netns = Netns::open(attachment.required_netns()?)?;
         let lo = Netlink::open_in(&netns)?.link("lo")?;
         if !lo.up {
-            return Err(Error::Check("loopback interface is down".to_string()));
+            return Err(Failure::Check("loopback interface is down".to_string()).into());
         }
         Ok(())
     }
 
     /// Nothing to collect: everything loopback touches lives and dies with the namespace.
-    fn gc(&self, _request: &Request, _valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, _request: &Request, _valid: &ValidAttachments) -> Result<()> {
         Ok(())
     }
 
@@ -80,9 +79,9 @@ impl Plugin for Loopback {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Loopback)

@@ -1,13 +1,13 @@
 //! macvlan: the container gets its own MAC on the host's link (`master`), so it appears on
 //! that LAN directly. IPAM is optional: without it the link has no address.
 
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::netlink::link::MacVlanMode;
-use netlib::netlink::Netlink;
-use netlib::netns::Netns;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::{attachment, iface, Error, Result};
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::undo::Undo;
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
+use kernel::netlink::link::MacVlanMode;
+use kernel::netlink::Netlink;
+use kernel::netns::Netns;
+use netlib::{attachment, iface};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,11 +115,12 @@ impl Plugin for Macvlan {
                 .into());
             }
         }
-        if container.link_by_name(&attachment.ifname)?.is_some() {
-            return Err(Error::AlreadyExists(format!(
+        if container.link_by_name(&attachment.id.ifname)?.is_some() {
+            return Err(Failure::AlreadyExists(format!(
                 "container interface {:?} already exists",
-                attachment.ifname
-            )));
+                attachment.id.ifname
+            ))
+            .into());
         }
         let target = if conf.link_in_container {
             None
@@ -132,14 +133,14 @@ impl Plugin for Macvlan {
             &mut host
         };
         creator.create_macvlan(
-            &attachment.ifname,
+            &attachment.id.ifname,
             master.index,
             conf.mode,
             conf.mtu,
             mac,
             target,
         )?;
-        let link = container.link(&attachment.ifname)?;
+        let link = container.link(&attachment.id.ifname)?;
         let mut undo = Undo::new();
         undo.push("the macvlan", || {
             Ok(Netlink::open_in(&netns)?.delete_link(link.index)?)
@@ -167,12 +168,12 @@ impl Plugin for Macvlan {
         }
         let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
         if link.kind.as_deref() != Some("macvlan") {
-            return Err(Error::Check(format!("{} is not a macvlan", link.name)));
+            return Err(Failure::Check(format!("{} is not a macvlan", link.name)).into());
         }
         iface::verify(&mut container, &link, &previous, index)
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         attachment::collect(request, valid, None)
     }
 
@@ -181,10 +182,10 @@ impl Plugin for Macvlan {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
-    skel::run(&Macvlan)
+    skel::run_with(&Macvlan, &[ipam::HOST_LOCAL, ipam::STATIC])
 }

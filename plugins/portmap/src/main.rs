@@ -1,13 +1,13 @@
 //! portmap: publishes container ports on the host (DNAT from outside and from the host
 //! itself, hairpin and localhost SNAT), chained after a main plugin whose prevResult names
-//! the container's addresses. Rules live in netlib's firewall layer.
+//! the container's addresses. Rules live in the firewall crate.
 
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
+use firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
 use ipnetwork::IpNetwork;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
-use netlib::netlink::Netlink;
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::{attachment, sysctl, Error, Result};
+use kernel::netlink::Netlink;
+use kernel::sysctl;
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -235,7 +235,7 @@ impl Plugin for Portmap {
         if conf.mappings.is_empty() {
             return Ok(previous);
         }
-        let targets = targets(&previous, &attachment.ifname);
+        let targets = targets(&previous, &attachment.id.ifname);
         for (i, mapping) in conf.mappings.iter().enumerate() {
             if let Some(host) = mapping.host_ip {
                 if !targets.iter().any(|t| t.is_ipv4() == host.is_ipv4()) {
@@ -255,10 +255,8 @@ impl Plugin for Portmap {
             .into());
         }
         allow_localnet(&targets)?;
-        conf.backend.add_portmap(
-            attachment::owner(request, attachment),
-            &conf.rules(&targets),
-        )?;
+        conf.backend
+            .add_portmap(&attachment.id, &conf.rules(&targets))?;
         for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
             conntrack::flush_udp_to_host_port(mapping.host_port, mapping.host_ip)?;
         }
@@ -273,10 +271,9 @@ impl Plugin for Portmap {
             return Ok(());
         }
         let previous = request.prev_result().ok().flatten().unwrap_or_default();
-        let targets = targets(&previous, &attachment.ifname);
+        let targets = targets(&previous, &attachment.id.ifname);
         let rules = (!targets.is_empty()).then(|| conf.rules(&targets));
-        conf.backend
-            .del_portmap(attachment::owner(request, attachment), rules.as_ref())?;
+        conf.backend.del_portmap(&attachment.id, rules.as_ref())?;
         for target in &targets {
             for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
                 conntrack::flush_udp_to_container(target.ip(), mapping.container_port)?;
@@ -293,20 +290,18 @@ impl Plugin for Portmap {
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
-        let targets = targets(&previous, &attachment.ifname);
-        if !conf.backend.has_portmap(
-            attachment::owner(request, attachment),
-            &conf.rules(&targets),
-        )? {
-            return Err(Error::Check("port mapping rules are missing".to_string()));
+        let targets = targets(&previous, &attachment.id.ifname);
+        if !conf
+            .backend
+            .has_portmap(&attachment.id, &conf.rules(&targets))?
+        {
+            return Err(Failure::Check("port mapping rules are missing".to_string()).into());
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        Ok(Conf::load(request)?
-            .backend
-            .gc_portmap(&request.conf.name, valid)?)
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
+        Ok(Conf::load(request)?.backend.gc_portmap(valid)?)
     }
 
     /// Needs no daemon and allocates nothing that could run out.
@@ -315,9 +310,9 @@ impl Plugin for Portmap {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Portmap)

@@ -2,14 +2,14 @@
 //! (/32 or /128) and a host route to the container; the container reaches its whole subnet
 //! through the gateway, so containers talk to each other only through the host's routing.
 
+use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::undo::Undo;
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
+use firewall::Backend;
 use ipnetwork::IpNetwork;
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::firewall::Backend;
-use netlib::netlink::{Netlink, RouteSpec, SCOPE_LINK};
-use netlib::netns::Netns;
-use netlib::skel::{self, Attachment, Command, Plugin, Request};
-use netlib::undo::Undo;
-use netlib::{attachment, bridge, iface, veth, Error, Result};
+use kernel::netlink::{Netlink, RouteSpec, SCOPE_LINK};
+use kernel::netns::Netns;
+use netlib::{attachment, bridge, iface, veth};
 use serde::Deserialize;
 
 /// Result layout, as the reference: host veth, container veth.
@@ -31,7 +31,7 @@ impl PtpConf {
         let ipam = attachment::ipam_type(request)
             .ok_or_else(|| ProtocolError::config("ipam", "ptp needs an IPAM plugin"))?
             .to_string();
-        conf.mtu = netlib::cni::config::link_mtu("mtu", conf.mtu)?;
+        conf.mtu = cni::config::link_mtu("mtu", conf.mtu)?;
         let masquerade = match conf.ip_masq {
             true => Some(Backend::select(conf.ip_masq_backend.as_deref())?),
             false => None,
@@ -104,7 +104,7 @@ impl Plugin for Ptp {
             &mut container,
             &netns,
             &veth::PairSpec {
-                ifname: &attachment.ifname,
+                ifname: &attachment.id.ifname,
                 mtu: conf.mtu,
                 mac: None,
                 bridge: None,
@@ -117,7 +117,7 @@ impl Plugin for Ptp {
             ip.interface = Some(CONTAINER_INTERFACE);
             let gateway = *ip
                 .gateway
-                .get_or_insert_with(|| bridge::default_gateway(&ip.address));
+                .get_or_insert_with(|| ipam::range::default_gateway(&ip.address));
             gateways.push((ip.address, gateway));
         }
         iface::configure(
@@ -159,7 +159,7 @@ impl Plugin for Ptp {
             CONTAINER_INTERFACE,
         );
         if let Some(firewall) = masquerade {
-            attachment::masquerade(request, attachment, firewall, &result, &mut undo)?;
+            attachment::masquerade(attachment, firewall, &result, &mut undo)?;
         }
         result.interfaces = vec![
             attachment::interface(&host_veth, ""),
@@ -187,21 +187,20 @@ impl Plugin for Ptp {
             .interfaces
             .iter()
             .find(|i| i.sandbox.is_empty())
-            .ok_or_else(|| Error::Check("prevResult has no host-side interface".to_string()))?;
+            .ok_or_else(|| Failure::Check("prevResult has no host-side interface".to_string()))?;
         if Netlink::open()?.link_by_name(&host_side.name)?.is_none() {
-            return Err(Error::Check(format!(
-                "host interface {} is missing",
-                host_side.name
-            )));
+            return Err(
+                Failure::Check(format!("host interface {} is missing", host_side.name)).into(),
+            );
         }
         if let Some(firewall) = masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(request, attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, firewall, &addresses)?;
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let (_, _, masquerade) = PtpConf::load(request)?;
         attachment::collect(request, valid, masquerade)
     }
@@ -211,10 +210,10 @@ impl Plugin for Ptp {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
-    skel::run(&Ptp)
+    skel::run_with(&Ptp, &[ipam::HOST_LOCAL, ipam::STATIC])
 }

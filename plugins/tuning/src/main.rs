@@ -1,17 +1,17 @@
 //! tuning: changes sysctls and link settings of a container interface made by an earlier
 //! plugin in the chain, recording the originals so DEL restores them.
 
-use netlib::cni::{AttachmentKey, CniResult, ProtocolError};
-use netlib::netlink::{Link, Netlink, NetlinkError};
-use netlib::netns::{Netns, NetnsError};
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::state::{Key, Store};
-use netlib::tuning::{sysctl_key, Record, Settings};
-use netlib::undo::Undo;
-use netlib::{attachment, Error, Result};
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
+use kernel::netlink::{Link, Netlink, NetlinkError};
+use kernel::netns::{Netns, NetnsError};
+use netlib::attachment;
+use netlib::state::Store;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use tuning::{sysctl_key, Record, Settings};
 
 const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";
 
@@ -64,21 +64,21 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
         None => (top.mtu, "mtu"),
     };
     let mut settings = Settings {
-        mtu: netlib::cni::config::link_mtu(mtu_field, mtu)?,
+        mtu: cni::config::link_mtu(mtu_field, mtu)?,
         promisc: args.promisc.or(top.promisc),
         allmulti: args.allmulti.or(top.allmulti),
         txqlen: args.txqlen.or(top.txqlen),
         ..Settings::default()
     };
     for (key, value) in top.sysctl.iter().chain(args.sysctl.iter()) {
-        let key = sysctl_key(key, &attachment.ifname)?;
+        let key = sysctl_key(key, &attachment.id.ifname)?;
         settings.sysctls.insert(key, value.clone());
     }
     if let Some(mac) = attachment::requested_mac(request, attachment, top.mac)? {
         settings.mac = Some(mac.to_string());
     }
     if let Some(name) = args.ifname.or(top.ifname) {
-        netlib::cni::config::validate_ifname(&name)
+        cni::config::validate_ifname(&name)
             .map_err(|e| ProtocolError::config("ifName", e.with_details()))?;
         settings.name = Some(name);
     }
@@ -89,15 +89,7 @@ fn load(request: &Request, attachment: &Attachment) -> Result<(Settings, Store)>
 /// not use (CNI_ARGS, the settings to apply) can fail them.
 fn records(request: &Request) -> Result<Store> {
     let raw: Raw = request.plugin_config()?;
-    Store::configured(raw.data_dir, DEFAULT_DATA_DIR)
-}
-
-fn state_key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
-    Key {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
-    }
+    Ok(Store::configured(raw.data_dir, DEFAULT_DATA_DIR)?)
 }
 
 /// The interface ADD tuned: under the name its record gives, or still under `ifname` when
@@ -129,17 +121,17 @@ impl Plugin for Tuning {
             .ok_or(ProtocolError::MissingPrevResult)?;
         let netns = Netns::open(attachment.required_netns()?)?;
         let mut netlink = Netlink::open_in(&netns)?;
-        let key = state_key(request, attachment);
+        let key = &attachment.id;
         // A repeated ADD (a runtime's retry) keeps the values from before the first: taking
         // the tuned ones for originals would leave DEL nothing to restore.
         let earlier: Option<Record> = records.load(key)?;
-        let mut link = tuned_link(&mut netlink, earlier.as_ref(), &attachment.ifname)?
-            .ok_or_else(|| NetlinkError::LinkNotFound(attachment.ifname.clone()))?;
-        if link.name != attachment.ifname {
+        let mut link = tuned_link(&mut netlink, earlier.as_ref(), &attachment.id.ifname)?
+            .ok_or_else(|| NetlinkError::LinkNotFound(attachment.id.ifname.clone()))?;
+        if link.name != attachment.id.ifname {
             // The first ADD got as far as its rename: take the runtime's name back, so the
             // sysctl keys (which name the interface by it) and the rest apply as the first time.
-            netlink.rename(&link, &attachment.ifname)?;
-            link = netlink.link(&attachment.ifname)?;
+            netlink.rename(&link, &attachment.id.ifname)?;
+            link = netlink.link(&attachment.id.ifname)?;
         }
         let current = Settings::current(&netns, &link, &wanted)?;
         let original = match earlier {
@@ -150,7 +142,7 @@ impl Plugin for Tuning {
             current_name: wanted
                 .name
                 .clone()
-                .unwrap_or_else(|| attachment.ifname.clone()),
+                .unwrap_or_else(|| attachment.id.ifname.clone()),
             original: original.clone(),
         };
         // Recorded before anything changes, so a DEL can restore even after a crash here.
@@ -159,21 +151,21 @@ impl Plugin for Tuning {
         undo.push("the tuning", || {
             let mut netlink = Netlink::open_in(&netns)?;
             if let Some(now) = netlink.link_by_index(link.index)? {
-                original.restore(&netns, &mut netlink, &now, &attachment.ifname)?;
+                original.restore(&netns, &mut netlink, &now, &attachment.id.ifname)?;
             }
-            records.remove(key)
+            Ok(records.remove(key)?)
         });
         // A rename takes the link down on the way: it ends as it was before the first ADD.
         let applied = Settings {
             up: original.up,
             ..wanted.clone()
         };
-        applied.apply(&netns, &mut netlink, &link, &attachment.ifname)?;
+        applied.apply(&netns, &mut netlink, &link, &attachment.id.ifname)?;
         undo.commit();
         for interface in result
             .interfaces
             .iter_mut()
-            .filter(|i| i.name == attachment.ifname && !i.sandbox.is_empty())
+            .filter(|i| i.name == attachment.id.ifname && !i.sandbox.is_empty())
         {
             if let Some(mac) = &wanted.mac {
                 interface.mac.clone_from(mac);
@@ -189,7 +181,7 @@ impl Plugin for Tuning {
     /// only the record to forget.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let records = records(request)?;
-        let key = state_key(request, attachment);
+        let key = &attachment.id;
         let Some(record) = records.load::<Record>(key)? else {
             return Ok(());
         };
@@ -200,13 +192,14 @@ impl Plugin for Tuning {
                 Err(e) => return Err(e.into()),
                 Ok(netns) => {
                     let mut netlink = Netlink::open_in(&netns)?;
-                    if let Some(link) = tuned_link(&mut netlink, Some(&record), &attachment.ifname)?
+                    if let Some(link) =
+                        tuned_link(&mut netlink, Some(&record), &attachment.id.ifname)?
                     {
                         restored = record.original.restore(
                             &netns,
                             &mut netlink,
                             &link,
-                            &attachment.ifname,
+                            &attachment.id.ifname,
                         );
                     }
                 }
@@ -229,17 +222,17 @@ impl Plugin for Tuning {
         let name = wanted
             .name
             .clone()
-            .unwrap_or_else(|| attachment.ifname.clone());
+            .unwrap_or_else(|| attachment.id.ifname.clone());
         let link = Netlink::open_in(&netns)?.link(&name)?;
-        let differences = wanted.differences(&netns, &link, &attachment.ifname)?;
+        let differences = wanted.differences(&netns, &link, &attachment.id.ifname)?;
         if !differences.is_empty() {
-            return Err(Error::Check(differences.join("; ")));
+            return Err(Failure::Check(differences.join("; ")).into());
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
-        records(request)?.gc(&request.conf.name, valid)
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
+        Ok(records(request)?.gc(valid)?)
     }
 
     /// Needs no daemon and allocates nothing.
@@ -248,9 +241,9 @@ impl Plugin for Tuning {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
     skel::run(&Tuning)

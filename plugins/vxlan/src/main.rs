@@ -11,14 +11,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-use netlib::bridge::BridgePlugin;
-use netlib::cni::{AttachmentKey, CniResult};
-use netlib::firewall::Backend;
-use netlib::overlay::{NodeFile, DEFAULT_NODE_FILE};
-use netlib::skel::{self, Attachment, Plugin, Request};
-use netlib::state::{Key, Store};
-use netlib::undo::Undo;
-use netlib::{attachment, Error, Result};
+use bridge::BridgePlugin;
+use cni::skel::{self, Attachment, Plugin, Request};
+use cni::undo::Undo;
+use cni::{AttachmentId, CniResult, Error, Failure, Result, ValidAttachments};
+use firewall::Backend;
+use netlib::attachment;
+use netlib::state::Store;
+use overlay::{NodeFile, DEFAULT_NODE_FILE};
 
 const DEFAULT_STATE_DIR: &str = "/var/lib/cni/ferrocni-vxlan";
 
@@ -56,7 +56,7 @@ impl Vxlan {
         } else {
             None
         };
-        let records = Store::new(netlib::state::data_dir(
+        let records = Store::new(cni::config::data_dir(
             "stateDir",
             conf.state_dir.clone(),
             DEFAULT_STATE_DIR,
@@ -123,7 +123,7 @@ impl Vxlan {
 
     /// The recorded config, or (no record: ADD never finished, or the state was lost) the one
     /// the node file gives now, or none at all.
-    fn recorded_config(&self, request: &Request, key: Key) -> Result<Option<Value>> {
+    fn recorded_config(&self, request: &Request, key: &AttachmentId) -> Result<Option<Value>> {
         if let Some(config) = self.records.load::<Value>(key)? {
             return Ok(Some(config));
         }
@@ -146,14 +146,6 @@ impl Vxlan {
     }
 }
 
-fn key<'a>(request: &'a Request, attachment: &'a Attachment) -> Key<'a> {
-    Key {
-        network: &request.conf.name,
-        container_id: &attachment.container_id,
-        ifname: &attachment.ifname,
-    }
-}
-
 fn cluster_of(config: &Value) -> Option<IpNetwork> {
     config
         .get("clusterNetwork")
@@ -171,7 +163,7 @@ impl Plugin for VxlanPlugin {
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {
         let vxlan = Vxlan::load(request)?;
         let node = vxlan.node_file()?.ok_or_else(|| {
-            Error::NotReadyYet(format!(
+            Failure::NotReadyYet(format!(
                 "the overlay agent has not leased a subnet for this node yet ({} is missing)",
                 vxlan.node_file_path().display()
             ))
@@ -179,9 +171,9 @@ impl Plugin for VxlanPlugin {
         let config = vxlan.bridge_config(request, &node);
         let inner = vxlan.bridge_request(request, config.clone())?;
         let mut undo = Undo::new();
-        vxlan.records.save(key(request, attachment), &config)?;
+        vxlan.records.save(&attachment.id, &config)?;
         undo.push("the attachment record", || {
-            vxlan.records.remove(key(request, attachment))
+            Ok(vxlan.records.remove(&attachment.id)?)
         });
         let result = BridgePlugin.add(&inner, attachment)?;
         undo.push("the bridge attachment", || {
@@ -189,7 +181,7 @@ impl Plugin for VxlanPlugin {
         });
         if let Some(firewall) = vxlan.masquerade {
             let exempt = Vxlan::masquerade_view(&result, Some(node.network.into()));
-            attachment::masquerade(request, attachment, firewall, &exempt, &mut undo)?;
+            attachment::masquerade(attachment, firewall, &exempt, &mut undo)?;
         }
         undo.commit();
         Ok(result)
@@ -197,7 +189,7 @@ impl Plugin for VxlanPlugin {
 
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let vxlan = Vxlan::load(request)?;
-        let key = key(request, attachment);
+        let key = &attachment.id;
         let mut failures = Vec::new();
         if let Some(config) = vxlan.recorded_config(request, key)? {
             let inner = vxlan.bridge_request(request, config)?;
@@ -207,7 +199,7 @@ impl Plugin for VxlanPlugin {
             failures.extend(attachment::teardown(request, attachment, None).err());
         }
         if let Some(firewall) = vxlan.masquerade {
-            let owner = attachment::owner(request, attachment);
+            let owner = &attachment.id;
             failures.extend(firewall.del_masquerade(owner, &[]).err().map(Error::from));
         }
         if failures.is_empty() {
@@ -220,8 +212,8 @@ impl Plugin for VxlanPlugin {
         let vxlan = Vxlan::load(request)?;
         let config = vxlan
             .records
-            .load::<Value>(key(request, attachment))?
-            .ok_or_else(|| Error::Check("no record of this attachment".to_string()))?;
+            .load::<Value>(&attachment.id)?
+            .ok_or_else(|| Failure::Check("no record of this attachment".to_string()))?;
         let cluster = cluster_of(&config);
         let inner = vxlan.bridge_request(request, config)?;
         BridgePlugin.check(&inner, attachment)?;
@@ -229,12 +221,12 @@ impl Plugin for VxlanPlugin {
             let previous = request.prev_result()?.unwrap_or_default();
             let view = Vxlan::masquerade_view(&previous, cluster);
             let addresses: Vec<IpNetwork> = view.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(request, attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, firewall, &addresses)?;
         }
         Ok(())
     }
 
-    fn gc(&self, request: &Request, valid: &[AttachmentKey]) -> Result<()> {
+    fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let vxlan = Vxlan::load(request)?;
         let mut failures = Vec::new();
         if let Some(node) = vxlan.node_file()? {
@@ -242,17 +234,17 @@ impl Plugin for VxlanPlugin {
             failures.extend(BridgePlugin.gc(&inner, valid).err());
         }
         if let Some(firewall) = vxlan.masquerade {
-            let collected = firewall.gc_masquerade(&request.conf.name, valid);
+            let collected = firewall.gc_masquerade(valid);
             failures.extend(collected.err().map(Error::from));
         }
-        failures.extend(vxlan.records.gc(&request.conf.name, valid).err());
+        failures.extend(vxlan.records.gc(valid).err().map(Error::from));
         failures.into_iter().next().map_or(Ok(()), Err)
     }
 
     fn status(&self, request: &Request) -> Result<()> {
         let vxlan = Vxlan::load(request)?;
         let node = vxlan.node_file()?.ok_or_else(|| {
-            Error::Unavailable(format!(
+            Failure::Unavailable(format!(
                 "the overlay agent has not leased a subnet for this node ({} is missing)",
                 vxlan.node_file_path().display()
             ))
@@ -262,10 +254,10 @@ impl Plugin for VxlanPlugin {
     }
 }
 
-/// A process that lives milliseconds never needs to free (see `netlib::arena`).
+/// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]
-static ALLOCATOR: netlib::arena::ShortLived = netlib::arena::ShortLived;
+static ALLOCATOR: kernel::arena::ShortLived = kernel::arena::ShortLived;
 
 fn main() {
-    skel::run(&VxlanPlugin)
+    skel::run_with(&VxlanPlugin, &[ipam::HOST_LOCAL, ipam::STATIC])
 }

@@ -5,8 +5,8 @@
 //!   ferrocni-bench --ours DIR --reference DIR --out docs [--quick]
 //!   ferrocni-bench --only bridge,podman [--quick]   (prints those ADD/DEL rows, writes nothing)
 
-use netlib::netlink::Netlink;
-use netlib::netns::Netns;
+use kernel::netlink::Netlink;
+use kernel::netns::Netns;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -289,13 +289,13 @@ impl Bench {
             // New links take `default`; `all` covers lo, which exists already.
             let disabled = netns.run(|| {
                 for scope in ["all", "default"] {
-                    netlib::sysctl::set(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1")
+                    kernel::sysctl::set(&format!("net.ipv6.conf.{scope}.disable_ipv6"), "1")
                         .expect("disable IPv6 in the container");
                 }
             });
             disabled.expect("enter the container");
         }
-        let path = format!("{}/{name}", netlib::netns::NETNS_DIR);
+        let path = format!("{}/{name}", kernel::netns::NETNS_DIR);
         (name, path)
     }
 
@@ -714,7 +714,7 @@ fn main() {
     };
     // Plugins run from this thread inside the sandbox (see run_plugin).
     let sandbox =
-        Netns::open(format!("{}/{}", netlib::netns::NETNS_DIR, bench.host_name)).expect("host");
+        Netns::open(format!("{}/{}", kernel::netns::NETNS_DIR, bench.host_name)).expect("host");
     // The macvlan master: one end of a veth pair inside the sandbox host.
     {
         let mut netlink = Netlink::open_in(&bench.host).expect("netlink");

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use netlib::files::{self, PRIVATE_DIR, PRIVATE_FILE};
+use kernel::files::{self, PRIVATE_DIR, PRIVATE_FILE};
 
 /// The socket systemd passed (socket activation, as the reference supports): descriptor 3,
 /// when `LISTEN_PID` names this process and `LISTEN_FDS` says one was passed.

@@ -11,24 +11,21 @@ mod settings;
 
 pub use settings::DEFAULT_SOCKET;
 
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use netlib::cni::{CniError, CniResult, ErrorCode};
-use netlib::error::causes;
-use netlib::ipam::dhcp::{Client, ClientOptions, DhcpError, Lease, Next, Patience};
-use netlib::netlink::{Link, Netlink};
-use netlib::netns::{Netns, NetnsError};
-use netlib::state::{self, Store};
+use crate::dhcp4::{Client, ClientOptions, DhcpError, Patience};
+use cni::error::causes;
+use cni::{AttachmentId, CniError, CniResult, Coded, ErrorCode};
+use kernel::netns::Netns;
+use netlib::state::Store;
 
-use crate::protocol::{LeaseKey, Reply, Request};
+use crate::protocol::{self, Reply, Request};
 use settings::Settings;
 
 /// Logs a line to stderr. eprintln! panics when stderr is gone (a journald restart closes
@@ -40,6 +37,12 @@ macro_rules! log {
     }};
 }
 
+// After `log!`, which they use.
+mod held;
+mod keeper;
+
+use held::{container_gone, prepare_link, Held, Record, Stop};
+
 /// A plugin that connects and says nothing is not waited for longer than this.
 const REQUEST_READ_LIMIT: Duration = Duration::from_secs(10);
 /// Requests are a few hundred bytes.
@@ -48,121 +51,6 @@ const REQUEST_SIZE_LIMIT: u64 = 64 * 1024;
 const FIRST_RESEND: Duration = Duration::from_millis(250);
 const FIRST_RENEWAL_RESEND: Duration = Duration::from_secs(1);
 
-/// What survives a restart of the daemon: enough to renew, release or report the lease.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Record {
-    /// As this daemon sees it (under `-hostprefix`).
-    netns: PathBuf,
-    mac: [u8; 6],
-    options: ClientOptions,
-    priority: Option<u32>,
-    lease: Lease,
-    /// When the request the server granted was sent, by the wall clock: instants do not
-    /// survive a restart.
-    granted_at: SystemTime,
-}
-
-/// The daemon opens the namespace a record names and brings the interface up there: the
-/// plugin sends it as an absolute path, so a record with any other names no namespace it sent.
-impl state::Record for Record {
-    fn check(&self) -> Result<(), String> {
-        if self.netns.is_relative() {
-            return Err(format!("netns {:?} is not an absolute path", self.netns));
-        }
-        Ok(())
-    }
-}
-
-impl Record {
-    /// The container's interface `ifname`, if it is still the one the lease is for (same
-    /// MAC in the same namespace path): a path or a name may have been reused since.
-    fn link(&self, ifname: &str) -> Result<(Netns, Netlink, Link), DhcpError> {
-        let netns = Netns::open(&self.netns)?;
-        let (netlink, link) = container_link(&netns, ifname)?;
-        if link.mac.map(|m| m.0) != Some(self.mac) {
-            return Err(DhcpError::Gone(ifname.to_string()));
-        }
-        Ok((netns, netlink, link))
-    }
-}
-
-/// Tells a lease's keeper to stop, and wakes it from its sleep.
-#[derive(Default)]
-struct Stop {
-    stopped: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl Stop {
-    fn stop(&self) {
-        *lock(&self.stopped) = true;
-        self.wake.notify_all();
-    }
-
-    fn is_stopped(&self) -> bool {
-        *lock(&self.stopped)
-    }
-
-    /// Sleeps until `when`; false when told to stop first.
-    fn sleep_until(&self, when: Instant) -> bool {
-        let mut stopped = lock(&self.stopped);
-        loop {
-            if *stopped {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= when {
-                return true;
-            }
-            stopped = match self.wake.wait_timeout(stopped, when - now) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-    }
-}
-
-/// A lease the daemon holds, and the thread that keeps it.
-struct Held {
-    key: LeaseKey,
-    record: Mutex<Record>,
-    stop: Stop,
-    keeper: Mutex<Option<JoinHandle<()>>>,
-    /// Expired, refused or gone: its keeper has ended, and whoever next holds its slot
-    /// drops it (the keeper cannot always take the slot itself).
-    lost: AtomicBool,
-}
-
-impl Held {
-    fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Acquire)
-    }
-
-    fn result(&self) -> CniResult {
-        let record = lock(&self.record);
-        record.lease.result(record.priority)
-    }
-
-    fn link(&self) -> Result<(Netns, Netlink, Link), DhcpError> {
-        lock(&self.record).link(&self.key.ifname)
-    }
-
-    fn client(&self) -> Result<Client, DhcpError> {
-        let (netns, _, _) = self.link()?;
-        let record = lock(&self.record).clone();
-        Client::open(&netns, &self.key.ifname, record.mac, record.options)
-    }
-
-    /// An address nobody leases any more must not stay in use: the interface goes down,
-    /// as the reference does it.
-    fn take_down(&self) -> Result<(), DhcpError> {
-        let (_, mut netlink, link) = self.link()?;
-        netlink
-            .set_link_up(link.index, false)
-            .map_err(|e| link_error(&self.key.ifname, e.to_string()))
-    }
-}
-
 /// One slot per lease key: held while a lease is acquired or given back, so two requests
 /// for the same interface never run two exchanges.
 type Slot = Arc<Mutex<Option<Arc<Held>>>>;
@@ -170,7 +58,7 @@ type Slot = Arc<Mutex<Option<Arc<Held>>>>;
 struct Daemon {
     settings: Settings,
     store: Store,
-    leases: Mutex<HashMap<LeaseKey, Slot>>,
+    leases: Mutex<HashMap<AttachmentId, Slot>>,
 }
 
 /// A poisoned lock only means another request panicked; the data itself stays sound.
@@ -186,17 +74,8 @@ fn failure(code: ErrorCode, msg: String) -> Reply {
         details: String::new(),
     })
 }
-
-fn state_key(key: &LeaseKey) -> state::Key<'_> {
-    state::Key {
-        network: &key.network,
-        container_id: &key.container_id,
-        ifname: &key.ifname,
-    }
-}
-
 impl Daemon {
-    fn slot(&self, key: &LeaseKey) -> Slot {
+    fn slot(&self, key: &AttachmentId) -> Slot {
         lock(&self.leases).entry(key.clone()).or_default().clone()
     }
 
@@ -210,7 +89,7 @@ impl Daemon {
                 priority,
             } => {
                 let options = ClientOptions {
-                    client_id: lease.client_id(),
+                    client_id: protocol::client_id(&lease),
                     request,
                     provide,
                 };
@@ -220,7 +99,7 @@ impl Daemon {
                     Ok(result) => Reply::Done {
                         result: Some(result),
                     },
-                    Err(e) => failure(code_of(&e), causes(&e)),
+                    Err(e) => failure(e.code(), causes(&e)),
                 }
             }
             Request::Release { lease } => {
@@ -241,15 +120,10 @@ impl Daemon {
                     ),
                 }
             }
-            Request::Gc { network, keep } => {
-                let stale: Vec<LeaseKey> = lock(&self.leases)
+            Request::Gc { valid } => {
+                let stale: Vec<AttachmentId> = lock(&self.leases)
                     .keys()
-                    .filter(|k| {
-                        k.network == network
-                            && !keep
-                                .iter()
-                                .any(|v| v.container_id == k.container_id && v.ifname == k.ifname)
-                    })
+                    .filter(|k| k.network == valid.network() && !valid.contains(k))
                     .cloned()
                     .collect();
                 for key in stale {
@@ -266,7 +140,7 @@ impl Daemon {
     /// first.
     fn allocate(
         self: &Arc<Self>,
-        key: &LeaseKey,
+        key: &AttachmentId,
         netns_path: &Path,
         options: ClientOptions,
         priority: Option<u32>,
@@ -320,7 +194,7 @@ impl Daemon {
     fn start(
         self: &Arc<Self>,
         slot: &mut Option<Arc<Held>>,
-        key: LeaseKey,
+        key: AttachmentId,
         record: Record,
         granted: Instant,
     ) -> Arc<Held> {
@@ -340,7 +214,7 @@ impl Daemon {
         held
     }
 
-    fn release(&self, key: &LeaseKey) {
+    fn release(&self, key: &AttachmentId) {
         let Some(slot) = lock(&self.leases).get(key).cloned() else {
             return;
         };
@@ -379,116 +253,10 @@ impl Daemon {
         self.unpersist(&held.key);
     }
 
-    /// Renews `held` at T1 (unicast to its server), rebinds at T2 (broadcast to any), and
-    /// takes the interface down when the lease expires or the server refuses it. Stops when
-    /// told to, or when the container is gone.
-    fn keep(&self, held: &Held, mut granted: Instant) {
-        let mut failed = None;
-        loop {
-            let lease = lock(&held.record).lease.clone();
-            let now = Instant::now();
-            match lease.next(granted, now, failed) {
-                Next::Wait(until) => {
-                    if !held.stop.sleep_until(until) {
-                        return;
-                    }
-                }
-                Next::Expired => return self.lose(held, "expired"),
-                Next::Extend { rebinding, until } => {
-                    let patience = Patience {
-                        total: self
-                            .settings
-                            .resend_timeout
-                            .min(until.saturating_duration_since(now)),
-                        first_resend: FIRST_RENEWAL_RESEND,
-                        max_resend: self.settings.resend_max,
-                    };
-                    let (asked, asked_at) = (Instant::now(), SystemTime::now());
-                    let cancelled = || held.stop.is_stopped();
-                    let extended = held
-                        .client()
-                        .and_then(|client| client.extend(&lease, rebinding, patience, &cancelled));
-                    match extended {
-                        Ok(renewed) => {
-                            log!(
-                                "renewed {} of {} for {} s",
-                                renewed.address,
-                                key_text(&held.key),
-                                renewed.lease_time.as_secs()
-                            );
-                            {
-                                let mut record = lock(&held.record);
-                                record.lease = renewed;
-                                record.granted_at = asked_at;
-                            }
-                            (granted, failed) = (asked, None);
-                            self.persist(held);
-                        }
-                        Err(DhcpError::Cancelled) => return,
-                        Err(DhcpError::Refused { .. }) => {
-                            return self.lose(held, "was refused by its server (NAK)")
-                        }
-                        Err(e) if container_gone(&e) => {
-                            log!("{} is gone; forgetting its lease", key_text(&held.key));
-                            return self.forget(held);
-                        }
-                        Err(e) => {
-                            log!(
-                                "{} {} of {} failed: {}",
-                                if rebinding { "rebinding" } else { "renewing" },
-                                lease.address,
-                                key_text(&held.key),
-                                causes(&e)
-                            );
-                            failed = Some(asked);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The lease is lost: the interface goes down and the lease is forgotten.
-    fn lose(&self, held: &Held, how: &str) {
-        let address = lock(&held.record).lease.address;
-        let down = match held.take_down() {
-            Ok(()) => "taking the interface down".to_string(),
-            Err(e) => format!("could not take the interface down: {}", causes(&e)),
-        };
-        log!("lease {address} of {} {how}; {down}", key_text(&held.key));
-        self.forget(held);
-    }
-
-    /// Marks `held` lost and drops it unless a newer lease took its place. A slot in use is
-    /// left to whoever uses it (an ADD, DEL or GC of the same key drops a lost lease):
-    /// waiting for it here could wait for ever, since that user may be waiting for this
-    /// keeper to end.
-    fn forget(&self, held: &Held) {
-        held.lost.store(true, Ordering::Release);
-        let Some(slot) = lock(&self.leases).get(&held.key).cloned() else {
-            return;
-        };
-        let mut current = match slot.try_lock() {
-            Ok(current) => current,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
-        };
-        if current
-            .as_ref()
-            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), held))
-        {
-            *current = None;
-            self.unpersist(&held.key);
-            drop(current);
-            drop(slot);
-            self.drop_if_unused(&held.key);
-        }
-    }
-
     /// Drops the slot of `key` if it holds no lease and no request uses it, so a daemon
     /// that runs for months keeps nothing of failed or released leases. Slots are cloned
     /// only under the map's lock, so under it a count of one means nobody else has it.
-    fn drop_if_unused(&self, key: &LeaseKey) {
+    fn drop_if_unused(&self, key: &AttachmentId) {
         let mut leases = lock(&self.leases);
         let unused = |slot: &Slot| Arc::strong_count(slot) == 1 && lock(slot).is_none();
         if leases.get(key).is_some_and(unused) {
@@ -498,7 +266,7 @@ impl Daemon {
 
     fn persist(&self, held: &Held) {
         let record = lock(&held.record).clone();
-        if let Err(e) = self.store.save(state_key(&held.key), &record) {
+        if let Err(e) = self.store.save(&held.key, &record) {
             log!(
                 "cannot record the lease of {} (a restart will forget it): {}",
                 key_text(&held.key),
@@ -507,22 +275,17 @@ impl Daemon {
         }
     }
 
-    fn unpersist(&self, key: &LeaseKey) {
-        if let Err(e) = self.store.remove(state_key(key)) {
+    fn unpersist(&self, key: &AttachmentId) {
+        if let Err(e) = self.store.remove(key) {
             log!("{}", causes(&e));
         }
     }
 
     /// Takes up the leases a previous daemon recorded whose interfaces are still there.
     fn restore(self: &Arc<Self>) {
-        for (network, container_id, ifname) in self.store.keys() {
-            let key = LeaseKey {
-                container_id,
-                network,
-                ifname,
-            };
+        for key in self.store.ids() {
             // An unreadable or refused record is set aside (`.rejected`) by the store.
-            let record = match self.store.load::<Record>(state_key(&key)) {
+            let record = match self.store.load::<Record>(&key) {
                 Ok(Some(record)) => record,
                 Ok(None) => continue,
                 Err(e) => {
@@ -567,60 +330,7 @@ impl Daemon {
     }
 }
 
-/// The interface `ifname` in `netns`, with a netlink socket there.
-fn container_link(netns: &Netns, ifname: &str) -> Result<(Netlink, Link), DhcpError> {
-    let mut netlink = Netlink::open_in(netns).map_err(|e| link_error(ifname, e.to_string()))?;
-    let link = netlink
-        .link_by_name(ifname)
-        .map_err(|e| link_error(ifname, e.to_string()))?
-        .ok_or_else(|| DhcpError::Gone(ifname.to_string()))?;
-    Ok((netlink, link))
-}
-
-fn link_error(ifname: &str, reason: String) -> DhcpError {
-    DhcpError::Link {
-        ifname: ifname.to_string(),
-        reason,
-    }
-}
-
-/// The interface must be up to send, as the reference's daemon ensures; returns its MAC.
-fn prepare_link(netns: &Netns, ifname: &str) -> Result<[u8; 6], DhcpError> {
-    let (mut netlink, link) = container_link(netns, ifname)?;
-    let mac = link
-        .mac
-        .ok_or_else(|| link_error(ifname, "the interface has no MAC address".to_string()))?;
-    if !link.up {
-        netlink
-            .set_link_up(link.index, true)
-            .map_err(|e| link_error(ifname, e.to_string()))?;
-    }
-    // A bridge forwards from a new port only once linkwatch has seen its carrier; asking
-    // before that loses the first DISCOVER. Resends cover it if this runs out.
-    let _ = netlink.wait_oper_up(link.index, Duration::from_secs(1));
-    Ok(mac.0)
-}
-
-fn container_gone(error: &DhcpError) -> bool {
-    match error {
-        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns { .. }) => true,
-        DhcpError::Gone(_) => true,
-        DhcpError::Socket { source, .. } => source.raw_os_error() == Some(libc::ENODEV),
-        _ => false,
-    }
-}
-
-fn code_of(error: &DhcpError) -> ErrorCode {
-    match error {
-        DhcpError::Netns(NetnsError::NotFound(_) | NetnsError::NotANetns { .. }) => {
-            ErrorCode::InvalidNetns
-        }
-        DhcpError::Timeout { .. } => ErrorCode::TryAgainLater,
-        _ => ErrorCode::Internal,
-    }
-}
-
-fn key_text(key: &LeaseKey) -> String {
+fn key_text(key: &AttachmentId) -> String {
     format!(
         "{} of container {} on network {}",
         key.ifname, key.container_id, key.network
@@ -684,7 +394,7 @@ pub fn main(args: &[String]) -> i32 {
         .and_then(|listener| {
             if let Some(pidfile) = &settings.pidfile {
                 // Readable by all, as the reference writes it; never writable by others.
-                netlib::files::replace(
+                kernel::files::replace(
                     pidfile,
                     format!("{}\n", std::process::id()).as_bytes(),
                     0o644,
