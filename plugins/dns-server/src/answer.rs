@@ -156,15 +156,30 @@ pub fn server_failure(packet: &[u8]) -> Option<Vec<u8>> {
     response.to_vec().ok()
 }
 
-/// The response's bytes, truncated (TC set, records dropped) when they pass `limit`.
-fn encode(response: Message, limit: usize) -> Outcome {
-    match response.to_vec() {
-        Ok(bytes) if bytes.len() <= limit => Outcome::Reply(bytes),
-        Ok(_) => response
-            .truncate()
-            .to_vec()
-            .map_or(Outcome::Drop, Outcome::Reply),
-        Err(_) => Outcome::Drop,
+/// The response's bytes; when they pass `limit`, as many of its records as fit, with TC
+/// set: a client that does not retry over TCP still gets some of a crowded name's
+/// addresses.
+fn encode(mut response: Message, limit: usize) -> Outcome {
+    let Ok(bytes) = response.to_vec() else {
+        return Outcome::Drop;
+    };
+    if bytes.len() <= limit {
+        return Outcome::Reply(bytes);
+    }
+    response.set_truncated(true);
+    // Records compress to much the same size: start from the share that fits.
+    let mut answers = response.take_answers();
+    answers.truncate(answers.len() * limit / bytes.len());
+    loop {
+        let mut attempt = response.clone();
+        attempt.add_answers(answers.iter().cloned());
+        match attempt.to_vec() {
+            Ok(bytes) if bytes.len() <= limit => return Outcome::Reply(bytes),
+            Ok(_) if !answers.is_empty() => {
+                answers.pop();
+            }
+            _ => return Outcome::Drop,
+        }
     }
 }
 
@@ -335,8 +350,18 @@ mod tests {
             addresses: (1..=100u8).map(|i| IpAddr::from([10, 88, 1, i])).collect(),
         };
         let table = Table::build("", [&many]);
-        let udp = reply(answer(&table, &query("many.", RecordType::A), false, 0));
-        assert!(udp.truncated() && udp.answers().is_empty());
+        let udp = answer(&table, &query("many.", RecordType::A), false, 0);
+        let Outcome::Reply(bytes) = &udp else {
+            panic!("no reply: {udp:?}");
+        };
+        assert!(bytes.len() <= UDP_PLAIN);
+        let udp = reply(udp);
+        assert!(udp.truncated());
+        assert!(
+            (20..100).contains(&udp.answers().len()),
+            "as many as fit: {}",
+            udp.answers().len()
+        );
         let tcp = reply(answer(&table, &query("many.", RecordType::A), true, 0));
         assert_eq!(tcp.answers().len(), 100);
         assert!(!tcp.truncated());
