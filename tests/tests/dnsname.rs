@@ -2,7 +2,7 @@
 //! plugin resolve each other by name and alias through the server the first ADD starts,
 //! other names through an upstream resolver run in the sandbox, and a DEL'd name no more.
 
-use ferrocni_tests::dns::{lookup, DnsRuntime, ResolvConf, SERVER};
+use ferrocni_tests::dns::{lookup, query, DnsRuntime, ResolvConf, SERVER};
 use ferrocni_tests::lab::wait_for;
 use ferrocni_tests::{
     address, our_bin_dir, require_root, require_tools, Call, Impl, NetnsGuard, Outcome, Sandbox,
@@ -232,26 +232,12 @@ fn other_names_are_forwarded_to_the_upstream_resolver() {
 /// The response code of an A query for `name` to the gateway from `ns`, and how long the
 /// answer took; `None` when none came within 8 s.
 fn raw_query(ns: &NetnsGuard, name: &str) -> Option<(u8, Duration)> {
-    let mut query = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        query.push(u8::try_from(label.len()).expect("a short label"));
-        query.extend_from_slice(label.as_bytes());
-    }
-    query.extend_from_slice(&[0, 0, 1, 0, 1]);
     let netns = kernel::netns::Netns::open(ns.path()).expect("the namespace");
+    let gateway = GATEWAY.parse().expect("an address");
     netns
-        .run(|| {
-            let socket = UdpSocket::bind("0.0.0.0:0").expect("a socket");
-            socket
-                .set_read_timeout(Some(Duration::from_secs(8)))
-                .expect("a timeout");
-            let started = std::time::Instant::now();
-            socket.send_to(&query, (GATEWAY, 53)).expect("sent");
-            let mut answer = [0u8; 512];
-            let (len, _) = socket.recv_from(&mut answer).ok()?;
-            (len >= 4 && answer[..2] == query[..2]).then(|| (answer[3] & 0x0f, started.elapsed()))
-        })
+        .run(|| query(gateway, name, Duration::from_secs(8)))
         .expect("in the namespace")
+        .map(|(rcode, _, took)| (rcode, took))
 }
 
 #[test]

@@ -77,12 +77,20 @@ impl Names {
         Ok(())
     }
 
-    fn sync(&mut self, id: &AttachmentId) -> Result<(), String> {
+    /// One registration read again, and the table changed by what changed in it.
+    fn sync(&mut self, id: &AttachmentId, shared: &Shared) -> Result<(), String> {
         let found: Option<Registration> = self.dir.registrations().load(id).map_err(describe)?;
-        match found {
+        let before = match found {
             Some(registration) => self.local.insert(id.to_string(), registration.entry),
             None => self.local.remove(&id.to_string()),
         };
+        let mut table = shared.table_mut();
+        if let Some(before) = &before {
+            table.remove(before);
+        }
+        if let Some(now) = self.local.get(&id.to_string()) {
+            table.insert(now);
+        }
         Ok(())
     }
 
@@ -108,28 +116,40 @@ impl Names {
     }
 
     fn handle(&mut self, request: &Request, shared: &Arc<Shared>) -> Reply {
-        let changed = match request {
-            Request::Sync(id) => self.sync(id),
-            Request::Reload => self.read_all(),
+        let done = match request {
+            Request::Sync(id) => self.sync(id, shared).and_then(|()| self.configure(shared)),
+            Request::Reload => self.read_all().and_then(|()| {
+                self.configure(shared)?;
+                *shared.table_mut() = self.table();
+                Ok(())
+            }),
             Request::Lookup(name) => {
                 return match shared.table().lookup(name) {
-                    Lookup::Found(addresses) => Reply::Addresses(addresses.to_vec()),
+                    Lookup::Found(addresses) => Reply::Addresses(addresses),
                     _ => Reply::Addresses(Vec::new()),
                 }
             }
             Request::Ping => return self.serving(),
         };
-        let done = changed
-            .and_then(|()| read_config(&self.dir))
-            .and_then(|config| {
-                self.config = config;
-                self.listen(shared)
-            });
-        shared.publish(self.table());
         match done {
             Ok(()) => self.serving(),
             Err(reason) => Reply::Failed(reason),
         }
+    }
+
+    /// The config read again: new addresses served, and the table rebuilt if the domain
+    /// changed.
+    fn configure(&mut self, shared: &Arc<Shared>) -> Result<(), String> {
+        let config = read_config(&self.dir)?;
+        if config == self.config {
+            return Ok(());
+        }
+        let domain_changed = config.domain != self.config.domain;
+        self.config = config;
+        if domain_changed {
+            *shared.table_mut() = self.table();
+        }
+        self.listen(shared)
     }
 
     fn serving(&self) -> Reply {

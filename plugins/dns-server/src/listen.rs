@@ -159,7 +159,8 @@ fn serve_udp(socket: &Arc<UdpSocket>, shared: &Shared) {
             }
         };
         let packet = &buffer[..len];
-        let reply = match answer::answer(&shared.table(), packet, false, shared.turn()) {
+        let outcome = answer::answer(&shared.table(), packet, false, shared.turn());
+        let reply = match outcome {
             Outcome::Reply(reply) => Some(reply),
             Outcome::Forward => shared.forwarder.forward_udp(packet, client, socket),
             Outcome::Drop => None,
@@ -215,7 +216,8 @@ fn serve_connection(mut stream: TcpStream, shared: &Shared) {
         if stream.read_exact(&mut packet).is_err() {
             return;
         }
-        let reply = match answer::answer(&shared.table(), &packet, true, shared.turn()) {
+        let outcome = answer::answer(&shared.table(), &packet, true, shared.turn());
+        let reply = match outcome {
             Outcome::Reply(reply) => Some(reply),
             Outcome::Forward => shared.forwarder.forward_tcp(&packet),
             Outcome::Drop => None,

@@ -27,7 +27,7 @@ use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use kernel::files::{self, PRIVATE_DIR, PRIVATE_FILE};
 use names::NetworkDir;
@@ -36,22 +36,22 @@ use control::Names;
 use forward::Forwarder;
 use table::Table;
 
-/// What the serving threads share: the table they answer from (replaced whole on each
-/// change), the turn that rotates answers, the forwarder.
+/// What the serving threads share: the table they answer from (read under a lock held for
+/// one lookup; changed in place, or replaced whole), the turn that rotates answers, the
+/// forwarder.
 pub struct Shared {
-    table: RwLock<Arc<Table>>,
+    table: RwLock<Table>,
     turn: AtomicUsize,
     forwarder: Forwarder,
 }
 
 impl Shared {
-    fn table(&self) -> Arc<Table> {
-        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(&table)
+    fn table(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn publish(&self, table: Table) {
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    fn table_mut(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn turn(&self) -> usize {
@@ -129,7 +129,7 @@ fn run(args: &Args) -> Result<(), String> {
     let forwarder = Forwarder::new(config.upstreams.clone(), config.listen.clone())
         .map_err(|e| format!("cannot make the forwarding sockets: {e}"))?;
     let shared = Arc::new(Shared {
-        table: RwLock::new(Arc::new(names.table())),
+        table: RwLock::new(names.table()),
         turn: AtomicUsize::new(0),
         forwarder,
     });

@@ -1,5 +1,5 @@
-//! The names the server answers for, built whole from the registrations whenever they
-//! change (queries read a snapshot: nothing is locked while answering).
+//! The names the server answers for, from the registrations: built whole when everything
+//! is read again, changed in place when one registration is.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -8,25 +8,28 @@ use names::Entry;
 
 /// What a name is to this server.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Lookup<'a> {
+pub enum Lookup {
     /// One of the network's names, with its addresses (possibly none of a family).
-    Found(&'a [IpAddr]),
+    Found(Vec<IpAddr>),
     /// Under the network's domain but no container's: no such name, authoritatively.
     NoSuchName,
     /// Someone else's: forwarded.
     NotOurs,
 }
 
+/// The names, changed in place one registration at a time (an ADD costs the same with 10
+/// names on the network as with 1,000) and read under a lock held for one lookup.
 #[derive(Debug, Default)]
 pub struct Table {
     /// The domain (lower case, no final dot), empty for none.
     domain: String,
-    /// Every name (lower case, no final dot), bare and under the domain, to its addresses
-    /// in the order the entries came (local first), without repeats.
+    /// Every name (lower case, no final dot), bare and under the domain, to the addresses of
+    /// every entry that has it, in the order the entries came (an address two entries
+    /// share is there twice, and each entry's removal takes one).
     forward: HashMap<String, Vec<IpAddr>>,
-    /// An address to the one name a PTR answers with: its container's name under the
-    /// domain (the first entry that has the address wins).
-    reverse: HashMap<IpAddr, String>,
+    /// An address to the names a PTR may answer with, its entries' names under the domain;
+    /// the first one is answered.
+    reverse: HashMap<IpAddr, Vec<String>>,
 }
 
 impl Table {
@@ -36,28 +39,54 @@ impl Table {
             ..Table::default()
         };
         for entry in entries {
-            let mut primary = None;
-            for name in entry.names().filter(|n| !n.is_empty()) {
-                for key in table.forms(name) {
-                    let addresses = table.forward.entry(key).or_default();
-                    for address in &entry.addresses {
-                        if !addresses.contains(address) {
-                            addresses.push(*address);
-                        }
-                    }
-                }
-                primary.get_or_insert_with(|| table.qualified(name));
+            table.insert(entry);
+        }
+        table
+    }
+
+    pub fn insert(&mut self, entry: &Entry) {
+        for name in entry.names().filter(|n| !n.is_empty()) {
+            for key in self.forms(name) {
+                self.forward
+                    .entry(key)
+                    .or_default()
+                    .extend_from_slice(&entry.addresses);
             }
-            if let Some(primary) = primary {
-                for address in &entry.addresses {
-                    table
-                        .reverse
-                        .entry(*address)
-                        .or_insert_with(|| primary.clone());
+        }
+        if let Some(primary) = self.primary(entry) {
+            for address in &entry.addresses {
+                self.reverse
+                    .entry(*address)
+                    .or_default()
+                    .push(primary.clone());
+            }
+        }
+    }
+
+    /// Takes back what [`Table::insert`] of the same entry added.
+    pub fn remove(&mut self, entry: &Entry) {
+        for name in entry.names().filter(|n| !n.is_empty()) {
+            for key in self.forms(name) {
+                if let Some(addresses) = self.forward.get_mut(&key) {
+                    for address in &entry.addresses {
+                        take_one(addresses, address);
+                    }
+                    if addresses.is_empty() {
+                        self.forward.remove(&key);
+                    }
                 }
             }
         }
-        table
+        if let Some(primary) = self.primary(entry) {
+            for address in &entry.addresses {
+                if let Some(names) = self.reverse.get_mut(address) {
+                    take_one(names, &primary);
+                    if names.is_empty() {
+                        self.reverse.remove(address);
+                    }
+                }
+            }
+        }
     }
 
     /// `name`, and `name.domain` when there is a domain.
@@ -69,21 +98,30 @@ impl Table {
         forms
     }
 
-    fn qualified(&self, name: &str) -> String {
-        self.forms(name).pop().unwrap_or_default()
+    /// The name a PTR answers with for the entry's addresses: its name (or first alias)
+    /// under the domain.
+    fn primary(&self, entry: &Entry) -> Option<String> {
+        let name = entry.names().find(|n| !n.is_empty())?;
+        self.forms(name).pop()
     }
 
     /// What `name` (any case, with or without the final dot) is.
-    pub fn lookup(&self, name: &str) -> Lookup<'_> {
+    pub fn lookup(&self, name: &str) -> Lookup {
         let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
         if let Some(addresses) = self.forward.get(&name) {
-            return Lookup::Found(addresses);
+            let mut unique = Vec::with_capacity(addresses.len());
+            for address in addresses {
+                if !unique.contains(address) {
+                    unique.push(*address);
+                }
+            }
+            return Lookup::Found(unique);
         }
         if self.domain.is_empty() {
             return Lookup::NotOurs;
         }
         if name == self.domain {
-            return Lookup::Found(&[]);
+            return Lookup::Found(Vec::new());
         }
         match name.strip_suffix(&self.domain) {
             Some(head) if head.ends_with('.') => Lookup::NoSuchName,
@@ -93,7 +131,17 @@ impl Table {
 
     /// The name a PTR query for `address` is answered with.
     pub fn reverse(&self, address: IpAddr) -> Option<&str> {
-        self.reverse.get(&address).map(String::as_str)
+        self.reverse
+            .get(&address)
+            .and_then(|names| names.first())
+            .map(String::as_str)
+    }
+}
+
+/// Removes one `item` from `list`, keeping the order of the rest.
+fn take_one<T: PartialEq>(list: &mut Vec<T>, item: &T) {
+    if let Some(at) = list.iter().position(|x| x == item) {
+        list.remove(at);
     }
 }
 
@@ -119,10 +167,10 @@ mod tests {
         let table = Table::build("dns.podman", [&web]);
         let both = ips(&["10.88.0.2", "fd00::2"]);
         for name in ["web", "WEB.", "web.dns.podman", "Svc.DNS.podman.", "svc"] {
-            assert_eq!(table.lookup(name), Lookup::Found(&both), "{name}");
+            assert_eq!(table.lookup(name), Lookup::Found(both.clone()), "{name}");
         }
         assert_eq!(table.lookup("db.dns.podman"), Lookup::NoSuchName);
-        assert_eq!(table.lookup("dns.podman"), Lookup::Found(&[]));
+        assert_eq!(table.lookup("dns.podman"), Lookup::Found(Vec::new()));
         assert_eq!(table.lookup("db"), Lookup::NotOurs);
         assert_eq!(table.lookup("example.com"), Lookup::NotOurs);
         assert_eq!(table.lookup("xdns.podman"), Lookup::NotOurs);
@@ -136,7 +184,7 @@ mod tests {
         let table = Table::build("dns.podman", [&a, &b, &remote]);
         assert_eq!(
             table.lookup("svc"),
-            Lookup::Found(&ips(&["10.88.0.2", "10.88.0.3", "10.244.2.5"]))
+            Lookup::Found(ips(&["10.88.0.2", "10.88.0.3", "10.244.2.5"]))
         );
         let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
         assert_eq!(table.reverse(ip("10.88.0.3")), Some("b.dns.podman"));
@@ -145,10 +193,32 @@ mod tests {
     }
 
     #[test]
+    fn removing_an_entry_takes_back_exactly_what_it_added() {
+        let a = entry("a", &["svc"], &["10.88.0.2"]);
+        let b = entry("b", &["svc"], &["10.88.0.2", "10.88.0.3"]);
+        let mut table = Table::build("dns.podman", [&a, &b]);
+        table.remove(&a);
+        assert_eq!(table.lookup("a"), Lookup::NotOurs, "a bare name nobody has");
+        assert_eq!(
+            table.lookup("svc.dns.podman"),
+            Lookup::Found(ips(&["10.88.0.2", "10.88.0.3"])),
+            "b still has the shared address"
+        );
+        assert_eq!(
+            table.reverse("10.88.0.2".parse().expect("ip")),
+            Some("b.dns.podman")
+        );
+        table.remove(&b);
+        assert_eq!(table.lookup("svc.dns.podman"), Lookup::NoSuchName);
+        assert_eq!(table.reverse("10.88.0.3".parse().expect("ip")), None);
+        assert!(table.forward.is_empty() && table.reverse.is_empty());
+    }
+
+    #[test]
     fn without_a_domain_only_the_names_are_ours() {
         let unnamed = entry("", &["db"], &["10.0.0.7"]);
         let table = Table::build("", [&unnamed]);
-        assert_eq!(table.lookup("db"), Lookup::Found(&ips(&["10.0.0.7"])));
+        assert_eq!(table.lookup("db"), Lookup::Found(ips(&["10.0.0.7"])));
         assert_eq!(table.lookup("web"), Lookup::NotOurs);
         assert_eq!(
             table.reverse("10.0.0.7".parse().expect("ip")),

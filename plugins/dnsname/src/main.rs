@@ -71,14 +71,15 @@ impl Plugin for DnsName {
         let mut config = conf.server(listen.clone());
         // A running server keeps the addresses it listens on: a network given a new gateway
         // adds one, and none goes while containers may still use it.
-        if let Some(running) = conf.dir.config()? {
-            for address in running.listen {
-                if !config.listen.contains(&address) {
-                    config.listen.push(address);
-                }
+        let saved = conf.dir.config()?;
+        for address in saved.iter().flat_map(|s| &s.listen) {
+            if !config.listen.contains(address) {
+                config.listen.push(*address);
             }
         }
-        conf.dir.save_config(&config)?;
+        if saved.as_ref() != Some(&config) {
+            conf.dir.save_config(&config)?;
+        }
         let names = conf.dir.registrations();
         names.save(&attachment.id, &Registration::new(&attachment.id, entry))?;
         let sync = Control::Sync(attachment.id.clone());
