@@ -31,6 +31,8 @@ use crate::store::{bounded, Access, StoreError};
 
 /// How often the local registrations are looked at.
 const SCAN: Duration = Duration::from_millis(100);
+/// How old a directory's modification time must be to be trusted as unchanged since.
+const SETTLED: Duration = Duration::from_secs(1);
 /// Retry delays after a failed session.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -140,10 +142,17 @@ impl Local {
             let dir = NetworkDir::new(root, &network);
             let names = dir.path().join("names");
             let modified = std::fs::metadata(&names).and_then(|m| m.modified()).ok();
-            if self.seen.get(&network) == Some(&modified) {
+            if modified.is_some() && self.seen.get(&network) == Some(&modified) {
                 continue;
             }
-            self.seen.insert(network.clone(), modified);
+            // A directory's time moves in clock ticks: two changes within one tick (a file
+            // made, then renamed into place) leave the same time. Until its time is a
+            // second old, the directory is read again on every scan.
+            let settled = modified
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age >= SETTLED);
+            self.seen
+                .insert(network.clone(), if settled { modified } else { None });
             let store = dir.registrations();
             let registrations: Vec<Registration> = store
                 .ids()

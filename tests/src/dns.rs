@@ -13,7 +13,7 @@ use crate::{NetnsGuard, TempDir};
 /// The servers' binary.
 pub const SERVER: &str = "ferrocni-dns";
 
-/// A `runtimeDir` for the plugin's configs.
+/// A `runtimeDir` for the plugin's configs, in memory as `/run` is.
 pub struct DnsRuntime {
     pub dir: TempDir,
 }
@@ -21,7 +21,7 @@ pub struct DnsRuntime {
 impl Default for DnsRuntime {
     fn default() -> Self {
         DnsRuntime {
-            dir: TempDir::new("dns"),
+            dir: TempDir::in_memory("dns"),
         }
     }
 }
