@@ -16,6 +16,8 @@ pub const DNS_PORT: u16 = 53;
 /// The largest UDP query read (EDNS clients offer up to 4096; anything longer is cut and
 /// then fails to parse).
 const UDP_READ: usize = 4096;
+/// The most loops reading one UDP socket.
+const UDP_LOOPS: usize = 4;
 /// TCP connections served at once; more are closed at once.
 const TCP_CONNECTIONS: usize = 32;
 /// How long a TCP connection may stay, whatever it sends.
@@ -133,8 +135,14 @@ pub fn serve(address: IpAddr, shared: &Arc<Shared>) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     let tcp = TcpListener::from(tcp_fd);
-    let (for_udp, for_tcp) = (Arc::clone(shared), Arc::clone(shared));
-    spawn(&format!("udp {at}"), move || serve_udp(&udp, &for_udp))?;
+    // A loop per core on the one socket: the kernel hands each datagram to one waiting
+    // reader, so a burst is answered in parallel.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for _ in 0..cores.min(UDP_LOOPS) {
+        let (udp, shared) = (Arc::clone(&udp), Arc::clone(shared));
+        spawn(&format!("udp {at}"), move || serve_udp(&udp, &shared))?;
+    }
+    let for_tcp = Arc::clone(shared);
     spawn(&format!("tcp {at}"), move || serve_tcp(&tcp, &for_tcp))?;
     Ok(())
 }
