@@ -14,6 +14,12 @@ command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 # The overlay's throughput, pod to pod.
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+# Name discovery: containers/dnsname with dnsmasq and aardvark-dns to compare our server
+# with, dnsperf to load them.
+[ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
+[ -x /usr/lib/podman/aardvark-dns ] || missing+=(aardvark-dns)
+command -v dnsperf >/dev/null 2>&1 || missing+=(dnsperf)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

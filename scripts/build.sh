@@ -10,7 +10,7 @@
 # same binary is the plugin (execed per ADD) and its daemon, which allocates little.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-plugins=(bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static dhcp)
+plugins=(bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static dhcp dnsname ferrocni-dns)
 musl="$(uname -m)-unknown-linux-musl"
 
 have_musl() {

@@ -22,6 +22,10 @@ command -v podman >/dev/null 2>&1 || missing+=(podman)
 command -v runc >/dev/null 2>&1 || missing+=(runc)
 # The reference plugins: the behaviour oracle of the differential tests.
 [ -x /usr/lib/cni/host-local ] || missing+=(containernetworking-plugins)
+# Name discovery: containers/dnsname (Podman's CNI DNS plugin) with the dnsmasq it runs,
+# the reference of the Podman test; dnsmasq is also the dnsname tests' upstream resolver.
+[ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
+command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 # The overlay agent: etcd-client's build needs protoc and the well-known protos; the overlay
 # tests run a real etcd.
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)

@@ -14,6 +14,7 @@
 mod health;
 mod identity;
 mod log;
+mod names;
 mod node;
 mod records;
 mod store;
@@ -133,6 +134,10 @@ struct Args {
         default_value = "127.0.0.1:9471"
     )]
     metrics_address: Listen,
+    /// Where the dnsname plugin keeps each network's names (its `runtimeDir`): this node's
+    /// pods' names are published in etcd from there, and the other nodes' written there.
+    #[arg(long, env = "FERROCNI_DNS_DIR", default_value = ::names::DEFAULT_ROOT)]
+    dns_dir: PathBuf,
     /// A level (error, warn, info, debug, trace) for the agent, its libraries staying at
     /// warn; or a filter by module, e.g. "info,ferrocni_agent::store=debug,h2=warn".
     #[arg(long, env = "FERROCNI_LOG_LEVEL", default_value = "info")]
@@ -530,8 +535,14 @@ async fn start(args: Args) -> Result<(), AgentError> {
         grace: lease_ttl + store::CALL_LIMIT + Backoff::LAST,
         take_over: args.take_over,
     };
-    let mut store = EtcdStore::new(access, terms)?;
+    let mut store = EtcdStore::new(access.clone(), terms)?;
     store.probe().await?;
+    let names = names::Settings {
+        root: args.dns_dir.clone(),
+        prefix: args.prefix.clone(),
+        node: node.clone(),
+    };
+    tokio::spawn(names::run(access, names));
     agent.run(&mut store).await
 }
 

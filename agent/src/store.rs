@@ -160,7 +160,7 @@ pub trait LeaseStore {
     fn recover(&mut self) -> impl Future<Output = Result<(), StoreError>>;
 }
 
-async fn bounded<T>(
+pub async fn bounded<T>(
     call: impl Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(CALL_LIMIT, call).await {
@@ -184,7 +184,7 @@ pub struct Access {
 impl Access {
     /// The options for a client, the files read now: certificates renewed on disk are used
     /// from the next connection on.
-    fn options(&self) -> Result<ConnectOptions, StoreError> {
+    pub fn options(&self) -> Result<ConnectOptions, StoreError> {
         let read = |flag: &str, path: &PathBuf| {
             std::fs::read(path).map_err(|e| {
                 StoreError::Config(format!("cannot read {flag} {}: {e}", path.display()))

@@ -57,7 +57,7 @@ export CONTAINERS_CONF="$work/containers.conf" CONTAINERS_STORAGE_CONF="$work/st
 export CONTAINERS_REGISTRIES_CONF="$work/registries.conf"
 
 cp "$(command -v busybox)" "$work/rootfs/bin/busybox"
-for applet in sh httpd ping sleep cat ip; do ln -s busybox "$work/rootfs/bin/$applet"; done
+for applet in sh httpd ping sleep cat ip wget; do ln -s busybox "$work/rootfs/bin/$applet"; done
 echo "hello from podman" > "$work/rootfs/www/index.html"
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 podman_ import -q "$work/rootfs.tar" localhost/ferrobox:latest >/dev/null
@@ -65,21 +65,39 @@ podman_ import -q "$work/rootfs.tar" localhost/ferrobox:latest >/dev/null
 podman_ network create --subnet 10.170.0.0/24 "$net" >/dev/null
 conf="$work/net.d/$net.conflist"
 [ -f "$conf" ] || fail "podman wrote no conflist"
+# Podman writes the dnsname plugin into a network when the plugin directory has it (and,
+# for containers/dnsname, dnsmasq is installed): then containers resolve each other by name.
+dns=no
+grep -q '"dnsname"' "$conf" && dns=yes
+if [ -x "$plugins/dnsname" ] && [ "$dns" = no ]; then
+  fail "podman network create wrote no dnsname plugin though $plugins has one"
+fi
 # Keep the reservations private to this run too.
-python3 - "$conf" "$work/ipam" <<'PY'
+python3 - "$conf" "$work/ipam" "$work/dns" <<'PY'
 import json, sys
-path, store = sys.argv[1], sys.argv[2]
+path, store, dns = sys.argv[1], sys.argv[2], sys.argv[3]
 conf = json.load(open(path))
 conf["plugins"][0]["ipam"]["dataDir"] = store
+for plugin in conf["plugins"]:
+    if plugin["type"] == "dnsname":
+        plugin["runtimeDir"] = dns  # ours; containers/dnsname ignores the key
 json.dump(conf, open(path, "w"))
 PY
 
-podman_ run -d --name web --network "$net" -p 18080:80 localhost/ferrobox httpd -f -p 80 -h /www >/dev/null \
+podman_ run -d --name web --network "$net" --network-alias webalias -p 18080:80 localhost/ferrobox httpd -f -p 80 -h /www >/dev/null \
   || fail "podman run web"
 podman_ run -d --name client --network "$net" localhost/ferrobox sleep 600 >/dev/null || fail "podman run client"
 web_ip=$(podman_ inspect -f "{{(index .NetworkSettings.Networks \"$net\").IPAddress}}" web)
 [ -n "$web_ip" ] || fail "web has no address"
 podman_ exec client ping -c 1 -W 2 "$web_ip" >/dev/null || fail "client cannot ping web ($web_ip)"
+if [ "$dns" = yes ]; then
+  for name in web web.dns.podman webalias; do
+    podman_ exec client ping -c 1 -W 2 "$name" >/dev/null ||
+      fail "client cannot ping $name by name ($(podman_ exec client cat /etc/resolv.conf | tr '\n' ' '))"
+  done
+  got=$(podman_ exec client wget -q -O - "http://webalias/" 2>/dev/null || true)
+  [ "$got" = "hello from podman" ] || fail "http://webalias/ answered ${got:-nothing}"
+fi
 got=$(nsenter --net="/run/netns/$host" curl -s --max-time 5 "http://10.170.0.1:18080/" || true)
 [ "$got" = "hello from podman" ] || fail "published port answered ${got:-nothing}"
 got=$(nsenter --net="/run/netns/$host" curl -s --max-time 5 "http://127.0.0.1:18080/" || true)
@@ -113,4 +131,6 @@ reserved=$(find "$work/ipam" -name '10.170.*' 2>/dev/null | wc -l)
 rules=$( (ip netns exec "$host" iptables-save -t nat; ip netns exec "$host" nft list ruleset) 2>/dev/null |
   grep -cE 'CNI-DN-|dport 18080|ferrotest/' || true)
 [ "$rules" -eq 0 ] || fail "$rules port-mapping rule(s) left after podman rm"
-echo "podman e2e ($plugins): ok"
+servers=$(pgrep -fc "dnsmasq.*$net|ferrocni-dns --dir .*/$net\$" || true)
+[ "$servers" -eq 0 ] || fail "$servers DNS server(s) of $net left after podman rm"
+echo "podman e2e ($plugins, dnsname: $dns): ok"

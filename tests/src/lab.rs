@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::dns::ResolvConf;
 use crate::{address, our_bin_dir, Call, NetnsGuard, Outcome, TempDir};
 
 /// etcd's client address inside the underlay namespace (`https` with [`EtcdTls`]).
@@ -437,8 +438,9 @@ impl Lab {
             .args(["--node-file", &dir.join("vxlan.json").display().to_string()])
             .args(["--lease-ttl", &TTL.as_secs().to_string(), "--resync", "2"])
             .args(["--log-level", "debug"])
-            // Each machine its own identity: they share this filesystem.
-            .env("FERROCNI_IDENTITY_FILE", dir.join("identity"));
+            // Each machine its own identity and names: they share this filesystem.
+            .env("FERROCNI_IDENTITY_FILE", dir.join("identity"))
+            .env("FERROCNI_DNS_DIR", dir.join("dns"));
         if self.static_mode {
             command.args(["--config", &dir.join("static.json").display().to_string()]);
         } else {
@@ -568,6 +570,35 @@ impl Lab {
         }
     }
 
+    /// Node `i`'s dnsname config (its names under the node's directory), with `previous`.
+    pub fn dns_config(&self, i: usize, previous: Option<&Value>) -> Value {
+        let mut config = json!({"cniVersion": "1.1.0", "name": "overlay", "type": "dnsname",
+            "domainName": "cluster.test", "runtimeDir": self.node_dir(i).join("dns")});
+        if let Some(previous) = previous {
+            config["prevResult"] = previous.clone();
+        }
+        config
+    }
+
+    /// Runs the dnsname plugin inside node `i` for `pod`, registered as `name`.
+    pub fn dnsname(&self, i: usize, command: &str, pod: &Pod, name: &str) -> Outcome {
+        Call::binary(&our_bin_dir().join("dnsname"), command)
+            .env("CNI_PATH", &our_bin_dir().display().to_string())
+            .env("CNI_ARGS", &format!("K8S_POD_NAME={name}"))
+            .attachment(pod.ns.name(), &pod.ns.path_str(), "eth0")
+            .stdin(self.dns_config(i, Some(&pod.result)))
+            .run_in(&self.nodes[i].ns)
+    }
+
+    /// A pod on node `i` named `name` (vxlan, then dnsname), with the resolv.conf a runtime
+    /// writes from the result.
+    pub fn named_pod(&self, i: usize, name: &str) -> (Pod, ResolvConf) {
+        let pod = self.pod(i);
+        let result = self.dnsname(i, "ADD", &pod, name).success();
+        let resolv = ResolvConf::write(&pod.ns, &result);
+        (pod, resolv)
+    }
+
     /// `ip -j ARGS` inside node `i`.
     pub fn ip_json(&self, i: usize, args: &[&str]) -> Value {
         self.nodes[i].ns.ip_json(args)
@@ -636,6 +667,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        for pid in crate::dns::servers_with(&self.dir.path_str()) {
+            crate::dns::kill(pid);
+        }
         for node in &mut self.nodes {
             if let Some(mut agent) = node.agent.take() {
                 let _ = agent.kill();

@@ -778,6 +778,7 @@ pub fn convert(result: &Value, version: &str) -> Value {
     }
     converted
 }
+pub mod dns;
 pub mod fuzz;
 pub mod lab;
 pub mod skip;

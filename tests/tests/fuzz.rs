@@ -119,6 +119,15 @@ fn bases(store: &TempDir, previous: &Value) -> Vec<(&'static str, Value)> {
             ),
         ),
         ("firewall", chained("firewall", json!({}))),
+        (
+            "dnsname",
+            chained(
+                "dnsname",
+                json!({"domainName": "dns.podman", "capabilities": {"aliases": true},
+                       "runtimeConfig": {"aliases": {"fuzznet": ["svc", "db"]}},
+                       "upstreams": ["127.0.0.1:5399"]}),
+            ),
+        ),
     ]
 }
 
@@ -302,6 +311,9 @@ fn pin(config: &mut Value, store: &TempDir, ipam_type: Option<&str>) {
             json!(store.path().join("no-daemon.sock")),
         ),
         ("resolvConf", json!("")),
+        ("runtimeDir", json!(store.path().join("dns"))),
+        // A server the DEL with the same config stops.
+        ("keepServer", json!(false)),
     ];
     let set = |map: &mut Map<String, Value>, key: &str, value: Value| {
         map.retain(|k, _| !k.eq_ignore_ascii_case(key));
@@ -335,6 +347,15 @@ struct Fixture {
     host: NetnsGuard,
     container: NetnsGuard,
     store: TempDir,
+}
+
+/// dnsname's servers outlive the plugin that started them (a failed DEL leaves one).
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for pid in ferrocni_tests::dns::servers_with(&self.store.path_str()) {
+            ferrocni_tests::dns::kill(pid);
+        }
+    }
 }
 
 impl Fixture {

@@ -9,7 +9,7 @@ use std::process::Command;
 
 /// The library crates, bottom layer first, each with the crates it may use: only layers
 /// below its own.
-const LIBRARIES: [(&str, &[&str]); 6] = [
+const LIBRARIES: [(&str, &[&str]); 7] = [
     ("ferrocni-cni", &[]),
     ("ferrocni-kernel", &["ferrocni-cni"]),
     ("ferrocni-firewall", &["ferrocni-cni", "ferrocni-kernel"]),
@@ -22,13 +22,19 @@ const LIBRARIES: [(&str, &[&str]); 6] = [
         "ferrocni-overlay",
         &["ferrocni-cni", "ferrocni-kernel", "netlib"],
     ),
+    (
+        "ferrocni-names",
+        &["ferrocni-cni", "ferrocni-kernel", "netlib"],
+    ),
 ];
 
 /// Binaries: each may use any library crate, and the plugins' own libraries only as listed
 /// (vxlan runs the bridge plugin).
-const BINARIES: [(&str, &[&str]); 15] = [
+const BINARIES: [(&str, &[&str]); 17] = [
     ("bandwidth", &[]),
     ("bridge", &[]),
+    ("dnsname", &[]),
+    ("ferrocni-dns", &[]),
     ("firewall", &[]),
     ("host-device", &[]),
     ("loopback", &[]),

@@ -25,18 +25,28 @@ impl FileLock {
     /// Creates the file `name` in the directory `dir` if needed (never through a link) and
     /// blocks until the lock is ours.
     pub fn exclusive_in(dir: BorrowedFd, name: &str) -> io::Result<Self> {
-        let fd = openat(
-            dir,
-            name,
-            OFlag::O_RDWR
-                | OFlag::O_CREAT
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_NONBLOCK
-                | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )?;
-        let held =
-            Flock::lock(File::from(fd), FlockArg::LockExclusive).map_err(|(_, errno)| errno)?;
+        let held = Flock::lock(open_in(dir, name)?, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| errno)?;
         Ok(FileLock { _held: held })
     }
+
+    /// As [`FileLock::exclusive_in`], without waiting: `None` while someone else holds it.
+    pub fn try_exclusive_in(dir: BorrowedFd, name: &str) -> io::Result<Option<Self>> {
+        match Flock::lock(open_in(dir, name)?, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => Ok(Some(FileLock { _held: held })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, errno)) => Err(errno.into()),
+        }
+    }
+}
+
+/// The lock file `name` in `dir`, created if needed, never through a link.
+fn open_in(dir: BorrowedFd, name: &str) -> io::Result<File> {
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    Ok(File::from(fd))
 }

@@ -73,6 +73,36 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     files::replace(path, &text, PRIVATE_FILE, PRIVATE_DIR).map_err(io(path))
 }
 
+/// The record at `path`, if there is one; a link in its place is refused, not followed.
+///
+/// A record that does not decode or fails its check is refused once: it is set aside as
+/// `<name>.rejected` for an admin to read, and the error names it. The runtime's retry
+/// then finds no record and goes on without it, so one bad file cannot make every DEL
+/// of the attachment fail for good (which would block the rest of the chain's DELs).
+pub fn read_record<T: Record>(path: &Path) -> Result<Option<T>> {
+    let bytes = match files::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let refusal = match serde_json::from_slice::<T>(&bytes) {
+        Ok(record) => match record.check() {
+            Ok(()) => return Ok(Some(record)),
+            Err(reason) => reason,
+        },
+        Err(e) => format!("it is not a record of this plugin: {e}"),
+    };
+    let aside = path.with_extension("json.rejected");
+    let reason = match fs::rename(path, &aside) {
+        Ok(()) => format!("{refusal} (set aside as {aside:?}; nothing was restored from it)"),
+        Err(e) => format!("{refusal} (and it could not be set aside: {e})"),
+    };
+    Err(StateError::Record {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
 impl Store {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Store { dir: dir.into() }
@@ -95,32 +125,9 @@ impl Store {
         write_json(&self.path(id), value)
     }
 
-    /// The record of `key`, if there is one; a link in its place is refused, not followed.
-    ///
-    /// A record that does not decode or fails its check is refused once: it is set aside as
-    /// `<name>.rejected` for an admin to read, and the error names it. The runtime's retry
-    /// then finds no record and goes on without it, so one bad file cannot make every DEL
-    /// of the attachment fail for good (which would block the rest of the chain's DELs).
+    /// The record of `id`, if there is one (see [`read_record`]).
     pub fn load<T: Record>(&self, id: &AttachmentId) -> Result<Option<T>> {
-        let path = self.path(id);
-        let bytes = match files::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path)(e)),
-        };
-        let refusal = match serde_json::from_slice::<T>(&bytes) {
-            Ok(record) => match record.check() {
-                Ok(()) => return Ok(Some(record)),
-                Err(reason) => reason,
-            },
-            Err(e) => format!("it is not a record of this plugin: {e}"),
-        };
-        let aside = path.with_extension("json.rejected");
-        let reason = match fs::rename(&path, &aside) {
-            Ok(()) => format!("{refusal} (set aside as {aside:?}; nothing was restored from it)"),
-            Err(e) => format!("{refusal} (and it could not be set aside: {e})"),
-        };
-        Err(StateError::Record { path, reason })
+        read_record(&self.path(id))
     }
 
     pub fn remove(&self, id: &AttachmentId) -> Result<()> {

@@ -5,6 +5,9 @@
 //!   ferrocni-bench --ours DIR --reference DIR --out docs [--quick]
 //!   ferrocni-bench --only bridge,podman [--quick]   (prints those ADD/DEL rows, writes nothing)
 
+#[path = "bench/dns.rs"]
+mod dns;
+
 use kernel::netlink::Netlink;
 use kernel::netns::Netns;
 use serde_json::{json, Value};
@@ -654,7 +657,7 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), Linux {}", kernel.trim())
 }
 
-const USAGE: &str = "usage: ferrocni-bench [--ours DIR] [--reference DIR] [--out DIR] [--quick] [--only loopback,bridge,podman,macvlan,scale,scale-quiet,concurrent,overlay]";
+const USAGE: &str = "usage: ferrocni-bench [--ours DIR] [--reference DIR] [--out DIR] [--quick] [--only loopback,bridge,podman,macvlan,scale,scale-quiet,concurrent,overlay,dns]";
 
 /// The command line; anything unknown (`--help` included) prints the usage instead of
 /// starting a 20-minute run that rewrites `docs/`.
@@ -734,6 +737,10 @@ fn main() {
                 println!("{}", overlay(quick).report());
                 continue;
             }
+            if kind == "dns" {
+                println!("{}", dns::run(quick, &ours, &reference).report());
+                continue;
+            }
             let in_sandbox = sandbox.run(|| {
             if kind == "concurrent" {
                 settle();
@@ -794,6 +801,8 @@ fn main() {
     }
     eprintln!("== overlay: throughput across nodes, convergence after a join");
     let overlay = overlay(quick);
+    eprintln!("== name discovery: dnsname against containers/dnsname, servers under dnsperf");
+    let discovery = dns::run(quick, &ours, &reference);
     let in_sandbox = sandbox.run(|| {
         for kind in ["loopback", "bridge", "podman", "macvlan"] {
             eprintln!("== {kind} ADD/DEL x{n}");
@@ -918,6 +927,7 @@ fn main() {
             let _ = writeln!(md, "## netavark 1.4 (Podman's other network stack)\n\nBridge network with one port mapping: setup {:.1} ms, teardown {:.1} ms (medians). Our bridge + portmap chain for the same work is in the table above (`podman` adds firewall and tuning).\n", median(setup), median(teardown));
         }
         let _ = writeln!(md, "{}", overlay.report());
+        let _ = writeln!(md, "{}", discovery.report());
         let bridge_ratio = pick("bridge: ADD").map_or(0.0, Row::ratio);
         let bridge_interval = pick("bridge: ADD").map_or((0.0, 0.0), Row::ratio_interval);
         let conc_speedup = conc_ref.0 / conc_ours.0.max(f64::MIN_POSITIVE);
@@ -971,6 +981,21 @@ fn main() {
             "a join routed by every node within 1 s, with 20 and with 100 nodes",
             format!("{:.0} ms at most", overlay.slowest_join()),
             overlay.slowest_join() < 1000.0,
+        );
+        target(
+            "dnsname ADD at least 5x cheaper than containers/dnsname",
+            format!("{:.1}x", discovery.add_ratio()),
+            discovery.add_ratio() >= 5.0,
+        );
+        target(
+            "DNS queries per second at least the faster of dnsmasq and aardvark-dns",
+            format!("{:.2}x the faster", discovery.qps_ratio()),
+            discovery.qps_ratio() >= 1.0,
+        );
+        target(
+            "a name registered on one node resolves on another within 1 s",
+            format!("{:.0} ms at most", discovery.slowest_propagation()),
+            discovery.slowest_propagation() < 1000.0,
         );
         target(
             "all binaries smaller than the reference set",
