@@ -232,6 +232,8 @@ struct Agent {
     previous_subnet: Option<Ipv4Network>,
     backoff: Backoff,
     status: health::Shared,
+    /// systemd was told the node is ready (once: `Type=notify` knows no going back).
+    announced: bool,
 }
 
 impl Agent {
@@ -316,6 +318,7 @@ impl Agent {
                         pass.changed, pass.peers
                     );
                 }
+                self.announce_ready();
                 Ok(())
             }
             Err(e) => {
@@ -324,6 +327,29 @@ impl Agent {
                 self.status.lock().programmed = false;
                 Err(e)
             }
+        }
+    }
+
+    /// Tells systemd the agent is ready the first time it is: leased and programmed, as
+    /// /readyz says; units ordered after it (a runtime that attaches pods) start then.
+    fn announce_ready(&mut self) {
+        if self.announced {
+            return;
+        }
+        let state = {
+            let status = self.status.lock();
+            if status.unready(Instant::now()).is_some() {
+                return;
+            }
+            let subnet = status.subnet.map(|s| s.to_string()).unwrap_or_default();
+            format!(
+                "READY=1\nSTATUS=node {} on {subnet}, {} nodes routed",
+                self.me.node, status.peers_programmed
+            )
+        };
+        self.announced = true;
+        if let Err(e) = kernel::systemd::notify(&state) {
+            warn!("cannot tell systemd the agent is ready: {e}");
         }
     }
 
@@ -508,6 +534,7 @@ async fn start(args: Args) -> Result<(), AgentError> {
         previous_subnet,
         backoff: Backoff(Backoff::FIRST),
         status,
+        announced: false,
     };
     if !etcd {
         let mut store = static_store(file)?;

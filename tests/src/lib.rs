@@ -781,3 +781,4 @@ pub fn convert(result: &Value, version: &str) -> Value {
 pub mod fuzz;
 pub mod lab;
 pub mod skip;
+pub mod unit;
