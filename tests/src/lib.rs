@@ -318,6 +318,32 @@ pub enum Impl {
     Reference,
 }
 
+/// The binaries ferrocni ships, as `packaging/binaries` lists them: (name, kind), the kind
+/// `plugin` or `tool`.
+pub fn shipped() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/binaries");
+    let text = std::fs::read_to_string(&path).expect("packaging/binaries");
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(name), Some(kind), None) => (name.to_string(), kind.to_string()),
+                _ => panic!("packaging/binaries: not \"name kind\": {line}"),
+            }
+        })
+        .collect()
+}
+
+/// The plugins ferrocni ships.
+pub fn shipped_plugins() -> Vec<String> {
+    shipped()
+        .into_iter()
+        .filter(|(_, kind)| kind == "plugin")
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// The directory holding our built binaries: `FERROCNI_BIN_DIR` (the shipped build that
 /// `scripts/build.sh` assembles), else [`profile_dir`].
 pub fn our_bin_dir() -> PathBuf {
