@@ -444,6 +444,17 @@ impl Lab {
         self.spawn_agent(i, command, &[], log);
     }
 
+    /// Starts machine `i`'s agent through `wrapper`, a command that ends by exec'ing the
+    /// arguments it is given (`sh -c '...; exec "$@"' sh`), the agent's path appended.
+    pub fn start_agent_wrapped(&mut self, i: usize, wrapper: &[&str]) {
+        let mut command = self.nodes[i].ns.command(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(our_bin_dir().join("ferrocni-agent"));
+        let log = Stdio::from(self.log(&self.log_name(i)));
+        self.spawn_agent(i, command, &[], log);
+    }
+
     /// Runs `command`, an agent, as machine `i`'s, with the lab's settings in its
     /// environment (as the unit's EnvironmentFile gives them), then the lab's `agent_env`,
     /// then `env`.

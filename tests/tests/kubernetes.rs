@@ -2,35 +2,130 @@
 //! install into a temporary root, and the written conflist used (through cnictl) to attach
 //! a pod namespace with kubelet's CNI_ARGS.
 
-use ferrocni_tests::{our_bin_dir, require_root, NetnsGuard, TempDir};
+use ferrocni_tests::{our_bin_dir, require_root, shipped, NetnsGuard, TempDir};
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn install_sh(args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install.sh");
+    std::process::Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("install.sh runs")
+}
+
+/// `install.sh --help` says what it takes; it installs into the bin dirs it is given, the
+/// units with those paths, and the overlay's conflist, or none.
+#[test]
+fn install_sh_answers_help_and_takes_its_directories() {
+    let help = install_sh(&["--help"]);
+    assert!(help.status.success(), "{help:?}");
+    let text = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "--cni-bin-dir",
+        "--bin-dir",
+        "--conflist",
+        "--unit-dir",
+        "nft",
+        "conntrack",
+    ] {
+        assert!(text.contains(needle), "{needle} in:\n{text}");
+    }
+
+    let root = TempDir::new("inst");
+    let from = our_bin_dir().display().to_string();
+    let args = [
+        "--root",
+        &root.path_str(),
+        "--from",
+        &from,
+        "--cni-bin-dir",
+        "/usr/libexec/cni",
+        "--bin-dir",
+        "/usr/sbin",
+        "--unit-dir",
+        "/etc/systemd/system",
+        "--conflist",
+        "vxlan",
+    ];
+    let installed = install_sh(&args);
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    let under = |path: &str| -> PathBuf { root.path().join(path) };
+    for (binary, kind) in shipped() {
+        let dir = if kind == "plugin" {
+            "usr/libexec/cni"
+        } else {
+            "usr/sbin"
+        };
+        assert!(under(dir).join(&binary).is_file(), "{binary} in {dir}");
+    }
+    let unit =
+        |name: &str| std::fs::read_to_string(under("etc/systemd/system").join(name)).expect(name);
+    assert!(unit("cni-dhcp.service").contains("\nExecStart=/usr/libexec/cni/dhcp daemon\n"));
+    assert!(unit("ferrocni-agent.service").contains("\nExecStart=/usr/sbin/ferrocni-agent\n"));
+    assert!(unit("cni-dhcp.socket").contains("ListenStream=/run/cni/dhcp.sock"));
+    let conflist: Value = serde_json::from_slice(
+        &std::fs::read(under("etc/cni/net.d/10-ferrocni.conflist")).expect("conflist"),
+    )
+    .expect("valid JSON");
+    assert_eq!(conflist["plugins"][0]["type"], "vxlan");
+    assert_eq!(
+        conflist["plugins"][0]["subnetFile"],
+        "/run/ferrocni/vxlan.json"
+    );
+
+    // The install-cni container: plugins only, and no network written.
+    let bare = TempDir::new("inst");
+    let args = [
+        "--root",
+        &bare.path_str(),
+        "--from",
+        &from,
+        "--plugins-only",
+        "--conflist",
+        "none",
+    ];
+    let installed = install_sh(&args);
+    assert!(installed.status.success(), "{installed:?}");
+    assert!(bare.path().join("opt/cni/bin/vxlan").is_file());
+    assert!(!bare.path().join("usr/local/bin").exists());
+    assert!(!bare.path().join("etc/cni/net.d").exists());
+
+    let unknown = install_sh(&["--conflist", "flannel"]);
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+}
 
 #[test]
 fn install_into_a_root_then_attach_a_pod() {
     require_root!();
     let root = TempDir::new("k8s");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install.sh");
-    let installed = std::process::Command::new("bash")
-        .arg(&script)
-        .args([
-            "--root",
-            &root.path_str(),
-            "--from",
-            &our_bin_dir().display().to_string(),
-            "--pod-cidr",
-            "10.160.3.0/24",
-        ])
-        .output()
-        .expect("install.sh runs");
+    let installed = install_sh(&[
+        "--root",
+        &root.path_str(),
+        "--from",
+        &our_bin_dir().display().to_string(),
+        "--pod-cidr",
+        "10.160.3.0/24",
+    ]);
     assert!(
         installed.status.success(),
         "{}",
         String::from_utf8_lossy(&installed.stderr)
     );
     let bin = root.path().join("opt/cni/bin");
-    for binary in ["bridge", "portmap", "bandwidth", "host-local", "loopback"] {
-        assert!(bin.join(binary).is_file(), "{binary} installed");
+    for (binary, kind) in shipped() {
+        let dir = if kind == "plugin" {
+            bin.clone()
+        } else {
+            root.path().join("usr/local/bin")
+        };
+        assert!(dir.join(&binary).is_file(), "{binary} installed in {dir:?}");
     }
     assert!(
         std::fs::read_dir(&bin)
@@ -47,11 +142,7 @@ fn install_into_a_root_then_attach_a_pod() {
         conflist["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
         "10.160.3.0/24"
     );
-    let bad = std::process::Command::new("bash")
-        .arg(&script)
-        .args(["--root", &root.path_str(), "--pod-cidr", "nonsense"])
-        .output()
-        .expect("runs");
+    let bad = install_sh(&["--root", &root.path_str(), "--pod-cidr", "nonsense"]);
     assert!(!bad.status.success(), "a CIDR without a prefix is refused");
 
     // The node: a sandbox host; the pod: a namespace; the IPAM store kept private to the test.
