@@ -318,6 +318,31 @@ pub enum Impl {
     Reference,
 }
 
+/// `cargo metadata` of the workspace, without its dependencies: its packages, their targets
+/// and the workspace packages each depends on, as the manifests declare them.
+pub fn workspace_metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("metadata is JSON")
+}
+
 /// The binaries ferrocni ships, as `packaging/binaries` lists them: (name, kind), the kind
 /// `plugin` or `tool`.
 pub fn shipped() -> Vec<(String, String)> {

@@ -2,7 +2,7 @@
 //! install into a temporary root, and the written conflist used (through cnictl) to attach
 //! a pod namespace with kubelet's CNI_ARGS.
 
-use ferrocni_tests::{our_bin_dir, require_root, shipped, NetnsGuard, TempDir};
+use ferrocni_tests::{our_bin_dir, require_root, require_tools, shipped, NetnsGuard, TempDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -14,6 +14,106 @@ fn install_sh(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("install.sh runs")
+}
+
+/// The manifests in deploy/, with their file names.
+fn manifests() -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut found: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("deploy/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read_to_string(&p).expect("readable"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Every image is pinned (no `latest`, no bare name), ferrocni's own to this release; each
+/// DaemonSet runs on Linux nodes only; the agent is probed on /healthz and /readyz, and its
+/// service account, which it never uses, has no token and no role.
+#[test]
+fn manifests_pin_their_images_and_the_agent_is_probed_and_powerless() {
+    let all = manifests();
+    assert!(
+        all.iter().any(|(name, _)| name == "overlay.yaml"),
+        "{all:?}"
+    );
+    for (name, text) in &all {
+        for image in text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+        {
+            let (repository, tag) = image
+                .rsplit_once(':')
+                .unwrap_or_else(|| panic!("{name}: {image} has no tag"));
+            assert!(tag != "latest" && !tag.is_empty(), "{name}: {image}");
+            if repository.starts_with("ferrocni/") {
+                assert_eq!(tag, env!("CARGO_PKG_VERSION"), "{name}: {image}");
+            }
+        }
+        for document in text.split("\n---\n") {
+            if document.contains("\nkind: DaemonSet\n") {
+                assert!(
+                    document.contains("nodeSelector:\n        kubernetes.io/os: linux\n"),
+                    "{name}: a DaemonSet without the Linux node selector"
+                );
+            }
+        }
+    }
+    let overlay = &all
+        .iter()
+        .find(|(name, _)| name == "overlay.yaml")
+        .expect("overlay")
+        .1;
+    for probe in [
+        "livenessProbe:\n            httpGet: {host: 127.0.0.1, port: 9471, path: /healthz}",
+        "readinessProbe:\n            httpGet: {host: 127.0.0.1, port: 9471, path: /readyz}",
+    ] {
+        assert!(overlay.contains(probe), "{probe}");
+    }
+    assert!(!overlay.contains("kind: ClusterRole") && !overlay.contains("kind: Role"));
+    assert_eq!(
+        overlay
+            .matches("automountServiceAccountToken: false")
+            .count(),
+        2
+    );
+}
+
+/// The manifests against the Kubernetes API's own schemas, strictly (an unknown or
+/// misspelled field fails), with kubernetes-validate, which carries the schemas of each
+/// release: kubectl's `--dry-run=client` asks an API server for them, and kubeconform
+/// downloads them, neither of which a machine without a cluster or the internet can do.
+#[test]
+fn manifests_pass_the_api_schemas() {
+    require_tools!("kubernetes-validate");
+    for (name, _) in manifests() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(&name);
+        for release in ["1.29.0", "1.33.0"] {
+            let checked = std::process::Command::new("kubernetes-validate")
+                .args(["--strict", "--kubernetes-version", release])
+                .arg(&path)
+                .output()
+                .expect("kubernetes-validate runs");
+            let said = String::from_utf8_lossy(&checked.stdout);
+            assert!(
+                checked.status.success() && !said.contains("ERROR"),
+                "{name} against {release}: {said}{}",
+                String::from_utf8_lossy(&checked.stderr)
+            );
+        }
+    }
 }
 
 /// `install.sh --help` says what it takes; it installs into the bin dirs it is given, the

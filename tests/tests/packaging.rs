@@ -6,10 +6,10 @@
 //! systemd units pass `systemd-analyze verify`; the man pages and completions are sound.
 
 use ferrocni_tests::{
-    our_bin_dir, profile_dir, require_root, require_tools, shipped, shipped_plugins, Call,
-    NetnsGuard, TempDir,
+    our_bin_dir, profile_dir, require_root, require_tools, shipped, shipped_plugins,
+    workspace_metadata, Call, NetnsGuard, TempDir,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -35,19 +35,7 @@ fn text(output: &Output) -> String {
 /// A new binary in the workspace is shipped only once it is listed: this says so.
 #[test]
 fn every_binary_of_the_workspace_is_shipped() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let manifest = repo().join("Cargo.toml");
-    let metadata = run(Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .arg("--manifest-path")
-        .arg(&manifest));
-    let metadata: Value = serde_json::from_slice(&metadata.stdout).expect("metadata is JSON");
+    let metadata = workspace_metadata();
     let mut binaries: Vec<String> = Vec::new();
     for package in metadata["packages"].as_array().expect("packages") {
         // The tests' own tools and the release chores are not shipped.
