@@ -41,6 +41,8 @@ command -v groff >/dev/null 2>&1 || missing+=(groff-base)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v readelf >/dev/null 2>&1 || missing+=(binutils)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The manifests' checks read the YAML with python3's yaml module.
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "== installing: ${missing[*]}"
