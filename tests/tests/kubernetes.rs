@@ -3,7 +3,7 @@
 //! with kubelet's CNI_ARGS; the manifests in deploy/ parsed and checked against the API's
 //! schemas, against each other, and against the image and the binaries they run.
 
-use ferrocni_tests::skip::skip;
+use ferrocni_tests::skip::{skip, tools_installed};
 use ferrocni_tests::{our_bin_dir, require_root, require_tools, shipped, NetnsGuard, TempDir};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,11 +37,14 @@ fn manifests() -> Vec<String> {
 
 /// Every document of every manifest, parsed by PyYAML's safe loader (YAML 1.1, as the API
 /// server's decoder reads it: `0400` is octal) and handed over as JSON: (file, document).
-/// None, with the skip recorded, where python3 has no yaml module.
+/// None, with the skip recorded, without python3 or its yaml module.
 fn documents() -> Option<Vec<(String, Value)>> {
     const LOAD: &str = "import json, sys\ntry:\n    import yaml\nexcept ImportError:\n    \
                         sys.exit(3)\njson.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) \
                         if d is not None], sys.stdout)\n";
+    if !tools_installed(&["python3"]) {
+        return None;
+    }
     let mut all = Vec::new();
     for file in manifests() {
         let loaded = Command::new("python3")
