@@ -25,14 +25,15 @@ fi
 echo "== building (release)"
 built="$(scripts/build.sh | tail -n 1)"
 mkdir -p "$dest"
-binaries=(cnictl ferrocni-agent bridge ptp macvlan host-device loopback portmap firewall tuning bandwidth vxlan host-local static dhcp)
+mapfile -t binaries < <(awk '!/^#/ && NF { print $1 }' packaging/binaries)
+mapfile -t plugins < <(awk '!/^#/ && $2 == "plugin" { print $1 }' packaging/binaries)
 for binary in "${binaries[@]}"; do
   # Copy then rename: a runtime exec'ing the old binary never sees a half-written file.
   install -m 0755 "$built/$binary" "$dest/.$binary.new"
   mv -f "$dest/.$binary.new" "$dest/$binary"
 done
 echo "== installed into $dest: ${binaries[*]}"
-for plugin in "${binaries[@]:2}"; do
+for plugin in "${plugins[@]}"; do
   printf '  %-11s %5s KiB  ' "$plugin" "$(( $(stat -c %s "$dest/$plugin") / 1024 ))"
   CNI_COMMAND=VERSION "$dest/$plugin" </dev/null
 done

@@ -36,6 +36,17 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The fuzz step builds libFuzzer (C++).
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+# Packaging (tests/tests/packaging.rs): the units checked by systemd-analyze, the man pages
+# by groff, the daemons started under their units' capability bounding set (setpriv), the
+# Debian package built and installed into a scratch root (dpkg), its libc6 dependency read
+# from the binaries (readelf); the schema check of the manifests needs python3's venv.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v groff >/dev/null 2>&1 || missing+=(groff-base)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v readelf >/dev/null 2>&1 || missing+=(binutils)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The manifests' checks read the YAML with python3's yaml module.
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     echo "== installing: ${missing[*]}"
@@ -45,6 +56,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "!! not root: cannot install ${missing[*]}; the tests that need them will skip" >&2
   fi
 fi
+
+# The manifests' schema check (tests/tests/kubernetes.rs): kubernetes-validate carries the
+# Kubernetes API's schemas, so it needs no cluster (kubectl --dry-run=client asks a server
+# for them; kubeconform downloads them). From PyPI into a venv of our own, bounded in time:
+# where PyPI cannot be reached the check is a listed skip, not a stalled run.
+venv="$PWD/target/tools/venv"
+if ! command -v kubernetes-validate >/dev/null 2>&1 && [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  echo "== installing kubernetes-validate (PyPI) into $venv"
+  python3 -m venv "$venv" && timeout 300 "$venv/bin/pip" install -q --timeout 20 --retries 2 kubernetes-validate==1.37.0 ||
+    echo "!! cannot install kubernetes-validate: the manifests' schema check will skip" >&2
+fi
+export PATH="$PATH:$venv/bin"
 
 echo "== rustfmt"
 cargo fmt --all -- --check

@@ -1,11 +1,13 @@
 //! cnictl: attach network namespaces to CNI networks the way a container runtime does, for
 //! experiments, scripts and debugging. `cnictl demo` shows the whole thing in one go.
 
+mod cli;
 mod conf;
 mod demo;
 mod runtime;
 
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
+use cli::{Cli, Cmd, NetnsCmd, RuntimeArgs, Target};
 use kernel::netns::{Netns, NetnsError, NETNS_DIR};
 use serde_json::{json, Map, Value};
 use std::os::unix::process::CommandExt;
@@ -48,140 +50,6 @@ impl CtlError {
             error: Box::new(error),
         }
     }
-}
-
-/// Attach network namespaces to CNI networks, as a container runtime would.
-#[derive(Parser)]
-#[command(
-    name = "cnictl",
-    version,
-    about,
-    long_about = None,
-    after_help = "Examples:\n  \
-    cnictl demo                                     # the whole thing, in a sandbox\n  \
-    cnictl netns add box1\n  \
-    cnictl add mynet box1 --port 8080:80            # mynet from /etc/cni/net.d\n  \
-    cnictl ls\n  \
-    cnictl del mynet box1 && cnictl netns del box1\n  \
-    cnictl run --net mynet -- sh                    # a shell in a fresh, attached namespace"
-)]
-struct Cli {
-    /// Where network configs (.conf, .conflist, .json) are read from.
-    #[arg(
-        long,
-        global = true,
-        default_value = "/etc/cni/net.d",
-        env = "NETCONFPATH"
-    )]
-    conf_dir: PathBuf,
-    /// Where plugins are looked for (colon-separated); defaults to CNI_PATH, then /opt/cni/bin.
-    #[arg(long, global = true)]
-    path: Option<String>,
-    /// Where results are cached (libcni's layout).
-    #[arg(long, global = true, default_value = "/var/lib/cni")]
-    cache_dir: PathBuf,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Args, Clone, Default)]
-struct RuntimeArgs {
-    /// Publish a port: HOST:CONTAINER[/tcp|udp|sctp] (capability portMappings).
-    #[arg(long = "port", value_name = "HOST:CONTAINER[/PROTO]")]
-    ports: Vec<String>,
-    /// Ask for an address (capability ips).
-    #[arg(long = "ip")]
-    ips: Vec<String>,
-    /// Set the container interface's MAC (capability mac).
-    #[arg(long)]
-    mac: Option<String>,
-    /// Cap traffic both ways, in bits per second (capability bandwidth).
-    #[arg(long, value_name = "BITS_PER_SECOND")]
-    bandwidth: Option<u64>,
-    /// Extra CNI_ARGS, K=V (repeatable).
-    #[arg(long = "arg", value_name = "K=V")]
-    args: Vec<String>,
-}
-
-#[derive(Args)]
-struct Target {
-    /// The network's name (from its config file).
-    network: String,
-    /// A namespace name in /run/netns, or a path to one.
-    netns: String,
-    /// The interface name inside the namespace.
-    #[arg(long, default_value = "eth0")]
-    ifname: String,
-    /// The container ID; defaults to the namespace's name.
-    #[arg(long)]
-    id: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Attach a namespace to a network (runs the plugin chain's ADD).
-    Add {
-        #[command(flatten)]
-        target: Target,
-        #[command(flatten)]
-        runtime: RuntimeArgs,
-    },
-    /// Verify an attachment against its cached result.
-    Check {
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Detach a namespace (the chain's DEL, in reverse, with the cached result).
-    Del {
-        #[command(flatten)]
-        target: Target,
-    },
-    /// Detach attachments whose namespace is gone, then run the plugins' GC.
-    Gc {
-        /// Only this network (default: all).
-        network: Option<String>,
-    },
-    /// Ask every plugin whether it can attach now (spec 1.1 STATUS).
-    Status { network: Option<String> },
-    /// List attachments from the result cache.
-    Ls,
-    /// Create, delete or list named network namespaces.
-    Netns {
-        #[command(subcommand)]
-        action: NetnsCmd,
-    },
-    /// Run a command in a fresh namespace attached to networks, then clean everything up.
-    Run {
-        /// A network to attach (repeatable).
-        #[arg(long = "net", required = true)]
-        networks: Vec<String>,
-        #[command(flatten)]
-        runtime: RuntimeArgs,
-        /// The command and its arguments.
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
-    /// Show, step by step, two containers on a bridge with a published port, in a sandbox
-    /// that never touches this machine's own network; then remove everything.
-    Demo,
-    /// (Used by the demo) answer HTTP requests with a fixed body.
-    #[command(hide = true)]
-    ServeHttp {
-        #[arg(long)]
-        port: u16,
-        #[arg(long)]
-        body: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum NetnsCmd {
-    Add { name: String },
-    Del { name: String },
-    Ls,
 }
 
 impl RuntimeArgs {

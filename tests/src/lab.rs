@@ -6,10 +6,11 @@
 use serde_json::{json, Value};
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::dns::ResolvConf;
+use crate::unit::{NotifySocket, Unit};
 use crate::{address, our_bin_dir, Call, NetnsGuard, Outcome, TempDir};
 
 /// etcd's client address inside the underlay namespace (`https` with [`EtcdTls`]).
@@ -429,26 +430,59 @@ impl Lab {
 
     /// Starts node `i`'s agent with `env` besides the lab's, its stderr going to `stderr`.
     pub fn start_agent_with(&mut self, i: usize, env: &[(&str, &str)], stderr: Stdio) {
-        let node = &self.nodes[i];
-        let agent = our_bin_dir().join("ferrocni-agent");
-        let dir = self.node_dir(i);
-        let mut command = node.ns.command(agent);
+        let command = self.nodes[i]
+            .ns
+            .command(our_bin_dir().join("ferrocni-agent"));
+        self.spawn_agent(i, command, env, stderr);
+    }
+
+    /// Starts machine `i`'s agent as `ferrocni-agent.service` does (see [`crate::unit`]),
+    /// telling `notify` when it is ready.
+    pub fn start_agent_as_unit(&mut self, i: usize, notify: &NotifySocket) {
+        let unit = Unit::load("ferrocni-agent.service");
+        let command = unit.command(&self.nodes[i].ns, &[], notify, None);
+        let log = Stdio::from(self.log(&self.log_name(i)));
+        self.spawn_agent(i, command, &[], log);
+    }
+
+    /// Starts machine `i`'s agent through `wrapper`, a command that ends by exec'ing the
+    /// arguments it is given (`sh -c '...; exec "$@"' sh`), the agent's path appended.
+    pub fn start_agent_wrapped(&mut self, i: usize, wrapper: &[&str]) {
+        let mut command = self.nodes[i].ns.command(wrapper[0]);
         command
-            .args(["--node", &node.name, "--underlay-interface", "eth0"])
-            .args(["--node-file", &dir.join("vxlan.json").display().to_string()])
-            .args(["--lease-ttl", &TTL.as_secs().to_string(), "--resync", "2"])
-            .args(["--log-level", "debug"])
+            .args(&wrapper[1..])
+            .arg(our_bin_dir().join("ferrocni-agent"));
+        let log = Stdio::from(self.log(&self.log_name(i)));
+        self.spawn_agent(i, command, &[], log);
+    }
+
+    /// Runs `command`, an agent, as machine `i`'s, with the lab's settings in its
+    /// environment (as the unit's EnvironmentFile gives them), then the lab's `agent_env`,
+    /// then `env`.
+    fn spawn_agent(&mut self, i: usize, mut command: Command, env: &[(&str, &str)], stderr: Stdio) {
+        let dir = self.node_dir(i);
+        let path = |p: PathBuf| p.display().to_string();
+        let mut settings = vec![
+            ("FERROCNI_NODE", self.nodes[i].name.clone()),
+            ("FERROCNI_UNDERLAY_INTERFACE", "eth0".to_string()),
+            ("FERROCNI_NODE_FILE", path(dir.join("vxlan.json"))),
+            ("FERROCNI_LEASE_TTL", TTL.as_secs().to_string()),
+            ("FERROCNI_RESYNC", "2".to_string()),
+            ("FERROCNI_LOG_LEVEL", "debug".to_string()),
             // Each machine its own identity and names: they share this filesystem.
-            .env("FERROCNI_IDENTITY_FILE", dir.join("identity"))
-            .env("FERROCNI_DNS_DIR", dir.join("dns"));
+            ("FERROCNI_IDENTITY_FILE", path(dir.join("identity"))),
+            ("FERROCNI_DNS_DIR", path(dir.join("dns"))),
+        ];
         if self.static_mode {
-            command.args(["--config", &dir.join("static.json").display().to_string()]);
+            settings.push(("FERROCNI_CONFIG", path(dir.join("static.json"))));
         } else {
-            let cluster = self.dir.path().join("cluster.json");
-            command
-                .args(["--etcd-endpoints", &self.etcd_url()])
-                .args(["--config", &cluster.display().to_string()]);
+            settings.push(("FERROCNI_ETCD_ENDPOINTS", self.etcd_url()));
+            settings.push((
+                "FERROCNI_CONFIG",
+                path(self.dir.path().join("cluster.json")),
+            ));
         }
+        command.envs(settings);
         command.envs(self.agent_env.iter().map(|(k, v)| (k, v)));
         command.envs(env.iter().copied());
         let child = command

@@ -318,6 +318,57 @@ pub enum Impl {
     Reference,
 }
 
+/// `cargo metadata` of the workspace, without its dependencies: its packages, their targets
+/// and the workspace packages each depends on, as the manifests declare them.
+pub fn workspace_metadata() -> Value {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("metadata is JSON")
+}
+
+/// The binaries ferrocni ships, as `packaging/binaries` lists them: (name, kind), the kind
+/// `plugin` or `tool`.
+pub fn shipped() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/binaries");
+    let text = std::fs::read_to_string(&path).expect("packaging/binaries");
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(name), Some(kind), None) => (name.to_string(), kind.to_string()),
+                _ => panic!("packaging/binaries: not \"name kind\": {line}"),
+            }
+        })
+        .collect()
+}
+
+/// The plugins ferrocni ships.
+pub fn shipped_plugins() -> Vec<String> {
+    shipped()
+        .into_iter()
+        .filter(|(_, kind)| kind == "plugin")
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// The directory holding our built binaries: `FERROCNI_BIN_DIR` (the shipped build that
 /// `scripts/build.sh` assembles), else [`profile_dir`].
 pub fn our_bin_dir() -> PathBuf {
@@ -782,3 +833,4 @@ pub mod dns;
 pub mod fuzz;
 pub mod lab;
 pub mod skip;
+pub mod unit;

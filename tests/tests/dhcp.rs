@@ -2,9 +2,10 @@
 //! the daemon leases, renews and releases; failures leave no veth behind; the reference
 //! plugin and daemon, on the same server, are the oracle for the result.
 
+use ferrocni_tests::unit::{self, NotifySocket, Unit};
 use ferrocni_tests::{
-    address, require_reference, require_root, unique, with_previous, Background, Call, Impl,
-    NetnsGuard, TempDir,
+    address, require_reference, require_root, require_tools, unique, with_previous, Background,
+    Call, Impl, NetnsGuard, TempDir,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -513,7 +514,6 @@ fn serves_a_socket_handed_over_by_systemd() {
     let lab = DhcpLab::new(false);
     let socket = lab.dir.path().join("activated.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
-    let handed = std::os::fd::AsRawFd::as_raw_fd(&listener);
     let mut command = lab.host.command("sh");
     // `$$` is the shell's pid, which exec keeps for the daemon.
     command
@@ -526,17 +526,7 @@ fn serves_a_socket_handed_over_by_systemd() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(lab.dir.path().join("activated.log")).expect("log"));
-    // SAFETY: dup2 and fcntl are async-signal-safe; the descriptor is open in the parent.
-    // The listener may be descriptor 3 already, where dup2 does nothing: clear close-on-exec
-    // either way.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-            if libc::dup2(handed, 3) != 3 || libc::fcntl(3, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    unit::pass_as_descriptor_3(&mut command, std::os::fd::AsRawFd::as_raw_fd(&listener));
     let child = command.spawn().expect("the daemon starts");
     let daemon = Daemon {
         child,
@@ -639,6 +629,114 @@ fn a_restarted_daemon_takes_up_the_leases_of_the_last() {
     third.await_log("forgetting the lease", Duration::from_secs(2));
     ipam_call(&lab, "CHECK", "dhgn", &with_previous(&config, &gone_result))
         .assert_error(999, "holds no lease");
+}
+
+/// As cni-dhcp.socket and cni-dhcp.service start it: handed the socket, under the unit's
+/// capability bounding set and no new privileges. It says READY=1 only once it has taken up
+/// its predecessor's leases (a plugin's CHECK right after must find them) and dropped the
+/// records of containers that are gone; and those capabilities are enough to lease.
+#[test]
+fn started_as_its_unit_it_is_ready_once_the_recorded_leases_are_taken_up() {
+    require_root!();
+    require_tools!("setpriv");
+    let service = Unit::load("cni-dhcp.service");
+    let socket_unit = Unit::load("cni-dhcp.socket");
+    assert_eq!(
+        socket_unit.get("Socket", "ListenStream"),
+        Some("/run/cni/dhcp.sock")
+    );
+    let lab = DhcpLab::new(false);
+    let kept = NetnsGuard::new("fdhc");
+    let gone = NetnsGuard::new("fdhc");
+    let records = lab.dir.path().join("dhcp-leases");
+    let kept_result = {
+        let first = lab.daemon(Impl::Ours, &[]);
+        let config = lab.conf("1.0.0", &first.socket, json!({}));
+        lab.call(Impl::Ours, "ADD", "dhug", &gone, &config)
+            .success();
+        lab.call(Impl::Ours, "ADD", "dhuk", &kept, &config)
+            .success()
+    };
+    drop(gone);
+    let recorded = |records: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(records)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| name.ends_with(".json"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    assert_eq!(recorded(&records).len(), 2, "{:?}", recorded(&records));
+
+    // The same socket path and lease directory as the first daemon's: the test's, in place
+    // of /run/cni.
+    let path = lab.dir.path().join("unit.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+    let notify = NotifySocket::default();
+    let log = lab.dir.path().join("unit.log");
+    let path_arg = path.display().to_string();
+    let leasedir = records.display().to_string();
+    let child = service
+        .command(
+            &lab.host,
+            &["-socketpath", &path_arg, "-leasedir", &leasedir],
+            &notify,
+            Some(&listener),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("the daemon starts");
+    let daemon = Daemon {
+        child,
+        socket: path.clone(),
+        log,
+    };
+    let ready = notify.receive(Duration::from_secs(10));
+    // Checked before anything else can happen: the state at the moment READY=1 came.
+    let at_ready = recorded(&records);
+    let log_at_ready = daemon.log();
+    assert_eq!(
+        ready.as_deref(),
+        Some("READY=1"),
+        "the daemon's log:\n{log_at_ready}"
+    );
+    assert!(
+        log_at_ready.contains("took up the lease") && log_at_ready.contains("forgetting the lease"),
+        "READY=1 came before the leases were taken up:\n{log_at_ready}"
+    );
+    assert_eq!(
+        at_ready.len(),
+        1,
+        "the gone container's record: {at_ready:?}"
+    );
+    assert!(at_ready[0].contains("dhuk"), "{at_ready:?}");
+
+    let config = lab.conf("1.0.0", &path, json!({}));
+    ipam_call(&lab, "CHECK", "dhuk", &with_previous(&config, &kept_result)).success();
+    // The unit's capabilities are enough for a new lease and its release.
+    let fresh = NetnsGuard::new("fdhc");
+    let result = lab
+        .call(Impl::Ours, "ADD", "dhun", &fresh, &config)
+        .success();
+    assert!(in_pool(&result), "{result}");
+    for (id, container, result) in [("dhun", &fresh, &result), ("dhuk", &kept, &kept_result)] {
+        lab.call(
+            Impl::Ours,
+            "DEL",
+            id,
+            container,
+            &with_previous(&config, result),
+        )
+        .success();
+    }
+    daemon.await_log("released", Duration::from_secs(2));
 }
 
 /// Started under `umask 000`, the daemon still keeps its socket's directory and its lease

@@ -3,9 +3,7 @@
 //! this refuses an edge that points up or sideways (the kernel layer reaching for the
 //! firewall, a plugin using another plugin's code), which would compile.
 
-use serde_json::Value;
 use std::collections::BTreeMap;
-use std::process::Command;
 
 /// The library crates, bottom layer first, each with the crates it may use: only layers
 /// below its own.
@@ -29,8 +27,9 @@ const LIBRARIES: [(&str, &[&str]); 7] = [
 ];
 
 /// Binaries: each may use any library crate, and the plugins' own libraries only as listed
-/// (vxlan runs the bridge plugin).
-const BINARIES: [(&str, &[&str]); 17] = [
+/// (vxlan runs the bridge plugin). xtask compiles cnictl's and the agent's command-line
+/// definitions from their sources, not as crates.
+const BINARIES: [(&str, &[&str]); 18] = [
     ("bandwidth", &[]),
     ("bridge", &[]),
     ("dnsname", &[]),
@@ -48,6 +47,7 @@ const BINARIES: [(&str, &[&str]); 17] = [
     ("static", &[]),
     ("cnictl", &[]),
     ("ferrocni-agent", &[]),
+    ("xtask", &[]),
 ];
 
 /// The black-box tests and the fuzz checks read the plugins' libraries too.
@@ -70,25 +70,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
 
 /// Each workspace package and the workspace packages it depends on, from the manifests.
 fn declared() -> BTreeMap<String, Vec<String>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
-    let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--no-deps",
-            "--offline",
-        ])
-        .args(["--manifest-path", manifest])
-        .output()
-        .expect("cargo runs");
-    assert!(
-        output.status.success(),
-        "cargo metadata: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: Value = serde_json::from_slice(&output.stdout).expect("metadata is JSON");
+    let metadata = ferrocni_tests::workspace_metadata();
     let packages = metadata["packages"].as_array().expect("a package list");
     let ours: Vec<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
     packages

@@ -341,6 +341,40 @@ fn static_mode_connects_nodes_without_etcd() {
     assert!(b.ns.ping(&a.ip));
 }
 
+/// In a container that is not privileged (the DaemonSet's), /proc/sys is read-only; on a
+/// node where forwarding is on already, as Kubernetes requires, the agent leaves it alone
+/// and comes up.
+#[test]
+fn the_agent_comes_up_where_proc_sys_is_read_only_and_forwarding_is_on() {
+    require_root!();
+    require_tools!("unshare", "mount", "curl");
+    let mut lab = Lab::empty(true);
+    std::fs::create_dir_all(lab.node_dir(0)).expect("dir");
+    lab.write_static_config(0, &["10.244.30.0/24"]);
+    let node = lab.add_machine(None);
+    lab.nodes[node]
+        .ns
+        .exec_ok(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+    lab.start_agent_wrapped(
+        node,
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind -o ro /proc/sys /proc/sys && exec \"$@\"",
+            "sh",
+        ],
+    );
+    let ready = wait_for(Duration::from_secs(10), || {
+        lab.health(node, "/readyz").as_deref() == Some("ready\n")
+    });
+    assert!(ready.is_some(), "{}", lab.logs());
+    assert_eq!(lab.subnet(node), "10.244.30.0/24");
+}
+
 #[test]
 fn gc_releases_attachments_the_runtime_no_longer_has() {
     require_root!();

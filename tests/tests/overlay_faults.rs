@@ -5,6 +5,7 @@
 //! variables (see `Lab::agent_env`).
 
 use ferrocni_tests::lab::{subnet_key, wait_for, EtcdTls, Lab, PREFIX, TTL};
+use ferrocni_tests::unit::NotifySocket;
 use ferrocni_tests::{require_root, require_tools};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -180,6 +181,37 @@ fn etcd_killed_and_restarted_moves_nothing_and_readiness_follows_it() {
         Some(2.0)
     );
     assert!(a.ns.ping(&b.ip) && b.ns.ping(&a.ip));
+}
+
+/// As ferrocni-agent.service starts it: under the unit's capability bounding set and no new
+/// privileges, its settings in the environment. While etcd is down the node has no lease,
+/// and the agent says nothing to systemd; READY=1 comes once it is leased and programmed,
+/// and at that moment /readyz agrees and the node file is written.
+#[test]
+fn started_as_its_unit_the_agent_is_ready_only_once_leased_and_programmed() {
+    require_root!();
+    require_tools!("etcd", "etcdctl", "curl", "setpriv");
+    let mut lab = Lab::empty(false);
+    let node = lab.add_machine(None);
+    let notify = NotifySocket::default();
+    lab.start_agent_as_unit(node, &notify);
+
+    let early = notify.receive(Duration::from_secs(4));
+    assert_eq!(early, None, "notified without etcd:\n{}", lab.logs());
+    let unready = lab.health(node, "/readyz").unwrap_or_default();
+    assert!(unready.starts_with("not ready: no lease yet"), "{unready}");
+    assert!(lab.agent_running(node), "{}", lab.logs());
+
+    lab.start_etcd();
+    let ready = notify.receive(Duration::from_secs(30));
+    let readyz = lab.health(node, "/readyz");
+    let message = ready.unwrap_or_else(|| panic!("no READY=1:\n{}", lab.logs()));
+    assert!(message.starts_with("READY=1\n"), "{message}");
+    assert!(message.contains("STATUS=node n1 on 10.244."), "{message}");
+    assert_eq!(readyz.as_deref(), Some("ready\n"));
+    assert!(lab.leased(node));
+    // Once: systemd has no use for a second READY=1.
+    assert_eq!(notify.receive(Duration::from_secs(3)), None);
 }
 
 #[test]

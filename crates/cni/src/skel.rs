@@ -298,6 +298,9 @@ pub fn dispatch(
     let fail = |error: Error| (error, None);
     let Some(command_text) = env("CNI_COMMAND") else {
         eprintln!("{}", plugin.about());
+        // Which release, as the reference prints its own: every binary is built from the
+        // one workspace version this crate has too.
+        eprintln!("ferrocni v{}", env!("CARGO_PKG_VERSION"));
         eprintln!(
             "CNI protocol versions supported: {}",
             version_list(plugin.supported_versions())

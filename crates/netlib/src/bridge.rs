@@ -44,10 +44,19 @@ pub fn ensure_gateway_address(
 /// Turns on forwarding for the families the gateways use, in the calling thread's namespace.
 pub fn enable_forwarding(gateways: &[IpNetwork]) -> Result<()> {
     if gateways.iter().any(IpNetwork::is_ipv4) {
-        sysctl::set("net.ipv4.ip_forward", "1")?;
+        turn_on("net.ipv4.ip_forward")?;
     }
     if gateways.iter().any(IpNetwork::is_ipv6) {
-        sysctl::set("net.ipv6.conf.all.forwarding", "1")?;
+        turn_on("net.ipv6.conf.all.forwarding")?;
     }
     Ok(())
+}
+
+/// Sets `key` to 1 unless it is 1 already: a container that is not privileged (the overlay
+/// agent's DaemonSet) sees /proc/sys read-only, and a Kubernetes node has forwarding on.
+fn turn_on(key: &str) -> Result<()> {
+    if sysctl::get(key).is_ok_and(|value| value == "1") {
+        return Ok(());
+    }
+    Ok(sysctl::set(key, "1")?)
 }

@@ -191,7 +191,7 @@ struct DhcpPlugin;
 
 impl Plugin for DhcpPlugin {
     fn about(&self) -> &'static str {
-        "dhcp IPAM: addresses leased from a DHCP server and kept by `dhcp daemon`"
+        "CNI dhcp IPAM plugin (ferrocni): addresses leased from a DHCP server, kept by `dhcp daemon`"
     }
 
     fn add(&self, request: &Request, attachment: &Attachment) -> Result<CniResult> {

@@ -418,6 +418,10 @@ pub fn main(args: &[String]) -> i32 {
         leases: Mutex::new(HashMap::new()),
     });
     daemon.restore();
+    // Ready only now (Type=notify): a plugin asking earlier would find its lease unknown.
+    if let Err(e) = kernel::systemd::notify("READY=1") {
+        log!("cannot tell systemd the daemon is ready: {e}");
+    }
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
