@@ -181,11 +181,12 @@ fn a_panicking_plugin_still_answers_with_error_json() {
 }
 
 /// What `netlink::nftables` writes is what nft itself would have: `nft list` reads every
-/// element back in nft syntax, exclusive keys refuse a second owner, a key mapped to another
-/// value refuses too until destroyed, and the keyed delete leaves nothing.
+/// element back in nft syntax, and `nftables::list` reads the same elements back; exclusive
+/// keys refuse a second owner, a key mapped to another value refuses too until destroyed,
+/// and the keyed delete leaves nothing.
 #[test]
 fn nftables_batches_read_back_in_nft_syntax() {
-    use kernel::netlink::nftables::{Batch, Data, Family, Field, Key};
+    use kernel::netlink::nftables::{self, Batch, Data, Element, Family, Field, Key};
     require_root!();
     let container = NetnsGuard::new("fkn");
     container.exec_ok(&[
@@ -254,6 +255,22 @@ fn nftables_batches_read_back_in_nft_syntax() {
             format!("{key} comment \"net/id/eth0\" : {data}").replace("veth1", "\"veth1\"");
         assert!(listed.contains(&expected), "{expected:?} not in:\n{listed}");
     }
+    let mut read = netns
+        .run(|| nftables::list(Family::Inet, "t"))
+        .expect("entered")
+        .expect("lists");
+    read.sort_by(|a, b| a.set.cmp(&b.set));
+    let mut written: Vec<Element> = elements
+        .iter()
+        .map(|(map, key, data)| Element {
+            set: map.to_string(),
+            key: key.clone(),
+            data: Some(data.clone()),
+            comment: Some("net/id/eth0".to_string()),
+        })
+        .collect();
+    written.sort_by(|a, b| a.set.cmp(&b.set));
+    assert_eq!(read, written);
 
     let taken = netns
         .run(|| add.commit())
@@ -305,6 +322,10 @@ fn nftables_batches_read_back_in_nft_syntax() {
     let listed = container.exec(&["nft", "list", "table", "inet", "t"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(!listed.contains("comment"), "{listed}");
+    let left = netns.run(|| nftables::list(Family::Inet, "t"));
+    assert_eq!(left.expect("entered").expect("lists"), []);
+    let none = netns.run(|| nftables::list(Family::Inet, "absent"));
+    assert_eq!(none.expect("entered").expect("no table, no elements"), []);
 }
 
 /// A batch of any size the kernel takes is one transaction: 60,000 elements commit; the same
@@ -313,7 +334,7 @@ fn nftables_batches_read_back_in_nft_syntax() {
 /// writes it, with an interface name holding nft syntax compared as data.
 #[test]
 fn nftables_batches_of_any_size_and_rules() {
-    use kernel::netlink::nftables::{Batch, Data, Expr, Family, Field, Key};
+    use kernel::netlink::nftables::{self, Batch, Data, Expr, Family, Field, Key};
     require_root!();
     let container = NetnsGuard::new("fkn");
     container.exec_ok(&[
@@ -343,6 +364,15 @@ fn nftables_batches_of_any_size_and_rules() {
     let listed = container.exec(&["nft", "list", "map", "inet", "t", "owners"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(listed.matches("comment \"n/id/eth0\"").count(), 60_000);
+    // A dump of that many takes many datagrams.
+    let read = netns
+        .run(|| nftables::list(Family::Inet, "t"))
+        .expect("entered")
+        .expect("lists");
+    assert_eq!(read.len(), 60_000);
+    assert!(read
+        .iter()
+        .all(|e| e.comment.as_deref() == Some("n/id/eth0")));
     let again = netns
         .run(|| many.commit())
         .expect("entered")
