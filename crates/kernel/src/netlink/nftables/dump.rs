@@ -539,13 +539,7 @@ mod tests {
         ];
         for case in cases {
             let mut batch = Batch::new(Family::Inet, "t");
-            batch.add_element(
-                &case.set,
-                &case.key,
-                case.data.as_ref(),
-                case.comment.as_deref(),
-                false,
-            );
+            batch.add(&case, false);
             let message = &batch.buffer[batch.last..];
             let set = types
                 .iter()

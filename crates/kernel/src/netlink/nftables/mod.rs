@@ -124,6 +124,17 @@ impl Batch {
         });
     }
 
+    /// Adds `element` (see [`Batch::add_element`]).
+    pub fn add(&mut self, element: &Element, exclusive: bool) {
+        self.add_element(
+            &element.set,
+            &element.key,
+            element.data.as_ref(),
+            element.comment.as_deref(),
+            exclusive,
+        );
+    }
+
     pub fn delete_element(&mut self, map: &str, key: &Key) {
         self.element(NFT_MSG_DELSETELEM, 0, map, key, |_| {});
     }
