@@ -12,7 +12,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::IpAddr;
 
-use super::{Netlink, NetlinkError};
+use super::{Netlink, NetlinkError, SocketOption};
 
 /// A route as the plugins configure and check it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -234,16 +234,14 @@ impl Netlink {
         let mut request = AddressMessage::default();
         request.header.index = index;
         request.header.family = family;
-        let strict = self.socket.set_netlink_get_strict_chk(true).is_ok();
+        let strict = self.set(SocketOption::StrictChecking(true)).is_ok();
         let answers = self.request(
             "list addresses",
             RouteNetlinkMessage::GetAddress(request),
             NLM_F_DUMP,
         );
         if strict {
-            self.socket
-                .set_netlink_get_strict_chk(false)
-                .map_err(NetlinkError::Socket)?;
+            self.set(SocketOption::StrictChecking(false))?;
         }
         match answers {
             // A filtered dump of a link that is gone fails; unfiltered, it found nothing.
