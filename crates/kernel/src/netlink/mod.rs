@@ -1,7 +1,7 @@
 //! The one door to the kernel's netlink: one request/response exchange for every family
 //! ([`exchange`]) over a transport (the kernel's socket, or in tests a recording fake:
 //! `fake`), and over it routing netlink for links ([`link`]) and the kinds of link ferrocni
-//! creates ([`LinkBuilder`]), bridge ports and VLANs, addresses and routes ([`addr`]),
+//! creates ([`LinkBuilder`]), bridge ports and their VLANs (`port`), addresses and routes ([`addr`]),
 //! neighbour and forwarding entries ([`neigh`]); and nf_tables batches for the firewall's
 //! hot path ([`nftables`]).
 //!
@@ -24,10 +24,11 @@ mod kinds;
 pub mod link;
 pub mod neigh;
 pub mod nftables;
+mod port;
 
 pub use addr::RouteSpec;
 pub use exchange::{Exchange, Protocol, SocketOption, Transport};
-pub use kinds::VxlanSpec;
+pub use kinds::{Bridge, Ifb, Kind, LinkBuilder, MacVlan, Peer, Veth, Vxlan};
 pub use link::{Link, MacAddr};
 pub use neigh::{FdbEntry, Neighbour};
 
