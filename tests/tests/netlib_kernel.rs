@@ -2,7 +2,7 @@
 //! namespace they are aimed at; and the skeleton's last line of defence against panics.
 
 use ferrocni_tests::{profile_dir, require_root, Call, NetnsGuard};
-use kernel::netlink::Netlink;
+use kernel::netlink::{Bridge, LinkBuilder, MacAddr, Netlink};
 use kernel::netns::{Netns, NetnsError};
 use kernel::sysctl;
 
@@ -40,7 +40,9 @@ fn an_address_dump_names_one_link_and_leaves_the_socket_as_it_was() {
     let netns = Netns::open(container.path()).expect("opens");
     let mut netlink = Netlink::open_in(&netns).expect("socket inside");
     let mut bridge = |name: &str, address: &str| {
-        let link = netlink.ensure_bridge(name, None, false).expect("bridge");
+        let link = netlink
+            .ensure_bridge(&LinkBuilder::new(name, Bridge::default()).mac(MacAddr::random()))
+            .expect("bridge");
         netlink
             .add_address(link.index, address.parse().expect("address"), true)
             .expect("add address");
@@ -83,7 +85,9 @@ fn a_new_ipv6_address_is_resolvable_once_awaited() {
     let container = NetnsGuard::new("fks");
     let netns = Netns::open(container.path()).expect("opens");
     let mut netlink = Netlink::open_in(&netns).expect("socket inside");
-    let link = netlink.ensure_bridge("fks0", None, false).expect("bridge");
+    let link = netlink
+        .ensure_bridge(&LinkBuilder::new("fks0", Bridge::default()).mac(MacAddr::random()))
+        .expect("bridge");
     for host in 1..=20u16 {
         let address: ipnetwork::IpNetwork =
             format!("fd00:83::{host:x}/64").parse().expect("address");

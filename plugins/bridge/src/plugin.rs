@@ -10,7 +10,7 @@ use cni::skel::{Attachment, Command, Plugin, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Coded, ErrorCode, Failure, ProtocolError, Result, Route, ValidAttachments};
 use firewall::{Backend, Entry, Feature, Firewall, Nftables};
-use kernel::netlink::{Link, MacAddr, Netlink, NetlinkError};
+use kernel::netlink::{Bridge, Link, LinkBuilder, MacAddr, Netlink, NetlinkError, Peer, Veth};
 use kernel::netns::Netns;
 use netlib::bridge;
 use netlib::{attachment, iface, veth};
@@ -93,9 +93,15 @@ fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Re
     if let Some(existing) = host.link_by_name(&name)? {
         return Ok(existing);
     }
-    let own = Netns::current()?;
     let port_name = kernel::netlink::link::random_name("vgw");
-    let gateway = match host.create_veth(&name, &port_name, &own, conf.mtu, None, None) {
+    let pair = LinkBuilder::new(
+        &name,
+        Veth {
+            peer: LinkBuilder::new(&port_name, Peer).mtu(conf.mtu),
+        },
+    )
+    .mtu(conf.mtu);
+    let gateway = match host.create_and_get(&pair) {
         Err(e) if e.already_exists() => return Ok(host.link(&name)?),
         other => other?,
     };
@@ -147,7 +153,22 @@ impl Plugin for BridgePlugin {
         let mut undo = Undo::new();
 
         // The bridge is shared by every container on it and is never removed.
-        let bridge = host.ensure_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering())?;
+        // A bridge takes the lowest MAC of its ports unless one was set, so a MAC given at
+        // creation keeps the gateway's MAC the same as containers come and go. Given there,
+        // the kernel also makes it the bridge ID (STP's identity, which tools show) and
+        // drops the carrier until a port forwards, so the operstate goes DOWN, then UP.
+        // Setting the bridge's own MAC afterwards does neither: the ID stays zero and the
+        // operstate is never computed (UNKNOWN); setting another flushes the neighbour table.
+        let bridge = host.ensure_bridge(
+            &LinkBuilder::new(
+                &conf.bridge,
+                Bridge {
+                    vlan_filtering: conf.vlan_filtering(),
+                },
+            )
+            .mtu(conf.mtu)
+            .mac(MacAddr::random()),
+        )?;
         if conf.promisc_mode && !bridge.promisc {
             host.set_promisc(bridge.index, true)?;
         }

@@ -1,6 +1,6 @@
 //! Reading elements back: the requests that dump a table's sets (NFT_MSG_GETSET) and a set's
 //! elements (NFT_MSG_GETSETELEM), and the decoding of the kernel's answers into the typed model
-//! the batches write ([`Element`]). Pure functions over message bytes: [`super::list`] is the
+//! the batches write ([`Element`]). Pure functions over message bytes: [`super::list_over`] is the
 //! one caller that talks to the kernel.
 //!
 //! A set's key and data types come from the kernel (nft's datatype numbers, a concatenation
@@ -11,11 +11,12 @@
 //! than a jump, unknown types. Nothing that names an owner is written that way.
 
 use ipnetwork::IpNetwork;
-use netlink_packet_core::{NlaBuffer, NlasIterator, NLA_TYPE_MASK, NLM_F_DUMP};
+use netlink_packet_core::{NlaBuffer, NlasIterator, NLA_TYPE_MASK};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::elements::{Data, Element, Family, Field, Key};
 use super::wire::*;
+use crate::netlink::exchange::Raw;
 
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_GETSETELEM: u16 = 13;
@@ -36,27 +37,24 @@ const NFT_SET_ELEM_CATCHALL: u32 = 0x2;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const TYPE_BITS: u32 = 6;
 
-/// The request for a dump of `table`'s sets or, with `set`, of that set's elements.
-pub(super) fn request(family: Family, table: &str, set: Option<&str>) -> Vec<u8> {
+/// The request for a dump of `table`'s sets or, with `set`, of that set's elements (the
+/// exchange adds the header and its dump flags).
+pub(super) fn request(family: Family, table: &str, set: Option<&str>) -> Raw {
     let kind = match set {
         Some(_) => NFT_MSG_GETSETELEM,
         None => NFT_MSG_GETSET,
     };
-    let mut out = Vec::with_capacity(64);
-    let start = header(
-        &mut out,
-        (NFNL_SUBSYS_NFTABLES << 8) | kind,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        1,
-    );
-    out.extend_from_slice(&[family as u8, 0, 0, 0]);
+    let mut payload = Vec::with_capacity(48);
+    payload.extend_from_slice(&[family as u8, 0, 0, 0]);
     // The same attribute numbers as NFTA_SET_ELEM_LIST_TABLE and _SET.
-    attr_str(&mut out, NFTA_SET_TABLE, table);
+    attr_str(&mut payload, NFTA_SET_TABLE, table);
     if let Some(set) = set {
-        attr_str(&mut out, NFTA_SET_NAME, set);
+        attr_str(&mut payload, NFTA_SET_NAME, set);
     }
-    finish(&mut out, start);
-    out
+    Raw {
+        kind: (NFNL_SUBSYS_NFTABLES << 8) | kind,
+        payload,
+    }
 }
 
 /// One field of a key as nft types it, by its datatype number.
@@ -333,6 +331,7 @@ fn string(value: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::netlink::nftables::Batch;
+    use netlink_packet_core::NLM_F_DUMP;
 
     /// The kernel's answers to a dump of a table (see the file's header).
     const CAPTURED: &str = include_str!("testdata/dump-inet-t.txt");
@@ -540,7 +539,8 @@ mod tests {
         for case in cases {
             let mut batch = Batch::new(Family::Inet, "t");
             batch.add(&case, false);
-            let message = &batch.buffer[batch.last..];
+            // A new batch holds its messages alone: this one.
+            let message = &batch.buffer[..];
             let set = types
                 .iter()
                 .find(|t| t.name == case.set)
@@ -593,30 +593,102 @@ mod tests {
         assert_eq!(verdict(NF_DROP), None);
     }
 
+    /// The captured answers that start with `tag`, as the kernel sent them.
+    fn captured_raw(tag: &str) -> Vec<(String, Raw)> {
+        CAPTURED
+            .lines()
+            .filter(|line| line.starts_with(tag))
+            .filter_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let message = hex(words.last()?);
+                let raw = Raw {
+                    kind: u16::from_ne_bytes([message[4], message[5]]),
+                    payload: message[16..].to_vec(),
+                };
+                Some((words[1..words.len() - 1].join(" "), raw))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_listing_dumps_the_sets_then_each_ones_elements() {
+        use crate::netlink::fake::{Fake, Reply};
+        use crate::netlink::Exchange;
+        let dump = |raws: Vec<Raw>| Reply::Dump {
+            datagrams: vec![raws],
+            interrupted: false,
+        };
+        let fake = Fake::new();
+        let sets: Vec<Raw> = captured_raw("SET").into_iter().map(|(_, r)| r).collect();
+        fake.then(dump(sets));
+        let named = captured_sets();
+        let mut expected = Vec::new();
+        for set in &named {
+            let answers: Vec<Raw> = captured_raw("ELEM")
+                .into_iter()
+                .filter(|(name, _)| *name == set.name)
+                .map(|(_, raw)| raw)
+                .collect();
+            // A set deleted between the two dumps: the kernel no longer knows it.
+            if set.name == "local6" {
+                fake.then(Reply::Refuse {
+                    errno: libc::ENOENT,
+                    message: None,
+                });
+                continue;
+            }
+            for answer in &answers {
+                expected.extend(elements(&answer.payload, set));
+            }
+            fake.then(dump(answers));
+        }
+        let mut exchange = Exchange::over(fake.clone());
+        let listed = super::super::list_over(&mut exchange, Family::Inet, "t").expect("listed");
+        assert!(fake.finished());
+        assert_eq!(listed, expected);
+        assert!(listed.iter().any(|e| e.set == "dnat4"));
+        assert!(listed.iter().all(|e| e.set != "local6"));
+        // One dump of the sets, then one of each set the model reads, by name.
+        let sent = fake.requests();
+        let mut asked = vec![request(Family::Inet, "t", None)];
+        asked.extend(
+            named
+                .iter()
+                .map(|set| request(Family::Inet, "t", Some(&set.name))),
+        );
+        assert_eq!(
+            sent.iter().map(|s| s.message.clone()).collect::<Vec<_>>(),
+            asked
+        );
+        assert!(sent.iter().all(|s| s.flags & NLM_F_DUMP == NLM_F_DUMP));
+
+        // No table: nothing listed.
+        let fake = Fake::new();
+        fake.then(Reply::Refuse {
+            errno: libc::ENOENT,
+            message: None,
+        });
+        let listed = super::super::list_over(&mut Exchange::over(fake), Family::Inet, "t");
+        assert_eq!(listed.expect("an empty listing"), []);
+    }
+
     #[test]
     fn requests_name_the_table_and_the_set() {
         let sets = request(Family::Bridge, "ferrocni", None);
-        assert_eq!(u32_at(&sets, 0) as usize, sets.len());
+        assert_eq!(sets.kind, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET);
+        assert_eq!(sets.payload[0], Family::Bridge as u8);
         assert_eq!(
-            u16::from_ne_bytes([sets[4], sets[5]]),
-            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSET
-        );
-        assert_eq!(
-            u16::from_ne_bytes([sets[6], sets[7]]),
-            NLM_F_REQUEST | NLM_F_DUMP
-        );
-        assert_eq!(sets[16], Family::Bridge as u8);
-        assert_eq!(
-            string(attribute(&sets[20..], NFTA_SET_TABLE).expect("table")),
+            string(attribute(&sets.payload[4..], NFTA_SET_TABLE).expect("table")),
             "ferrocni"
         );
+        assert_eq!(attribute(&sets.payload[4..], NFTA_SET_NAME), None);
         let elements = request(Family::Inet, "t", Some("snat4"));
         assert_eq!(
-            u16::from_ne_bytes([elements[4], elements[5]]),
+            elements.kind,
             (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM
         );
         assert_eq!(
-            string(attribute(&elements[20..], NFTA_SET_NAME).expect("set")),
+            string(attribute(&elements.payload[4..], NFTA_SET_NAME).expect("set")),
             "snat4"
         );
     }

@@ -256,8 +256,8 @@ impl Expr<'_> {
             attr_str(out, NFTA_EXPR_NAME, self.name());
             nested(out, NFTA_EXPR_DATA, |out| match self {
                 Expr::LoadOifname => {
-                    attr(out, NFTA_META_DREG, &NFT_REG_1.to_be_bytes());
                     attr(out, NFTA_META_KEY, &NFT_META_OIFNAME.to_be_bytes());
+                    attr(out, NFTA_META_DREG, &NFT_REG_1.to_be_bytes());
                 }
                 Expr::NotEqual(value) => {
                     attr(out, NFTA_CMP_SREG, &NFT_REG_1.to_be_bytes());
@@ -267,8 +267,8 @@ impl Expr<'_> {
                     });
                 }
                 Expr::InSet(set) => {
-                    attr_str(out, NFTA_LOOKUP_SET, set);
                     attr(out, NFTA_LOOKUP_SREG, &NFT_REG_1.to_be_bytes());
+                    attr_str(out, NFTA_LOOKUP_SET, set);
                 }
                 Expr::Drop => {
                     attr(out, NFTA_IMMEDIATE_DREG, &NFT_REG_VERDICT.to_be_bytes());
