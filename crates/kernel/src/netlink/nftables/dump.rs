@@ -1,7 +1,7 @@
 //! Reading elements back: the requests that dump a table's sets (NFT_MSG_GETSET) and a set's
-//! elements (NFT_MSG_GETSETELEM), and the decoding of the kernel's answers into the typed model
-//! the batches write ([`Element`]). Pure functions over message bytes: [`super::list_over`] is the
-//! one caller that talks to the kernel.
+//! elements (NFT_MSG_GETSETELEM), and the decoding of the kernel's answers into the typed
+//! model the batches write ([`Element`]). Pure functions over message bytes:
+//! [`super::list_over`] is the one caller that talks to the kernel.
 //!
 //! A set's key and data types come from the kernel (nft's datatype numbers, a concatenation
 //! packed six bits a field, the first highest), so the elements of sets this version does not

@@ -81,7 +81,8 @@ fn octets(address: IpAddr) -> Vec<u8> {
     }
 }
 
-/// nft syntax, as `nft -j list` gives fields back.
+/// nft syntax: how a field reads in `nft -f` text (the elements that go with a chain of an
+/// admin's conditions), in messages that name a key, and in an owner's manifest digest.
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
