@@ -6,7 +6,7 @@ use ipnetwork::{IpNetwork, Ipv4Network};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use kernel::netlink::{Netlink, VxlanSpec};
+use kernel::netlink::{Bridge, LinkBuilder, MacAddr, Netlink, Vxlan};
 use netlib::bridge;
 use overlay::{self, ClusterConfig, NodeFile, NodeLease, Peer, Programmed};
 
@@ -117,16 +117,28 @@ impl NodeKernel {
     ) -> Result<NodeKernel> {
         let mut netlink = Netlink::open()?;
         let mtu = overlay::overlay_mtu(underlay.mtu, underlay.ip);
-        let vxlan = netlink.ensure_vxlan(&VxlanSpec {
-            name: settings.vxlan_device.clone(),
-            vni: config.vni,
-            port: config.port,
-            local: underlay.ip,
-            underlay: Some(underlay.index),
-            mtu,
-            mac: overlay::node_mac(&settings.node),
-        })?;
-        let node_bridge = netlink.ensure_bridge(&settings.bridge, Some(mtu), false)?;
+        let vxlan = netlink.ensure_vxlan(
+            &LinkBuilder::new(
+                &settings.vxlan_device,
+                Vxlan {
+                    vni: config.vni,
+                    port: config.port,
+                    local: underlay.ip,
+                    underlay: Some(underlay.index),
+                    // Peers are programmed from the store; learning would let forged frames in.
+                    learning: false,
+                },
+            )
+            .mtu(mtu)
+            .mac(overlay::node_mac(&settings.node)),
+        )?;
+        // A MAC given at creation keeps the gateway's MAC as ports come and go (see the
+        // bridge plugin, which makes the same bridge when it comes first).
+        let node_bridge = netlink.ensure_bridge(
+            &LinkBuilder::new(&settings.bridge, Bridge::default())
+                .mtu(mtu)
+                .mac(MacAddr::random()),
+        )?;
         let gateway = IpNetwork::new(
             ipam::range::default_gateway(&IpNetwork::V4(subnet)),
             subnet.prefix(),

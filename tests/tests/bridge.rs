@@ -304,6 +304,47 @@ fn elements_an_earlier_version_commented_are_removed() {
     host.assert_clean(&[]);
 }
 
+/// Earlier versions kept a chain per attachment, jumped to from verdict maps of other names
+/// (`masq4`): the listing reads every map of the table, whatever its types, so DEL without
+/// prevResult and GC find those elements by owner too and remove their chains with them.
+#[test]
+fn verdict_elements_of_earlier_versions_go_with_their_chains() {
+    require_root!();
+    let host = Host::new();
+    let mut batch = "add table inet ferrocni; \
+                     add map inet ferrocni masq4 { type ipv4_addr : verdict; }"
+        .to_string();
+    for (address, id) in [("10.86.9.8", "old"), ("10.86.9.9", "gone")] {
+        batch.push_str(&format!(
+            "; add chain inet ferrocni cni-{id}; \
+             add element inet ferrocni masq4 {{ {address} comment \"brnet:{id}:eth0\" : jump cni-{id} }}"
+        ));
+    }
+    host.ns.exec_ok(&["nft", &batch]);
+    let config = host.conf("1.1.0", "10.86.9.0/24", None, json!({"ipMasq": true}));
+    let container = NetnsGuard::new("fbc");
+    host.call(Impl::Ours, "DEL", "old", &container, &config)
+        .success();
+    let table = host.ns.nft_table("ferrocni");
+    assert!(
+        !table.contains("10.86.9.8 ") && !table.contains("chain cni-old"),
+        "DEL removed its element and chain: {table}"
+    );
+    assert!(
+        table.contains("10.86.9.9 ") && table.contains("chain cni-gone"),
+        "DEL left another's: {table}"
+    );
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = json!([]);
+    host.call_network("GC", &gc).success();
+    let table = host.ns.nft_table("ferrocni");
+    assert!(
+        !table.contains("10.86.9.9 ") && !table.contains("chain cni-gone"),
+        "GC: {table}"
+    );
+    host.assert_clean(&[]);
+}
+
 #[test]
 fn del_cleans_up_without_the_namespace() {
     require_root!();

@@ -2,7 +2,7 @@
 //! namespace they are aimed at; and the skeleton's last line of defence against panics.
 
 use ferrocni_tests::{profile_dir, require_root, Call, NetnsGuard};
-use kernel::netlink::Netlink;
+use kernel::netlink::{Bridge, LinkBuilder, MacAddr, Netlink};
 use kernel::netns::{Netns, NetnsError};
 use kernel::sysctl;
 
@@ -40,7 +40,9 @@ fn an_address_dump_names_one_link_and_leaves_the_socket_as_it_was() {
     let netns = Netns::open(container.path()).expect("opens");
     let mut netlink = Netlink::open_in(&netns).expect("socket inside");
     let mut bridge = |name: &str, address: &str| {
-        let link = netlink.ensure_bridge(name, None, false).expect("bridge");
+        let link = netlink
+            .ensure_bridge(&LinkBuilder::new(name, Bridge::default()).mac(MacAddr::random()))
+            .expect("bridge");
         netlink
             .add_address(link.index, address.parse().expect("address"), true)
             .expect("add address");
@@ -83,7 +85,9 @@ fn a_new_ipv6_address_is_resolvable_once_awaited() {
     let container = NetnsGuard::new("fks");
     let netns = Netns::open(container.path()).expect("opens");
     let mut netlink = Netlink::open_in(&netns).expect("socket inside");
-    let link = netlink.ensure_bridge("fks0", None, false).expect("bridge");
+    let link = netlink
+        .ensure_bridge(&LinkBuilder::new("fks0", Bridge::default()).mac(MacAddr::random()))
+        .expect("bridge");
     for host in 1..=20u16 {
         let address: ipnetwork::IpNetwork =
             format!("fd00:83::{host:x}/64").parse().expect("address");
@@ -181,11 +185,12 @@ fn a_panicking_plugin_still_answers_with_error_json() {
 }
 
 /// What `netlink::nftables` writes is what nft itself would have: `nft list` reads every
-/// element back in nft syntax, exclusive keys refuse a second owner, a key mapped to another
-/// value refuses too until destroyed, and the keyed delete leaves nothing.
+/// element back in nft syntax, and `nftables::list` reads the same elements back; exclusive
+/// keys refuse a second owner, a key mapped to another value refuses too until destroyed,
+/// and the keyed delete leaves nothing.
 #[test]
 fn nftables_batches_read_back_in_nft_syntax() {
-    use kernel::netlink::nftables::{Batch, Data, Family, Field, Key};
+    use kernel::netlink::nftables::{self, Batch, Data, Element, Family, Field, Key};
     require_root!();
     let container = NetnsGuard::new("fkn");
     container.exec_ok(&[
@@ -254,6 +259,22 @@ fn nftables_batches_read_back_in_nft_syntax() {
             format!("{key} comment \"net/id/eth0\" : {data}").replace("veth1", "\"veth1\"");
         assert!(listed.contains(&expected), "{expected:?} not in:\n{listed}");
     }
+    let mut read = netns
+        .run(|| nftables::list(Family::Inet, "t"))
+        .expect("entered")
+        .expect("lists");
+    read.sort_by(|a, b| a.set.cmp(&b.set));
+    let mut written: Vec<Element> = elements
+        .iter()
+        .map(|(map, key, data)| Element {
+            set: map.to_string(),
+            key: key.clone(),
+            data: Some(data.clone()),
+            comment: Some("net/id/eth0".to_string()),
+        })
+        .collect();
+    written.sort_by(|a, b| a.set.cmp(&b.set));
+    assert_eq!(read, written);
 
     let taken = netns
         .run(|| add.commit())
@@ -305,6 +326,10 @@ fn nftables_batches_read_back_in_nft_syntax() {
     let listed = container.exec(&["nft", "list", "table", "inet", "t"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(!listed.contains("comment"), "{listed}");
+    let left = netns.run(|| nftables::list(Family::Inet, "t"));
+    assert_eq!(left.expect("entered").expect("lists"), []);
+    let none = netns.run(|| nftables::list(Family::Inet, "absent"));
+    assert_eq!(none.expect("entered").expect("no table, no elements"), []);
 }
 
 /// A batch of any size the kernel takes is one transaction: 60,000 elements commit; the same
@@ -313,7 +338,7 @@ fn nftables_batches_read_back_in_nft_syntax() {
 /// writes it, with an interface name holding nft syntax compared as data.
 #[test]
 fn nftables_batches_of_any_size_and_rules() {
-    use kernel::netlink::nftables::{Batch, Data, Expr, Family, Field, Key};
+    use kernel::netlink::nftables::{self, Batch, Data, Expr, Family, Field, Key};
     require_root!();
     let container = NetnsGuard::new("fkn");
     container.exec_ok(&[
@@ -343,6 +368,15 @@ fn nftables_batches_of_any_size_and_rules() {
     let listed = container.exec(&["nft", "list", "map", "inet", "t", "owners"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert_eq!(listed.matches("comment \"n/id/eth0\"").count(), 60_000);
+    // A dump of that many takes many datagrams.
+    let read = netns
+        .run(|| nftables::list(Family::Inet, "t"))
+        .expect("entered")
+        .expect("lists");
+    assert_eq!(read.len(), 60_000);
+    assert!(read
+        .iter()
+        .all(|e| e.comment.as_deref() == Some("n/id/eth0")));
     let again = netns
         .run(|| many.commit())
         .expect("entered")

@@ -426,11 +426,30 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
             7,
             "portMappings[0].hostIP",
         ),
+        // The nftables backend has no use for an iptables option: the error names it.
         (
             json!([{"hostPort": 80, "containerPort": 80}]),
             json!({"backend": "nftables", "markMasqBit": 5}),
             7,
-            "backend",
+            "config: markMasqBit:",
+        ),
+        (
+            json!([{"hostPort": 80, "containerPort": 80}]),
+            json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+            7,
+            "config: externalSetMarkChain:",
+        ),
+        (
+            json!([{"hostPort": 80, "containerPort": 80}]),
+            json!({"backend": "nftables", "conditionsV6": ["-s", "fd00::/8"]}),
+            7,
+            "config: conditionsV6:",
+        ),
+        (
+            json!([{"hostPort": 80, "containerPort": 80}]),
+            json!({"backend": "iptables", "conditionsV4": ["ip", "saddr", "10.0.0.0/8"]}),
+            7,
+            "config: conditionsV4:",
         ),
         (
             json!([{"hostPort": 80, "containerPort": 80}]),

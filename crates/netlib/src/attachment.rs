@@ -6,7 +6,7 @@ use ipnetwork::IpNetwork;
 use cni::skel::{Attachment, Command, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Error, Failure, Interface, Result, ValidAttachments};
-use firewall::Backend;
+use firewall::{Entry, Feature, Firewall};
 use kernel::netlink::{Link, MacAddr, Netlink};
 use kernel::netns::{Netns, NetnsError};
 
@@ -23,17 +23,22 @@ pub fn interface(link: &Link, sandbox: &str) -> Interface {
 /// ADD's masquerade step: rules for every address of `result`, undone if ADD fails later.
 pub fn masquerade<'a>(
     attachment: &'a Attachment,
-    firewall: Backend,
+    firewall: &'a dyn Firewall,
     result: &CniResult,
     undo: &mut Undo<'a>,
 ) -> Result<()> {
-    let addresses: Vec<IpNetwork> = result.ips.iter().map(|ip| ip.address).collect();
+    let entries = Entry::masquerade(&addresses(result));
     let owner = &attachment.id;
-    firewall.add_masquerade(owner, &addresses)?;
+    firewall.add(owner, &entries)?;
     undo.push("the masquerade rules", move || {
-        Ok(firewall.del_masquerade(owner, &addresses)?)
+        Ok(firewall.del(owner, Feature::Masquerade, &entries)?)
     });
     Ok(())
+}
+
+/// The addresses of a result.
+fn addresses(result: &CniResult) -> Vec<IpNetwork> {
+    result.ips.iter().map(|ip| ip.address).collect()
 }
 
 /// ADD's IPAM step: the delegate's result (empty without `ipam`), released again if ADD
@@ -138,15 +143,15 @@ pub fn ipam_type(request: &Request) -> Option<&str> {
 pub fn teardown(
     request: &Request,
     attachment: &Attachment,
-    masquerade: Option<Backend>,
+    masquerade: Option<&dyn Firewall>,
 ) -> Result<()> {
     let previous = request.prev_result().ok().flatten().unwrap_or_default();
-    let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
     let mut failures: Vec<Error> = Vec::new();
     // Rules first: the kernel frees them after a grace period, which then passes while the
     // link's deletion waits for its own (see `netlink::nftables`).
     if let Some(firewall) = masquerade {
-        let removed = firewall.del_masquerade(&attachment.id, &addresses);
+        let known = Entry::masquerade(&addresses(&previous));
+        let removed = firewall.del(&attachment.id, Feature::Masquerade, &known);
         failures.extend(removed.err().map(Error::from));
     }
     if let Some(ipam) = ipam_type(request) {
@@ -175,11 +180,11 @@ fn remove_link(netns: &Netns, ifname: &str) -> Result<()> {
 pub fn collect(
     request: &Request,
     valid: &ValidAttachments,
-    masquerade: Option<Backend>,
+    masquerade: Option<&dyn Firewall>,
 ) -> Result<()> {
     let mut failures: Vec<Error> = Vec::new();
     if let Some(firewall) = masquerade {
-        let collected = firewall.gc_masquerade(valid);
+        let collected = firewall.gc(Feature::Masquerade, valid);
         failures.extend(collected.err().map(Error::from));
     }
     if let Some(ipam) = ipam_type(request) {
@@ -199,10 +204,10 @@ pub fn status(request: &Request) -> Result<()> {
 /// CHECK of the masquerade rules for the addresses in prevResult.
 pub fn check_masquerade(
     attachment: &Attachment,
-    firewall: Backend,
+    firewall: &dyn Firewall,
     addresses: &[IpNetwork],
 ) -> Result<()> {
-    if !firewall.has_masquerade(&attachment.id, addresses)? {
+    if !firewall.check(&attachment.id, &Entry::masquerade(addresses))? {
         return Err(Failure::Check("masquerade rules are missing".to_string()).into());
     }
     Ok(())

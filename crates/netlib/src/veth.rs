@@ -3,7 +3,7 @@
 
 use cni::undo::Undo;
 use cni::{Failure, Result};
-use kernel::netlink::{link::random_name, Link, MacAddr, Netlink};
+use kernel::netlink::{link::random_name, Link, LinkBuilder, MacAddr, Netlink, Peer, Veth};
 use kernel::netns::Netns;
 
 /// How often a colliding random host-side name is drawn again.
@@ -35,14 +35,18 @@ pub fn create_pair(
     let mut attempt = 0;
     let host_end = loop {
         attempt += 1;
-        let created = host.create_veth(
-            &random_name("veth"),
-            ifname,
-            netns,
-            spec.mtu,
-            spec.mac,
-            spec.bridge,
-        );
+        // The container end is made where it lives, under its final name; the host end
+        // joins the bridge and comes up in the same request, as each request takes the
+        // RTNL lock and notifies every listener once.
+        let peer = LinkBuilder::new(ifname, Peer)
+            .netns(netns)
+            .mtu(spec.mtu)
+            .mac(spec.mac);
+        let mut pair = LinkBuilder::new(random_name("veth"), Veth { peer }).mtu(spec.mtu);
+        if let Some(bridge) = spec.bridge {
+            pair = pair.master(bridge).up();
+        }
+        let created = host.create_and_get(&pair);
         match created {
             Err(e) if e.already_exists() => {
                 if container.link_by_name(ifname)?.is_some() {

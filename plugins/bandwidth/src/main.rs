@@ -9,7 +9,7 @@ use cni::undo::Undo;
 use cni::{
     AttachmentId, CniResult, Failure, Interface, ProtocolError, Result, ValidAttachments, Version,
 };
-use kernel::netlink::{Link, Netlink};
+use kernel::netlink::{Ifb, Link, LinkBuilder, Netlink};
 use kernel::netns::Netns;
 use serde::Deserialize;
 use shaping::Limit;
@@ -162,7 +162,7 @@ impl Plugin for Bandwidth {
         let ifb = match egress {
             Some(_) => {
                 let (name, label) = (ifb_name(&attachment.id), owner_label(&attachment.id));
-                let ifb = match host.create_ifb(&name, veth.mtu, &label) {
+                let ifb = match host.create_and_get(&LinkBuilder::new(&name, Ifb).mtu(veth.mtu)) {
                     // A repeated ADD (a runtime's retry) finds the first one's ifb: keep it,
                     // as the qdiscs below are replaced rather than added twice. One killed
                     // between creating it and labelling it left it without a label.
@@ -187,6 +187,8 @@ impl Plugin for Bandwidth {
                         undo.push("the ifb device", move || {
                             Ok(Netlink::open()?.delete_link(index)?)
                         });
+                        // The kernel ignores IFLA_IFALIAS when creating a link.
+                        host.set_alias(index, &label)?;
                         ifb
                     }
                 };

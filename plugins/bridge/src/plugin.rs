@@ -9,8 +9,8 @@ use crate::config::BridgeConf;
 use cni::skel::{Attachment, Command, Plugin, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Coded, ErrorCode, Failure, ProtocolError, Result, Route, ValidAttachments};
-use firewall::spoofcheck;
-use kernel::netlink::{Link, MacAddr, Netlink, NetlinkError};
+use firewall::{Backend, Entry, Feature, Firewall, Nftables};
+use kernel::netlink::{Bridge, Link, LinkBuilder, MacAddr, Netlink, NetlinkError, Peer, Veth};
 use kernel::netns::Netns;
 use netlib::bridge;
 use netlib::{attachment, iface, veth};
@@ -93,9 +93,15 @@ fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Re
     if let Some(existing) = host.link_by_name(&name)? {
         return Ok(existing);
     }
-    let own = Netns::current()?;
     let port_name = kernel::netlink::link::random_name("vgw");
-    let gateway = match host.create_veth(&name, &port_name, &own, conf.mtu, None, None) {
+    let pair = LinkBuilder::new(
+        &name,
+        Veth {
+            peer: LinkBuilder::new(&port_name, Peer).mtu(conf.mtu),
+        },
+    )
+    .mtu(conf.mtu);
+    let gateway = match host.create_and_get(&pair) {
         Err(e) if e.already_exists() => return Ok(host.link(&name)?),
         other => other?,
     };
@@ -110,21 +116,25 @@ fn vlan_gateway_link(host: &mut Netlink, conf: &BridgeConf, bridge: &Link) -> Re
     Ok(gateway)
 }
 
-/// The container's port on the bridge and the MAC of `ifname`, as prevResult names them.
-fn spoofcheck_port<'a>(
-    conf: &BridgeConf,
-    previous: &'a CniResult,
-    ifname: &str,
-) -> Option<(&'a str, MacAddr)> {
+/// The MAC spoof check of the container's port on the bridge and the MAC of `ifname`, as
+/// prevResult names them; none when it names neither.
+fn spoofcheck_entries(conf: &BridgeConf, previous: &CniResult, ifname: &str) -> Vec<Entry> {
     let port = previous
         .interfaces
         .iter()
-        .find(|i| i.sandbox.is_empty() && i.name != conf.bridge)?;
+        .find(|i| i.sandbox.is_empty() && i.name != conf.bridge);
     let container = previous
         .interfaces
         .iter()
-        .find(|i| !i.sandbox.is_empty() && i.name == ifname)?;
-    Some((port.name.as_str(), container.mac.parse().ok()?))
+        .find(|i| !i.sandbox.is_empty() && i.name == ifname);
+    let mac = container.and_then(|c| c.mac.parse::<MacAddr>().ok());
+    match (port, mac) {
+        (Some(port), Some(mac)) => vec![Entry::SpoofCheck {
+            port: port.name.clone(),
+            mac,
+        }],
+        _ => Vec::new(),
+    }
 }
 
 pub struct BridgePlugin;
@@ -143,7 +153,22 @@ impl Plugin for BridgePlugin {
         let mut undo = Undo::new();
 
         // The bridge is shared by every container on it and is never removed.
-        let bridge = host.ensure_bridge(&conf.bridge, conf.mtu, conf.vlan_filtering())?;
+        // A bridge takes the lowest MAC of its ports unless one was set, so a MAC given at
+        // creation keeps the gateway's MAC the same as containers come and go. Given there,
+        // the kernel also makes it the bridge ID (STP's identity, which tools show) and
+        // drops the carrier until a port forwards, so the operstate goes DOWN, then UP.
+        // Setting the bridge's own MAC afterwards does neither: the ID stays zero and the
+        // operstate is never computed (UNKNOWN); setting another flushes the neighbour table.
+        let bridge = host.ensure_bridge(
+            &LinkBuilder::new(
+                &conf.bridge,
+                Bridge {
+                    vlan_filtering: conf.vlan_filtering(),
+                },
+            )
+            .mtu(conf.mtu)
+            .mac(MacAddr::random()),
+        )?;
         if conf.promisc_mode && !bridge.promisc {
             host.set_promisc(bridge.index, true)?;
         }
@@ -175,10 +200,13 @@ impl Plugin for BridgePlugin {
                 op: "get link",
                 reason: "the container's veth has no MAC address".into(),
             })?;
-            spoofcheck::add(owner, &host_veth.name, mac)?;
-            let port = host_veth.name.clone();
+            let spoofcheck = [Entry::SpoofCheck {
+                port: host_veth.name.clone(),
+                mac,
+            }];
+            Nftables.add(owner, &spoofcheck)?;
             undo.push("the MAC spoof check", move || {
-                Ok(spoofcheck::del(owner, Some((&port, mac)))?)
+                Ok(Nftables.del(owner, Feature::SpoofCheck, &spoofcheck)?)
             });
         }
 
@@ -211,8 +239,8 @@ impl Plugin for BridgePlugin {
             }
             bridge::enable_forwarding(&gateways)?;
         }
-        if let Some(firewall) = conf.masquerade {
-            attachment::masquerade(attachment, firewall, &result, &mut undo)?;
+        if let Some(backend) = &conf.masquerade {
+            attachment::masquerade(attachment, backend.firewall(), &result, &mut undo)?;
         }
         if !conf.disable_container_interface {
             // The bridge enables the port once the kernel has seen its carrier; announce then.
@@ -238,11 +266,12 @@ impl Plugin for BridgePlugin {
     /// Removes what ADD made; works without the namespace and without prevResult.
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = BridgeConf::load(request)?;
-        let torn_down = attachment::teardown(request, attachment, conf.masquerade);
+        let masquerade = conf.masquerade.as_ref().map(Backend::firewall);
+        let torn_down = attachment::teardown(request, attachment, masquerade);
         if conf.macspoofchk {
             let previous = request.prev_result().ok().flatten().unwrap_or_default();
-            let port = spoofcheck_port(&conf, &previous, &attachment.id.ifname);
-            spoofcheck::del(&attachment.id, port)?;
+            let known = spoofcheck_entries(&conf, &previous, &attachment.id.ifname);
+            Nftables.del(&attachment.id, Feature::SpoofCheck, &known)?;
         }
         torn_down
     }
@@ -279,32 +308,30 @@ impl Plugin for BridgePlugin {
             iface::verify(&mut container, &link, &previous, index)?;
         }
         if conf.macspoofchk {
-            let owner = &attachment.id;
-            let port = spoofcheck_port(&conf, &previous, &attachment.id.ifname);
-            let present = match port {
-                Some((name, mac)) => spoofcheck::has(owner, name, mac)?,
-                None => false,
-            };
-            if !present {
-                return Err(Failure::Check(format!(
-                    "MAC spoof check on {:?} is missing",
-                    port.map(|(name, _)| name).unwrap_or_default()
-                ))
-                .into());
+            let expected = spoofcheck_entries(&conf, &previous, &attachment.id.ifname);
+            if expected.is_empty() || !Nftables.check(&attachment.id, &expected)? {
+                let port = match expected.first() {
+                    Some(Entry::SpoofCheck { port, .. }) => port.as_str(),
+                    _ => "",
+                };
+                return Err(
+                    Failure::Check(format!("MAC spoof check on {port:?} is missing")).into(),
+                );
             }
         }
-        if let Some(firewall) = conf.masquerade {
+        if let Some(backend) = &conf.masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, backend.firewall(), &addresses)?;
         }
         Ok(())
     }
 
     fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let conf = BridgeConf::load(request)?;
-        let collected = attachment::collect(request, valid, conf.masquerade);
+        let masquerade = conf.masquerade.as_ref().map(Backend::firewall);
+        let collected = attachment::collect(request, valid, masquerade);
         if conf.macspoofchk {
-            spoofcheck::gc(valid)?;
+            Nftables.gc(Feature::SpoofCheck, valid)?;
         }
         collected
     }

@@ -5,7 +5,7 @@
 use cni::skel::{self, Attachment, Plugin, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
-use firewall::Backend;
+use firewall::{Backend, Entry, Feature, Iptables};
 use ipnetwork::IpNetwork;
 use serde::Deserialize;
 
@@ -20,8 +20,8 @@ struct Raw {
 }
 
 struct Conf {
+    /// With iptables, the admin chain `CNI-FORWARD` jumps to first.
     backend: Backend,
-    admin_chain: String,
     /// `ingressPolicy: same-bridge`: containers of other isolated bridges cannot get in.
     isolate: bool,
 }
@@ -30,7 +30,10 @@ impl Conf {
     /// iptables is the default, as in the reference without firewalld: only rules in the
     /// host's own FORWARD chain can override a drop policy set there.
     fn load(request: &Request) -> Result<Conf> {
-        let raw: Raw = request.plugin_config()?;
+        Conf::from_raw(request.plugin_config()?)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Conf> {
         // Podman writes `"backend": ""`: empty means the default, as absent does.
         let backend = match raw.backend.as_deref().filter(|b| !b.is_empty()) {
             Some("firewalld") => {
@@ -65,11 +68,17 @@ impl Conf {
             )
             .into());
         }
-        Ok(Conf {
-            backend,
-            admin_chain,
-            isolate,
-        })
+        // The nftables backend accepts the key and has no use for it, as the reference's
+        // firewalld backend: an admin's nftables chain on the forward hook runs whatever ours
+        // accepts, and its drop wins, with no jump of ours to it.
+        let backend = match backend {
+            Backend::Iptables(iptables) => Backend::Iptables(Iptables {
+                admin_chain,
+                ..iptables
+            }),
+            Backend::Nftables => Backend::Nftables,
+        };
+        Ok(Conf { backend, isolate })
     }
 }
 
@@ -106,15 +115,15 @@ impl Plugin for Firewall {
             false => None,
         };
         let owner = &attachment.id;
-        let addresses = addresses(&previous);
+        let entries = Entry::forward(&addresses(&previous));
+        let firewall = conf.backend.firewall();
         let mut undo = Undo::new();
-        conf.backend
-            .allow_forward(owner, &addresses, &conf.admin_chain)?;
+        firewall.add(owner, &entries)?;
         undo.push("the forwarding rules", || {
-            Ok(conf.backend.del_forward(owner, &addresses)?)
+            Ok(firewall.del(owner, Feature::Forward, &entries)?)
         });
         if let Some(bridge) = bridge {
-            conf.backend.isolate_bridge(&bridge.name)?;
+            firewall.isolate_bridge(&bridge.name)?;
         }
         undo.commit();
         Ok(previous)
@@ -124,9 +133,11 @@ impl Plugin for Firewall {
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = Conf::load(request)?;
         let previous = request.prev_result().ok().flatten().unwrap_or_default();
+        let known = Entry::forward(&addresses(&previous));
         Ok(conf
             .backend
-            .del_forward(&attachment.id, &addresses(&previous))?)
+            .firewall()
+            .del(&attachment.id, Feature::Forward, &known)?)
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -134,22 +145,52 @@ impl Plugin for Firewall {
         let previous = request
             .prev_result()?
             .ok_or(ProtocolError::MissingPrevResult)?;
-        if !conf
-            .backend
-            .has_forward(&attachment.id, &addresses(&previous))?
-        {
+        let expected = Entry::forward(&addresses(&previous));
+        if !conf.backend.firewall().check(&attachment.id, &expected)? {
             return Err(Failure::Check("forwarding rules are missing".to_string()).into());
         }
         Ok(())
     }
 
     fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
-        Ok(Conf::load(request)?.backend.gc_forward(valid)?)
+        let conf = Conf::load(request)?;
+        Ok(conf.backend.firewall().gc(Feature::Forward, valid)?)
     }
 
     /// Needs no daemon and allocates nothing.
     fn status(&self, _request: &Request) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn backend(config: serde_json::Value) -> Backend {
+        let raw = serde_json::from_value(config).expect("a config the plugin decodes");
+        Conf::from_raw(raw).expect("valid").backend
+    }
+
+    #[test]
+    fn the_admin_chain_is_an_option_of_the_iptables_backend() {
+        assert_eq!(
+            backend(json!({"backend": "iptables", "iptablesAdminChainName": "MINE"})),
+            Backend::Iptables(Iptables {
+                admin_chain: "MINE".to_string(),
+                ..Iptables::default()
+            })
+        );
+        assert_eq!(
+            backend(json!({"backend": "iptables"})),
+            Backend::Iptables(Iptables::default())
+        );
+        // Accepted, and of no use to nftables (see `Conf::from_raw`).
+        assert_eq!(
+            backend(json!({"backend": "nftables", "iptablesAdminChainName": "MINE"})),
+            Backend::Nftables
+        );
     }
 }
 

@@ -5,7 +5,7 @@ use cni::skel::{self, Attachment, Command, Plugin, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
 use kernel::netlink::link::MacVlanMode;
-use kernel::netlink::Netlink;
+use kernel::netlink::{LinkBuilder, MacVlan, Netlink};
 use kernel::netns::Netns;
 use netlib::{attachment, iface};
 use serde::Deserialize;
@@ -132,13 +132,17 @@ impl Plugin for Macvlan {
         } else {
             &mut host
         };
-        creator.create_macvlan(
-            &attachment.id.ifname,
-            master.index,
-            conf.mode,
-            conf.mtu,
-            mac,
-            target,
+        creator.create(
+            &LinkBuilder::new(
+                &attachment.id.ifname,
+                MacVlan {
+                    parent: master.index,
+                    mode: conf.mode,
+                },
+            )
+            .mtu(conf.mtu)
+            .mac(mac)
+            .netns(target),
         )?;
         let link = container.link(&attachment.id.ifname)?;
         let mut undo = Undo::new();

@@ -4,7 +4,10 @@
 
 use cni::skel::{self, Attachment, Plugin, Request};
 use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
-use firewall::{conntrack, Backend, PortMapping, PortmapRules, Protocol};
+use firewall::{
+    conntrack, Backend, Entry, Feature, Iptables, MasqueradeMark, PortMap, PortMapping, Protocol,
+    Snat,
+};
 use ipnetwork::IpNetwork;
 use kernel::netlink::Netlink;
 use kernel::sysctl;
@@ -52,12 +55,10 @@ struct RawMapping {
 /// A validated portmap configuration.
 struct Conf {
     mappings: Vec<PortMapping>,
-    snat: bool,
-    masq_all: bool,
-    mark_bit: u8,
-    external_mark_chain: Option<String>,
+    snat: Snat,
     conditions_v4: Vec<String>,
     conditions_v6: Vec<String>,
+    /// With the iptables backend, how connections are marked for masquerading.
     backend: Backend,
 }
 
@@ -76,9 +77,35 @@ fn iptables_syntax(conditions: &Option<Vec<String>>) -> Option<bool> {
         .map(|first| first.starts_with('-') || first.starts_with('!'))
 }
 
+/// The first of the keys that only one backend reads, with its syntax (true for iptables).
+fn backend_keys(raw: &Raw) -> (Option<&'static str>, Option<&'static str>) {
+    let mut iptables = Vec::new();
+    let mut nftables = Vec::new();
+    if raw.mark_masq_bit.is_some() {
+        iptables.push("markMasqBit");
+    }
+    if raw.external_set_mark_chain.is_some() {
+        iptables.push("externalSetMarkChain");
+    }
+    for (field, conditions) in [
+        ("conditionsV4", &raw.conditions_v4),
+        ("conditionsV6", &raw.conditions_v6),
+    ] {
+        match iptables_syntax(conditions) {
+            Some(true) => iptables.push(field),
+            Some(false) => nftables.push(field),
+            None => {}
+        }
+    }
+    (iptables.first().copied(), nftables.first().copied())
+}
+
 impl Conf {
     fn load(request: &Request) -> Result<Conf> {
-        let raw: Raw = request.plugin_config()?;
+        Conf::from_raw(request.plugin_config()?)
+    }
+
+    fn from_raw(raw: Raw) -> Result<Conf> {
         let mut mappings = Vec::new();
         for (i, m) in raw.runtime_config.port_mappings.iter().enumerate() {
             let field = |key: &str| format!("runtimeConfig.portMappings[{i}].{key}");
@@ -113,65 +140,98 @@ impl Conf {
                 ProtocolError::config("markMasqBit", format!("{bit} is not a bit number (0-31)"))
             })?,
         };
-        if raw.mark_masq_bit.is_some() && raw.external_set_mark_chain.is_some() {
+        let mark = match raw.external_set_mark_chain.clone() {
+            Some(_) if raw.mark_masq_bit.is_some() => {
+                return Err(ProtocolError::config(
+                    "markMasqBit",
+                    "cannot be used together with externalSetMarkChain",
+                )
+                .into())
+            }
+            Some(chain) => MasqueradeMark::Chain(chain),
+            None => MasqueradeMark::Bit(mark_bit),
+        };
+        let (iptables_only, nftables_only) = backend_keys(&raw);
+        if let (Some(_), Some(field)) = (iptables_only, nftables_only) {
             return Err(ProtocolError::config(
-                "markMasqBit",
-                "cannot be used together with externalSetMarkChain",
-            )
-            .into());
-        }
-        let iptables_only = raw.mark_masq_bit.is_some()
-            || raw.external_set_mark_chain.is_some()
-            || iptables_syntax(&raw.conditions_v4) == Some(true)
-            || iptables_syntax(&raw.conditions_v6) == Some(true);
-        let nftables_only = iptables_syntax(&raw.conditions_v4) == Some(false)
-            || iptables_syntax(&raw.conditions_v6) == Some(false);
-        if iptables_only && nftables_only {
-            return Err(ProtocolError::config(
-                "conditionsV4",
+                field,
                 "mixes options of the iptables and nftables backends",
             )
             .into());
         }
         let backend = match raw.backend.as_deref() {
             Some(_) => Backend::select(raw.backend.as_deref())?,
-            None if iptables_only => Backend::Iptables,
-            None if nftables_only => Backend::Nftables,
+            None if iptables_only.is_some() => Backend::Iptables(Iptables::default()),
+            None if nftables_only.is_some() => Backend::Nftables,
             None => Backend::select(None)?,
         };
-        if backend == Backend::Nftables && iptables_only {
-            return Err(ProtocolError::config("backend", "markMasqBit, externalSetMarkChain and iptables-style conditions need the iptables backend").into());
-        }
-        if backend == Backend::Iptables && nftables_only {
-            return Err(ProtocolError::config(
-                "backend",
-                "nftables-style conditions need the nftables backend",
-            )
-            .into());
-        }
+        // A key for the other backend is refused, naming it, rather than silently unused.
+        // The reference accepts markMasqBit with nftables and ignores it; here the nftables
+        // table marks hairpin traffic itself, with the default bit, which another bit asked
+        // for would not change.
+        let backend = match backend {
+            Backend::Nftables => match iptables_only {
+                Some(field) => {
+                    return Err(ProtocolError::config(
+                        field,
+                        "is an option of the iptables backend, not of nftables",
+                    )
+                    .into())
+                }
+                None => Backend::Nftables,
+            },
+            Backend::Iptables(_) => match nftables_only {
+                Some(field) => {
+                    return Err(ProtocolError::config(
+                        field,
+                        "nft-style conditions need the nftables backend",
+                    )
+                    .into())
+                }
+                None => Backend::Iptables(Iptables {
+                    masquerade_mark: mark,
+                    ..Iptables::default()
+                }),
+            },
+        };
+        let snat = match (raw.snat.unwrap_or(true), raw.masq_all) {
+            (false, _) => Snat::Off,
+            (true, false) => Snat::Local,
+            (true, true) => Snat::All,
+        };
         Ok(Conf {
             mappings,
-            snat: raw.snat.unwrap_or(true),
-            masq_all: raw.masq_all,
-            mark_bit,
-            external_mark_chain: raw.external_set_mark_chain,
+            snat,
             conditions_v4: raw.conditions_v4.unwrap_or_default(),
             conditions_v6: raw.conditions_v6.unwrap_or_default(),
             backend,
         })
     }
 
-    fn rules<'a>(&'a self, targets: &'a [IpNetwork]) -> PortmapRules<'a> {
-        PortmapRules {
-            mappings: &self.mappings,
-            targets,
-            snat: self.snat,
-            masq_all: self.masq_all,
-            conditions_v4: &self.conditions_v4,
-            conditions_v6: &self.conditions_v6,
-            mark_bit: self.mark_bit,
-            external_mark_chain: self.external_mark_chain.as_deref(),
+    /// What the firewall is asked for: each mapping toward each target of its host IP's
+    /// family (any family without one), mapping by mapping.
+    fn entries(&self, targets: &[IpNetwork]) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for mapping in &self.mappings {
+            let of_family = |t: &&IpNetwork| {
+                mapping
+                    .host_ip
+                    .is_none_or(|host| host.is_ipv4() == t.is_ipv4())
+            };
+            for target in targets.iter().filter(of_family) {
+                let conditions = match target.is_ipv4() {
+                    true => &self.conditions_v4,
+                    false => &self.conditions_v6,
+                };
+                entries.push(Entry::PortMap(PortMap {
+                    mapping: mapping.clone(),
+                    target: *target,
+                    snat: self.snat,
+                    conditions: conditions.clone(),
+                }));
+            }
         }
+        entries
     }
 }
 
@@ -256,7 +316,8 @@ impl Plugin for Portmap {
         }
         allow_localnet(&targets)?;
         conf.backend
-            .add_portmap(&attachment.id, &conf.rules(&targets))?;
+            .firewall()
+            .add(&attachment.id, &conf.entries(&targets))?;
         for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
             conntrack::flush_udp_to_host_port(mapping.host_port, mapping.host_ip)?;
         }
@@ -272,8 +333,10 @@ impl Plugin for Portmap {
         }
         let previous = request.prev_result().ok().flatten().unwrap_or_default();
         let targets = targets(&previous, &attachment.id.ifname);
-        let rules = (!targets.is_empty()).then(|| conf.rules(&targets));
-        conf.backend.del_portmap(&attachment.id, rules.as_ref())?;
+        let known = conf.entries(&targets);
+        conf.backend
+            .firewall()
+            .del(&attachment.id, Feature::PortMap, &known)?;
         for target in &targets {
             for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
                 conntrack::flush_udp_to_container(target.ip(), mapping.container_port)?;
@@ -293,7 +356,8 @@ impl Plugin for Portmap {
         let targets = targets(&previous, &attachment.id.ifname);
         if !conf
             .backend
-            .has_portmap(&attachment.id, &conf.rules(&targets))?
+            .firewall()
+            .check(&attachment.id, &conf.entries(&targets))?
         {
             return Err(Failure::Check("port mapping rules are missing".to_string()).into());
         }
@@ -301,7 +365,8 @@ impl Plugin for Portmap {
     }
 
     fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
-        Ok(Conf::load(request)?.backend.gc_portmap(valid)?)
+        let conf = Conf::load(request)?;
+        Ok(conf.backend.firewall().gc(Feature::PortMap, valid)?)
     }
 
     /// Needs no daemon and allocates nothing that could run out.
@@ -309,6 +374,9 @@ impl Plugin for Portmap {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 /// A process that lives milliseconds never needs to free (see `kernel::arena`).
 #[global_allocator]

@@ -158,8 +158,8 @@ impl Plugin for Ptp {
             &result,
             CONTAINER_INTERFACE,
         );
-        if let Some(firewall) = masquerade {
-            attachment::masquerade(attachment, firewall, &result, &mut undo)?;
+        if let Some(backend) = &masquerade {
+            attachment::masquerade(attachment, backend.firewall(), &result, &mut undo)?;
         }
         result.interfaces = vec![
             attachment::interface(&host_veth, ""),
@@ -172,7 +172,11 @@ impl Plugin for Ptp {
 
     fn del(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let (_, _, masquerade) = PtpConf::load(request)?;
-        attachment::teardown(request, attachment, masquerade)
+        attachment::teardown(
+            request,
+            attachment,
+            masquerade.as_ref().map(Backend::firewall),
+        )
     }
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
@@ -193,16 +197,16 @@ impl Plugin for Ptp {
                 Failure::Check(format!("host interface {} is missing", host_side.name)).into(),
             );
         }
-        if let Some(firewall) = masquerade {
+        if let Some(backend) = &masquerade {
             let addresses: Vec<IpNetwork> = previous.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, backend.firewall(), &addresses)?;
         }
         Ok(())
     }
 
     fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {
         let (_, _, masquerade) = PtpConf::load(request)?;
-        attachment::collect(request, valid, masquerade)
+        attachment::collect(request, valid, masquerade.as_ref().map(Backend::firewall))
     }
 
     fn status(&self, request: &Request) -> Result<()> {

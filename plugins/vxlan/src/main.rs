@@ -15,7 +15,7 @@ use bridge::BridgePlugin;
 use cni::skel::{self, Attachment, Plugin, Request};
 use cni::undo::Undo;
 use cni::{AttachmentId, CniResult, Error, Failure, Result, ValidAttachments};
-use firewall::Backend;
+use firewall::{Backend, Feature};
 use netlib::attachment;
 use netlib::state::Store;
 use overlay::{NodeFile, DEFAULT_NODE_FILE};
@@ -179,9 +179,9 @@ impl Plugin for VxlanPlugin {
         undo.push("the bridge attachment", || {
             BridgePlugin.del(&inner, attachment)
         });
-        if let Some(firewall) = vxlan.masquerade {
+        if let Some(backend) = &vxlan.masquerade {
             let exempt = Vxlan::masquerade_view(&result, Some(node.network.into()));
-            attachment::masquerade(attachment, firewall, &exempt, &mut undo)?;
+            attachment::masquerade(attachment, backend.firewall(), &exempt, &mut undo)?;
         }
         undo.commit();
         Ok(result)
@@ -198,9 +198,11 @@ impl Plugin for VxlanPlugin {
             // Nothing says which bridge or subnet: still remove the container's interface.
             failures.extend(attachment::teardown(request, attachment, None).err());
         }
-        if let Some(firewall) = vxlan.masquerade {
-            let owner = &attachment.id;
-            failures.extend(firewall.del_masquerade(owner, &[]).err().map(Error::from));
+        if let Some(backend) = &vxlan.masquerade {
+            let removed = backend
+                .firewall()
+                .del(&attachment.id, Feature::Masquerade, &[]);
+            failures.extend(removed.err().map(Error::from));
         }
         if failures.is_empty() {
             vxlan.records.remove(key)?;
@@ -217,11 +219,11 @@ impl Plugin for VxlanPlugin {
         let cluster = cluster_of(&config);
         let inner = vxlan.bridge_request(request, config)?;
         BridgePlugin.check(&inner, attachment)?;
-        if let Some(firewall) = vxlan.masquerade {
+        if let Some(backend) = &vxlan.masquerade {
             let previous = request.prev_result()?.unwrap_or_default();
             let view = Vxlan::masquerade_view(&previous, cluster);
             let addresses: Vec<IpNetwork> = view.ips.iter().map(|ip| ip.address).collect();
-            attachment::check_masquerade(attachment, firewall, &addresses)?;
+            attachment::check_masquerade(attachment, backend.firewall(), &addresses)?;
         }
         Ok(())
     }
@@ -233,8 +235,8 @@ impl Plugin for VxlanPlugin {
             let inner = vxlan.bridge_request(request, vxlan.bridge_config(request, &node))?;
             failures.extend(BridgePlugin.gc(&inner, valid).err());
         }
-        if let Some(firewall) = vxlan.masquerade {
-            let collected = firewall.gc_masquerade(valid);
+        if let Some(backend) = &vxlan.masquerade {
+            let collected = backend.firewall().gc(Feature::Masquerade, valid);
             failures.extend(collected.err().map(Error::from));
         }
         failures.extend(vxlan.records.gc(valid).err().map(Error::from));

@@ -8,7 +8,7 @@
 #[path = "bench/dns.rs"]
 mod dns;
 
-use kernel::netlink::Netlink;
+use kernel::netlink::{LinkBuilder, Netlink, Peer, Veth};
 use kernel::netns::Netns;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -411,8 +411,9 @@ impl Bench {
             let (name, path) = self.container();
             let netns = Netns::open(&path).expect("open");
             let start = Instant::now();
+            let peer = LinkBuilder::new("eth0", Peer).netns(&netns);
             let veth = host
-                .create_veth("floor0", "eth0", &netns, None, None, None)
+                .create_and_get(&LinkBuilder::new("floor0", Veth { peer }))
                 .expect("veth");
             create.push(ms(start.elapsed()));
             let start = Instant::now();
@@ -721,8 +722,9 @@ fn main() {
     // The macvlan master: one end of a veth pair inside the sandbox host.
     {
         let mut netlink = Netlink::open_in(&bench.host).expect("netlink");
+        let peer = LinkBuilder::new("benchlan1", Peer).netns(&sandbox);
         let lan = netlink
-            .create_veth("benchlan0", "benchlan1", &sandbox, None, None, None)
+            .create_and_get(&LinkBuilder::new("benchlan0", Veth { peer }))
             .expect("lan");
         netlink.set_link_up(lan.index, true).expect("up");
         let lo = netlink.link("lo").expect("lo");

@@ -23,14 +23,14 @@ fn forward_position(saved: &str) -> usize {
         .map_or(1, |at| at + 2)
 }
 
-pub(crate) fn allow_forward(
+pub(super) fn add(
     owner: &AttachmentId,
     addresses: &[IpNetwork],
     admin_chain: &str,
 ) -> Result<(), FirewallError> {
     all_or_nothing(
         || write_forward(owner, addresses, admin_chain),
-        || del_forward(owner, addresses),
+        || del(owner, addresses),
     )
 }
 
@@ -89,10 +89,7 @@ fn write_forward(
 
 /// `addresses` (from prevResult) name the families ADD wrote rules for, which saves the
 /// other family's save; without them both are read.
-pub(crate) fn del_forward(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<(), FirewallError> {
+pub(super) fn del(owner: &AttachmentId, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
     let families: Vec<bool> = if addresses.is_empty() {
         BOTH_FAMILIES.to_vec()
     } else {
@@ -110,10 +107,7 @@ pub(crate) fn del_forward(
     )
 }
 
-pub(crate) fn has_forward(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<bool, FirewallError> {
+pub(super) fn has(owner: &AttachmentId, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
     let ours = owned_by("", owner);
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
@@ -135,7 +129,7 @@ pub(crate) fn has_forward(
     Ok(true)
 }
 
-pub(crate) fn gc_forward(valid: &ValidAttachments) -> Result<(), FirewallError> {
+pub(super) fn gc(valid: &ValidAttachments) -> Result<(), FirewallError> {
     remove_where(
         "filter",
         FORWARD_CHAIN,
@@ -148,7 +142,7 @@ pub(crate) fn gc_forward(valid: &ValidAttachments) -> Result<(), FirewallError> 
 /// Traffic entering from `bridge` may not leave into another isolated bridge (the
 /// reference's two-stage isolation chains), added once per bridge. iptables-save prints
 /// interface names bare, and restore reads them quoted.
-pub(crate) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
+pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
     let _one_at_a_time = serialized()?;
     for v6 in [false, true] {
         let saved = match save(v6, "filter") {

@@ -16,7 +16,8 @@ use std::fmt::Write;
 use std::thread;
 use std::time::Duration;
 
-use super::{run, FirewallError, PortmapRules};
+use super::entry::{addresses, of_feature, port_maps, Entry, Feature};
+use super::{add_by_feature, check_by_feature, run, Firewall, FirewallError};
 use cni::id::{digest, head, network_in_short_tag, shortened};
 use cni::{AttachmentId, ValidAttachments};
 use kernel::lock::FileLock;
@@ -25,8 +26,93 @@ use kernel::tool::ToolError;
 mod forward;
 mod portmap;
 
-pub(super) use forward::{allow_forward, del_forward, gc_forward, has_forward, isolate_bridge};
-pub(super) use portmap::{add_portmap, del_portmap, gc_portmap, has_portmap};
+/// The iptables backend, with the options only it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Iptables {
+    /// How port mappings mark the connections to masquerade.
+    pub masquerade_mark: MasqueradeMark,
+    /// The firewall plugin's chain of an admin's rules, which `CNI-FORWARD` jumps to first.
+    pub admin_chain: String,
+}
+
+/// How port mappings mark connections for masquerading (`markMasqBit`,
+/// `externalSetMarkChain`: one or the other, as in the reference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasqueradeMark {
+    /// This bit, set by `CNI-HOSTPORT-SETMARK` and masqueraded by `CNI-HOSTPORT-MASQ`.
+    Bit(u8),
+    /// An admin's chain that marks (and masquerades elsewhere), such as Kubernetes' own.
+    Chain(String),
+}
+
+impl Default for Iptables {
+    /// The reference's: bit 13, `CNI-ADMIN`.
+    fn default() -> Iptables {
+        Iptables {
+            masquerade_mark: MasqueradeMark::Bit(13),
+            admin_chain: "CNI-ADMIN".to_string(),
+        }
+    }
+}
+
+/// MAC spoof checking is nftables' only: the reference checks MACs with nftables whatever
+/// its `ipMasqBackend`, and so does the bridge plugin. Nothing of it is ever written here,
+/// so there is nothing to remove either.
+fn no_spoofcheck() -> FirewallError {
+    FirewallError::Unsupported {
+        backend: "iptables",
+        feature: "MAC spoof checking",
+    }
+}
+
+impl Firewall for Iptables {
+    fn add(&self, owner: &AttachmentId, entries: &[Entry]) -> Result<(), FirewallError> {
+        add_by_feature(self, owner, entries, |feature, entries| match feature {
+            Feature::Masquerade => add_masquerade(owner, &addresses(entries)),
+            Feature::PortMap => portmap::add(owner, &port_maps(entries), &self.masquerade_mark),
+            Feature::Forward => forward::add(owner, &addresses(entries), &self.admin_chain),
+            Feature::SpoofCheck => Err(no_spoofcheck()),
+        })
+    }
+
+    /// The rules are found by owner (one save per family): `known` only tells which
+    /// families forwarding rules were written for.
+    fn del(
+        &self,
+        owner: &AttachmentId,
+        feature: Feature,
+        known: &[Entry],
+    ) -> Result<(), FirewallError> {
+        match feature {
+            Feature::Masquerade => del_masquerade(owner),
+            Feature::PortMap => portmap::del(owner),
+            Feature::Forward => forward::del(owner, &addresses(&of_feature(known, feature))),
+            Feature::SpoofCheck => Ok(()),
+        }
+    }
+
+    fn check(&self, owner: &AttachmentId, entries: &[Entry]) -> Result<bool, FirewallError> {
+        check_by_feature(entries, |feature, entries| match feature {
+            Feature::Masquerade => has_masquerade(owner, &addresses(entries)),
+            Feature::PortMap => portmap::has(owner, &port_maps(entries)),
+            Feature::Forward => forward::has(owner, &addresses(entries)),
+            Feature::SpoofCheck => Err(no_spoofcheck()),
+        })
+    }
+
+    fn gc(&self, feature: Feature, valid: &ValidAttachments) -> Result<(), FirewallError> {
+        match feature {
+            Feature::Masquerade => gc_masquerade(valid),
+            Feature::PortMap => portmap::gc(valid),
+            Feature::Forward => forward::gc(valid),
+            Feature::SpoofCheck => Ok(()),
+        }
+    }
+
+    fn isolate_bridge(&self, bridge: &str) -> Result<(), FirewallError> {
+        forward::isolate_bridge(bridge)
+    }
+}
 
 /// Legacy iptables fails instead of waiting when another process holds the xtables lock.
 const LOCK_ATTEMPTS: u32 = 20;
@@ -176,10 +262,7 @@ fn all_or_nothing(
     })
 }
 
-pub(super) fn add_masquerade(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<(), FirewallError> {
+fn add_masquerade(owner: &AttachmentId, addresses: &[IpNetwork]) -> Result<(), FirewallError> {
     all_or_nothing(
         || write_masquerade(owner, addresses),
         || del_masquerade(owner),
@@ -296,7 +379,7 @@ fn remove_where(
     Ok(())
 }
 
-pub(super) fn del_masquerade(owner: &AttachmentId) -> Result<(), FirewallError> {
+fn del_masquerade(owner: &AttachmentId) -> Result<(), FirewallError> {
     remove_where(
         "nat",
         "POSTROUTING",
@@ -306,10 +389,7 @@ pub(super) fn del_masquerade(owner: &AttachmentId) -> Result<(), FirewallError> 
     )
 }
 
-pub(super) fn has_masquerade(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<bool, FirewallError> {
+fn has_masquerade(owner: &AttachmentId, addresses: &[IpNetwork]) -> Result<bool, FirewallError> {
     let chain = chain_name(owner);
     for v6 in [false, true] {
         let family: Vec<&IpNetwork> = addresses.iter().filter(|a| a.is_ipv6() == v6).collect();
@@ -333,7 +413,7 @@ pub(super) fn has_masquerade(
     Ok(true)
 }
 
-pub(super) fn gc_masquerade(valid: &ValidAttachments) -> Result<(), FirewallError> {
+fn gc_masquerade(valid: &ValidAttachments) -> Result<(), FirewallError> {
     remove_where(
         "nat",
         "POSTROUTING",

@@ -1,137 +1,72 @@
-//! The elements masquerade, MAC spoof checking and forwarding give an attachment, and the
+//! The elements masquerade, forwarding and MAC spoof checking give an attachment, and the
 //! isolation of a bridge.
 
 use ipnetwork::IpNetwork;
 
-use super::tables::{FORWARD, MASQUERADE, SPOOFCHECK};
-use super::{owner_tag, per_family, Entry, FirewallError};
+use super::tables::FORWARD;
+use super::Owner;
+use crate::FirewallError;
 use cni::id::digest;
-use cni::{AttachmentId, ValidAttachments};
-use kernel::netlink::nftables::{Batch, Data, Expr, Field, Key};
+use kernel::netlink::nftables::{Batch, Data, Element, Expr, Field, Key};
 use kernel::netlink::MacAddr;
 
-fn masquerade_entries(owner: &AttachmentId, addresses: &[IpNetwork]) -> Vec<Entry> {
-    let tag = owner_tag(owner);
-    let mut entries = Vec::new();
-    for address in addresses {
-        let (ipv6, ip) = (address.is_ipv6(), Field::Addr(address.ip()));
-        let local = Key::interval(vec![ip.clone(), Field::Net(*address)]);
-        entries.push(Entry::tagged(
+/// The map of a family: `name4` or `name6`.
+pub(super) fn per_family(ipv6: bool, v4: &'static str, v6: &'static str) -> &'static str {
+    if ipv6 {
+        v6
+    } else {
+        v4
+    }
+}
+
+/// An element of a map that serves as a set: its value is the owner's tag.
+pub(super) fn tagged(owner: &Owner, set: &str, key: Key) -> Element {
+    Element {
+        set: set.to_string(),
+        key,
+        data: Some(Data::Mark(owner.tag)),
+        comment: Some(owner.comment.clone()),
+    }
+}
+
+/// `address` in `snat4`/`snat6`, and `address . its subnet` in `local4`/`local6`.
+pub(super) fn masquerade(owner: &Owner, address: &IpNetwork) -> Vec<Element> {
+    let (ipv6, ip) = (address.is_ipv6(), Field::Addr(address.ip()));
+    let local = Key::interval(vec![ip.clone(), Field::Net(*address)]);
+    vec![
+        tagged(
+            owner,
             per_family(ipv6, "snat4", "snat6"),
             Key::exact(vec![ip]),
-            tag,
-        ));
-        entries.push(Entry::tagged(
-            per_family(ipv6, "local4", "local6"),
-            local,
-            tag,
-        ));
-    }
-    entries
-}
-
-pub(crate) fn add_masquerade(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<(), FirewallError> {
-    MASQUERADE.add(owner, &masquerade_entries(owner, addresses))
-}
-
-pub(crate) fn del_masquerade(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<(), FirewallError> {
-    MASQUERADE.delete(owner, &masquerade_entries(owner, addresses), None)
-}
-
-pub(crate) fn has_masquerade(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<bool, FirewallError> {
-    MASQUERADE.has(owner, &masquerade_entries(owner, addresses))
-}
-
-pub(crate) fn gc_masquerade(valid: &ValidAttachments) -> Result<(), FirewallError> {
-    MASQUERADE.gc(valid)
-}
-
-fn spoofcheck_entries(owner: &AttachmentId, port: &str, mac: MacAddr) -> [Entry; 2] {
-    let (tag, port) = (owner_tag(owner), Field::Ifname(port.to_string()));
-    [
-        Entry::tagged("spoofing", Key::exact(vec![port.clone()]), tag),
-        Entry::tagged("sources", Key::exact(vec![port, Field::Mac(mac.0)]), tag),
+        ),
+        tagged(owner, per_family(ipv6, "local4", "local6"), local),
     ]
 }
 
-pub(crate) fn add_spoofcheck(
-    owner: &AttachmentId,
-    port: &str,
-    mac: MacAddr,
-) -> Result<(), FirewallError> {
-    SPOOFCHECK.add(owner, &spoofcheck_entries(owner, port, mac))
+/// `address` in `allowed4`/`allowed6`.
+pub(super) fn forward(owner: &Owner, address: &IpNetwork) -> Vec<Element> {
+    let map = per_family(address.is_ipv6(), "allowed4", "allowed6");
+    vec![tagged(
+        owner,
+        map,
+        Key::exact(vec![Field::Addr(address.ip())]),
+    )]
 }
 
-pub(crate) fn del_spoofcheck(
-    owner: &AttachmentId,
-    port: Option<(&str, MacAddr)>,
-) -> Result<(), FirewallError> {
-    let entries = port.map(|(port, mac)| spoofcheck_entries(owner, port, mac));
-    SPOOFCHECK.delete(owner, entries.as_ref().map_or(&[], |e| &e[..]), None)
-}
-
-pub(crate) fn has_spoofcheck(
-    owner: &AttachmentId,
-    port: &str,
-    mac: MacAddr,
-) -> Result<bool, FirewallError> {
-    SPOOFCHECK.has(owner, &spoofcheck_entries(owner, port, mac))
-}
-
-pub(crate) fn gc_spoofcheck(valid: &ValidAttachments) -> Result<(), FirewallError> {
-    SPOOFCHECK.gc(valid)
-}
-
-fn forward_entries(owner: &AttachmentId, addresses: &[IpNetwork]) -> Vec<Entry> {
-    let tag = owner_tag(owner);
-    addresses
-        .iter()
-        .map(|a| {
-            let map = per_family(a.is_ipv6(), "allowed4", "allowed6");
-            Entry::tagged(map, Key::exact(vec![Field::Addr(a.ip())]), tag)
-        })
-        .collect()
-}
-
-pub(crate) fn allow_forward(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<(), FirewallError> {
-    FORWARD.add(owner, &forward_entries(owner, addresses))
-}
-
-pub(crate) fn del_forward(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<(), FirewallError> {
-    FORWARD.delete(owner, &forward_entries(owner, addresses), None)
-}
-
-pub(crate) fn has_forward(
-    owner: &AttachmentId,
-    addresses: &[IpNetwork],
-) -> Result<bool, FirewallError> {
-    FORWARD.has(owner, &forward_entries(owner, addresses))
-}
-
-pub(crate) fn gc_forward(valid: &ValidAttachments) -> Result<(), FirewallError> {
-    FORWARD.gc(valid)
+/// `port` in `spoofing`, and `port . mac` in `sources`.
+pub(super) fn spoofcheck(owner: &Owner, port: &str, mac: MacAddr) -> Vec<Element> {
+    let port = Field::Ifname(port.to_string());
+    vec![
+        tagged(owner, "spoofing", Key::exact(vec![port.clone()])),
+        tagged(owner, "sources", Key::exact(vec![port, Field::Mac(mac.0)])),
+    ]
 }
 
 /// `isolated` gets the bridge, and `isolation` sends what enters from it to a chain that
 /// drops it toward any other isolated bridge. The bridge's name is an admin's, and may hold
 /// any character the kernel takes (`"`, `;`, `{`, `#`): it goes as netlink data, never as
 /// nft text.
-pub(crate) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
+pub(super) fn isolate_bridge(bridge: &str) -> Result<(), FirewallError> {
     let chain = format!("iso-{}", digest(bridge, 16));
     let name = Field::Ifname(bridge.to_string());
     let key = Key::exact(vec![name.clone()]);

@@ -11,6 +11,9 @@ pub(super) struct Scheme {
     /// The rules of each base chain, flushed and refilled in the same transaction as the
     /// declarations, so concurrent plugins never see them empty or doubled.
     pub(super) rules: &'static [(&'static str, &'static [&'static str])],
+    /// The maps whose keys belong to one attachment only (host ports): ADD then fails on a
+    /// taken key instead of taking it over.
+    pub(super) exclusive: &'static [&'static str],
 }
 
 pub(super) const MASQUERADE: Scheme = Scheme {
@@ -34,6 +37,7 @@ pub(super) const MASQUERADE: Scheme = Scheme {
             "ip6 saddr @snat6 masquerade",
         ],
     )],
+    exclusive: &[],
 };
 
 pub(super) const SPOOFCHECK: Scheme = Scheme {
@@ -51,6 +55,7 @@ pub(super) const SPOOFCHECK: Scheme = Scheme {
             "iifname @spoofing drop",
         ],
     )],
+    exclusive: &[],
 };
 
 /// Host ports, table `inet ferrocni_portmap`: `published` (traffic from outside) and
@@ -79,6 +84,7 @@ pub(super) const PORTMAP: Scheme = Scheme {
         ("published-local", &PORTMAP_LOOKUPS),
         ("hairpin-masq", &["meta mark & 0x2000 == 0x2000 masquerade"]),
     ],
+    exclusive: &["dnat4", "dnat6", "filtered4", "filtered6"],
 };
 
 /// The rules of `published` and `published-local`.
@@ -118,7 +124,9 @@ pub(super) const FORWARD: Scheme = Scheme {
             "ip6 daddr @allowed6 ct status dnat accept",
         ],
     )],
+    exclusive: &[],
 };
 
-/// The mark that asks `hairpin-masq` to masquerade (the reference's default bit 13).
+/// The mark that asks `hairpin-masq` to masquerade (the reference's default bit 13). It is
+/// this table's own: the iptables backend's `markMasqBit` has no say here.
 pub(super) const MASQ_MARK: u32 = 0x2000;

@@ -12,7 +12,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use std::net::IpAddr;
 
-use super::{Netlink, NetlinkError};
+use super::{Netlink, NetlinkError, SocketOption};
 
 /// A route as the plugins configure and check it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -234,16 +234,14 @@ impl Netlink {
         let mut request = AddressMessage::default();
         request.header.index = index;
         request.header.family = family;
-        let strict = self.socket.set_netlink_get_strict_chk(true).is_ok();
+        let strict = self.set(SocketOption::StrictChecking(true)).is_ok();
         let answers = self.request(
             "list addresses",
             RouteNetlinkMessage::GetAddress(request),
             NLM_F_DUMP,
         );
         if strict {
-            self.socket
-                .set_netlink_get_strict_chk(false)
-                .map_err(NetlinkError::Socket)?;
+            self.set(SocketOption::StrictChecking(false))?;
         }
         match answers {
             // A filtered dump of a link that is gone fails; unfiltered, it found nothing.
@@ -393,5 +391,177 @@ impl Netlink {
                 _ => None,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netlink::exchange::Raw;
+    use crate::netlink::fake::{Fake, Reply, Sent};
+    use netlink_packet_core::NLM_F_REQUEST;
+
+    fn decoded(sent: &Sent) -> RouteNetlinkMessage {
+        sent.message.decode().expect("a routing message")
+    }
+
+    fn net(text: &str) -> IpNetwork {
+        text.parse().expect("a network")
+    }
+
+    #[test]
+    fn addresses_are_added_without_duplicate_detection_for_ipv6_only() {
+        let fake = Fake::new();
+        fake.then(Reply::Ack).then(Reply::Ack).then(Reply::Ack);
+        let mut netlink = Netlink::over(fake.clone());
+        netlink
+            .add_address(3, net("10.1.0.5/16"), true)
+            .expect("v4");
+        netlink.add_address(3, net("fd00::5/64"), true).expect("v6");
+        netlink
+            .add_address(3, net("fd00::6/64"), false)
+            .expect("v6, dad");
+        let sent = fake.requests();
+        assert!(sent
+            .iter()
+            .all(|s| s.flags == NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL));
+        let added: Vec<AddressMessage> = sent
+            .iter()
+            .map(|s| match decoded(s) {
+                RouteNetlinkMessage::NewAddress(message) => message,
+                other => panic!("not an address: {other:?}"),
+            })
+            .collect();
+        assert_eq!(added[0], address_message(3, net("10.1.0.5/16")));
+        assert_eq!(
+            (added[0].header.family, added[0].header.prefix_len),
+            (AddressFamily::Inet, 16)
+        );
+        assert_eq!(added[1].header.flags, AddressHeaderFlags::Nodad);
+        assert!(added[1]
+            .attributes
+            .contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+        assert_eq!(added[2], address_message(3, net("fd00::6/64")));
+    }
+
+    fn route_of(sent: &Sent) -> RouteMessage {
+        match decoded(sent) {
+            RouteNetlinkMessage::NewRoute(route) | RouteNetlinkMessage::DelRoute(route) => route,
+            other => panic!("not a route: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_route_is_asked_for_as_specified_and_its_failure_names_it() {
+        let fake = Fake::new();
+        fake.then(Reply::Ack).then(Reply::Refuse {
+            errno: libc::ENETUNREACH,
+            message: Some("Nexthop has invalid gateway".into()),
+        });
+        let mut netlink = Netlink::over(fake.clone());
+        let route = RouteSpec {
+            dst: Some(net("10.2.0.0/16")),
+            gateway: Some("10.1.0.1".parse().expect("an address")),
+            oif: Some(3),
+            table: Some(100),
+            priority: Some(20),
+            mtu: Some(1400),
+            onlink: true,
+            ..RouteSpec::default()
+        };
+        netlink.add_route(&route).expect("added");
+        let failed = netlink.add_route(&route).expect_err("refused");
+        assert_eq!(failed.errno(), Some(libc::ENETUNREACH));
+        assert_eq!(
+            cni::error::causes(&failed),
+            "cannot add route 10.2.0.0/16 via 10.1.0.1 table 100 metric 20: \
+             netlink add route failed: Nexthop has invalid gateway: Network is unreachable (os error 101)"
+        );
+        let sent = route_of(&fake.requests()[0]);
+        assert_eq!(sent.header.address_family, AddressFamily::Inet);
+        assert_eq!(sent.header.destination_prefix_length, 16);
+        assert_eq!(sent.header.protocol, RouteProtocol::Boot);
+        assert_eq!(sent.header.scope, RouteScope::Universe);
+        assert_eq!(sent.header.kind, RouteType::Unicast);
+        assert_eq!(sent.header.flags, RouteFlags::Onlink);
+        assert_eq!(sent.header.table, 100);
+        assert_eq!(
+            sent.attributes,
+            [
+                RouteAttribute::Table(100),
+                RouteAttribute::Destination(RouteAddress::Inet("10.2.0.0".parse().expect("ip"))),
+                RouteAttribute::Gateway(RouteAddress::Inet("10.1.0.1".parse().expect("ip"))),
+                RouteAttribute::Oif(3),
+                RouteAttribute::Priority(20),
+                RouteAttribute::Metrics(vec![RouteMetric::Mtu(1400)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn deleting_a_route_matches_any_protocol_and_scope_and_a_missing_one_is_gone() {
+        let fake = Fake::new();
+        fake.then(Reply::Refuse {
+            errno: libc::ESRCH,
+            message: None,
+        });
+        let mut netlink = Netlink::over(fake.clone());
+        let route = RouteSpec {
+            dst: Some(net("fd00:1::/64")),
+            oif: Some(3),
+            ..RouteSpec::default()
+        };
+        netlink.delete_route(&route).expect("already gone");
+        let sent = route_of(&fake.requests()[0]);
+        assert_eq!(sent.header.address_family, AddressFamily::Inet6);
+        assert_eq!(sent.header.protocol, RouteProtocol::Unspec);
+        assert_eq!(sent.header.scope, RouteScope::NoWhere);
+        // Without a gateway a route is on the link, when added.
+        assert_eq!(route.to_message(false).header.scope, RouteScope::Link);
+    }
+
+    fn address_answer(index: u32, address: &str) -> Raw {
+        Raw::of(&RouteNetlinkMessage::NewAddress(address_message(
+            index,
+            net(address),
+        )))
+    }
+
+    #[test]
+    fn an_address_dump_is_strict_for_itself_only_and_keeps_the_links_own() {
+        let fake = Fake::new();
+        fake.then(Reply::Dump {
+            datagrams: vec![
+                vec![address_answer(3, "10.1.0.1/24")],
+                // A kernel without strict checking dumps every link's.
+                vec![
+                    address_answer(4, "10.9.0.1/24"),
+                    address_answer(3, "fd00::1/64"),
+                ],
+            ],
+            interrupted: false,
+        })
+        .then(Reply::Refuse {
+            errno: libc::ENODEV,
+            message: None,
+        });
+        let mut netlink = Netlink::over(fake.clone());
+        assert_eq!(
+            netlink.addresses(3).expect("listed"),
+            [net("10.1.0.1/24"), net("fd00::1/64")]
+        );
+        assert_eq!(
+            fake.options(),
+            [
+                SocketOption::StrictChecking(true),
+                SocketOption::StrictChecking(false)
+            ]
+        );
+        let RouteNetlinkMessage::GetAddress(asked) = decoded(&fake.requests()[0]) else {
+            panic!("an address dump");
+        };
+        assert_eq!(asked.header.index, 3);
+        assert_eq!(fake.requests()[0].flags, NLM_F_REQUEST | NLM_F_DUMP);
+        assert!(netlink.addresses(3).expect("a gone link").is_empty());
     }
 }

@@ -1,9 +1,10 @@
-//! What a batch writes, typed: table families, the fields of a map key, keys, what an
-//! element maps to, and the few rule expressions written over netlink; each as the kernel
-//! takes it and as nft writes it.
+//! What a batch writes and a dump reads back, typed: table families, the fields of a map key,
+//! keys, what an element maps to, elements, and the few rule expressions written over netlink;
+//! each as the kernel takes it and as nft writes it.
 
 use ipnetwork::IpNetwork;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use super::wire::*;
@@ -80,7 +81,8 @@ fn octets(address: IpAddr) -> Vec<u8> {
     }
 }
 
-/// nft syntax, as `nft -j list` gives fields back.
+/// nft syntax: how a field reads in `nft -f` text (the elements that go with a chain of an
+/// admin's conditions), in messages that name a key, and in an owner's manifest digest.
 impl fmt::Display for Field {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -106,7 +108,11 @@ impl fmt::Display for Field {
 }
 
 /// A map key: one field, or a concatenation (`0.0.0.0/0 . tcp . 8080`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Keys are equal when the kernel takes them for one element's: by their bytes, so that
+/// `Net(10.88.0.5/16)` is `Net(10.88.0.0/16)` and, in an interval map, `Net(a/32)` is
+/// `Addr(a)`, which is how a dump gives it back.
+#[derive(Debug, Clone)]
 pub struct Key {
     pub fields: Vec<Field>,
     /// Whether the map has `flags interval`: its elements then carry where they end. Only
@@ -146,6 +152,20 @@ impl Key {
             }
         }
         (start, self.interval.then_some(end))
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.bytes().hash(state);
     }
 }
 
@@ -197,6 +217,16 @@ impl fmt::Display for Data {
     }
 }
 
+/// One element of a set or map: its key, what it maps to (nothing, in a set), and the comment
+/// `nft list` shows, where elements name their owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub set: String,
+    pub key: Key,
+    pub data: Option<Data>,
+    pub comment: Option<String>,
+}
+
 /// One expression of a rule: the few that rules written over netlink need, so that a value
 /// (an interface name) is compared as bytes and never parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,8 +257,8 @@ impl Expr<'_> {
             attr_str(out, NFTA_EXPR_NAME, self.name());
             nested(out, NFTA_EXPR_DATA, |out| match self {
                 Expr::LoadOifname => {
-                    attr(out, NFTA_META_DREG, &NFT_REG_1.to_be_bytes());
                     attr(out, NFTA_META_KEY, &NFT_META_OIFNAME.to_be_bytes());
+                    attr(out, NFTA_META_DREG, &NFT_REG_1.to_be_bytes());
                 }
                 Expr::NotEqual(value) => {
                     attr(out, NFTA_CMP_SREG, &NFT_REG_1.to_be_bytes());
@@ -238,8 +268,8 @@ impl Expr<'_> {
                     });
                 }
                 Expr::InSet(set) => {
-                    attr_str(out, NFTA_LOOKUP_SET, set);
                     attr(out, NFTA_LOOKUP_SREG, &NFT_REG_1.to_be_bytes());
+                    attr_str(out, NFTA_LOOKUP_SET, set);
                 }
                 Expr::Drop => {
                     attr(out, NFTA_IMMEDIATE_DREG, &NFT_REG_VERDICT.to_be_bytes());
@@ -289,6 +319,24 @@ mod tests {
         let (start, end) = port.bytes();
         assert_eq!((start.len(), end), (IFNAMSIZ + 8, None));
         assert_eq!(port.to_string(), "veth1 . 02:00:00:00:00:01");
+    }
+
+    #[test]
+    fn keys_are_equal_when_the_kernel_takes_them_for_one() {
+        let address = Field::Addr("10.88.0.5".parse().expect("a valid literal"));
+        let written = Key::interval(vec![address.clone(), Field::Net(net("10.88.0.5/16"))]);
+        let listed = Key::interval(vec![address.clone(), Field::Net(net("10.88.0.0/16"))]);
+        assert_eq!(written, listed);
+        let host = Key::interval(vec![Field::Net(net("10.88.0.5/32"))]);
+        assert_eq!(host, Key::interval(vec![address.clone()]));
+        assert_ne!(
+            Key::exact(vec![address.clone()]),
+            Key::interval(vec![address])
+        );
+        assert_ne!(
+            written,
+            Key::interval(vec![Field::Net(net("10.88.0.0/16"))])
+        );
     }
 
     #[test]

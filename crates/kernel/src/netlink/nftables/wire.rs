@@ -1,11 +1,12 @@
 //! The netlink framing of nf_tables messages: the constants of the kernel's uapi headers
 //! (linux/netfilter/nf_tables.h, nfnetlink.h) that the batches use, and the encoding of
-//! headers and attributes.
+//! headers and attributes. Netlink's own flags are netlink-packet-core's.
+
+pub(super) use netlink_packet_core::{
+    NLA_F_NESTED, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+};
 
 pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
-pub(super) const NFNL_MSG_BATCH_BEGIN: u16 = 16;
-pub(super) const NFNL_MSG_BATCH_END: u16 = 17;
-pub(super) const NLMSG_ERROR: u16 = 2;
 
 pub(super) const NFT_MSG_NEWCHAIN: u16 = 3;
 pub(super) const NFT_MSG_DELCHAIN: u16 = 5;
@@ -15,13 +16,6 @@ pub(super) const NFT_MSG_NEWSETELEM: u16 = 12;
 pub(super) const NFT_MSG_DELSETELEM: u16 = 14;
 /// Deletes an element if it exists (Linux 6.3+).
 pub(super) const NFT_MSG_DESTROYSETELEM: u16 = 30;
-
-pub(super) const NLM_F_REQUEST: u16 = 0x1;
-pub(super) const NLM_F_ACK: u16 = 0x4;
-pub(super) const NLM_F_EXCL: u16 = 0x200;
-pub(super) const NLM_F_CREATE: u16 = 0x400;
-pub(super) const NLM_F_APPEND: u16 = 0x800;
-pub(super) const NLA_F_NESTED: u16 = 0x8000;
 
 // Attribute numbers from linux/netfilter/nf_tables.h.
 pub(super) const NFTA_CHAIN_TABLE: u16 = 1;
@@ -64,31 +58,14 @@ pub(super) const NFT_REG_1: u32 = 1;
 /// Interface names are keys of IFNAMSIZ bytes.
 pub(super) const IFNAMSIZ: usize = 16;
 
-/// Batch begin and end: nfnetlink messages addressed to the nf_tables subsystem.
-pub(super) fn control(out: &mut Vec<u8>, kind: u16) {
-    let start = header(out, kind, NLM_F_REQUEST, 0);
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&NFNL_SUBSYS_NFTABLES.to_be_bytes());
-    finish(out, start);
-}
-
-pub(super) fn u32_at(buffer: &[u8], offset: usize) -> u32 {
-    u32::from_ne_bytes([
-        buffer[offset],
-        buffer[offset + 1],
-        buffer[offset + 2],
-        buffer[offset + 3],
-    ])
-}
-
-/// Writes a netlink header whose length [`finish`] fills in; returns where it starts.
-pub(super) fn header(out: &mut Vec<u8>, kind: u16, flags: u16, sequence: u32) -> usize {
+/// Writes a netlink header whose length [`finish`] fills in (the exchange numbers the
+/// messages; the kernel fills in the port); returns where it starts.
+pub(super) fn header(out: &mut Vec<u8>, kind: u16, flags: u16) -> usize {
     let start = out.len();
     out.extend_from_slice(&0u32.to_ne_bytes());
     out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(&flags.to_ne_bytes());
-    out.extend_from_slice(&sequence.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    out.extend_from_slice(&[0; 8]);
     start
 }
 
