@@ -1,7 +1,7 @@
 //! The kernel layer: every system call ferrocni makes on a plugin's behalf. Network
 //! namespaces ([`netns`]), rtnetlink and nf_tables over netlink ([`netlink`]), sysctls
 //! ([`sysctl`]), state files written atomically and never through a link ([`files`]), locks
-//! compatible with the reference's ([`lock`]), external tools where no kernel client exists
+//! compatible with the reference's ([`lock`]), TUN devices ([`tun`]), external tools where no kernel client exists
 //! here ([`tool`]), random bytes ([`random`]) and the plugins' allocator ([`arena`]).
 //!
 //! It knows no plugin and no CNI verb: it depends on `cni` only to give each error its CNI
@@ -15,3 +15,4 @@ pub mod netns;
 pub mod random;
 pub mod sysctl;
 pub mod tool;
+pub mod tun;
