@@ -237,6 +237,11 @@ impl NodeKernel {
                 let operations = wireguard::plan(&desired, &actual);
                 let failures =
                     wireguard::apply(&mut self.netlink, index, *source, device, &operations);
+                for operation in &operations {
+                    if let wireguard::Operation::AddPeer(peer) = operation {
+                        crate::wg::greet(peer);
+                    }
+                }
                 Ok(pass(&operations, &failures, desired.routes.len()))
             }
         }

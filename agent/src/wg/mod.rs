@@ -38,6 +38,25 @@ pub fn log_implementation(device: &str) {
     }
 }
 
+/// Sends one datagram through the tunnel to `peer`'s pod gateway (the discard port), so
+/// that the device starts a handshake with it now rather than when traffic first needs one.
+/// A peer that restarted has lost its sessions, and one that still sends on an old session
+/// to it starts a new handshake only after 15 s of getting no answer (WireGuard's
+/// keepalive and rekey timeouts): a handshake from this side ends that wait at once.
+pub fn greet(peer: &overlay::wireguard::WgPeer) {
+    for network in &peer.allowed_ips {
+        let ipnetwork::IpNetwork::V4(subnet) = network else {
+            continue;
+        };
+        let gateway = ipam::range::default_gateway(network);
+        let sent = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|socket| socket.send_to(b"ferrocni", (gateway, 9)));
+        if let Err(e) = sent {
+            debug!("cannot greet the peer of {subnet}: {e}");
+        }
+    }
+}
+
 /// Where `wg show DEVICE` looks for a userspace device's socket.
 pub fn default_socket(device: &str) -> PathBuf {
     PathBuf::from(format!("/var/run/wireguard/{device}.sock"))
