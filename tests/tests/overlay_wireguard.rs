@@ -601,3 +601,56 @@ fn a_node_run_by_wireguard_go_talks_to_ours() {
         "a handshake with each of our nodes: {handshakes}"
     );
 }
+
+/// `key` (base64) with its top bit flipped: the same Curve25519 key to WireGuard, which
+/// ignores that bit, but other bytes.
+fn same_key_other_bytes(key: &str) -> String {
+    let output = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import base64,sys; k=bytearray(base64.b64decode(sys.argv[1])); k[31]^=0x80; \
+             print(base64.b64encode(bytes(k)).decode())",
+            key,
+        ])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+#[test]
+fn a_record_with_another_nodes_key_in_other_bytes_is_skipped() {
+    require_root!();
+    require_tools!("etcd", "etcdctl", "python3");
+    let lab = wireguard_lab(2);
+    let (a, b) = (lab.pod(0), lab.pod(1));
+    assert!(pings_both_ways(&a, &b));
+    // A record (a mistake, or a writer to etcd who means harm) whose key is n2's to
+    // WireGuard in bytes no key generator writes: the devices must not take it as a second
+    // peer, nor let it displace n2.
+    let twin = same_key_other_bytes(&published_key(&lab, "n2").expect("n2's key"));
+    for (key, value) in simulated_records_keyed(
+        "twin",
+        "10.244.201.0/24",
+        "198.18.0.201",
+        "02:00:00:00:00:78",
+        Some(&twin),
+    ) {
+        lab.etcdctl(&["put", &key, &value]).expect("put");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        pings_both_ways(&a, &b),
+        "{} <-> {}\n{}",
+        a.ip,
+        b.ip,
+        lab.logs()
+    );
+    assert!(lab
+        .agent_log(0)
+        .contains("not a Curve25519 public key as WireGuard writes one"));
+    assert!(
+        !lab.agent_log(0).contains("panicked"),
+        "{}",
+        lab.agent_log(0)
+    );
+}

@@ -64,8 +64,25 @@ impl std::str::FromStr for PublicKey {
         let key: [u8; 32] = bytes
             .try_into()
             .map_err(|_| format!("public key {text:?} is not 32 bytes"))?;
+        if !canonical(&key) {
+            return Err(format!(
+                "public key {text:?} is not a Curve25519 public key as WireGuard writes one \
+                 (its top bit set, or a coordinate past the field's prime)"
+            ));
+        }
         Ok(PublicKey(key))
     }
+}
+
+/// Whether `key` is a Curve25519 coordinate written the one way key generators write it:
+/// below 2^255 - 19, little-endian. WireGuard takes other bytes for the same key (it
+/// ignores the top bit and reduces modulo the prime), so two such texts could be one peer
+/// to the device while looking like two here, and boringtun stops its device when told to
+/// add a peer it already has.
+fn canonical(key: &[u8; 32]) -> bool {
+    let (first, middle, last) = (key[0], &key[1..31], key[31]);
+    let at_least_prime = first >= 0xed && middle.iter().all(|b| *b == 0xff) && last == 0x7f;
+    last & 0x80 == 0 && !at_least_prime
 }
 
 impl Serialize for PublicKey {
@@ -385,6 +402,17 @@ mod tests {
         assert_eq!(PublicKey::from_hex(&k.hex()), Some(k));
         assert_eq!(PublicKey::from_hex("zz"), None);
         assert!("AAAA".parse::<PublicKey>().is_err());
+        // The same key to WireGuard in other bytes: the top bit set, or at least the prime.
+        let mut top = k;
+        top.0[31] |= 0x80;
+        let error = top.to_string().parse::<PublicKey>().expect_err("top bit");
+        assert!(error.contains("not a Curve25519 public key"), "{error}");
+        let mut prime = [0xff; 32];
+        prime[0] = 0xed;
+        prime[31] = 0x7f;
+        assert!(PublicKey(prime).to_string().parse::<PublicKey>().is_err());
+        prime[0] = 0xec;
+        assert_eq!(PublicKey(prime).to_string().parse(), Ok(PublicKey(prime)));
         assert!("not base64!".parse::<PublicKey>().is_err());
         let json = serde_json::to_string(&k).expect("json");
         assert_eq!(serde_json::from_str::<PublicKey>(&json).expect("parse"), k);
