@@ -609,6 +609,11 @@ impl Lab {
         agent.wait().expect("agent reaped")
     }
 
+    /// The process id of node `i`'s agent, while it runs.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].agent.as_ref().map(Child::id)
+    }
+
     pub fn agent_running(&mut self, i: usize) -> bool {
         self.nodes[i]
             .agent
