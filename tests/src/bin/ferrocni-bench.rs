@@ -1181,8 +1181,18 @@ const GO_SERVER: &str = "10.99.0.2";
 /// with `wg` (10.99.0.1 to 10.99.0.2, MTU 1440 as the backend's), with an iperf3 server at
 /// its far end.
 struct WireguardGo {
+    names: [String; 2],
     daemons: Vec<ferrocni_tests::Background>,
     _server: ferrocni_tests::Background,
+}
+
+impl Drop for WireguardGo {
+    fn drop(&mut self) {
+        // Killed, wireguard-go leaves its socket behind.
+        for name in &self.names {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        }
+    }
 }
 
 impl WireguardGo {
@@ -1246,6 +1256,7 @@ impl WireguardGo {
         let server = ns(1).spawn(&["iperf3", "-s"]);
         std::thread::sleep(Duration::from_millis(300));
         WireguardGo {
+            names,
             daemons,
             _server: server,
         }
