@@ -20,6 +20,9 @@ command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
 [ -x /usr/lib/podman/aardvark-dns ] || missing+=(aardvark-dns)
 command -v dnsperf >/dev/null 2>&1 || missing+=(dnsperf)
+# The userspace anchor of the WireGuard backend's throughput: a tunnel set up by hand.
+command -v wireguard-go >/dev/null 2>&1 || missing+=(wireguard-go)
+command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# A multi-node VXLAN overlay lab on one machine, in network namespaces:
+# A multi-node overlay lab on one machine, in network namespaces:
 #
 #   scripts/lab.sh up [N]        N nodes (default 3) on a private underlay, etcd, an agent each
+#                                (LAB_BACKEND=wireguard for the WireGuard backend; vxlan by default)
 #   scripts/lab.sh pod NODE NAME a container namespace NAME on node NODE (1..N), via the vxlan plugin
 #   scripts/lab.sh ip NAME       pod NAME's overlay address
 #   scripts/lab.sh exec NAME CMD run CMD inside pod NAME (e.g. busybox ping "$(scripts/lab.sh ip b)")
-#   scripts/lab.sh status        records in etcd and each node's overlay routes
+#   scripts/lab.sh status        records in etcd, each node's overlay routes (and WireGuard peers)
 #   scripts/lab.sh check N       whether N nodes fit the kernel's neighbour table (up checks too)
 #   scripts/lab.sh down          remove everything
 #
@@ -17,6 +18,8 @@ cd "$(dirname "$0")/.."
 
 LAB=${LAB_DIR:-/tmp/ferrocni-lab}
 BIN=${LAB_BIN:-$PWD/target/debug}
+# The backend `up` was given is kept for the commands that follow.
+BACKEND=${LAB_BACKEND:-$(cat "$LAB/backend" 2>/dev/null || echo vxlan)}
 UNDERLAY=198.18.0
 ETCD=http://$UNDERLAY.254:23790
 NS_UL=flab-ul
@@ -24,6 +27,12 @@ NS_UL=flab-ul
 [ "$(id -u)" -eq 0 ] || { echo "lab.sh needs root (network namespaces)" >&2; exit 1; }
 
 node_ns() { echo "flab-n$1"; }
+
+case "$BACKEND" in
+  vxlan) TUNNEL=ferrocni.vx ;;
+  wireguard) TUNNEL=ferrocni.wg ;;
+  *) echo "LAB_BACKEND=$BACKEND: the backends are vxlan and wireguard" >&2; exit 2 ;;
+esac
 
 # The kernel keeps one neighbour (ARP) table for all namespaces, and its limit
 # (net.ipv4.neigh.default.gc_thresh3) can be set only on the host: the lab cannot raise it
@@ -49,6 +58,7 @@ up() {
   command -v etcd >/dev/null || { echo "etcd is missing: apt-get install etcd-server" >&2; exit 1; }
   [ -x "$BIN/ferrocni-agent" ] || cargo build --workspace --bins --quiet
   mkdir -p "$LAB"
+  echo "$BACKEND" >"$LAB/backend"
   ip route replace unreachable "$UNDERLAY.0/24" 2>/dev/null || true
   ip netns add "$NS_UL"
   ip -n "$NS_UL" link set lo up
@@ -58,7 +68,7 @@ up() {
   ip -n "$NS_UL" addr add "$UNDERLAY.254/24" dev ul0
   ip -n "$NS_UL" link set ul0 up
   cat >"$LAB/cluster.json" <<EOF
-{"network": "10.244.0.0/16", "subnetLen": 24, "vni": 42, "port": 4789}
+{"network": "10.244.0.0/16", "subnetLen": 24, "vni": 42, "backend": "$BACKEND"}
 EOF
   ip netns exec "$NS_UL" etcd --name lab --data-dir "$LAB/etcd" \
     --listen-client-urls "$ETCD" --advertise-client-urls "$ETCD" \
@@ -67,7 +77,7 @@ EOF
   echo $! >"$LAB/etcd.pid"
   for i in $(seq 1 "$count"); do add_node "$i"; done
   wait_converged "$count"
-  echo "lab up: $count nodes, etcd at $ETCD; logs in $LAB"
+  echo "lab up: $count nodes ($BACKEND), etcd at $ETCD; logs in $LAB"
 }
 
 # Pods can be added once every node holds a lease, and reach each other once every node
@@ -78,7 +88,7 @@ wait_converged() {
     local ready=0
     for i in $(seq 1 "$count"); do
       [ -f "$LAB/n$i/vxlan.json" ] &&
-        [ "$(ip -n "$(node_ns "$i")" route show dev ferrocni.vx 2>/dev/null | wc -l)" -ge $((count - 1)) ] &&
+        [ "$(ip -n "$(node_ns "$i")" route show dev "$TUNNEL" 2>/dev/null | wc -l)" -ge $((count - 1)) ] &&
         ready=$((ready + 1))
     done
     [ "$ready" -eq "$count" ] && return 0
@@ -98,8 +108,12 @@ add_node() {
   ip -n "$ns" addr add "$UNDERLAY.$i/24" dev eth0
   ip -n "$ns" link set eth0 up
   mkdir -p "$LAB/n$i"
-  # Each node its own identity: the lab's nodes share one disk.
-  FERROCNI_IDENTITY_FILE="$LAB/n$i/identity" ip netns exec "$ns" "$BIN/ferrocni-agent" \
+  # Each node its own identity and WireGuard key: the lab's nodes share one disk. A node's
+  # WireGuard state: `printf 'get=1\n\n' | socat - UNIX:$LAB/n1/wg.sock`.
+  FERROCNI_IDENTITY_FILE="$LAB/n$i/identity" \
+    FERROCNI_WIREGUARD_KEY_FILE="$LAB/n$i/wireguard.key" \
+    FERROCNI_WIREGUARD_SOCKET="$LAB/n$i/wg.sock" \
+    ip netns exec "$ns" "$BIN/ferrocni-agent" \
     --node "n$i" --etcd-endpoints "$ETCD" --config "$LAB/cluster.json" \
     --underlay-interface eth0 --node-file "$LAB/n$i/vxlan.json" \
     --lease-ttl 5 >"$LAB/n$i/agent.log" 2>&1 &
@@ -134,7 +148,7 @@ pod_ip() {
 status() {
   ip netns exec "$NS_UL" etcdctl --endpoints "$ETCD" get --prefix /ferrocni/network/ || true
   for ns in $(ip netns list | awk '/^flab-n/ {print $1}'); do
-    echo "== $ns"; ip -n "$ns" route show dev ferrocni.vx 2>/dev/null || true
+    echo "== $ns"; ip -n "$ns" route show dev "$TUNNEL" 2>/dev/null || true
   done
 }
 
@@ -157,5 +171,5 @@ case "${1:-}" in
   exec) name=$2; shift 2; ip netns exec "flab-$name" "$@" ;;
   status) status ;;
   down) down ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

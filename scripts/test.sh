@@ -34,6 +34,11 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 # The TLS tests make a CA and certificates for etcd and the agents.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The WireGuard backend's tests: a capture of the underlay, and another implementation
+# (wireguard-go, configured with wg) as a peer.
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
+command -v wireguard-go >/dev/null 2>&1 || missing+=(wireguard-go)
+command -v wg >/dev/null 2>&1 || missing+=(wireguard-tools)
 # The fuzz step builds libFuzzer (C++).
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 # Packaging (tests/tests/packaging.rs): the units checked by systemd-analyze, the man pages

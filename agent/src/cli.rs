@@ -22,7 +22,7 @@ options that do not parse.";
 #[command(
     name = "ferrocni-agent",
     version,
-    about = "VXLAN overlay node agent: subnet ownership in etcd, routes to every live node",
+    about = "Overlay node agent (VXLAN or WireGuard): subnet ownership in etcd, routes to every live node",
     after_help = AFTER_HELP
 )]
 pub struct Args {
@@ -85,6 +85,21 @@ pub struct Args {
     /// The VXLAN device.
     #[arg(long, env = "FERROCNI_VXLAN_DEVICE", default_value = "ferrocni.vx")]
     pub vxlan_device: String,
+    /// The WireGuard interface (WireGuard backend).
+    #[arg(long, env = "FERROCNI_WIREGUARD_DEVICE", default_value = "ferrocni.wg")]
+    pub wireguard_device: String,
+    /// The node's WireGuard private key (WireGuard backend): generated on the first start,
+    /// mode 0600; only its public key is published.
+    #[arg(
+        long,
+        env = "FERROCNI_WIREGUARD_KEY_FILE",
+        default_value = "/var/lib/ferrocni/wireguard.key"
+    )]
+    pub wireguard_key_file: PathBuf,
+    /// Where the WireGuard device's state is served read-only, for `wg show` (default:
+    /// /var/run/wireguard/<device>.sock, where `wg` looks), or "off".
+    #[arg(long, env = "FERROCNI_WIREGUARD_SOCKET")]
+    pub wireguard_socket: Option<PathBuf>,
     /// Where the node's subnet and MTU are written for the vxlan plugin.
     #[arg(long, env = "FERROCNI_NODE_FILE", default_value = DEFAULT_NODE_FILE)]
     pub node_file: PathBuf,

@@ -45,15 +45,12 @@ pub fn load_or_create(path: &Path) -> Result<(String, bool), IdentityError> {
                 path: path.to_path_buf(),
                 source,
             };
-            let identity = generate().map_err(write)?;
-            files::replace(
-                path,
-                format!("{identity}\n").as_bytes(),
-                PRIVATE_FILE,
-                PRIVATE_DIR,
-            )
-            .and_then(|()| durable(path))
-            .map_err(write)?;
+            let identity: String = random_bytes::<BYTES>()
+                .map_err(write)?
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            write_private(path, format!("{identity}\n").as_bytes()).map_err(write)?;
             Ok((identity, true))
         }
         Err(source) => Err(IdentityError::Read {
@@ -63,10 +60,19 @@ pub fn load_or_create(path: &Path) -> Result<(String, bool), IdentityError> {
     }
 }
 
-fn generate() -> io::Result<String> {
-    let mut bytes = [0u8; BYTES];
+/// `N` random bytes from the kernel's generator, or the error: never a weaker fallback, as
+/// they become a node's identity or its WireGuard key.
+pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
     File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(bytes)
+}
+
+/// Writes a file of the node's that only root reads (mode 0600, its directory 0700),
+/// atomically, and makes it durable.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    files::replace(path, bytes, PRIVATE_FILE, PRIVATE_DIR)?;
+    durable(path)
 }
 
 /// On disk, and its name in its directory: a power cut right after the first start must not

@@ -1,9 +1,11 @@
-//! ferrocni-agent: the VXLAN overlay's node agent.
+//! ferrocni-agent: the overlay's node agent.
 //!
 //! It owns this node a subnet of the cluster network in etcd (or takes it from a static
-//! config), publishes the node's VTEP while it is alive, sets up the VXLAN device and the
-//! node bridge, leaves the subnet and MTU in a file for the `vxlan` plugin, and keeps every
-//! other node's route, neighbour and forwarding entries in line with the records it watches.
+//! config), publishes the node's VTEP (and, with the WireGuard backend, its public key)
+//! while it is alive, sets up the tunnel device (VXLAN, or WireGuard) and the node bridge,
+//! leaves the subnet and MTU in a file for the `vxlan` plugin, and keeps every other node's
+//! entries (routes, and neighbour and forwarding entries or WireGuard peers) in line with
+//! the records it watches.
 //!
 //! Ownership and liveness are apart (see `records`): a short outage, of the node or of etcd,
 //! costs the node its peers' routes for a while, never its subnet. When etcd is unreachable
@@ -19,6 +21,7 @@ mod names;
 mod node;
 mod records;
 mod store;
+mod wg;
 
 use clap::Parser;
 use cli::{Args, Listen};
@@ -33,7 +36,7 @@ use tracing::{error, info, warn};
 
 use kernel::netlink::Netlink;
 use node::{NodeKernel, Settings, Underlay};
-use overlay::{self, ClusterConfig, NodeFile, NodeLease};
+use overlay::{self, Backend, ClusterConfig, NodeFile, NodeLease, PublicKey};
 use records::{Me, Wanted};
 use store::{Access, EtcdStore, LeaseStore, Leases, StaticStore, StoreError, Terms};
 
@@ -53,6 +56,9 @@ struct StaticPeer {
     node: String,
     subnet: Ipv4Network,
     vtep: IpAddr,
+    /// Its WireGuard public key, with the WireGuard backend.
+    #[serde(default, rename = "publicKey")]
+    public_key: Option<PublicKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,10 @@ enum AgentError {
     Netlib(#[from] cni::Error),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Key(#[from] wg::key::KeyError),
+    #[error(transparent)]
+    WireGuard(#[from] wg::uapi::UapiError),
     #[error("{0}")]
     Usage(String),
     /// The node's own network is not as the agent needs it.
@@ -115,9 +125,49 @@ struct Agent {
     status: health::Shared,
     /// systemd was told the node is ready (once: `Type=notify` knows no going back).
     announced: bool,
+    /// The node's WireGuard key, loaded when the cluster's backend first needs it.
+    wireguard_key: Option<wg::key::PrivateKey>,
+    wireguard_key_file: PathBuf,
+    wireguard_socket: Option<PathBuf>,
+    /// The task serving the WireGuard device's state, replaced with the device.
+    mirror: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Agent {
+    /// Makes ready what `config`'s backend needs before the node's records are written:
+    /// with WireGuard, the node's key (its public half goes into the liveness record).
+    fn prepare(&mut self, config: &ClusterConfig) -> Result<(), AgentError> {
+        if config.backend != Backend::WireGuard {
+            self.me.public_key = None;
+            return Ok(());
+        }
+        if self.wireguard_key.is_none() {
+            let path = &self.wireguard_key_file;
+            let (key, created) = wg::key::load_or_create(path)?;
+            let how = if created { "generated" } else { "loaded" };
+            info!(
+                "{how} the node's WireGuard key ({}): public key {}",
+                path.display(),
+                key.public()
+            );
+            wg::log_implementation(&self.settings.wireguard_device);
+            self.wireguard_key = Some(key);
+        }
+        self.me.public_key = self.wireguard_key.as_ref().map(wg::key::PrivateKey::public);
+        Ok(())
+    }
+
+    /// Serves the state of the node's WireGuard device, if it has one, for `wg show`.
+    fn serve_wireguard_state(&mut self) {
+        if let Some(task) = self.mirror.take() {
+            task.abort();
+        }
+        let device = self.kernel.as_ref().and_then(NodeKernel::wireguard);
+        if let (Some(device), Some(path)) = (device, &self.wireguard_socket) {
+            self.mirror = Some(tokio::spawn(wg::mirror(path.clone(), device.stream())));
+        }
+    }
+
     /// One session: own a subnet, set up, list, then follow changes until the store fails.
     async fn session<S: LeaseStore>(&mut self, store: &mut S) -> Result<Infallible, AgentError> {
         // Each store call is bounded; the start as a whole is too, so a session that stalls
@@ -127,12 +177,13 @@ impl Agent {
             None => Wanted::Any(self.previous_subnet),
         };
         let limit = SESSION_START_LIMIT + store.claim_wait();
-        let start = async {
-            let config = store.cluster_config(self.local_config.as_ref()).await?;
-            let subnet = store.acquire(&config, &self.me, wanted).await?;
-            Ok::<_, AgentError>((config, subnet))
-        };
-        let (config, subnet) = tokio::time::timeout(limit, start)
+        let deadline = tokio::time::Instant::now() + limit;
+        let config =
+            tokio::time::timeout_at(deadline, store.cluster_config(self.local_config.as_ref()))
+                .await
+                .map_err(|_| StoreError::Timeout(limit))??;
+        self.prepare(&config)?;
+        let subnet = tokio::time::timeout_at(deadline, store.acquire(&config, &self.me, wanted))
             .await
             .map_err(|_| StoreError::Timeout(limit))??;
         self.status.lock().renewed = Some(Instant::now());
@@ -146,15 +197,19 @@ impl Agent {
                     "the subnet changed to {subnet}: containers on the old one must be re-created"
                 );
             }
+            // The old device goes first: a WireGuard device holds its port and interface.
+            self.kernel = None;
             self.kernel = Some(NodeKernel::set_up(
                 &self.settings,
                 &config,
                 subnet,
                 &self.underlay,
+                self.wireguard_key.as_ref(),
             )?);
+            self.serve_wireguard_state();
             info!(
-                "node {} is on {subnet} via {}",
-                self.me.node, self.underlay.ip
+                "node {} is on {subnet} via {} ({})",
+                self.me.node, self.underlay.ip, config.backend
             );
         }
         self.running = Some(subnet);
@@ -326,6 +381,7 @@ fn static_store(file: Option<ConfigFile>) -> Result<StaticStore, AgentError> {
                 node: p.node.clone(),
                 vtep: p.vtep,
                 mac: overlay::node_mac(&p.node),
+                public_key: p.public_key,
             };
             (p.subnet, lease)
         })
@@ -398,6 +454,7 @@ async fn start(args: Args) -> Result<(), AgentError> {
             node: node.clone(),
             bridge: args.bridge.clone(),
             vxlan_device: args.vxlan_device.clone(),
+            wireguard_device: args.wireguard_device.clone(),
             node_file: args.node_file.clone(),
         },
         local_config: file.as_ref().map(|f| f.cluster.clone()),
@@ -406,6 +463,7 @@ async fn start(args: Args) -> Result<(), AgentError> {
             identity,
             vtep: underlay.ip,
             mac: overlay::node_mac(&node),
+            public_key: None,
         },
         underlay,
         lease_ttl,
@@ -416,6 +474,14 @@ async fn start(args: Args) -> Result<(), AgentError> {
         backoff: Backoff(Backoff::FIRST),
         status,
         announced: false,
+        wireguard_key: None,
+        wireguard_key_file: args.wireguard_key_file.clone(),
+        wireguard_socket: match &args.wireguard_socket {
+            Some(path) if path.as_os_str() == "off" => None,
+            Some(path) => Some(path.clone()),
+            None => Some(wg::default_socket(&args.wireguard_device)),
+        },
+        mirror: None,
     };
     if !etcd {
         let mut store = static_store(file)?;

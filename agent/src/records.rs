@@ -15,7 +15,7 @@
 
 use ipnetwork::Ipv4Network;
 use kernel::netlink::MacAddr;
-use overlay::{ClusterConfig, NodeLease};
+use overlay::{ClusterConfig, NodeLease, PublicKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -72,6 +72,10 @@ pub struct Liveness {
     /// The MAC of the node's VXLAN device.
     #[serde(with = "overlay::mac_text")]
     pub mac: MacAddr,
+    /// The node's WireGuard public key, with the WireGuard backend: bound to the node's
+    /// liveness, so a re-keyed node is picked up by its peers as its record changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
 }
 
 /// This node as the records describe it.
@@ -81,6 +85,7 @@ pub struct Me {
     pub identity: String,
     pub vtep: IpAddr,
     pub mac: MacAddr,
+    pub public_key: Option<PublicKey>,
 }
 
 impl Me {
@@ -99,6 +104,7 @@ impl Me {
             subnet,
             vtep: self.vtep,
             mac: self.mac,
+            public_key: self.public_key,
         }
     }
 }
@@ -214,6 +220,7 @@ impl View {
                         node: name.clone(),
                         vtep: live.record.vtep,
                         mac: live.record.mac,
+                        public_key: live.record.public_key,
                     };
                     (live.record.subnet, lease)
                 })
@@ -408,6 +415,7 @@ mod tests {
             identity: identity.to_string(),
             vtep: "198.18.0.1".parse().expect("ip"),
             mac: node_mac(node),
+            public_key: None,
         }
     }
 
@@ -417,6 +425,7 @@ mod tests {
             subnet_len: 24,
             vni: 1,
             port: 4789,
+            backend: overlay::Backend::Vxlan,
         }
     }
 
@@ -647,11 +656,31 @@ mod tests {
         );
         let liveness = a.liveness(net("10.244.1.0/24"));
         let mut value = serde_json::to_value(&liveness).expect("json");
-        value["publicKey"] = serde_json::json!("a WireGuard key");
+        // Without a key (VXLAN), the record is as before the WireGuard backend.
+        assert!(value.get("publicKey").is_none(), "{value}");
+        value["wireguardPort"] = serde_json::json!(51820);
         assert_eq!(
             serde_json::from_value::<Liveness>(value).expect("parse"),
             liveness
         );
+        let keyed = Me {
+            public_key: Some(PublicKey([3; 32])),
+            ..a.clone()
+        }
+        .liveness(net("10.244.1.0/24"));
+        let text = serde_json::to_string(&keyed).expect("json");
+        assert!(
+            text.contains(r#""publicKey":"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=""#),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_str::<Liveness>(&text).expect("parse"),
+            keyed
+        );
+        // A key that is not one makes the record malformed (skipped, with a warning).
+        let mut bad = serde_json::to_value(&keyed).expect("json");
+        bad["publicKey"] = serde_json::json!("a WireGuard key");
+        assert!(serde_json::from_value::<Liveness>(bad).is_err());
         assert!(serde_json::from_str::<Ownership>(r#"{"node":"a"}"#).is_err());
         assert!(serde_json::from_str::<LeaseId>(r#""xyz""#).is_err());
     }

@@ -26,6 +26,28 @@ pub struct Attachment {
     pub capability_args: Map<String, Value>,
 }
 
+impl Attachment {
+    /// This attachment with the runtime arguments its ADD was given (the cache entry's),
+    /// for its CHECK and DEL, where the caller gives none of a kind: a port mapping is
+    /// removed as it was published, and a name registered from `K8S_POD_NAME` is the name
+    /// checked, as the runtime that made the attachment (cnictl, or Podman's libcni) passed
+    /// them.
+    fn with_args_of(&self, entry: &CacheEntry) -> Attachment {
+        let mut attachment = self.clone();
+        if attachment.capability_args.is_empty() {
+            attachment.capability_args = entry.capability_args.clone();
+        }
+        let given = attachment
+            .cni_args
+            .iter()
+            .any(|(key, _)| key != "IgnoreUnknown");
+        if !given && !entry.cni_args.is_empty() {
+            attachment.cni_args = entry.cni_args.clone();
+        }
+        attachment
+    }
+}
+
 /// The kind libcni gives its cache entries (its `CNICacheV1`), and reads back: an entry of
 /// any other kind it takes for a bare result of its oldest versions.
 const CACHE_KIND: &str = "cniCacheV1";
@@ -226,13 +248,10 @@ impl Runtime {
 
     pub fn del(&self, network: &Network, attachment: &Attachment) -> Result<(), CtlError> {
         let cached = self.cached(network.name(), &attachment.container_id, &attachment.ifname);
-        let mut attachment = attachment.clone();
-        if let Some(entry) = &cached {
-            // The runtime arguments of the ADD apply to its DEL too (port mappings...).
-            if attachment.capability_args.is_empty() {
-                attachment.capability_args = entry.capability_args.clone();
-            }
-        }
+        let attachment = match &cached {
+            Some(entry) => attachment.with_args_of(entry),
+            None => attachment.clone(),
+        };
         self.run_del(network, &attachment, cached.as_ref().map(|c| &c.result))?;
         let _ = std::fs::remove_file(self.cache_file(
             network.name(),
@@ -251,8 +270,7 @@ impl Runtime {
             .ok_or_else(|| {
                 CtlError::NotAttached(network.name().to_string(), attachment.container_id.clone())
             })?;
-        let mut attachment = attachment.clone();
-        attachment.capability_args = entry.capability_args.clone();
+        let attachment = attachment.with_args_of(&entry);
         for plugin in &network.list.plugins {
             let config = Self::plugin_config(network, plugin, &attachment, Some(&entry.result));
             self.exec(

@@ -1,7 +1,8 @@
 //! A multi-node overlay lab for tests: node namespaces on a private underlay bridge
 //! (198.18.0.0/24, which exists only inside the lab's namespaces), etcd in the underlay
-//! namespace on private ports, a `ferrocni-agent` per node, and pods attached by the `vxlan`
-//! plugin run inside their node. Everything is killed and removed on drop.
+//! namespace on private ports, a `ferrocni-agent` per node on either backend (VXLAN, or
+//! WireGuard), and pods attached by the `vxlan` plugin run inside their node. Everything is
+//! killed and removed on drop.
 
 use serde_json::{json, Value};
 use std::fs::File;
@@ -118,6 +119,18 @@ pub struct Lab {
     /// given this way rather than as flags, so an agent that predates them still starts
     /// and shows how it behaves without them.
     pub agent_env: Vec<(String, String)>,
+    /// The cluster's backend: "vxlan" or "wireguard".
+    backend: &'static str,
+    network: String,
+}
+
+/// A peer of a node's WireGuard device, as the device reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WgPeerSeen {
+    /// Hex, as the configuration protocol writes it.
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub allowed_ips: Vec<String>,
 }
 
 /// A pod: its namespace and its overlay address.
@@ -138,9 +151,23 @@ fn signal(child: &Child, signal: i32) {
 /// The ownership record, then the liveness record (keys and values) of a simulated node:
 /// see [`Lab::simulate_node`].
 pub fn simulated_records(name: &str, subnet: &str, vtep: &str, mac: &str) -> [(String, String); 2] {
+    simulated_records_keyed(name, subnet, vtep, mac, None)
+}
+
+/// As [`simulated_records`], the liveness record with a WireGuard public key (base64).
+pub fn simulated_records_keyed(
+    name: &str,
+    subnet: &str,
+    vtep: &str,
+    mac: &str,
+    public_key: Option<&str>,
+) -> [(String, String); 2] {
     let identity = format!("simulated-{name}");
     let ownership = json!({"node": name, "identity": identity, "vtep": vtep, "lease": "0"});
-    let liveness = json!({"identity": identity, "subnet": subnet, "vtep": vtep, "mac": mac});
+    let mut liveness = json!({"identity": identity, "subnet": subnet, "vtep": vtep, "mac": mac});
+    if let Some(key) = public_key {
+        liveness["publicKey"] = json!(key);
+    }
     [
         (subnet_key(subnet), ownership.to_string()),
         (format!("{PREFIX}/nodes/{name}"), liveness.to_string()),
@@ -222,16 +249,40 @@ impl Lab {
             tls: None,
             etcd_user: None,
             agent_env: Vec::new(),
+            backend: "vxlan",
+            network: "10.244.0.0/16".to_string(),
         };
-        lab.set_network("10.244.0.0/16");
+        lab.write_cluster();
         lab
     }
 
     /// The cluster network node subnets (/24) are carved from, as the agents started from
     /// now on publish it (the first one's wins in etcd).
-    pub fn set_network(&self, network: &str) {
-        let cluster = json!({"network": network, "subnetLen": 24, "vni": 42});
+    pub fn set_network(&mut self, network: &str) {
+        self.network = network.to_string();
+        self.write_cluster();
+    }
+
+    /// The cluster's backend ("vxlan", "wireguard"), as the agents started from now on
+    /// publish it.
+    pub fn set_backend(&mut self, backend: &'static str) {
+        self.backend = backend;
+        self.write_cluster();
+    }
+
+    fn write_cluster(&self) {
+        let cluster = json!({"network": self.network, "subnetLen": 24, "vni": 42,
+                             "backend": self.backend});
         std::fs::write(self.dir.path().join("cluster.json"), cluster.to_string()).expect("write");
+    }
+
+    /// The interface pod traffic to other nodes leaves by.
+    pub fn tunnel_device(&self) -> &'static str {
+        if self.backend == "wireguard" {
+            "ferrocni.wg"
+        } else {
+            "ferrocni.vx"
+        }
     }
 
     /// Every agent started from now on gets `key=value` in its environment.
@@ -407,6 +458,50 @@ impl Lab {
         self.node_dir(i).join("vxlan.json")
     }
 
+    pub fn wireguard_key_file(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("wireguard.key")
+    }
+
+    /// Where machine `i`'s agent serves its WireGuard device's state.
+    pub fn wireguard_socket(&self, i: usize) -> PathBuf {
+        self.node_dir(i).join("wg.sock")
+    }
+
+    /// Node `i`'s WireGuard peers, read from its agent's device (empty when it serves none).
+    pub fn wireguard_peers(&self, i: usize) -> Vec<WgPeerSeen> {
+        use std::io::{Read, Write};
+        let Ok(mut socket) = std::os::unix::net::UnixStream::connect(self.wireguard_socket(i))
+        else {
+            return Vec::new();
+        };
+        let _ = socket.set_read_timeout(Some(Duration::from_secs(3)));
+        let mut text = String::new();
+        if socket.write_all(b"get=1\n\n").is_err() {
+            return Vec::new();
+        }
+        let mut buffer = [0u8; 4096];
+        while !text.ends_with("\n\n") {
+            match socket.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => text.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            }
+        }
+        let mut peers: Vec<WgPeerSeen> = Vec::new();
+        for (key, value) in text.lines().filter_map(|l| l.split_once('=')) {
+            match (key, peers.last_mut()) {
+                ("public_key", _) => peers.push(WgPeerSeen {
+                    public_key: value.to_string(),
+                    endpoint: None,
+                    allowed_ips: Vec::new(),
+                }),
+                ("endpoint", Some(peer)) => peer.endpoint = Some(value.to_string()),
+                ("allowed_ip", Some(peer)) => peer.allowed_ips.push(value.to_string()),
+                _ => {}
+            }
+        }
+        peers
+    }
+
     /// Static mode: writes node `i`'s config with `subnets[j]` for node j, all others peers.
     pub fn write_static_config(&self, i: usize, subnets: &[&str]) {
         let peers: Vec<Value> = subnets
@@ -469,9 +564,14 @@ impl Lab {
             ("FERROCNI_LEASE_TTL", TTL.as_secs().to_string()),
             ("FERROCNI_RESYNC", "2".to_string()),
             ("FERROCNI_LOG_LEVEL", "debug".to_string()),
-            // Each machine its own identity and names: they share this filesystem.
+            // Each machine its own identity, names and key: they share this filesystem.
             ("FERROCNI_IDENTITY_FILE", path(dir.join("identity"))),
             ("FERROCNI_DNS_DIR", path(dir.join("dns"))),
+            (
+                "FERROCNI_WIREGUARD_KEY_FILE",
+                path(self.wireguard_key_file(i)),
+            ),
+            ("FERROCNI_WIREGUARD_SOCKET", path(self.wireguard_socket(i))),
         ];
         if self.static_mode {
             settings.push(("FERROCNI_CONFIG", path(dir.join("static.json"))));
@@ -546,6 +646,11 @@ impl Lab {
         let mut agent = self.nodes[i].agent.take().expect("agent running");
         signal(&agent, sig);
         agent.wait().expect("agent reaped")
+    }
+
+    /// The process id of node `i`'s agent, while it runs.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].agent.as_ref().map(Child::id)
     }
 
     pub fn agent_running(&mut self, i: usize) -> bool {
@@ -640,7 +745,7 @@ impl Lab {
 
     /// Node `i`'s overlay routes, as destination prefixes.
     pub fn overlay_routes(&self, i: usize) -> Vec<String> {
-        let routes = self.ip_json(i, &["route", "show", "dev", "ferrocni.vx"]);
+        let routes = self.ip_json(i, &["route", "show", "dev", self.tunnel_device()]);
         routes
             .as_array()
             .into_iter()

@@ -174,6 +174,13 @@ pub struct Background {
     child: std::process::Child,
 }
 
+impl Background {
+    /// The process's id (outside any PID namespace: the namespaces here are network ones).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.child.kill();

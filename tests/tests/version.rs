@@ -5,6 +5,10 @@ use serde_json::json;
 
 const BINARIES: [&str; 3] = ["loopback", "host-local", "static"];
 
+/// Installed beside the plugins (dnsname finds it on `CNI_PATH`) but no CNI plugin: the
+/// per-network DNS server, which describes itself on `--help`.
+const DNS_SERVER: &str = "ferrocni-dns";
+
 #[test]
 fn every_binary_reports_every_spec_version() {
     require_root!();
@@ -36,6 +40,9 @@ fn without_a_command_the_binary_describes_itself() {
     let host = NetnsGuard::new("fver");
     let release = format!("ferrocni v{}", env!("CARGO_PKG_VERSION"));
     for binary in shipped_plugins() {
+        if binary == DNS_SERVER {
+            continue;
+        }
         let outcome = Call::new(Impl::Ours, &binary, "VERSION")
             .without_env("CNI_COMMAND")
             .run_in(&host);
@@ -56,4 +63,25 @@ fn without_a_command_the_binary_describes_itself() {
             outcome.stderr
         );
     }
+}
+
+/// The DNS server, though no plugin, says what it is and which release on `--help`, and
+/// refuses to run without its network's directory.
+#[test]
+fn the_dns_server_describes_itself() {
+    let server = ferrocni_tests::our_bin_dir().join(DNS_SERVER);
+    let help = std::process::Command::new(&server)
+        .arg("--help")
+        .output()
+        .expect("ferrocni-dns runs");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    let release = format!("ferrocni v{}", env!("CARGO_PKG_VERSION"));
+    assert!(text.starts_with("ferrocni-dns: "), "{text}");
+    assert!(text.lines().any(|l| l == release), "{text}");
+    let bare = std::process::Command::new(&server)
+        .output()
+        .expect("ferrocni-dns runs");
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("--dir is required"));
 }

@@ -1,7 +1,8 @@
-//! The VXLAN overlay's shared model: the cluster network, what a node publishes in its
-//! subnet lease, the file the node agent leaves for the `vxlan` plugin, and reconciliation —
-//! a pure function from the peers a node should reach and what its kernel holds to the
-//! operations that close the gap — plus applying those operations through netlink.
+//! The overlay's shared model: the cluster network and its backend, what a node publishes in
+//! its subnet lease, the file the node agent leaves for the `vxlan` plugin, and
+//! reconciliation — a pure function from the peers a node should reach and what its kernel
+//! holds to the operations that close the gap — plus applying those operations through
+//! netlink. This module is the VXLAN backend's; [`wireguard`] is the WireGuard backend's.
 //!
 //! Each remote node costs three kernel entries on the local VXLAN device, as in flannel:
 //! a route to its subnet via the subnet's first address (`onlink`), a permanent neighbour
@@ -19,25 +20,141 @@ use cni::Result;
 use kernel::netlink::{FdbEntry, MacAddr, Neighbour, Netlink, NetlinkError, RouteSpec};
 use netlib::state::StateError;
 
+pub mod wireguard;
+
+pub use wireguard::PublicKey;
+
 /// IANA's VXLAN port.
 pub const DEFAULT_PORT: u16 = 4789;
+/// WireGuard's customary port.
+pub const DEFAULT_WIREGUARD_PORT: u16 = 51820;
 /// Where the agent leaves the node's lease for the plugin unless told otherwise.
 pub const DEFAULT_NODE_FILE: &str = "/run/ferrocni/vxlan.json";
+
+/// How pod traffic crosses the underlay: the cluster's choice, the same on every node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// In clear VXLAN, as flannel's `vxlan` backend.
+    #[default]
+    Vxlan,
+    /// Encrypted, over WireGuard (L3: one interface, a peer per node).
+    WireGuard,
+}
+
+impl Backend {
+    /// The names the config uses.
+    const NAMES: [(&'static str, Backend); 2] =
+        [("vxlan", Backend::Vxlan), ("wireguard", Backend::WireGuard)];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, backend)| *backend == self)
+            .map_or("vxlan", |(name, _)| name)
+    }
+
+    /// The UDP port the backend listens on unless the config says otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Backend::Vxlan => DEFAULT_PORT,
+            Backend::WireGuard => DEFAULT_WIREGUARD_PORT,
+        }
+    }
+
+    /// The MTU inside the overlay: the underlay's less what the encapsulation adds, so the
+    /// outer packets stay unfragmented. VXLAN adds 50 bytes over IPv4 (outer IP 20, UDP 8,
+    /// VXLAN 8, inner Ethernet 14) and 70 over IPv6; WireGuard 60 (outer IP 20, UDP 8, its
+    /// header 16, the authentication tag 16) and 80.
+    pub fn mtu(self, underlay_mtu: u32, underlay: IpAddr) -> u32 {
+        let overhead = match self {
+            Backend::Vxlan => 50,
+            Backend::WireGuard => 60,
+        };
+        underlay_mtu.saturating_sub(if underlay.is_ipv4() {
+            overhead
+        } else {
+            overhead + 20
+        })
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Backend, String> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, backend)| *backend)
+            .ok_or_else(|| format!("backend {text:?} is none of \"vxlan\", \"wireguard\""))
+    }
+}
+
+impl Serialize for Backend {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Backend, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// The cluster-wide network: every node agrees on it (it lives in the store, or in each
 /// node's file in static mode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "ClusterText")]
 pub struct ClusterConfig {
     /// The cluster CIDR that node subnets are carved from.
     pub network: Ipv4Network,
     /// Prefix length of each node's subnet.
-    #[serde(default = "default_subnet_len")]
     pub subnet_len: u8,
-    #[serde(default = "default_vni")]
+    /// VXLAN's network identifier (unused by WireGuard).
     pub vni: u32,
-    #[serde(default = "default_port")]
+    /// The backend's UDP port on every node.
     pub port: u16,
+    pub backend: Backend,
+}
+
+/// The cluster config as written: the port's default depends on the backend.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterText {
+    network: Ipv4Network,
+    #[serde(default = "default_subnet_len")]
+    subnet_len: u8,
+    #[serde(default = "default_vni")]
+    vni: u32,
+    port: Option<u16>,
+    #[serde(default)]
+    backend: Backend,
+}
+
+impl From<ClusterText> for ClusterConfig {
+    fn from(text: ClusterText) -> ClusterConfig {
+        ClusterConfig {
+            network: text.network,
+            subnet_len: text.subnet_len,
+            vni: text.vni,
+            port: text.port.unwrap_or(text.backend.default_port()),
+            backend: text.backend,
+        }
+    }
 }
 
 fn default_subnet_len() -> u8 {
@@ -45,9 +162,6 @@ fn default_subnet_len() -> u8 {
 }
 fn default_vni() -> u32 {
     1
-}
-fn default_port() -> u16 {
-    DEFAULT_PORT
 }
 
 impl ClusterConfig {
@@ -103,6 +217,9 @@ pub struct NodeLease {
     /// The MAC of the node's VXLAN device.
     #[serde(with = "mac_text")]
     pub mac: MacAddr,
+    /// The node's WireGuard public key (WireGuard backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
 }
 
 /// A MAC as its text (`02:00:5e:00:53:01`) in serde: `#[serde(with = "mac_text")]`.
@@ -151,7 +268,7 @@ pub struct NodeFile {
     pub network: Ipv4Network,
     /// This node's subnet, which containers take addresses from.
     pub subnet: Ipv4Network,
-    /// MTU for container interfaces: the underlay's less VXLAN's overhead.
+    /// MTU for container interfaces: the underlay's less the backend's overhead.
     pub mtu: u32,
     /// The node bridge containers attach to.
     pub bridge: String,
@@ -176,12 +293,6 @@ impl NodeFile {
     pub fn save(&self, path: &Path) -> Result<()> {
         Ok(netlib::state::write_json(path, self)?)
     }
-}
-
-/// VXLAN adds 50 bytes over IPv4 (outer IP 20, UDP 8, VXLAN 8, inner Ethernet 14) and 70 over
-/// IPv6: the inner MTU that keeps the outer packets unfragmented.
-pub fn overlay_mtu(underlay_mtu: u32, underlay: IpAddr) -> u32 {
-    underlay_mtu.saturating_sub(if underlay.is_ipv4() { 50 } else { 70 })
 }
 
 /// The overlay entries a node's kernel holds on its VXLAN device.
@@ -281,18 +392,45 @@ fn route(device: u32, subnet: Ipv4Network, via: IpAddr) -> RouteSpec {
     }
 }
 
-/// What the kernel holds on VXLAN device `device` (main table routes out of it, permanent
-/// neighbours, forwarding entries with a remote).
-pub fn programmed(netlink: &mut Netlink, device: u32) -> Result<Programmed, NetlinkError> {
+/// The main table's IPv4 routes out of `device`: destination and gateway, if any.
+pub(crate) fn device_routes(
+    netlink: &mut Netlink,
+    device: u32,
+) -> Result<Vec<(Ipv4Network, Option<IpAddr>)>, NetlinkError> {
     let main = u32::from(netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN);
-    let routes = netlink
+    Ok(netlink
         .routes(true)?
         .into_iter()
         .filter(|r| r.oif == Some(device) && r.table == Some(main))
-        .filter_map(|r| match (r.dst, r.gateway) {
-            (Some(ipnetwork::IpNetwork::V4(dst)), Some(via)) => Some((dst, via)),
+        .filter_map(|r| match r.dst {
+            Some(ipnetwork::IpNetwork::V4(dst)) => Some((dst, r.gateway)),
             _ => None,
         })
+        .collect())
+}
+
+/// Adds `spec`; a route to its destination by another path is replaced with it.
+pub(crate) fn add_route_replacing(
+    netlink: &mut Netlink,
+    spec: &RouteSpec,
+) -> Result<(), NetlinkError> {
+    match netlink.add_route(spec) {
+        Err(e) if e.already_exists() => netlink
+            .delete_route(&RouteSpec {
+                dst: spec.dst,
+                ..RouteSpec::default()
+            })
+            .and_then(|()| netlink.add_route(spec)),
+        other => other,
+    }
+}
+
+/// What the kernel holds on VXLAN device `device` (main table routes out of it, permanent
+/// neighbours, forwarding entries with a remote).
+pub fn programmed(netlink: &mut Netlink, device: u32) -> Result<Programmed, NetlinkError> {
+    let routes = device_routes(netlink, device)?
+        .into_iter()
+        .filter_map(|(dst, via)| Some((dst, via?)))
         .collect();
     Ok(Programmed {
         neighbours: netlink.permanent_neighbours(device)?.into_iter().collect(),
@@ -323,16 +461,7 @@ pub fn apply(
             Operation::SetForwarding(entry) => netlink.set_fdb_entry(device, entry),
             Operation::SetNeighbour(neighbour) => netlink.set_neighbour(device, neighbour),
             Operation::AddRoute { subnet, via } => {
-                match netlink.add_route(&route(device, subnet, via)) {
-                    // A route to the subnet via another path: replace it with ours.
-                    Err(e) if e.already_exists() => netlink
-                        .delete_route(&RouteSpec {
-                            dst: Some(subnet.into()),
-                            ..RouteSpec::default()
-                        })
-                        .and_then(|()| netlink.add_route(&route(device, subnet, via))),
-                    other => other,
-                }
+                add_route_replacing(netlink, &route(device, subnet, via))
             }
         };
         if let Err(error) = done {
@@ -357,6 +486,7 @@ mod tests {
                 node: node.to_string(),
                 vtep: vtep.parse().expect("ip"),
                 mac: node_mac(node),
+                public_key: None,
             },
         }
     }
@@ -367,6 +497,7 @@ mod tests {
             subnet_len: 24,
             vni: 1,
             port: DEFAULT_PORT,
+            backend: Backend::Vxlan,
         }
     }
 
@@ -540,8 +671,35 @@ mod tests {
 
     #[test]
     fn mtu_leaves_room_for_the_encapsulation() {
-        assert_eq!(overlay_mtu(1500, "198.18.0.1".parse().expect("ip")), 1450);
-        assert_eq!(overlay_mtu(1500, "fd00::1".parse().expect("ip")), 1430);
+        let (v4, v6) = (
+            "198.18.0.1".parse().expect("ip"),
+            "fd00::1".parse().expect("ip"),
+        );
+        assert_eq!(Backend::Vxlan.mtu(1500, v4), 1450);
+        assert_eq!(Backend::Vxlan.mtu(1500, v6), 1430);
+        assert_eq!(Backend::WireGuard.mtu(1500, v4), 1440);
+        assert_eq!(Backend::WireGuard.mtu(1500, v6), 1420);
+        assert_eq!(Backend::WireGuard.mtu(9000, v4), 8940);
+    }
+
+    #[test]
+    fn the_backend_is_vxlan_unless_chosen_and_sets_the_default_port() {
+        let parse = |text: &str| serde_json::from_str::<ClusterConfig>(text);
+        let plain = parse(r#"{"network": "10.244.0.0/16"}"#).expect("parse");
+        assert_eq!((plain.backend, plain.port), (Backend::Vxlan, 4789));
+        let wg = parse(r#"{"network": "10.244.0.0/16", "backend": "wireguard"}"#).expect("parse");
+        assert_eq!((wg.backend, wg.port), (Backend::WireGuard, 51820));
+        let own = parse(r#"{"network": "10.244.0.0/16", "backend": "wireguard", "port": 7000}"#)
+            .expect("parse");
+        assert_eq!(own.port, 7000);
+        // What the agent publishes reads back the same, backend and port included.
+        let text = serde_json::to_string(&wg).expect("json");
+        assert_eq!(parse(&text).expect("parse"), wg);
+        let error = parse(r#"{"network": "10.244.0.0/16", "backend": "ipsec"}"#)
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("backend \"ipsec\""), "{error}");
+        assert!(error.contains("wireguard"), "{error}");
     }
 
     #[test]

@@ -79,11 +79,25 @@ struct Args {
 
 const USAGE: &str = "usage: ferrocni-dns --dir <network directory> [--ready-fd N]";
 
-fn parse_args() -> Result<Args, String> {
+/// What `--help` prints: what the binary is, which release (as the plugins say it), how to
+/// run it.
+fn describe() -> String {
+    format!(
+        "ferrocni-dns: the DNS server of one network, started by the dnsname plugin (not a CNI plugin)\n\
+         ferrocni v{}\n{USAGE}",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The arguments, or `None` when only a description was asked for (`--help`, `--version`).
+fn parse_args() -> Result<Option<Args>, String> {
     let mut dir = None;
     let mut ready_fd = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(flag) = args.next() {
+        if matches!(flag.to_str(), Some("--help" | "-h" | "--version")) {
+            return Ok(None);
+        }
         let value = args.next().ok_or(format!("{flag:?} needs a value"))?;
         match flag.to_str() {
             Some("--dir") => dir = Some(PathBuf::from(value)),
@@ -97,10 +111,10 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown argument {flag:?}")),
         }
     }
-    Ok(Args {
+    Ok(Some(Args {
         dir: dir.ok_or("--dir is required")?,
         ready_fd,
-    })
+    }))
 }
 
 /// Says `word` to whoever started the server, and closes the descriptor.
@@ -158,7 +172,11 @@ fn run(args: &Args) -> Result<(), String> {
 
 fn main() {
     let args = match parse_args() {
-        Ok(args) => args,
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{}", describe());
+            return;
+        }
         Err(problem) => {
             log(&format!("{problem}\n{USAGE}"));
             std::process::exit(2);

@@ -984,6 +984,12 @@ fn main() {
             format!("{:.0} ms at most", overlay.slowest_join()),
             overlay.slowest_join() < 1000.0,
         );
+        let wireguard = overlay.backend("wireguard").cross_node_gbps;
+        target(
+            "WireGuard across nodes at least wireguard-go's throughput",
+            format!("{wireguard:.2} vs {:.2} Gbit/s", overlay.wireguard_go.0),
+            wireguard >= overlay.wireguard_go.0,
+        );
         target(
             "dnsname ADD at least 5x cheaper than containers/dnsname",
             format!("{:.1}x", discovery.add_ratio()),
@@ -1053,92 +1059,311 @@ fn date() -> String {
         .unwrap_or_default()
 }
 
-/// The VXLAN overlay's numbers: TCP throughput between pods across nodes against pods on one
-/// node, and how long every node takes to learn a joining node.
-struct OverlayBench {
+/// One overlay backend's numbers: TCP throughput between pods across nodes against pods on
+/// one node, and how long every node takes to learn a joining node.
+struct BackendBench {
+    backend: &'static str,
+    mtu: u64,
     same_node_gbps: f64,
     cross_node_gbps: f64,
+    /// CPU seconds the tunnel's processes (both ends) spent per gigabit across nodes: only
+    /// a userspace tunnel has processes to measure; VXLAN's work is the kernel's.
+    cpu_per_gbit: Option<f64>,
     /// (simulated nodes already known, convergence times in ms of a join)
     convergence: Vec<(usize, Vec<f64>)>,
 }
 
+/// The overlay's numbers: each backend's, and a tunnel set up by hand with wireguard-go
+/// (the userspace anchor WireGuard's throughput is held to).
+struct OverlayBench {
+    backends: Vec<BackendBench>,
+    /// Throughput (Gbit/s) and CPU seconds per gigabit of wireguard-go, node to node.
+    wireguard_go: (f64, f64),
+}
+
 impl OverlayBench {
-    /// The slowest join, in ms, over every size measured.
+    /// The slowest join, in ms, over every backend and size measured.
     fn slowest_join(&self) -> f64 {
-        self.convergence
+        self.backends
             .iter()
+            .flat_map(|b| &b.convergence)
             .flat_map(|(_, times)| times.iter().copied())
             .fold(0.0, f64::max)
     }
 
+    fn backend(&self, name: &str) -> &BackendBench {
+        let found = self.backends.iter().find(|b| b.backend == name);
+        found.expect("every backend is measured")
+    }
+
     fn report(&self) -> String {
-        let ratio = self.cross_node_gbps / self.same_node_gbps.max(f64::MIN_POSITIVE);
-        let mut md = format!(
-            "## VXLAN overlay (ferrocni-agent + etcd, 3 node namespaces)\n\n\
-             TCP throughput pod to pod (iperf3, 3 s per run, median of alternating runs, MTU 1450): same node {:.2} Gbit/s, across \
-             nodes {:.2} Gbit/s, **{:.0}%** of same-node (target: at least 70%).\n\n\
-             | nodes already in etcd | join converged on every node, median | max |\n|---|---|---|\n",
-            self.same_node_gbps,
-            self.cross_node_gbps,
-            ratio * 100.0
+        let mut md = String::from(
+            "## Overlay (ferrocni-agent + etcd, 3 node namespaces)\n\n\
+             TCP throughput pod to pod (iperf3, 3 s per run, median of alternating runs). \
+             Targets: VXLAN across nodes at least 70% of same-node; WireGuard across nodes at \
+             least the throughput of wireguard-go on the same machine (a tunnel set up by hand \
+             with `wg` between two node namespaces, node to node: no bridge or veth on its \
+             path). CPU: seconds the tunnel's processes (both ends) used per gigabit moved; \
+             VXLAN runs in the kernel, with no process to measure.\n\n\
+             | backend | MTU | same node | across nodes | across / same | tunnel CPU per Gbit |\n\
+             |---|---|---|---|---|---|\n",
         );
-        for (nodes, times) in &self.convergence {
-            let max = times.iter().copied().fold(0.0, f64::max);
+        for b in &self.backends {
+            let ratio = b.cross_node_gbps / b.same_node_gbps.max(f64::MIN_POSITIVE);
+            let cpu = b
+                .cpu_per_gbit
+                .map_or("(kernel)".to_string(), |c| format!("{c:.2} s"));
             md.push_str(&format!(
-                "| {nodes} | {:.0} ms | {max:.0} ms |\n",
-                median(times)
+                "| {} | {} | {:.2} Gbit/s | {:.2} Gbit/s | **{:.0}%** | {cpu} |\n",
+                b.backend,
+                b.mtu,
+                b.same_node_gbps,
+                b.cross_node_gbps,
+                ratio * 100.0
             ));
+        }
+        let (go_gbps, go_cpu) = self.wireguard_go;
+        md.push_str(&format!(
+            "| wireguard-go by hand, node to node | 1440 | | {go_gbps:.2} Gbit/s | | {go_cpu:.2} s |\n\n\
+             | backend | nodes already in etcd | join converged on every node, median | max |\n\
+             |---|---|---|---|\n"
+        ));
+        for b in &self.backends {
+            for (nodes, times) in &b.convergence {
+                let max = times.iter().copied().fold(0.0, f64::max);
+                md.push_str(&format!(
+                    "| {} | {nodes} | {:.0} ms | {max:.0} ms |\n",
+                    b.backend,
+                    median(times)
+                ));
+            }
         }
         md
     }
 }
 
-/// Bits per second iperf3 measured from `client` to `server_ip`. A run that measured
-/// nothing stops the bench: a missing iperf3 once went into the report as 0 Gbit/s.
-fn iperf(client: &ferrocni_tests::NetnsGuard, server_ip: &str) -> f64 {
+/// What iperf3 measured from `client` to `server_ip`. A run that measured nothing stops the
+/// bench: a missing iperf3 once went into the report as 0 Gbit/s.
+fn iperf_report(client: &ferrocni_tests::NetnsGuard, server_ip: &str) -> Value {
     let output = client.exec(&["iperf3", "-c", server_ip, "-t", "3", "-J"]);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    report["end"]["sum_received"]["bits_per_second"]
+    if report["end"]["sum_received"]["bits_per_second"].is_f64() {
+        return report["end"]["sum_received"].clone();
+    }
+    panic!(
+        "iperf3 to {server_ip} measured nothing (scripts/bench.sh installs iperf3): {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Bits per second iperf3 measured from `client` to `server_ip`.
+fn iperf(client: &ferrocni_tests::NetnsGuard, server_ip: &str) -> f64 {
+    iperf_report(client, server_ip)["bits_per_second"]
         .as_f64()
-        .unwrap_or_else(|| {
-            panic!(
-                "iperf3 to {server_ip} measured nothing (scripts/bench.sh installs iperf3): {}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            )
-        })
+        .unwrap_or_default()
+}
+
+/// CPU time (user and system, all threads) processes `pids` have used so far, in seconds.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let used = |pid: &u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("a running pid");
+        // The fields after the command (which may hold spaces): utime and stime are the
+        // 12th and 13th of them.
+        let (_, rest) = stat.rsplit_once(')').expect("/proc/PID/stat");
+        let fields: Vec<f64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().expect("a tick count"))
+            .collect();
+        fields.iter().sum::<f64>() / ticks
+    };
+    pids.iter().map(used).sum()
+}
+
+/// iperf3 from `client` to `server_ip`: bits per second, and the CPU seconds processes
+/// `pids` used per gigabit moved.
+fn iperf_with_cpu(
+    client: &ferrocni_tests::NetnsGuard,
+    server_ip: &str,
+    pids: &[u32],
+) -> (f64, f64) {
+    let before = cpu_seconds(pids);
+    let report = iperf_report(client, server_ip);
+    let used = cpu_seconds(pids) - before;
+    let gigabits = report["bytes"].as_f64().unwrap_or_default() * 8.0 / 1e9;
+    (
+        report["bits_per_second"].as_f64().unwrap_or_default(),
+        used / gigabits.max(f64::MIN_POSITIVE),
+    )
+}
+
+/// The address of the far end of [`WireguardGo`]'s tunnel.
+const GO_SERVER: &str = "10.99.0.2";
+
+/// A WireGuard tunnel between nodes 0 and 1 of a lab run by wireguard-go and set up by hand
+/// with `wg` (10.99.0.1 to 10.99.0.2, MTU 1440 as the backend's), with an iperf3 server at
+/// its far end.
+struct WireguardGo {
+    names: [String; 2],
+    daemons: Vec<ferrocni_tests::Background>,
+    _server: ferrocni_tests::Background,
+}
+
+impl Drop for WireguardGo {
+    fn drop(&mut self) {
+        // Killed, wireguard-go leaves its socket behind.
+        for name in &self.names {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        }
+    }
+}
+
+impl WireguardGo {
+    fn start(lab: &ferrocni_tests::lab::Lab) -> WireguardGo {
+        let wg = |ns: &ferrocni_tests::NetnsGuard, args: &[&str], input: &str| {
+            let mut child = ns
+                .command("wg")
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("wg runs");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("wg's input");
+            let output = child.wait_with_output().expect("wg runs");
+            assert!(output.status.success(), "wg {args:?}");
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        };
+        let ns = |i: usize| &lab.nodes[i].ns;
+        let names = [ferrocni_tests::unique("fwg"), ferrocni_tests::unique("fwg")];
+        let keys: Vec<String> = (0..2).map(|i| wg(ns(i), &["genkey"], "")).collect();
+        let publics: Vec<String> = (0..2).map(|i| wg(ns(i), &["pubkey"], &keys[i])).collect();
+        let mut daemons = Vec::new();
+        for i in 0..2 {
+            daemons.push(ns(i).spawn(&["wireguard-go", "-f", &names[i]]));
+            let socket = format!("/var/run/wireguard/{}.sock", names[i]);
+            let up = ferrocni_tests::lab::wait_for(Duration::from_secs(10), || {
+                Path::new(&socket).exists()
+            });
+            assert!(up.is_some(), "wireguard-go made {socket}");
+            let key_file = lab.node_dir(i).join("wireguard-go.key");
+            std::fs::write(&key_file, &keys[i]).expect("the key file");
+            let endpoint = format!("198.18.0.{}:51830", 2 - i);
+            let peer_ip = format!("10.99.0.{}/32", 2 - i);
+            wg(
+                ns(i),
+                &[
+                    "set",
+                    &names[i],
+                    "private-key",
+                    &key_file.display().to_string(),
+                    "listen-port",
+                    "51830",
+                    "peer",
+                    &publics[1 - i],
+                    "endpoint",
+                    &endpoint,
+                    "allowed-ips",
+                    &peer_ip,
+                ],
+                "",
+            );
+            let address = format!("10.99.0.{}/24", i + 1);
+            ns(i).exec_ok(&["ip", "addr", "add", &address, "dev", &names[i]]);
+            ns(i).exec_ok(&["ip", "link", "set", &names[i], "mtu", "1440", "up"]);
+        }
+        let server = ns(1).spawn(&["iperf3", "-s"]);
+        std::thread::sleep(Duration::from_millis(300));
+        WireguardGo {
+            names,
+            daemons,
+            _server: server,
+        }
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.daemons
+            .iter()
+            .map(ferrocni_tests::Background::id)
+            .collect()
+    }
+}
+
+/// A WireGuard public key (base64) for simulated node `n`: 41 characters of base64's
+/// alphabet that differ with `n`, then "AA=", which make the last byte 0, so the key is
+/// canonical (below the field's prime) and no two of them are one key to WireGuard.
+fn simulated_key(kind: &str, n: usize) -> String {
+    format!("{kind}{n:0>width$}AA=", width = 41 - kind.len())
 }
 
 fn overlay(quick: bool) -> OverlayBench {
-    use ferrocni_tests::lab::{simulated_records, wait_for, Lab};
-    let lab = Lab::new(3);
+    let vxlan = overlay_backend("vxlan", quick).0;
+    let (wireguard, anchor) = overlay_backend("wireguard", quick);
+    OverlayBench {
+        backends: vec![vxlan, wireguard],
+        wireguard_go: anchor.expect("measured with the WireGuard backend"),
+    }
+}
+
+/// `backend`'s numbers; with WireGuard, wireguard-go's too, measured in alternation with it.
+fn overlay_backend(backend: &'static str, quick: bool) -> (BackendBench, Option<(f64, f64)>) {
+    use ferrocni_tests::lab::{simulated_records_keyed, wait_for, Lab};
+    let wireguard = backend == "wireguard";
+    let lab = Lab::with(3, |lab| lab.set_backend(backend));
     let (client, same, other) = (lab.pod(0), lab.pod(0), lab.pod(1));
+    let mtu = client.ns.link_details("eth0")["mtu"].as_u64().unwrap_or(0);
     let _servers = [
         same.ns.spawn(&["iperf3", "-s"]),
         other.ns.spawn(&["iperf3", "-s"]),
     ];
     std::thread::sleep(Duration::from_millis(300));
+    let go = wireguard.then(|| WireguardGo::start(&lab));
+    // boringtun runs inside the agents.
+    let agents: Vec<u32> = (0..2).filter_map(|i| lab.agent_pid(i)).collect();
     // Alternating runs, medians: one iperf3 run varies by 10% or more on 2 cores.
-    let (mut same_runs, mut cross_runs) = (Vec::new(), Vec::new());
+    let (mut same_runs, mut cross_runs, mut cross_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut go_runs, mut go_cpu) = (Vec::new(), Vec::new());
     for _ in 0..if quick { 1 } else { 3 } {
         same_runs.push(iperf(&client.ns, &same.ip));
-        cross_runs.push(iperf(&client.ns, &other.ip));
+        let (bps, cpu) = iperf_with_cpu(&client.ns, &other.ip, &agents);
+        cross_runs.push(bps);
+        cross_cpu.push(cpu);
+        if let Some(go) = &go {
+            let (bps, cpu) = iperf_with_cpu(&lab.nodes[0].ns, GO_SERVER, &go.pids());
+            go_runs.push(bps);
+            go_cpu.push(cpu);
+        }
     }
-    let (same_node, cross_node) = (median(&same_runs), median(&cross_runs));
+    drop(go);
+    let anchor = wireguard.then(|| (median(&go_runs) / 1e9, median(&go_cpu)));
 
     let mut convergence = Vec::new();
     let mut simulated = 0;
     let joins = if quick { 3 } else { 10 };
+    let key = |kind: &str, n: usize| wireguard.then(|| simulated_key(kind, n));
     for target in [20, 100] {
         // Simulated nodes: records with VTEPs on the underlay that nobody answers.
         while simulated < target {
             simulated += 1;
-            lab.simulate_node(
+            let records = simulated_records_keyed(
                 &format!("sim{simulated}"),
                 &format!("10.244.{}.0/24", 100 + simulated),
                 &format!("198.18.1.{simulated}"),
                 &format!("02:00:00:00:01:{simulated:02x}"),
+                key("sim", simulated).as_deref(),
             );
+            for (k, v) in records {
+                lab.etcdctl(&["put", &k, &v])
+                    .expect("put a simulated record");
+            }
         }
         let all = wait_for(Duration::from_secs(30), || {
             (0..3).all(|i| lab.overlay_routes(i).len() == 2 + simulated)
@@ -1150,7 +1375,13 @@ fn overlay(quick: bool) -> OverlayBench {
             let mac = format!("02:00:00:00:02:{join:02x}");
             // A joining node claims its subnet, then goes live: timed from going live, the
             // moment peers may route to it.
-            let [ownership, liveness] = simulated_records(&name, &subnet, "198.18.2.1", &mac);
+            let [ownership, liveness] = simulated_records_keyed(
+                &name,
+                &subnet,
+                "198.18.2.1",
+                &mac,
+                key("join", join).as_deref(),
+            );
             lab.etcdctl(&["put", &ownership.0, &ownership.1]);
             let start = Instant::now();
             lab.etcdctl(&["put", &liveness.0, &liveness.1]);
@@ -1166,9 +1397,13 @@ fn overlay(quick: bool) -> OverlayBench {
         }
         convergence.push((target, times));
     }
-    OverlayBench {
-        same_node_gbps: same_node / 1e9,
-        cross_node_gbps: cross_node / 1e9,
+    let bench = BackendBench {
+        backend,
+        mtu,
+        same_node_gbps: median(&same_runs) / 1e9,
+        cross_node_gbps: median(&cross_runs) / 1e9,
+        cpu_per_gbit: wireguard.then(|| median(&cross_cpu)),
         convergence,
-    }
+    };
+    (bench, anchor)
 }
