@@ -99,7 +99,7 @@ fn other_kind(file: &File) -> Option<&'static str> {
 
 /// `name` if it stays inside /run/netns when joined to it, as `ip netns` requires.
 fn plain_name(name: &str) -> Result<&str, NetnsError> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+    if !cni::config::is_plain_file_name(name) {
         return Err(NetnsError::BadName(name.to_string()));
     }
     Ok(name)

@@ -248,7 +248,7 @@ impl Store {
     /// Opens (creating it if needed) and locks the store of `network` under `data_dir`.
     pub fn open(data_dir: &Path, network: &str) -> Result<Store, IpamError> {
         // The skeleton already refuses such names; the store never trusts a caller with paths.
-        if network.is_empty() || network.contains('/') || network == "." || network == ".." {
+        if !cni::config::is_plain_file_name(network) {
             return Err(IpamError::Store {
                 path: data_dir.join(network),
                 source: io::Error::new(
