@@ -217,8 +217,8 @@ fn firewall_opens_forwarding_only_while_attached() {
 }
 
 /// Also for bridges whose names hold what is syntax to nft and iptables-restore (`"`, `;`,
-/// `{`, `#`: the kernel takes them): the names go as data, and nft used to fail ADD with a
-/// syntax error.
+/// `{`, `#`: the kernel takes them): the names go as data, so that none can end a string in
+/// nft's input and fail ADD with a syntax error.
 #[test]
 fn same_bridge_policy_isolates_bridges() {
     require_root!();
