@@ -21,8 +21,8 @@
 //! - MAC spoof checking, table `bridge ferrocni`: `source-macs` drops frames entering a port
 //!   in `spoofing` unless `sources` holds that port . source MAC.
 //!
-//! Listings read every map and set of a table, so elements of earlier development versions
-//! (verdict maps jumping to per-attachment chains) are found by owner like any other (GC,
+//! Listings read every map and set of a table, so elements of any layout a table may still
+//! hold (verdict maps jumping to per-attachment chains) are found by owner like any other (GC,
 //! DEL without prevResult) and removed with their chains.
 //!
 //! Values reach nft text only where nft cannot misread them: addresses, numbers, hashed
@@ -98,8 +98,8 @@ impl Scheme {
     }
 
     /// Applies `batch`, declaring the base first only when it is missing: the base's hooked
-    /// chains make nft fetch and rebuild far more (about 11 ms a run here, against 2 ms for
-    /// a batch of elements and plain chains), and it is there after the first ADD.
+    /// chains make nft fetch and rebuild many times more than a batch of elements and plain
+    /// chains does, and it is there after the first ADD.
     fn apply_on_base(&self, batch: &str) -> Result<(), FirewallError> {
         match apply(batch) {
             Err(FirewallError::Tool(ToolError::Failed { stderr, .. }))
