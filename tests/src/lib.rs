@@ -725,15 +725,14 @@ impl Sandbox {
     /// A config for this sandbox's plugin: host-local over `ranges` with a default route,
     /// plus `extra` top-level keys.
     pub fn conf(&self, version: &str, ranges: Value, extra: Value) -> Value {
-        let mut config = serde_json::json!({
-            "cniVersion": version, "name": self.network, "type": self.plugin,
-            "ipam": {"type": "host-local", "dataDir": self.store.path_str(), "ranges": ranges,
-                     "routes": [{"dst": "0.0.0.0/0"}]}
-        });
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
-        }
-        config
+        extended(
+            serde_json::json!({
+                "cniVersion": version, "name": self.network, "type": self.plugin,
+                "ipam": {"type": "host-local", "dataDir": self.store.path_str(), "ranges": ranges,
+                         "routes": [{"dst": "0.0.0.0/0"}]}
+            }),
+            &extra,
+        )
     }
 
     pub fn call(
@@ -806,6 +805,15 @@ impl Sandbox {
             assert!(left.is_empty(), "iptables rules left: {left:?}");
         }
     }
+}
+
+/// `base` with the top-level keys of `extra` added, replacing those of the same name; an
+/// `extra` that is no object adds nothing.
+pub fn extended(mut base: Value, extra: &Value) -> Value {
+    if let (Some(target), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        target.extend(extra.clone());
+    }
+    base
 }
 
 /// `config` with `prevResult` set, as a runtime sends DEL and CHECK.

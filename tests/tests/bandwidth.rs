@@ -36,12 +36,11 @@ impl Node {
     }
 
     fn conf(version: &str, previous: &Value, limits: Value) -> Value {
-        let mut config = json!({"cniVersion": version, "name": NET, "type": "bandwidth",
-                                "prevResult": ferrocni_tests::convert(previous, version)});
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), limits.as_object()) {
-            target.extend(extra.clone());
-        }
-        config
+        ferrocni_tests::extended(
+            json!({"cniVersion": version, "name": NET, "type": "bandwidth",
+                                "prevResult": ferrocni_tests::convert(previous, version)}),
+            &limits,
+        )
     }
 
     fn call(&self, command: &str, id: &str, container: &NetnsGuard, config: &Value) -> Outcome {

@@ -243,6 +243,31 @@ fn every_verb_in_every_version() {
     }
 }
 
+/// CHECK has the IPAM plugin check its part too: with the interface in place but its
+/// reservation gone, CHECK fails with host-local's words.
+#[test]
+fn check_asks_the_ipam_plugin_about_the_reservation() {
+    require_root!();
+    let host = Host::new();
+    let config = host.conf("1.0.0", "10.88.0.0/24", None, json!({}));
+    let container = NetnsGuard::new("fbk");
+    let result = host.add("lost", &container, &config);
+    let previous = with_previous(&config, &result);
+    host.call(Impl::Ours, "CHECK", "lost", &container, &previous)
+        .success();
+    let reserved = host.reserved();
+    assert_eq!(reserved.len(), 1, "{reserved:?}");
+    let file = host.store.path().join(NET).join(&reserved[0]);
+    std::fs::remove_file(&file).expect("the reservation removed");
+    host.call(Impl::Ours, "CHECK", "lost", &container, &previous)
+        .assert_error(
+            999,
+            "failed to find address added by container lost on eth0",
+        );
+    host.del("lost", &container, &config, &result);
+    host.assert_clean(&[]);
+}
+
 #[test]
 fn gc_removes_rules_and_reservations_of_unlisted_attachments() {
     require_root!();

@@ -44,10 +44,10 @@ impl Node {
             json!({"isGateway": true, "ipMasq": true}),
         );
         main["bridge"] = json!(bridge);
-        let mut firewall_conf = json!({"cniVersion": version, "name": NET, "type": "firewall"});
-        if let (Some(target), Some(extra)) = (firewall_conf.as_object_mut(), firewall.as_object()) {
-            target.extend(extra.clone());
-        }
+        let firewall_conf = ferrocni_tests::extended(
+            json!({"cniVersion": version, "name": NET, "type": "firewall"}),
+            &firewall,
+        );
         vec![
             main,
             json!({"cniVersion": version, "name": NET, "type": "portmap",
@@ -217,8 +217,8 @@ fn firewall_opens_forwarding_only_while_attached() {
 }
 
 /// Also for bridges whose names hold what is syntax to nft and iptables-restore (`"`, `;`,
-/// `{`, `#`: the kernel takes them): the names go as data, and nft used to fail ADD with a
-/// syntax error.
+/// `{`, `#`: the kernel takes them): the names go as data, so that none can end a string in
+/// nft's input and fail ADD with a syntax error.
 #[test]
 fn same_bridge_policy_isolates_bridges() {
     require_root!();
@@ -305,10 +305,10 @@ fn firewall_bad_inputs() {
             "iptablesAdminChainName",
         ),
     ] {
-        let mut config = json!({"cniVersion": "1.0.0", "name": NET, "type": "firewall"});
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
-        }
+        let config = ferrocni_tests::extended(
+            json!({"cniVersion": "1.0.0", "name": NET, "type": "firewall"}),
+            &extra,
+        );
         node.run(&config, "ADD", "bad", &container, Some(&previous))
             .assert_error(7, needle);
     }

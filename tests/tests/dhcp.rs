@@ -134,10 +134,10 @@ impl DhcpLab {
 
     /// A bridge config on this lab's bridge, leasing through the daemon at `socket`.
     fn conf(&self, version: &str, socket: &std::path::Path, extra_ipam: Value) -> Value {
-        let mut ipam = json!({"type": "dhcp", "daemonSocketPath": socket});
-        if let (Some(target), Some(extra)) = (ipam.as_object_mut(), extra_ipam.as_object()) {
-            target.extend(extra.clone());
-        }
+        let ipam = ferrocni_tests::extended(
+            json!({"type": "dhcp", "daemonSocketPath": socket}),
+            &extra_ipam,
+        );
         json!({"cniVersion": version, "name": "dhnet", "type": "bridge",
                "bridge": self.bridge, "ipam": ipam})
     }

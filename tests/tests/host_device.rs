@@ -51,15 +51,14 @@ impl Rig {
 
     fn conf(&self, version: &str, extra: Value) -> Value {
         let ranges = json!([[{"subnet": "10.190.0.0/24", "rangeStart": "10.190.0.5", "rangeEnd": "10.190.0.9"}]]);
-        let mut config = self.sandbox.conf(
-            version,
-            ranges,
-            json!({"device": "hdev0", "dataDir": self.records.path_str()}),
-        );
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
-        }
-        config
+        ferrocni_tests::extended(
+            self.sandbox.conf(
+                version,
+                ranges,
+                json!({"device": "hdev0", "dataDir": self.records.path_str()}),
+            ),
+            &extra,
+        )
     }
 
     fn call(&self, command: &str, id: &str, container: &NetnsGuard, config: &Value) -> Outcome {

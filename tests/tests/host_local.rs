@@ -17,10 +17,8 @@ fn conf(version: &str, data_dir: &TempDir, ipam: Value) -> Value {
 }
 
 fn conf_in(version: &str, data_dir: &Path, ipam: Value) -> Value {
-    let mut section = json!({"type": "host-local", "dataDir": data_dir});
-    if let (Some(target), Some(extra)) = (section.as_object_mut(), ipam.as_object()) {
-        target.extend(extra.clone());
-    }
+    let section =
+        ferrocni_tests::extended(json!({"type": "host-local", "dataDir": data_dir}), &ipam);
     json!({"cniVersion": version, "name": NET, "type": "bridge", "ipam": section})
 }
 

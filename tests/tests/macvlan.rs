@@ -44,13 +44,11 @@ impl Lan {
 
     fn conf(&self, version: &str, extra: Value) -> Value {
         let ranges = json!([[{"subnet": "10.180.0.0/24", "rangeStart": "10.180.0.10", "rangeEnd": "10.180.0.50"}]]);
-        let mut config = self
-            .sandbox
-            .conf(version, ranges, json!({"master": "lan0"}));
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
-        }
-        config
+        ferrocni_tests::extended(
+            self.sandbox
+                .conf(version, ranges, json!({"master": "lan0"})),
+            &extra,
+        )
     }
 
     fn call(&self, command: &str, id: &str, container: &NetnsGuard, config: &Value) -> Outcome {

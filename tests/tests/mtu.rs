@@ -86,18 +86,18 @@ fn tuning_takes_mtu_zero_as_unset() {
                 "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0",
             ]);
             let records = TempDir::new("mtu");
-            let mut config = json!({
-                "cniVersion": "1.0.0", "name": "mtunet", "type": "tuning",
-                "dataDir": records.path_str(),
-                "prevResult": {
-                    "cniVersion": "1.0.0",
-                    "interfaces": [{"name": "eth0", "sandbox": container.path_str()}],
-                    "ips": [{"interface": 0, "address": "10.101.1.2/24"}]
-                }
-            });
-            if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-                target.extend(extra.clone());
-            }
+            let config = ferrocni_tests::extended(
+                json!({
+                    "cniVersion": "1.0.0", "name": "mtunet", "type": "tuning",
+                    "dataDir": records.path_str(),
+                    "prevResult": {
+                        "cniVersion": "1.0.0",
+                        "interfaces": [{"name": "eth0", "sandbox": container.path_str()}],
+                        "ips": [{"interface": 0, "address": "10.101.1.2/24"}]
+                    }
+                }),
+                &extra,
+            );
             let call = |command: &str, config: &Value| {
                 Call::new(implementation, "tuning", command)
                     .attachment("mtu0", &container.path_str(), "eth0")

@@ -491,8 +491,8 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
 /// Interface names holding what is syntax to nft (`"`, `;`, `{`, `#`: the kernel and CNI_IFNAME
 /// take them) are data: with an admin's conditions, whose rules go through `nft -f`, ADD
 /// works, the port answers, CHECK finds the mapping under exactly that name, and a DEL of
-/// another name leaves it. A `"` in nft text used to end the comment's string, and ADD
-/// failed with a syntax error.
+/// another name leaves it. A `"` left as it is in nft text would end the comment's string,
+/// and ADD would fail with a syntax error.
 #[test]
 fn interface_names_with_nft_syntax_stay_data() {
     require_root!();
@@ -699,8 +699,9 @@ fn maps_a_container_the_host_has_no_route_to_yet() {
 /// One ADD publishing 1,000 ports (an nftables batch of thousands of messages, far past
 /// the socket buffers' defaults): ADD succeeds, a runtime's retry too, CHECK passes, a
 /// high-numbered port answers, and DEL removes every mapping; with both backends. A batch
-/// that large used to fail whole ("Message too long"), and from about 90 mappings ADD
-/// failed though the kernel had committed the batch ("No buffer space available").
+/// that large needs socket buffers sized to it: with the defaults it fails whole ("Message
+/// too long"), or its acks overflow though the kernel committed it ("No buffer space
+/// available").
 #[test]
 fn a_thousand_mappings_in_one_add() {
     require_root!();

@@ -5,10 +5,7 @@ use ferrocni_tests::{require_reference, require_root, Call, Impl, NetnsGuard, Ou
 use serde_json::{json, Value};
 
 fn conf(version: &str, ipam: Value) -> Value {
-    let mut section = json!({"type": "static"});
-    if let (Some(target), Some(extra)) = (section.as_object_mut(), ipam.as_object()) {
-        target.extend(extra.clone());
-    }
+    let section = ferrocni_tests::extended(json!({"type": "static"}), &ipam);
     json!({"cniVersion": version, "name": "stnet", "type": "bridge", "ipam": section})
 }
 

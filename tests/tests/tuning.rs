@@ -38,15 +38,14 @@ impl Setup {
     }
 
     fn conf(&self, version: &str, extra: Value) -> Value {
-        let mut config = json!({
-            "cniVersion": version, "name": "tunnet", "type": "tuning",
-            "dataDir": self.records.path_str(),
-            "prevResult": ferrocni_tests::convert(&self.previous, version)
-        });
-        if let (Some(target), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
-            target.extend(extra.clone());
-        }
-        config
+        ferrocni_tests::extended(
+            json!({
+                "cniVersion": version, "name": "tunnet", "type": "tuning",
+                "dataDir": self.records.path_str(),
+                "prevResult": ferrocni_tests::convert(&self.previous, version)
+            }),
+            &extra,
+        )
     }
 
     fn call(&self, command: &str, config: &Value) -> Outcome {

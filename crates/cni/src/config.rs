@@ -84,6 +84,13 @@ pub fn validate_container_id(id: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// Whether `name`, joined to a directory, names an entry of that directory and nothing
+/// outside it: not empty, no '/', not "." or "..". For names that become paths (a plugin in
+/// `CNI_PATH`, a namespace under /run/netns, a network's store under dataDir).
+pub fn is_plain_file_name(name: &str) -> bool {
+    !(name.is_empty() || name.contains('/') || name == "." || name == "..")
+}
+
 /// The longest link name the kernel takes (IFNAMSIZ less the NUL), in bytes.
 pub const IFNAME_MAX: usize = 15;
 
@@ -158,6 +165,16 @@ mod tests {
             Err(ProtocolError::MissingContainerId)
         ));
         assert!(validate_container_id("abc def").is_err());
+    }
+
+    #[test]
+    fn a_plain_file_name_stays_in_its_directory() {
+        for plain in ["bridge", "net-1", "...", ".hidden", "a b"] {
+            assert!(is_plain_file_name(plain), "{plain:?}");
+        }
+        for escaping in ["", ".", "..", "../etc", "a/b", "/", "/abs"] {
+            assert!(!is_plain_file_name(escaping), "{escaping:?}");
+        }
     }
 
     #[test]

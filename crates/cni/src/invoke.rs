@@ -54,7 +54,7 @@ impl Coded for InvokeError {
 
 /// Finds `plugin` in the directories of `CNI_PATH`, first match wins.
 pub fn find(plugin: &str, paths: &[PathBuf]) -> Result<PathBuf, InvokeError> {
-    if plugin.is_empty() || plugin.contains('/') || plugin == "." || plugin == ".." {
+    if !crate::config::is_plain_file_name(plugin) {
         return Err(InvokeError::BadName(plugin.to_string()));
     }
     paths

@@ -238,20 +238,25 @@ pub fn run_with(plugin: &dyn Plugin, delegates: &'static [Delegate]) -> ! {
         &process_env,
         &mut std::io::stdin().lock(),
     );
-    let (text, code) = match outcome {
-        Ok(Some(text)) => (text, 0),
-        Ok(None) => (String::new(), 0),
-        Err((error, version)) => (
-            serde_json::to_string(&error.to_cni(version)).unwrap_or_default(),
-            1,
-        ),
-    };
+    let (text, code) = printed(outcome);
     if !text.is_empty() {
         // Nothing sensible is left to do if stdout is gone.
         let _ = writeln!(stdout, "{text}");
     }
     let _ = stdout.flush();
     std::process::exit(code)
+}
+
+/// What the process prints on stdout for `outcome`, and its exit code: a result, nothing,
+/// or the spec's error object in the config's version.
+fn printed(outcome: std::result::Result<Option<String>, VersionedError>) -> (String, i32) {
+    match outcome {
+        Ok(text) => (text.unwrap_or_default(), 0),
+        Err((error, version)) => (
+            serde_json::to_string(&error.to_cni(version)).unwrap_or_default(),
+            1,
+        ),
+    }
 }
 
 /// A variable of the process environment, as bytes; empty counts as unset, as in the
@@ -549,38 +554,4 @@ impl Coded for OwnNetnsUnknown {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sentence(command: Command, config: &str) -> Option<String> {
-        verb_allowed(command, config, &Version::ALL)
-            .err()
-            .map(|e| e.to_string())
-    }
-
-    #[test]
-    fn later_verbs_are_checked_in_the_references_order() {
-        let too_old = Some("config version does not allow CHECK".to_string());
-        assert_eq!(sentence(Command::Check, "0.3.1"), too_old);
-        assert_eq!(sentence(Command::Check, ""), too_old);
-        assert_eq!(
-            sentence(Command::Check, "9.9.9").as_deref(),
-            Some("plugin version does not allow CHECK")
-        );
-        assert_eq!(
-            sentence(Command::Gc, "1.0.0").as_deref(),
-            Some("config version does not allow GC")
-        );
-        assert_eq!(
-            sentence(Command::Status, "0.4.0").as_deref(),
-            Some("config version does not allow STATUS")
-        );
-        // Left to the exact match that follows: known, unknown in range, or no number.
-        for allowed in ["0.4.0", "1.1.0", "0.4.5", "abc"] {
-            assert_eq!(sentence(Command::Check, allowed), None, "{allowed}");
-        }
-        // ADD and DEL exist in every version.
-        assert_eq!(sentence(Command::Add, "0.1.0"), None);
-        assert_eq!(sentence(Command::Del, "9.9.9"), None);
-    }
-}
+mod tests;

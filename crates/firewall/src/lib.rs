@@ -4,7 +4,7 @@
 //! applies each change as one atomic transaction. iptables writes the same chains the
 //! reference plugins write, with one `iptables-restore --noflush` per change, so rules made by
 //! either implementation can be found and removed by the other. There is no process per rule
-//! anywhere: the `iptables` crate's approach costs about 1 ms of exec per rule, and the
+//! anywhere: the `iptables` crate's approach costs a process start per rule, and the
 //! reference's DEL spends most of its time there.
 //!
 //! Rules are keyed by the attachment (network, container ID, interface), never by what is

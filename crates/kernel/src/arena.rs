@@ -1,9 +1,9 @@
 //! The allocator of plugin processes: a bump arena that never frees.
 //!
 //! A plugin lives a few milliseconds and allocates well under a megabyte, so giving memory
-//! back is work nobody needs. Measured on a bridge ADD built static with musl: musl's
-//! allocator maps and unmaps a fresh page group for about fifty of its allocations, 0.4 ms of
-//! a 4.2 ms ADD; with this arena the ADD takes 3.7 ms. A plugin that outgrows the arena (a
+//! back is work nobody needs. Built static with musl, a plugin would otherwise have musl's
+//! allocator map and unmap a fresh page group for many of its allocations, a visible share
+//! of an ADD (docs/benchmarks.md has what a bridge ADD costs). A plugin that outgrows the arena (a
 //! GC reading a huge ruleset) gets the rest from the system allocator. Daemons (the agent)
 //! and cnictl keep the system allocator: they live long.
 //!

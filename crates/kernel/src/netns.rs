@@ -4,8 +4,8 @@
 //! guard before `run` returns, panics included; a thread that cannot get back aborts the
 //! process rather than go on in the wrong namespace (the classic Go plugin bug the reference
 //! works around with `LockOSThread`). A throwaway thread per visit did the same more simply,
-//! but cost a bridge ADD two thread starts (clone, a malloc arena, a join: 0.1-0.3 ms of
-//! its 5). Kernel sockets keep the namespace they were created in, so the usual
+//! but cost a bridge ADD two thread starts (clone, a malloc arena, a join), a sizeable
+//! share of its time. Kernel sockets keep the namespace they were created in, so the usual
 //! pattern is to open a netlink socket inside once and use it from the calling thread.
 
 use nix::sched::{setns, CloneFlags};
@@ -99,7 +99,7 @@ fn other_kind(file: &File) -> Option<&'static str> {
 
 /// `name` if it stays inside /run/netns when joined to it, as `ip netns` requires.
 fn plain_name(name: &str) -> Result<&str, NetnsError> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+    if !cni::config::is_plain_file_name(name) {
         return Err(NetnsError::BadName(name.to_string()));
     }
     Ok(name)

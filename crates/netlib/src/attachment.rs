@@ -5,7 +5,7 @@ use ipnetwork::IpNetwork;
 
 use cni::skel::{Attachment, Command, Request};
 use cni::undo::Undo;
-use cni::{CniResult, Error, Failure, Interface, Result, ValidAttachments};
+use cni::{CniResult, Error, Failure, Interface, ProtocolError, Result, ValidAttachments};
 use firewall::{Entry, Feature, Firewall};
 use kernel::netlink::{Link, MacAddr, Netlink};
 use kernel::netns::{Netns, NetnsError};
@@ -213,13 +213,44 @@ pub fn check_masquerade(
     Ok(())
 }
 
-/// CHECK of the container side: the interface prevResult names is in the namespace with the
-/// MAC prevResult gives it. Returns a socket into the namespace, the link, and the link's
-/// index in prevResult's interfaces.
-pub fn container_link(
+/// Where CHECK of a plugin with one interface in the container goes on from.
+pub struct Checked {
+    /// prevResult, which CHECK requires.
+    pub previous: CniResult,
+    /// A socket into the container's namespace.
+    pub container: Netlink,
+    /// The container's interface, as prevResult names it.
+    pub link: Link,
+    /// The interface's index in prevResult's interfaces.
+    pub index: usize,
+}
+
+/// The start of CHECK for a plugin that puts one interface in the container: prevResult is
+/// required, the IPAM plugin `ipam` (if any) checks its own part, and the interface
+/// prevResult names is in the namespace with the MAC prevResult gives it.
+pub fn check_start(
+    request: &Request,
     attachment: &Attachment,
-    previous: &CniResult,
-) -> Result<(Netlink, Link, usize)> {
+    ipam: Option<&str>,
+) -> Result<Checked> {
+    let previous = request
+        .prev_result()?
+        .ok_or(ProtocolError::MissingPrevResult)?;
+    if let Some(ipam) = ipam {
+        request.delegate(ipam, Command::Check)?;
+    }
+    let (container, link, index) = container_link(attachment, &previous)?;
+    Ok(Checked {
+        previous,
+        container,
+        link,
+        index,
+    })
+}
+
+/// The container side of [`check_start`]: a socket into the namespace, the link, and the
+/// link's index in prevResult's interfaces.
+fn container_link(attachment: &Attachment, previous: &CniResult) -> Result<(Netlink, Link, usize)> {
     let index = previous
         .interfaces
         .iter()

@@ -194,7 +194,7 @@ fn has_joined(igmp6: &str, index: u32, group: &str) -> bool {
 /// learn the new owner of a possibly reused address. Setting the link's MAC to itself raises
 /// NETDEV_CHANGEADDR, which with the `arp_notify`/`ndisc_notify` sysctls that `configure`
 /// set makes the kernel send them. A packet socket would do the same, but closing one waits
-/// for an RCU grace period (`synchronize_net`), 10–20 ms per ADD. Call it once the path is
+/// for an RCU grace period (`synchronize_net`), longer than all the rest of an ADD. Call it once the path is
 /// open: a bridge drops frames from a port it enables only after linkwatch saw its carrier.
 pub fn announce(container: &mut Netlink, link: &Link, result: &CniResult, index: usize) {
     let has_address = result.ips.iter().any(|ip| ip.interface == Some(index));

@@ -6,7 +6,7 @@
 use ipnetwork::IpNetwork;
 
 use crate::config::BridgeConf;
-use cni::skel::{Attachment, Command, Plugin, Request};
+use cni::skel::{Attachment, Plugin, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Coded, ErrorCode, Failure, ProtocolError, Result, Route, ValidAttachments};
 use firewall::{Backend, Entry, Feature, Firewall, Nftables};
@@ -278,18 +278,17 @@ impl Plugin for BridgePlugin {
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let conf = BridgeConf::load(request)?;
-        let previous = request
-            .prev_result()?
-            .ok_or(ProtocolError::MissingPrevResult)?;
-        if let Some(ipam) = &conf.ipam {
-            request.delegate(ipam, Command::Check)?;
-        }
+        let attachment::Checked {
+            previous,
+            mut container,
+            link,
+            index,
+        } = attachment::check_start(request, attachment, conf.ipam.as_deref())?;
         let mut host = Netlink::open()?;
         let bridge = host
             .link_by_name(&conf.bridge)?
             .filter(|l| l.kind.as_deref() == Some("bridge"))
             .ok_or_else(|| Failure::Check(format!("bridge {:?} is missing", conf.bridge)))?;
-        let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
         for host_side in previous
             .interfaces
             .iter()

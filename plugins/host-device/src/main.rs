@@ -371,14 +371,15 @@ impl Plugin for HostDevice {
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         load(request)?;
-        let previous = request
-            .prev_result()?
-            .ok_or(ProtocolError::MissingPrevResult)?;
-        if let Some(ipam) = attachment::ipam_type(request) {
-            request.delegate(ipam, Command::Check)?;
-        }
-        let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
-        iface::verify(&mut container, &link, &previous, index)
+        let mut checked =
+            attachment::check_start(request, attachment, attachment::ipam_type(request))?;
+        let link = &checked.link;
+        iface::verify(
+            &mut checked.container,
+            link,
+            &checked.previous,
+            checked.index,
+        )
     }
 
     fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {

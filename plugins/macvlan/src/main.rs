@@ -1,7 +1,7 @@
 //! macvlan: the container gets its own MAC on the host's link (`master`), so it appears on
 //! that LAN directly. IPAM is optional: without it the link has no address.
 
-use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::skel::{self, Attachment, Plugin, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
 use kernel::netlink::link::MacVlanMode;
@@ -164,17 +164,18 @@ impl Plugin for Macvlan {
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         Conf::load(request)?;
-        let previous = request
-            .prev_result()?
-            .ok_or(ProtocolError::MissingPrevResult)?;
-        if let Some(ipam) = attachment::ipam_type(request) {
-            request.delegate(ipam, Command::Check)?;
-        }
-        let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
+        let mut checked =
+            attachment::check_start(request, attachment, attachment::ipam_type(request))?;
+        let link = &checked.link;
         if link.kind.as_deref() != Some("macvlan") {
             return Err(Failure::Check(format!("{} is not a macvlan", link.name)).into());
         }
-        iface::verify(&mut container, &link, &previous, index)
+        iface::verify(
+            &mut checked.container,
+            link,
+            &checked.previous,
+            checked.index,
+        )
     }
 
     fn gc(&self, request: &Request, valid: &ValidAttachments) -> Result<()> {

@@ -2,7 +2,7 @@
 //! (/32 or /128) and a host route to the container; the container reaches its whole subnet
 //! through the gateway, so containers talk to each other only through the host's routing.
 
-use cni::skel::{self, Attachment, Command, Plugin, Request};
+use cni::skel::{self, Attachment, Plugin, Request};
 use cni::undo::Undo;
 use cni::{CniResult, Failure, ProtocolError, Result, ValidAttachments};
 use firewall::Backend;
@@ -181,11 +181,12 @@ impl Plugin for Ptp {
 
     fn check(&self, request: &Request, attachment: &Attachment) -> Result<()> {
         let (_, ipam, masquerade) = PtpConf::load(request)?;
-        let previous = request
-            .prev_result()?
-            .ok_or(ProtocolError::MissingPrevResult)?;
-        request.delegate(&ipam, Command::Check)?;
-        let (mut container, link, index) = attachment::container_link(attachment, &previous)?;
+        let attachment::Checked {
+            previous,
+            mut container,
+            link,
+            index,
+        } = attachment::check_start(request, attachment, Some(&ipam))?;
         iface::verify(&mut container, &link, &previous, index)?;
         let host_side = previous
             .interfaces

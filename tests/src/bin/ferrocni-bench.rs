@@ -34,7 +34,7 @@ const GNU_TIME: &str = "/usr/bin/time";
 ///
 /// With `rss_report`, the plugin runs under GNU time, which writes its peak RSS to that file.
 /// wait4's own ru_maxrss cannot give it: exec records the old address space's high-water mark,
-/// and a vfork'd child's old address space is the bench's, so it reports the bench (3 MB).
+/// and a vfork'd child's old address space is the bench's, so it reports the bench.
 fn run_plugin(
     plugin: &Path,
     command: &str,

@@ -29,9 +29,9 @@
 //!   in `spoofing` unless `sources` holds that port . source MAC.
 //! - port mappings and forwarding: see [`tables`].
 //!
-//! Listings read every named map and set of a table, so elements of earlier versions
-//! (verdict maps jumping to per-attachment chains) are found by owner like any other (GC,
-//! DEL without prevResult) and removed with their chains.
+//! Listings read every named map and set of a table, so elements of any layout a table may
+//! still hold (verdict maps jumping to per-attachment chains) are found by owner like any
+//! other (GC, DEL without prevResult) and removed with their chains.
 
 mod features;
 mod portmap;

@@ -70,8 +70,8 @@ pub(super) fn is_no_file(error: &io::Error) -> bool {
 /// Replaces a small file's content in place: open without truncating, write, shrink to
 /// length only when the old content was longer. Truncating to zero, or renaming a new file
 /// over the old, makes ext4 flush the data to disk on close (its `auto_da_alloc` safeguard),
-/// and ext4 runs a journalled truncate even when the size does not change (up to 0.2 ms
-/// here), both costs on every ADD. A write torn by a crash is harmless for the files written
+/// and ext4 runs a journalled truncate even when the size does not change, both costs on
+/// every ADD. A write torn by a crash is harmless for the files written
 /// so: hints and caches that are checked.
 /// A link (or a FIFO) where the file belongs is removed and the file made anew.
 pub(super) fn overwrite(dir: BorrowedFd, name: &str, content: &[u8]) -> io::Result<()> {

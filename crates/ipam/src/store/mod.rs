@@ -22,9 +22,9 @@
 //! reference ignores the directory: its names are no addresses and its contents no owners.
 //!
 //! Released files are not unlinked but kept in `.ferrocni-owners/spare/` (up to
-//! `SPARE_LIMIT`) and renamed into place by the next ADD: creating a file costs ext4 0.2 ms
-//! on the machines we measure on (an `open(O_CREAT)` in a fresh directory), two of them a
-//! tenth of a bridge ADD, where a rename costs 0.02 ms. A spare's name is no address, so the
+//! `SPARE_LIMIT`) and renamed into place by the next ADD: ext4 makes a new file
+//! (an `open(O_CREAT)`, which allocates and journals an inode) at many times the cost of a
+//! rename, and an ADD would make two. A spare's name is no address, so the
 //! reference, which reads every file under the directory, never takes one for a reservation;
 //! and a spare is blanked when it is kept, so no released container's ID stays on disk.
 //!
@@ -248,7 +248,7 @@ impl Store {
     /// Opens (creating it if needed) and locks the store of `network` under `data_dir`.
     pub fn open(data_dir: &Path, network: &str) -> Result<Store, IpamError> {
         // The skeleton already refuses such names; the store never trusts a caller with paths.
-        if network.is_empty() || network.contains('/') || network == "." || network == ".." {
+        if !cni::config::is_plain_file_name(network) {
             return Err(IpamError::Store {
                 path: data_dir.join(network),
                 source: io::Error::new(

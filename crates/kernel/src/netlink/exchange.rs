@@ -744,10 +744,20 @@ mod tests {
         assert_eq!(refused.to_string(), "netlink batch failed: No such table");
 
         // Acknowledgements of messages before the last do not end the batch, nor do the
-        // answers to an earlier batch.
+        // answers to an earlier batch: the last message's answer does.
         let (begin, last) = (6, 9);
         fake.then(Reply::Datagrams(vec![
             error(3, libc::EEXIST),
+            error(begin + 1, 0),
+            error(last, libc::ENOENT),
+        ]));
+        let refused = exchange
+            .batch("batch", 10, &three_messages())
+            .expect_err("the last message's refusal");
+        assert_eq!(refused.errno(), Some(libc::ENOENT));
+        let (begin, last) = (11, 14);
+        fake.then(Reply::Datagrams(vec![
+            error(last - 5, 0),
             [error(begin + 1, 0), error(last, 0)].concat(),
         ]));
         exchange

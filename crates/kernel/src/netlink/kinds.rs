@@ -730,38 +730,40 @@ mod tests {
 
     #[test]
     fn a_vxlan_device_is_created_with_learning_as_asked() {
-        let fake = Fake::new();
-        let settings = vxlan("192.0.2.1", false);
-        fake.then(Reply::Refuse {
-            errno: libc::ENODEV,
-            message: None,
-        })
-        .then(Reply::Ack)
-        .then(Reply::Answer(vec![vxlan_described(settings, 1450, MAC)]))
-        .then(Reply::Answer(vec![vxlan_described(settings, 1450, MAC)]));
-        let mut netlink = Netlink::over(fake.clone());
-        let device = LinkBuilder::new("vxlan0", settings).mtu(1450).mac(MAC);
-        assert_eq!(netlink.ensure_vxlan(&device).expect("made").index, 6);
-        let sent = fake.requests();
-        assert_eq!(sent.len(), 4, "nothing to settle: {sent:?}");
-        assert_eq!(
-            created(&sent[1]).attributes,
-            [
-                LinkAttribute::IfName("vxlan0".into()),
-                LinkAttribute::Mtu(1450),
-                LinkAttribute::Address(MAC.0.to_vec()),
-                LinkAttribute::LinkInfo(vec![
-                    LinkInfo::Kind(InfoKind::Vxlan),
-                    LinkInfo::Data(InfoData::Vxlan(vec![
-                        InfoVxlan::Id(42),
-                        InfoVxlan::Port(4789),
-                        InfoVxlan::Learning(false),
-                        InfoVxlan::Local("192.0.2.1".parse().expect("an address")),
-                        InfoVxlan::Link(2),
-                    ])),
-                ]),
-            ]
-        );
+        for learning in [false, true] {
+            let fake = Fake::new();
+            let settings = vxlan("192.0.2.1", learning);
+            fake.then(Reply::Refuse {
+                errno: libc::ENODEV,
+                message: None,
+            })
+            .then(Reply::Ack)
+            .then(Reply::Answer(vec![vxlan_described(settings, 1450, MAC)]))
+            .then(Reply::Answer(vec![vxlan_described(settings, 1450, MAC)]));
+            let mut netlink = Netlink::over(fake.clone());
+            let device = LinkBuilder::new("vxlan0", settings).mtu(1450).mac(MAC);
+            assert_eq!(netlink.ensure_vxlan(&device).expect("made").index, 6);
+            let sent = fake.requests();
+            assert_eq!(sent.len(), 4, "nothing to settle: {sent:?}");
+            assert_eq!(
+                created(&sent[1]).attributes,
+                [
+                    LinkAttribute::IfName("vxlan0".into()),
+                    LinkAttribute::Mtu(1450),
+                    LinkAttribute::Address(MAC.0.to_vec()),
+                    LinkAttribute::LinkInfo(vec![
+                        LinkInfo::Kind(InfoKind::Vxlan),
+                        LinkInfo::Data(InfoData::Vxlan(vec![
+                            InfoVxlan::Id(42),
+                            InfoVxlan::Port(4789),
+                            InfoVxlan::Learning(learning),
+                            InfoVxlan::Local("192.0.2.1".parse().expect("an address")),
+                            InfoVxlan::Link(2),
+                        ])),
+                    ]),
+                ]
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::lock;
+use super::slots::Leased;
 use crate::dhcp4::{Client, ClientOptions, DhcpError, Lease};
 use cni::{AttachmentId, CniResult};
 use kernel::netlink::{Link, Netlink};
@@ -95,16 +96,17 @@ pub(super) struct Held {
     pub(super) record: Mutex<Record>,
     pub(super) stop: Stop,
     pub(super) keeper: Mutex<Option<JoinHandle<()>>>,
-    /// Expired, refused or gone: its keeper has ended, and whoever next holds its slot
-    /// drops it (the keeper cannot always take the slot itself).
+    /// See [`Leased::is_lost`].
     pub(super) lost: AtomicBool,
 }
 
-impl Held {
-    pub(super) fn is_lost(&self) -> bool {
+impl Leased for Held {
+    fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
     }
+}
 
+impl Held {
     pub(super) fn result(&self) -> CniResult {
         let record = lock(&self.record);
         record.lease.result(record.priority)

@@ -2,7 +2,6 @@
 //! and losing it (the interface goes down) when it expires or the server refuses it.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, TryLockError};
 use std::time::{Instant, SystemTime};
 
 use super::held::{container_gone, Held};
@@ -97,23 +96,7 @@ impl Daemon {
     /// keeper to end.
     pub(super) fn forget(&self, held: &Held) {
         held.lost.store(true, Ordering::Release);
-        let Some(slot) = lock(&self.leases).get(&held.key).cloned() else {
-            return;
-        };
-        let mut current = match slot.try_lock() {
-            Ok(current) => current,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return,
-        };
-        if current
-            .as_ref()
-            .is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), held))
-        {
-            *current = None;
-            self.unpersist(&held.key);
-            drop(current);
-            drop(slot);
-            self.drop_if_unused(&held.key);
-        }
+        self.leases
+            .forget(&held.key, held, || self.unpersist(&held.key));
     }
 }

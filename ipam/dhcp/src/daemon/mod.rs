@@ -8,10 +8,10 @@
 
 mod listener;
 mod settings;
+mod slots;
 
 pub use settings::DEFAULT_SOCKET;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -27,6 +27,7 @@ use netlib::state::Store;
 
 use crate::protocol::{self, Reply, Request};
 use settings::Settings;
+use slots::{Leased, Slots, Taken};
 
 /// Logs a line to stderr. eprintln! panics when stderr is gone (a journald restart closes
 /// the pipe), and a keeper that panics stops renewing its lease.
@@ -51,14 +52,10 @@ const REQUEST_SIZE_LIMIT: u64 = 64 * 1024;
 const FIRST_RESEND: Duration = Duration::from_millis(250);
 const FIRST_RENEWAL_RESEND: Duration = Duration::from_secs(1);
 
-/// One slot per lease key: held while a lease is acquired or given back, so two requests
-/// for the same interface never run two exchanges.
-type Slot = Arc<Mutex<Option<Arc<Held>>>>;
-
 struct Daemon {
     settings: Settings,
     store: Store,
-    leases: Mutex<HashMap<AttachmentId, Slot>>,
+    leases: Slots<Held>,
 }
 
 /// A poisoned lock only means another request panicked; the data itself stays sound.
@@ -75,10 +72,6 @@ fn failure(code: ErrorCode, msg: String) -> Reply {
     })
 }
 impl Daemon {
-    fn slot(&self, key: &AttachmentId) -> Slot {
-        lock(&self.leases).entry(key.clone()).or_default().clone()
-    }
-
     fn handle(self: &Arc<Self>, request: Request) -> Reply {
         match request {
             Request::Allocate {
@@ -94,7 +87,7 @@ impl Daemon {
                     provide,
                 };
                 let allocated = self.allocate(&lease, &netns, options, priority);
-                self.drop_if_unused(&lease);
+                self.leases.drop_if_unused(&lease);
                 match allocated {
                     Ok(result) => Reply::Done {
                         result: Some(result),
@@ -106,27 +99,17 @@ impl Daemon {
                 self.release(&lease);
                 Reply::Done { result: None }
             }
-            Request::Lookup { lease } => {
-                let slot = lock(&self.leases).get(&lease).cloned();
-                let held = slot.and_then(|slot| lock(&slot).clone());
-                self.drop_if_unused(&lease);
-                match held.filter(|held| !held.is_lost()) {
-                    Some(held) => Reply::Done {
-                        result: Some(held.result()),
-                    },
-                    None => failure(
-                        ErrorCode::Internal,
-                        format!("the dhcp daemon holds no lease for {}", key_text(&lease)),
-                    ),
-                }
-            }
+            Request::Lookup { lease } => match self.leases.kept(&lease) {
+                Some(held) => Reply::Done {
+                    result: Some(held.result()),
+                },
+                None => failure(
+                    ErrorCode::Internal,
+                    format!("the dhcp daemon holds no lease for {}", key_text(&lease)),
+                ),
+            },
             Request::Gc { valid } => {
-                let stale: Vec<AttachmentId> = lock(&self.leases)
-                    .keys()
-                    .filter(|k| k.network == valid.network() && !valid.contains(k))
-                    .cloned()
-                    .collect();
-                for key in stale {
+                for key in self.leases.stale(&valid) {
                     self.release(&key);
                 }
                 Reply::Done { result: None }
@@ -145,7 +128,7 @@ impl Daemon {
         options: ClientOptions,
         priority: Option<u32>,
     ) -> Result<CniResult, DhcpError> {
-        let slot = self.slot(key);
+        let slot = self.leases.slot(key);
         let mut held = lock(&slot);
         let netns_path = self.settings.on_host(netns_path);
         let netns = Netns::open(&netns_path)?;
@@ -159,11 +142,7 @@ impl Daemon {
                 return Ok(existing.result());
             }
         }
-        match held.take() {
-            Some(old) if old.is_lost() => self.unpersist(&old.key),
-            Some(old) => self.give_back(&old),
-            None => {}
-        }
+        self.drop_taken(Slots::take(&mut held));
         let client = Client::open(&netns, &key.ifname, mac, options.clone())?;
         let (asked, asked_at) = (Instant::now(), SystemTime::now());
         let lease = client.acquire(Patience {
@@ -215,20 +194,26 @@ impl Daemon {
     }
 
     fn release(&self, key: &AttachmentId) {
-        let Some(slot) = lock(&self.leases).get(key).cloned() else {
+        let Some(slot) = self.leases.existing(key) else {
             return;
         };
         // Waits for an ADD of the same key that is under way, and keeps the next one out
         // until the RELEASE is sent (keepers only try the slot, so holding it is safe).
         let mut held = lock(&slot);
-        match held.take() {
-            Some(lost) if lost.is_lost() => self.unpersist(&lost.key),
-            Some(kept) => self.give_back(&kept),
-            None => {}
-        }
+        self.drop_taken(Slots::take(&mut held));
         drop(held);
         drop(slot);
-        self.drop_if_unused(key);
+        self.leases.drop_if_unused(key);
+    }
+
+    /// What a request took out of a slot it holds: a lost lease's record is removed, a kept
+    /// lease given back.
+    fn drop_taken(&self, taken: Taken<Held>) {
+        match taken {
+            Taken::Lost(lost) => self.unpersist(&lost.key),
+            Taken::Kept(kept) => self.give_back(&kept),
+            Taken::Nothing => {}
+        }
     }
 
     /// Stops the keeper (waiting for it, so no renewal of its races the RELEASE), sends the
@@ -251,17 +236,6 @@ impl Daemon {
             ),
         }
         self.unpersist(&held.key);
-    }
-
-    /// Drops the slot of `key` if it holds no lease and no request uses it, so a daemon
-    /// that runs for months keeps nothing of failed or released leases. Slots are cloned
-    /// only under the map's lock, so under it a count of one means nobody else has it.
-    fn drop_if_unused(&self, key: &AttachmentId) {
-        let mut leases = lock(&self.leases);
-        let unused = |slot: &Slot| Arc::strong_count(slot) == 1 && lock(slot).is_none();
-        if leases.get(key).is_some_and(unused) {
-            leases.remove(key);
-        }
     }
 
     fn persist(&self, held: &Held) {
@@ -323,7 +297,7 @@ impl Daemon {
                 record.lease.address,
                 key_text(&key)
             );
-            let slot = self.slot(&key);
+            let slot = self.leases.slot(&key);
             let mut held = lock(&slot);
             self.start(&mut held, key, record, granted);
         }
@@ -415,7 +389,7 @@ pub fn main(args: &[String]) -> i32 {
     let daemon = Arc::new(Daemon {
         store: Store::new(settings.lease_dir.clone()),
         settings,
-        leases: Mutex::new(HashMap::new()),
+        leases: Slots::new(),
     });
     daemon.restore();
     // Ready only now (Type=notify): a plugin asking earlier would find its lease unknown.

@@ -17,6 +17,7 @@ use super::lease::Lease;
 use super::message::{option, Message, MessageType, CLIENT_PORT, SERVER_PORT};
 use super::DhcpError;
 use kernel::netns::Netns;
+use kernel::socket::set_option;
 
 /// How often a wait for a reply looks whether it was called off.
 const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -475,29 +476,6 @@ fn bind<A>(socket: &impl AsRawFd, address: &A) -> std::io::Result<()> {
         )
     };
     if bound < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// setsockopt(2) with `value` (an integer, a name, a struct) as the option's bytes.
-fn set_option<T: ?Sized>(
-    socket: &impl AsRawFd,
-    level: i32,
-    name: i32,
-    value: &T,
-) -> std::io::Result<()> {
-    // SAFETY: `value` is valid for reads of its size, which is passed along.
-    let done = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            std::ptr::from_ref(value).cast(),
-            std::mem::size_of_val(value) as libc::socklen_t,
-        )
-    };
-    if done < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

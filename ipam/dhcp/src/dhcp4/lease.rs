@@ -368,9 +368,8 @@ mod tests {
     }
 
     /// A renewal begun at 300 s that failed (its server is down) is tried again halfway to
-    /// T2, and one begun then that runs out at T2 is followed at once by a broadcast (the
-    /// bug a review found: it renewed by unicast until expiry and never asked another
-    /// server).
+    /// T2, and one begun then that runs out at T2 is followed at once by a broadcast (a client
+    /// that renewed by unicast until expiry would never ask another server).
     #[test]
     fn a_failed_renewal_waits_for_the_next_state_and_at_least_a_minute() {
         let lease = timed(600, 300, 525);
