@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 cargo="${CARGO:-cargo}"
 native="$(uname -m)"
 arch="${1:-$native}"
-mapfile -t plugins < <(awk '!/^#/ && $2 == "plugin" { print $1 }' packaging/binaries)
+mapfile -t plugins < <(awk '!/^#/ && ($2 == "plugin" || $2 == "server") { print $1 }' packaging/binaries)
 mapfile -t tools < <(awk '!/^#/ && $2 == "tool" { print $1 }' packaging/binaries)
 packages() { printf -- '-p %s ' "$@"; }
 musl="$arch-unknown-linux-musl"

@@ -81,7 +81,7 @@ else
   units="$here/../packaging/systemd"
   [ -n "$from" ] || from="$here/../dist/bin"
 fi
-mapfile -t plugins < <(awk '!/^#/ && $2 == "plugin" { print $1 }' "$share/binaries")
+mapfile -t plugins < <(awk '!/^#/ && ($2 == "plugin" || $2 == "server") { print $1 }' "$share/binaries")
 mapfile -t tools < <(awk '!/^#/ && $2 == "tool" { print $1 }' "$share/binaries")
 
 case "$conflist" in

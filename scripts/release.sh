@@ -57,7 +57,7 @@ if [ "${#arches[@]}" -eq 0 ]; then
 fi
 
 version="$(awk -F'"' '/^\[workspace.package\]/ { p = 1 } p && /^version/ { print $2; exit }' Cargo.toml)"
-mapfile -t plugins < <(awk '!/^#/ && $2 == "plugin" { print $1 }' packaging/binaries)
+mapfile -t plugins < <(awk '!/^#/ && ($2 == "plugin" || $2 == "server") { print $1 }' packaging/binaries)
 mapfile -t tools < <(awk '!/^#/ && $2 == "tool" { print $1 }' packaging/binaries)
 gzip_level=-9
 deb_compression=(-Zxz)

@@ -351,7 +351,7 @@ pub fn workspace_metadata() -> Value {
 }
 
 /// The binaries ferrocni ships, as `packaging/binaries` lists them: (name, kind), the kind
-/// `plugin` or `tool`.
+/// `plugin`, `server` (installed as a plugin, no CNI plugin) or `tool`.
 pub fn shipped() -> Vec<(String, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/binaries");
     let text = std::fs::read_to_string(&path).expect("packaging/binaries");
@@ -367,7 +367,7 @@ pub fn shipped() -> Vec<(String, String)> {
         .collect()
 }
 
-/// The plugins ferrocni ships.
+/// The CNI plugins ferrocni ships.
 pub fn shipped_plugins() -> Vec<String> {
     shipped()
         .into_iter()

@@ -552,7 +552,7 @@ fn install_sh_answers_help_and_takes_its_directories() {
     );
     let under = |path: &str| -> PathBuf { root.path().join(path) };
     for (binary, kind) in shipped() {
-        let dir = if kind == "plugin" {
+        let dir = if kind != "tool" {
             "usr/libexec/cni"
         } else {
             "usr/sbin"
@@ -614,7 +614,7 @@ fn install_into_a_root_then_attach_a_pod() {
     );
     let bin = root.path().join("opt/cni/bin");
     for (binary, kind) in shipped() {
-        let dir = if kind == "plugin" {
+        let dir = if kind != "tool" {
             bin.clone()
         } else {
             root.path().join("usr/local/bin")

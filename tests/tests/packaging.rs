@@ -56,7 +56,10 @@ fn every_binary_of_the_workspace_is_shipped() {
     listed.sort();
     assert_eq!(binaries, listed, "packaging/binaries lists every binary");
     for (name, kind) in shipped() {
-        assert!(kind == "plugin" || kind == "tool", "{name}: kind {kind}");
+        assert!(
+            ["plugin", "server", "tool"].contains(&kind.as_str()),
+            "{name}: kind {kind}"
+        );
     }
 }
 
@@ -160,7 +163,7 @@ fn release_artefacts_hold_everything_with_their_checksums() {
         .arg(unpacked.path().join(&top).join("install.sh"))
         .args(["--root", &root.path_str(), "--conflist", "none"]));
     for (name, kind) in shipped() {
-        let dir = if kind == "plugin" {
+        let dir = if kind != "tool" {
             "opt/cni/bin"
         } else {
             "usr/local/bin"
@@ -172,8 +175,8 @@ fn release_artefacts_hold_everything_with_their_checksums() {
     let mut wanted: Vec<String> = shipped()
         .into_iter()
         .map(|(name, kind)| match kind.as_str() {
-            "plugin" => format!("./usr/lib/cni/{name}"),
-            _ => format!("./usr/bin/{name}"),
+            "tool" => format!("./usr/bin/{name}"),
+            _ => format!("./usr/lib/cni/{name}"),
         })
         .collect();
     wanted.extend(UNITS.iter().map(|u| format!("./lib/systemd/system/{u}")));

@@ -5,9 +5,18 @@ use serde_json::json;
 
 const BINARIES: [&str; 3] = ["loopback", "host-local", "static"];
 
-/// Installed beside the plugins (dnsname finds it on `CNI_PATH`) but no CNI plugin: the
-/// per-network DNS server, which describes itself on `--help`.
-const DNS_SERVER: &str = "ferrocni-dns";
+/// Every shipped plugin answers VERSION (what `scripts/demo.sh` asks each one first).
+#[test]
+fn every_shipped_plugin_answers_version() {
+    require_root!();
+    let host = NetnsGuard::new("fver");
+    for binary in shipped_plugins() {
+        let answer = Call::new(Impl::Ours, &binary, "VERSION")
+            .run_in(&host)
+            .success();
+        assert_eq!(answer["cniVersion"], "1.1.0", "{binary}");
+    }
+}
 
 #[test]
 fn every_binary_reports_every_spec_version() {
@@ -40,9 +49,6 @@ fn without_a_command_the_binary_describes_itself() {
     let host = NetnsGuard::new("fver");
     let release = format!("ferrocni v{}", env!("CARGO_PKG_VERSION"));
     for binary in shipped_plugins() {
-        if binary == DNS_SERVER {
-            continue;
-        }
         let outcome = Call::new(Impl::Ours, &binary, "VERSION")
             .without_env("CNI_COMMAND")
             .run_in(&host);
@@ -65,11 +71,18 @@ fn without_a_command_the_binary_describes_itself() {
     }
 }
 
-/// The DNS server, though no plugin, says what it is and which release on `--help`, and
-/// refuses to run without its network's directory.
+/// The servers installed beside the plugins (the DNS server dnsname starts), though no
+/// plugins, say what they are and which release on `--help`, and refuse to run without
+/// their network's directory.
 #[test]
 fn the_dns_server_describes_itself() {
-    let server = ferrocni_tests::our_bin_dir().join(DNS_SERVER);
+    let servers: Vec<String> = ferrocni_tests::shipped()
+        .into_iter()
+        .filter(|(_, kind)| kind == "server")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(servers, ["ferrocni-dns"]);
+    let server = ferrocni_tests::our_bin_dir().join(&servers[0]);
     let help = std::process::Command::new(&server)
         .arg("--help")
         .output()
