@@ -140,6 +140,24 @@ pub struct Pod {
     pub result: Value,
 }
 
+impl Pod {
+    /// Whether this pod and `other` ping each other, both ways.
+    pub fn pings_both_ways(&self, other: &Pod) -> bool {
+        self.ns.ping(&other.ip) && other.ns.ping(&self.ip)
+    }
+
+    /// Whether a TCP connection from this pod to `server`'s address is answered (an HTTP
+    /// fetch), with no NAT between: the server sees the client's own address.
+    pub fn tcp_connects_to(&self, server: &Pod) -> bool {
+        let dir = TempDir::new("www");
+        let _http = server.ns.http_server(8080, "overlay", &dir);
+        self.ns
+            .curl(&format!("http://{}:8080/", server.ip))
+            .as_deref()
+            == Some("overlay")
+    }
+}
+
 fn signal(child: &Child, signal: i32) {
     let pid = i32::try_from(child.id()).expect("pid fits");
     // SAFETY: kill(2) on a child this lab started and has not reaped yet.
@@ -781,6 +799,20 @@ impl Lab {
     }
 
     /// Every log of the lab, for failure messages.
+    /// Asserts that every pod pings every other, and that TCP connects both ways between
+    /// the first two.
+    pub fn assert_pods_reach_each_other(&self, pods: &[Pod]) {
+        for a in pods {
+            for b in pods {
+                if a.ip != b.ip {
+                    assert!(a.ns.ping(&b.ip), "{} -> {}\n{}", a.ip, b.ip, self.logs());
+                }
+            }
+        }
+        assert!(pods[0].tcp_connects_to(&pods[1]));
+        assert!(pods[1].tcp_connects_to(&pods[0]));
+    }
+
     pub fn logs(&self) -> String {
         let mut all = String::new();
         let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())

@@ -6,13 +6,6 @@ use ferrocni_tests::lab::{wait_for, Lab, PREFIX, TTL};
 use ferrocni_tests::{require_root, require_tools, NetnsGuard, TempDir};
 use std::time::Duration;
 
-/// A TCP connection from `client` to `server`'s address is answered (an HTTP fetch).
-fn tcp_connects(client: &NetnsGuard, server: &NetnsGuard, server_ip: &str) -> bool {
-    let dir = TempDir::new("www");
-    let _http = server.http_server(8080, "overlay", &dir);
-    client.curl(&format!("http://{server_ip}:8080/")).as_deref() == Some("overlay")
-}
-
 /// Ip FragCreates of a namespace: how many fragments its kernel made.
 fn fragments_created(ns: &NetnsGuard) -> u64 {
     let snmp = String::from_utf8_lossy(&ns.exec(&["cat", "/proc/net/snmp"]).stdout).into_owned();
@@ -53,16 +46,7 @@ fn pods_on_three_nodes_reach_each_other_by_their_own_addresses() {
         let mtu = pod.ns.link_details("eth0")["mtu"].as_u64();
         assert_eq!(mtu, Some(1450));
     }
-    for a in &pods {
-        for b in &pods {
-            if a.ip != b.ip {
-                assert!(a.ns.ping(&b.ip), "{} -> {}\n{}", a.ip, b.ip, lab.logs());
-            }
-        }
-    }
-    // TCP both ways between nodes 1 and 2, no NAT: the server sees the client's own address.
-    assert!(tcp_connects(&pods[0].ns, &pods[1].ns, &pods[1].ip));
-    assert!(tcp_connects(&pods[1].ns, &pods[0].ns, &pods[0].ip));
+    lab.assert_pods_reach_each_other(&pods);
     // Full-size packets (1450 bytes: a 1422-byte ping) cross, and the node fragments nothing.
     let fragments_before = fragments_created(&lab.nodes[0].ns);
     let big = pods[0].ns.exec(&[

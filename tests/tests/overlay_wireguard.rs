@@ -55,16 +55,6 @@ fn has_peer(lab: &Lab, i: usize, key: &str, subnet: &str) -> bool {
         .any(|p| p.public_key == hex && p.allowed_ips == [subnet.to_string()])
 }
 
-fn tcp_connects(client: &NetnsGuard, server: &NetnsGuard, server_ip: &str) -> bool {
-    let dir = TempDir::new("www");
-    let _http = server.http_server(8080, "overlay", &dir);
-    client.curl(&format!("http://{server_ip}:8080/")).as_deref() == Some("overlay")
-}
-
-fn pings_both_ways(a: &Pod, b: &Pod) -> bool {
-    a.ns.ping(&b.ip) && b.ns.ping(&a.ip)
-}
-
 #[test]
 fn pods_on_three_wireguard_nodes_reach_each_other_both_ways() {
     require_root!();
@@ -76,15 +66,7 @@ fn pods_on_three_wireguard_nodes_reach_each_other_both_ways() {
         let mtu = pod.ns.link_details("eth0")["mtu"].as_u64();
         assert_eq!(mtu, Some(1440));
     }
-    for a in &pods {
-        for b in &pods {
-            if a.ip != b.ip {
-                assert!(a.ns.ping(&b.ip), "{} -> {}\n{}", a.ip, b.ip, lab.logs());
-            }
-        }
-    }
-    assert!(tcp_connects(&pods[0].ns, &pods[1].ns, &pods[1].ip));
-    assert!(tcp_connects(&pods[1].ns, &pods[0].ns, &pods[0].ip));
+    lab.assert_pods_reach_each_other(&pods);
     // Full-size packets cross (1440: a 1412-byte ping).
     let big = pods[0].ns.exec(&[
         "busybox",
@@ -245,7 +227,7 @@ fn a_fourth_wireguard_node_is_reachable_within_a_second() {
     let newcomer = lab.pod(joined);
     for pod in &pods {
         assert!(
-            pings_both_ways(pod, &newcomer),
+            pod.pings_both_ways(&newcomer),
             "{} <-> {}",
             pod.ip,
             newcomer.ip
@@ -259,7 +241,7 @@ fn a_node_that_regenerates_its_key_stays_reachable() {
     require_tools!("etcd", "etcdctl");
     let mut lab = wireguard_lab(3);
     let (a, b) = (lab.pod(0), lab.pod(1));
-    assert!(pings_both_ways(&a, &b));
+    assert!(a.pings_both_ways(&b));
     let old = published_key(&lab, "n2").expect("n2's key");
     lab.stop_agent(1, libc::SIGTERM);
     std::fs::remove_file(lab.wireguard_key_file(1)).expect("key file removed");
@@ -282,7 +264,7 @@ fn a_node_that_regenerates_its_key_stays_reachable() {
         lab.logs()
     );
     assert!(
-        pings_both_ways(&a, &b),
+        a.pings_both_ways(&b),
         "{} <-> {}\n{}",
         a.ip,
         b.ip,
@@ -314,7 +296,7 @@ fn a_dead_nodes_peer_is_removed_when_its_lease_expires() {
         lab.logs()
     );
     let (a, b) = (lab.pod(0), lab.pod(1));
-    assert!(pings_both_ways(&a, &b));
+    assert!(a.pings_both_ways(&b));
 }
 
 #[test]
@@ -326,7 +308,7 @@ fn an_agent_restart_keeps_its_key_and_subnet() {
     let key_text = std::fs::read(lab.wireguard_key_file(1)).expect("key file");
     let public = published_key(&lab, "n2").expect("n2's key");
     let (a, b) = (lab.pod(0), lab.pod(1));
-    assert!(pings_both_ways(&a, &b));
+    assert!(a.pings_both_ways(&b));
     assert!(lab.stop_agent(1, libc::SIGTERM).success());
     std::fs::remove_file(lab.node_file(1)).expect("node file removed");
     lab.start_agent(1);
@@ -345,7 +327,7 @@ fn an_agent_restart_keeps_its_key_and_subnet() {
         lab.logs()
     );
     assert!(lab.agent_log(1).contains("loaded the node's WireGuard key"));
-    let reconnected = wait_for(Duration::from_secs(10), || pings_both_ways(&a, &b));
+    let reconnected = wait_for(Duration::from_secs(10), || a.pings_both_ways(&b));
     assert!(
         reconnected.is_some(),
         "{} <-> {}\n{}",
@@ -375,7 +357,7 @@ fn the_private_key_is_nowhere_but_its_file() {
     require_tools!("etcd", "etcdctl", "curl", "python3");
     let mut lab = wireguard_lab(2);
     let pods = [lab.pod(0), lab.pod(1)];
-    assert!(pings_both_ways(&pods[0], &pods[1]));
+    assert!(pods[0].pings_both_ways(&pods[1]));
     // A restart loads the key from its file: that path must not leak it either.
     lab.stop_agent(1, libc::SIGTERM);
     lab.start_agent(1);
@@ -623,7 +605,7 @@ fn a_record_with_another_nodes_key_in_other_bytes_is_skipped() {
     require_tools!("etcd", "etcdctl", "python3");
     let lab = wireguard_lab(2);
     let (a, b) = (lab.pod(0), lab.pod(1));
-    assert!(pings_both_ways(&a, &b));
+    assert!(a.pings_both_ways(&b));
     // A record (a mistake, or a writer to etcd who means harm) whose key is n2's to
     // WireGuard in bytes no key generator writes: the devices must not take it as a second
     // peer, nor let it displace n2.
@@ -639,7 +621,7 @@ fn a_record_with_another_nodes_key_in_other_bytes_is_skipped() {
     }
     std::thread::sleep(Duration::from_secs(3));
     assert!(
-        pings_both_ways(&a, &b),
+        a.pings_both_ways(&b),
         "{} <-> {}\n{}",
         a.ip,
         b.ip,
