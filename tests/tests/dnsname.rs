@@ -167,6 +167,43 @@ fn two_containers_reach_each_other_by_name_and_alias() {
     );
 }
 
+/// A name that is no DNS name (Podman allows names of over 63 characters, or with `..`)
+/// registers the container's aliases only, whether the server runs already or is started by
+/// that ADD; its registration is read back like any other and leaves no rejected file.
+#[test]
+fn a_container_whose_name_is_no_dns_name_is_found_by_its_aliases() {
+    require_root!();
+    let network = Network::new();
+    let long = "n".repeat(70);
+    let first = network.attach(&long, &["first-alias"]);
+    let web = network.attach("web", &[]);
+    let second = network.attach("a..b", &["second-alias"]);
+    let (first_ip, second_ip) = (address(&first.bridge, 0), address(&second.bridge, 0));
+    assert_eq!(lookup(&web.ns, "first-alias", None), Ok(vec![first_ip]));
+    assert_eq!(lookup(&web.ns, "second-alias", None), Ok(vec![second_ip]));
+    let names = std::path::Path::new(&network.dns.path_str())
+        .join(NET)
+        .join("names");
+    let rejected: Vec<String> = std::fs::read_dir(&names)
+        .expect("the names directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rejected"))
+        .collect();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    for (container, name, aliases) in [
+        (&first, long.as_str(), ["first-alias"].as_slice()),
+        (&web, "web", [].as_slice()),
+        (&second, "a..b", ["second-alias"].as_slice()),
+    ] {
+        let conf = network.dns_conf(aliases, Some(&container.result));
+        network
+            .dnsname("CHECK", &container.id, &container.ns, name, &conf)
+            .success();
+        network.detach(container, name);
+    }
+}
+
 #[test]
 fn a_deleted_name_stops_resolving_at_once() {
     require_root!();

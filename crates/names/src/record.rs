@@ -43,9 +43,12 @@ pub struct Entry {
 
 impl Entry {
     /// Why this entry is none the plugin would write: names already canonical (see
-    /// [`dns_name`]), at least one address.
+    /// [`dns_name`]), at least one address. The name may be empty: a container whose name
+    /// is no DNS name is registered by its aliases only.
     pub fn check(&self) -> Result<(), String> {
-        for (field, name) in std::iter::once(("name", &self.name))
+        let name = Some(("name", &self.name)).filter(|(_, name)| !name.is_empty());
+        for (field, name) in name
+            .into_iter()
             .chain(self.aliases.iter().map(|alias| ("aliases", alias)))
         {
             if dns_name(name).as_ref() != Some(name) {
