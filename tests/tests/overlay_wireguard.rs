@@ -61,6 +61,12 @@ fn pods_on_three_wireguard_nodes_reach_each_other_both_ways() {
     require_tools!("etcd", "etcdctl", "curl");
     let lab = wireguard_lab(3);
     let pods: Vec<_> = (0..3).map(|i| lab.pod(i)).collect();
+    // The device's state (peers' keys and endpoints) is root's alone, whatever the umask.
+    let socket = std::fs::metadata(lab.wireguard_socket(0)).expect("the state socket");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&socket.permissions()) & 0o777,
+        0o600
+    );
     for pod in &pods {
         // WireGuard's overhead: the underlay's 1500 less 60.
         let mtu = pod.ns.link_details("eth0")["mtu"].as_u64();

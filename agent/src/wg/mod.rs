@@ -11,6 +11,7 @@ pub mod key;
 pub mod uapi;
 pub mod userspace;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -70,7 +71,12 @@ pub async fn mirror(path: PathBuf, stream: Stream) {
         .parent()
         .map_or(Ok(()), |dir| kernel::files::create_dir(dir, 0o755))
         .and_then(|()| UnixListener::bind(&path))
-    {
+        .and_then(|listener| {
+            // bind(2) gave the socket the umask's mode: the peers' keys and endpoints are
+            // root's to read, as for the kernel's WireGuard.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map(|()| listener)
+        }) {
         Ok(listener) => listener,
         Err(e) => {
             warn!(

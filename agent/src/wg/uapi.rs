@@ -21,12 +21,16 @@ pub enum UapiError {
     Refused { what: &'static str, errno: i32 },
     #[error("the WireGuard device answered what is no configuration: {0}")]
     Garbled(String),
+    /// An earlier request's answer was lost or cut short: what the stream holds next may
+    /// be that answer, so nothing more is asked on it (the device is set up again).
+    #[error("the WireGuard device's configuration stream is out of step after an earlier failure")]
+    OutOfStep,
 }
 
 impl cni::Coded for UapiError {
     fn code(&self) -> cni::error::ErrorCode {
         match self {
-            UapiError::Io(_) => cni::error::ErrorCode::Io,
+            UapiError::Io(_) | UapiError::OutOfStep => cni::error::ErrorCode::Io,
             UapiError::Refused { .. } | UapiError::Garbled(_) => cni::error::ErrorCode::Internal,
         }
     }
@@ -159,6 +163,8 @@ pub fn parse_state(pairs: &[(String, String)]) -> Result<State, UapiError> {
 /// A device's configuration stream: one request at a time, each answered before the next.
 pub struct Uapi<S> {
     reader: BufReader<S>,
+    /// A request went unanswered or its answer was garbled (see [`UapiError::OutOfStep`]).
+    out_of_step: bool,
 }
 
 impl<S: Read + Write> Uapi<S>
@@ -168,7 +174,23 @@ where
     pub fn new(stream: S) -> Uapi<S> {
         Uapi {
             reader: BufReader::new(stream),
+            out_of_step: false,
         }
+    }
+
+    /// Writes `request` and reads its answer; a failure to read a whole answer leaves the
+    /// stream out of step for good.
+    fn exchange(&mut self, request: &[u8]) -> Result<(Vec<(String, String)>, i32), UapiError> {
+        if self.out_of_step {
+            return Err(UapiError::OutOfStep);
+        }
+        let mut stream = self.reader.get_ref();
+        let answered = stream
+            .write_all(request)
+            .map_err(UapiError::from)
+            .and_then(|()| answer(&mut self.reader));
+        self.out_of_step = answered.is_err();
+        answered
     }
 
     /// Sends `set=1` with `lines`, in one write (an implementation that reads the request
@@ -178,9 +200,7 @@ where
         request.push_str("set=1\n");
         request.push_str(lines);
         request.push('\n');
-        let mut stream = self.reader.get_ref();
-        stream.write_all(request.as_bytes())?;
-        match answer(&mut self.reader)? {
+        match self.exchange(request.as_bytes())? {
             (_, 0) => Ok(()),
             (_, errno) => Err(UapiError::Refused {
                 what,
@@ -190,9 +210,7 @@ where
     }
 
     pub fn get(&mut self) -> Result<State, UapiError> {
-        let mut stream = self.reader.get_ref();
-        stream.write_all(b"get=1\n\n")?;
-        match answer(&mut self.reader)? {
+        match self.exchange(b"get=1\n\n")? {
             (pairs, 0) => parse_state(&pairs),
             (_, errno) => Err(UapiError::Refused {
                 what: "read of its state",
@@ -204,9 +222,7 @@ where
     /// The answer to `get=1` as the device wrote it, less its private key: for a reader
     /// such as `wg show`.
     pub fn get_text(&mut self) -> Result<String, UapiError> {
-        let mut stream = self.reader.get_ref();
-        stream.write_all(b"get=1\n\n")?;
-        let (pairs, errno) = answer(&mut self.reader)?;
+        let (pairs, errno) = self.exchange(b"get=1\n\n")?;
         let mut text: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         text.push_str(&format!("errno={errno}\n\n"));
         Ok(text)
@@ -248,6 +264,19 @@ mod tests {
             seen
         });
         (Uapi::new(ours), device)
+    }
+
+    /// After an answer that could not be read whole, the rest of it (or a late answer) is
+    /// never taken for the answer to the next request.
+    #[test]
+    fn a_garbled_answer_leaves_the_stream_unused() {
+        let (mut uapi, device) = device(&["garbage\nerrno=0\n\n", "errno=0\n\n"]);
+        let garbled = uapi.get().expect_err("garbled");
+        assert!(matches!(garbled, UapiError::Garbled(_)), "{garbled}");
+        let next = uapi.get().expect_err("out of step");
+        assert!(matches!(next, UapiError::OutOfStep), "{next}");
+        drop(uapi);
+        let _ = device.join();
     }
 
     #[test]
