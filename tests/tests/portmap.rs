@@ -463,6 +463,33 @@ fn bad_inputs_are_clear_errors_and_change_nothing() {
             7,
             "ipfw",
         ),
+        // Conditions are tool syntax by design, but one token is one token: nothing in it
+        // may start another command of nft's or iptables-restore's input.
+        (
+            json!([{"hostPort": 80, "containerPort": 80}]),
+            json!({"backend": "nftables",
+                   "conditionsV4": ["ip", "saddr", "10.0.0.0/8\nflush ruleset"]}),
+            7,
+            "conditionsV4[2]",
+        ),
+        (
+            json!([{"hostPort": 80, "containerPort": 80}]),
+            json!({"backend": "nftables", "conditionsV4": ["ip", "saddr", "10.0.0.0/8;"]}),
+            7,
+            "conditionsV4[2]",
+        ),
+        (
+            json!([{"hostPort": 80, "containerPort": 80}]),
+            json!({"backend": "iptables", "conditionsV4": ["-s", "10.0.0.0/8\n-A FORWARD"]}),
+            7,
+            "conditionsV4[1]",
+        ),
+        (
+            json!([{"hostPort": 80, "containerPort": 80}]),
+            json!({"backend": "iptables", "externalSetMarkChain": "MARK\n-A FORWARD"}),
+            7,
+            "externalSetMarkChain",
+        ),
     ];
     for (mappings, extra, code, needle) in cases {
         let config = Node::portmap_conf("1.0.0", &result, mappings, extra);

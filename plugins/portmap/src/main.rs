@@ -77,6 +77,37 @@ fn iptables_syntax(conditions: &Option<Vec<String>>) -> Option<bool> {
         .map(|first| first.starts_with('-') || first.starts_with('!'))
 }
 
+/// Conditions and the mark chain reach nft's or iptables-restore's input as tool syntax (an
+/// admin's, by design), one token each: a token holding a line break, or for nft a `;` or a
+/// `#`, would end the rule and start a command of its own, so it is refused.
+fn check_tokens(raw: &Raw) -> Result<()> {
+    let chain = raw.external_set_mark_chain.iter();
+    let chain = chain.map(|token| ("externalSetMarkChain".to_string(), token, false));
+    let mut tokens: Vec<(String, &String, bool)> = chain.collect();
+    for (field, conditions) in [
+        ("conditionsV4", &raw.conditions_v4),
+        ("conditionsV6", &raw.conditions_v6),
+    ] {
+        let nft = iptables_syntax(conditions) == Some(false);
+        for (i, token) in conditions.iter().flatten().enumerate() {
+            tokens.push((format!("{field}[{i}]"), token, nft));
+        }
+    }
+    for (field, token, nft) in tokens {
+        if token
+            .chars()
+            .any(|c| c.is_control() || (nft && (c == ';' || c == '#')))
+        {
+            return Err(ProtocolError::config(
+                field,
+                format!("{token:?} holds a character that would end the rule"),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// The first of the keys that only one backend reads, with its syntax (true for iptables).
 fn backend_keys(raw: &Raw) -> (Option<&'static str>, Option<&'static str>) {
     let mut iptables = Vec::new();
@@ -106,6 +137,7 @@ impl Conf {
     }
 
     fn from_raw(raw: Raw) -> Result<Conf> {
+        check_tokens(&raw)?;
         let mut mappings = Vec::new();
         for (i, m) in raw.runtime_config.port_mappings.iter().enumerate() {
             let field = |key: &str| format!("runtimeConfig.portMappings[{i}].{key}");
