@@ -150,11 +150,15 @@ fn start(dir: &NetworkDir, open: &OpenDir, binary: &Path) -> cni::Result<()> {
             Ok(())
         });
     }
-    // The server is never waited for: it outlives this process, and init reaps it.
-    let child = command.spawn().map_err(spawn_error)?;
+    // A server that said ready is never waited for: it outlives this process, and init
+    // reaps it. One that did not is stopped, so that no late server serves a failed ADD.
+    let mut child = command.spawn().map_err(spawn_error)?;
     drop(ready_writer);
     let said = read_ready(ready, START_LIMIT);
-    drop(child);
+    if !matches!(&said, Ok(text) if text.trim() == "ready") {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     match said {
         Ok(text) if text.trim() == "ready" => Ok(()),
         Ok(text) => Err(ServerError::Failed {

@@ -44,7 +44,7 @@ impl Conf {
                 .into())
             }
             Some(chosen) => Backend::select(Some(chosen))?,
-            None => Backend::select(Some("iptables")).or_else(|_| Backend::select(None))?,
+            None => Backend::select(Some("iptables"))?,
         };
         let isolate = match raw.ingress_policy.as_deref() {
             None | Some("") | Some("open") => false,

@@ -293,6 +293,13 @@ fn targets(previous: &CniResult, ifname: &str) -> Vec<IpNetwork> {
     chosen
 }
 
+/// Says why a conntrack flush failed, on stderr (see `add`).
+fn flushed(outcome: std::result::Result<(), firewall::FirewallError>) {
+    if let Err(e) = outcome {
+        eprintln!("portmap: stale UDP flows were not flushed: {e}");
+    }
+}
+
 /// DNAT from 127.0.0.1 only routes out of an interface that accepts local sources: find
 /// the link toward each container address (prevResult may list no interfaces at all).
 fn allow_localnet(targets: &[IpNetwork]) -> Result<()> {
@@ -350,8 +357,13 @@ impl Plugin for Portmap {
         conf.backend
             .firewall()
             .add(&attachment.id, &conf.entries(&targets))?;
+        // A flush is an optimisation (stale UDP flows would otherwise miss the mapping until
+        // they end): its failure is said, and fails neither ADD nor DEL.
         for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
-            conntrack::flush_udp_to_host_port(mapping.host_port, mapping.host_ip)?;
+            flushed(conntrack::flush_udp_to_host_port(
+                mapping.host_port,
+                mapping.host_ip,
+            ));
         }
         Ok(previous)
     }
@@ -371,7 +383,10 @@ impl Plugin for Portmap {
             .del(&attachment.id, Feature::PortMap, &known)?;
         for target in &targets {
             for mapping in conf.mappings.iter().filter(|m| m.protocol == Protocol::Udp) {
-                conntrack::flush_udp_to_container(target.ip(), mapping.container_port)?;
+                flushed(conntrack::flush_udp_to_container(
+                    target.ip(),
+                    mapping.container_port,
+                ));
             }
         }
         Ok(())
